@@ -1,0 +1,178 @@
+//! Real dstack CVM quotes with JSON event logs (`../shared/vectors/tdx/dstack`):
+//! replaying the log must reproduce all four RTMRs of the quote, and the
+//! runtime events give the exact app identity.
+
+use std::path::PathBuf;
+
+use attest_core::eventlog::{self, LogEvent, RuntimeAppInfo};
+use attest_core::{ErrorKind, InstanceId};
+use sha2::Sha384;
+
+fn vectors() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors");
+    assert!(
+        dir.is_dir(),
+        "test vectors missing: expected {} (check out ../shared beside the repository)",
+        dir.display()
+    );
+    dir
+}
+
+struct Fixture {
+    quote: Vec<u8>,
+    event_log: String,
+}
+
+fn fixture(name: &str) -> Fixture {
+    let path = vectors().join("tdx/dstack").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    Fixture {
+        quote: hex::decode(v["quote"].as_str().unwrap()).unwrap(),
+        event_log: v["event_log"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// RTMR0..3 of a TDX quote, read at the offsets of `reference/tdx.md`:
+/// body at 48 (v4) or 54 (v5), RTMR0 at body offset 0x148, 48 bytes each.
+fn quote_rtmrs(quote: &[u8]) -> [[u8; 48]; 4] {
+    let version = u16::from_le_bytes([quote[0], quote[1]]);
+    let body = match version {
+        4 => 48,
+        5 => 54,
+        v => panic!("unexpected quote version {v}"),
+    };
+    std::array::from_fn(|i| {
+        let off = body + 0x148 + 48 * i;
+        quote[off..off + 48].try_into().unwrap()
+    })
+}
+
+fn replay4(events: &[LogEvent]) -> Vec<[u8; 48]> {
+    eventlog::replay::<Sha384>(events, 4)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.into())
+        .collect()
+}
+
+fn check_replay(name: &str) -> (Vec<LogEvent>, RuntimeAppInfo) {
+    let f = fixture(name);
+    let events = eventlog::parse_json_event_log(f.event_log.as_bytes()).unwrap();
+    let want = quote_rtmrs(&f.quote);
+    let got = replay4(&events);
+    for i in 0..4 {
+        assert_eq!(hex::encode(got[i]), hex::encode(want[i]), "{name}: rtmr{i}");
+    }
+    // RTMR3 is not all zero in these quotes, so the check above is not vacuous.
+    assert_ne!(want[3], [0u8; 48]);
+    let info = eventlog::runtime_app_info(&events, 3).unwrap();
+    (events, info)
+}
+
+#[test]
+fn quote_report_replays_all_rtmrs_and_yields_app_identity() {
+    let (events, info) = check_replay("quote-report.json");
+    assert_eq!(events.len(), 28);
+    assert!(info.system_ready);
+    let app = info.app_identity().unwrap();
+    assert_eq!(
+        app.app_id.to_hex(),
+        "3763bc34552cf3a27ff71ad5f7a90471562a1a2d"
+    );
+    assert_eq!(
+        app.compose_hash.to_hex(),
+        "3763bc34552cf3a27ff71ad5f7a90471562a1a2df552dfc1998cba2d60da27e7"
+    );
+    assert_eq!(
+        app.instance_id,
+        Some(InstanceId::from_hex("c3714eb66990eace777b4e664c16e09375dec4c9").unwrap())
+    );
+    let kp = app.key_provider.unwrap();
+    assert_eq!(kp.name, "local-sgx");
+    assert_eq!(
+        kp.id.to_hex(),
+        "1b7a49378403249b6986a907844cab0921eca32dd47e657f3c10311ccaeccf8b"
+    );
+    // This older image emits no os-image-hash event.
+    assert_eq!(app.os_image_hash, None);
+    // The application event after system-ready is in the log but not identity.
+    assert!(events.iter().any(|e| e.name == "LIUM_MINER_HOTKEY"));
+}
+
+#[test]
+fn tdx_lite_replays_all_rtmrs_and_yields_app_identity() {
+    let (_, info) = check_replay("tdx-lite-getquote.json");
+    let app = info.app_identity().unwrap();
+    assert_eq!(
+        app.app_id.to_hex(),
+        "86b0e55f2fa8e4fb69d890f14f54d5612707646e"
+    );
+    assert_eq!(
+        app.compose_hash.to_hex(),
+        "86b0e55f2fa8e4fb69d890f14f54d5612707646e2573d54e0d2ddaaade77caa9"
+    );
+    assert_eq!(
+        app.instance_id.unwrap().to_hex(),
+        "050bf89570575fe8fab4cb8f0a62a9e64efe8ead"
+    );
+    assert_eq!(
+        app.os_image_hash.unwrap().to_hex(),
+        "07a2388c7a6a1b6a646d443f1517990a4ec294471d63146cda9d56972765051d"
+    );
+    let kp = app.key_provider.unwrap();
+    assert_eq!(kp.name, "kms");
+    assert!(kp.id.to_hex().starts_with("3059301306072a8648ce3d0201"));
+}
+
+#[test]
+fn given_runtime_digests_are_ignored_and_recomputed() {
+    // Blank every runtime event's stated digest, and put garbage in one:
+    // the replay must not change.
+    let f = fixture("quote-report.json");
+    let mut raw: Vec<serde_json::Value> = serde_json::from_str(&f.event_log).unwrap();
+    for e in raw.iter_mut().filter(|e| e["event_type"] == 0x0800_0001) {
+        e["digest"] = serde_json::Value::String("ab".repeat(48));
+    }
+    let events = eventlog::parse_json_event_log(&serde_json::to_vec(&raw).unwrap()).unwrap();
+    assert_eq!(replay4(&events), quote_rtmrs(&f.quote).to_vec());
+}
+
+#[test]
+fn tampered_payload_breaks_the_replay() {
+    let f = fixture("quote-report.json");
+    let want = quote_rtmrs(&f.quote);
+    let mut events = eventlog::parse_json_event_log(f.event_log.as_bytes()).unwrap();
+    let compose = events
+        .iter_mut()
+        .find(|e| e.name == "compose-hash")
+        .unwrap();
+    compose.payload[0] ^= 0x01;
+    let got = replay4(&events);
+    assert_eq!(got[..3], want[..3], "boot registers unaffected");
+    assert_ne!(got[3], want[3], "RTMR3 must change");
+
+    // Renaming an event changes its digest too.
+    let mut events = eventlog::parse_json_event_log(f.event_log.as_bytes()).unwrap();
+    let ev = events.iter_mut().find(|e| e.name == "app-id").unwrap();
+    ev.name = "app-ie".into();
+    assert_ne!(replay4(&events)[3], want[3]);
+
+    // Dropping an event breaks it as well.
+    let mut events = eventlog::parse_json_event_log(f.event_log.as_bytes()).unwrap();
+    events.retain(|e| e.name != "instance-id");
+    assert_ne!(replay4(&events)[3], want[3]);
+
+    // A boot event's stated digest is what is extended: flipping it breaks RTMR0.
+    let mut events = eventlog::parse_json_event_log(f.event_log.as_bytes()).unwrap();
+    events[0].digest[5] ^= 0x80;
+    assert_ne!(replay4(&events)[0], want[0]);
+}
+
+#[test]
+fn truncated_log_is_malformed() {
+    let f = fixture("tdx-lite-getquote.json");
+    let cut = &f.event_log.as_bytes()[..f.event_log.len() / 2];
+    let err = eventlog::parse_json_event_log(cut).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Malformed);
+}
