@@ -35,9 +35,15 @@ fn incomplete_commands_fail_cleanly() {
     // message (usage or "not implemented"), never a panic.
     for cmd in ["verify", "inspect", "measure", "image", "policy"] {
         let out = kms(&[cmd]);
-        assert!(!out.status.success(), "kms {cmd} succeeded without arguments");
+        assert!(
+            !out.status.success(),
+            "kms {cmd} succeeded without arguments"
+        );
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!err.contains("panicked"), "kms {cmd}: {err}");
-        assert!(err.starts_with("error:") || err.starts_with("Usage:"), "kms {cmd}: {err}");
+        assert!(
+            err.starts_with("error:") || err.starts_with("Usage:"),
+            "kms {cmd}: {err}"
+        );
     }
 }
