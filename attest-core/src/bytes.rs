@@ -102,7 +102,7 @@ macro_rules! fixed_bytes {
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
                 let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-                Self::from_hex(&s).map_err(serde::de::Error::custom)
+                Self::from_hex(&s).map_err(|e| serde::de::Error::custom(e.message()))
             }
         }
     };
@@ -211,7 +211,7 @@ impl Serialize for HexBytes {
 impl<'de> Deserialize<'de> for HexBytes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        HexBytes::from_hex(&s).map_err(serde::de::Error::custom)
+        HexBytes::from_hex(&s).map_err(|e| serde::de::Error::custom(e.message()))
     }
 }
 

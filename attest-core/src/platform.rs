@@ -89,7 +89,7 @@ impl Serialize for PlatformId {
 impl<'de> Deserialize<'de> for PlatformId {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
-        PlatformId::parse(&s).map_err(serde::de::Error::custom)
+        PlatformId::parse(&s).map_err(|e| serde::de::Error::custom(e.message()))
     }
 }
 

@@ -1,0 +1,27 @@
+//! dstack compatibility claims.
+//!
+//! dstack's auth webhooks (`bootAuth/app`) expect a `BootInfo` with
+//! platform-specific aggregates (`mrAggregated`, `mrSystem`) and a
+//! `teeVariant` name. Each plug-in computes them, since only it knows its
+//! registers, and stores them in [`crate::PlatformClaims`] under
+//! [`SECTION`]; the webhook backend reads them without naming a platform.
+
+use serde::{Deserialize, Serialize};
+
+use crate::HexBytes;
+
+/// The `platform_claims` section holding [`DstackClaims`].
+pub const SECTION: &str = "dstack";
+
+/// What dstack's `BootInfo` needs beyond the normalized identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DstackClaims {
+    /// dstack's name of the attestation variant (`dstack-tdx`,
+    /// `dstack-amd-sev-snp`, ...), sent as `teeVariant` and `attestationMode`.
+    pub tee_variant: String,
+    /// dstack's `mr_aggregated` (32 bytes).
+    pub mr_aggregated: HexBytes,
+    /// dstack's `mr_system` (32 bytes).
+    pub mr_system: HexBytes,
+}

@@ -1,0 +1,55 @@
+//! What a policy sees.
+
+use attest_core::{UnixTime, VerifiedIdentity};
+use serde::{Deserialize, Serialize};
+
+/// The request around the identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestContext {
+    /// When the request is decided (for grace periods).
+    pub time: UnixTime,
+    /// The keys requested (`app_keys` for GetAppKey, `env_encrypt_pubkey`, ...).
+    pub keys: Vec<String>,
+}
+
+impl RequestContext {
+    /// A GetAppKey request at `time`.
+    pub fn app_keys(time: UnixTime) -> Self {
+        RequestContext {
+            time,
+            keys: vec!["app_keys".into()],
+        }
+    }
+}
+
+/// The policy input: a verified identity plus the request context.
+///
+/// Its JSON form (the Rego `input`) is the identity's JSON with one more
+/// top-level key, `request: {time, keys}`; see
+/// `attest_core::identity` for the identity names.
+#[derive(Clone, Debug)]
+pub struct PolicyInput<'a> {
+    /// The verified identity.
+    pub identity: &'a VerifiedIdentity,
+    /// The request.
+    pub request: RequestContext,
+}
+
+impl<'a> PolicyInput<'a> {
+    /// An input.
+    pub fn new(identity: &'a VerifiedIdentity, request: RequestContext) -> Self {
+        PolicyInput { identity, request }
+    }
+
+    /// The JSON form.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = self.identity.to_json();
+        if let serde_json::Value::Object(map) = &mut v {
+            map.insert(
+                "request".into(),
+                serde_json::to_value(&self.request).unwrap_or(serde_json::Value::Null),
+            );
+        }
+        v
+    }
+}

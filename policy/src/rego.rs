@@ -1,0 +1,142 @@
+//! Rego policies on `regorus`.
+//!
+//! The input is the [`PolicyInput`] JSON (the identity's names plus
+//! `request`). `data.kms.allow` decides (anything but `true` denies) and
+//! `data.kms.deny_reasons`, a set of strings, explains:
+//!
+//! ```rego
+//! package kms
+//!
+//! default allow := false
+//! allow if { count(deny_reasons) == 0 }
+//!
+//! deny_reasons contains "debug TEE" if input.debug
+//! deny_reasons contains msg if {
+//!     not input.tcb.status in {"UpToDate"}
+//!     msg := sprintf("tcb.status %s not accepted", [input.tcb.status])
+//! }
+//! ```
+//!
+//! The module is parsed and checked once at load; each evaluation clones the
+//! prepared engine (cheap: the modules are shared) and runs under a
+//! wall-clock limit, so a pathological policy denies instead of stalling the
+//! KMS.
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use regorus::utils::limits::{ExecutionTimerConfig, PolicyLengthConfig};
+use regorus::{Engine, Value};
+
+use crate::decision::sha256;
+use crate::{Decision, Policy, PolicyError, PolicyInput, Reason};
+
+/// Default wall-clock limit of one evaluation.
+pub const DEFAULT_EVAL_LIMIT: Duration = Duration::from_millis(50);
+/// Largest policy module accepted.
+pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
+
+/// A loaded Rego policy.
+pub struct RegoPolicy {
+    engine: Engine,
+    digest: [u8; 32],
+}
+
+fn invalid(message: String) -> PolicyError {
+    PolicyError::Invalid {
+        backend: "rego",
+        path: None,
+        message,
+    }
+}
+
+impl RegoPolicy {
+    /// Compiles a module with the default evaluation limit.
+    pub fn parse(source: &str) -> Result<Self, PolicyError> {
+        Self::with_limit(source, DEFAULT_EVAL_LIMIT)
+    }
+
+    /// Compiles a module; each evaluation may run for at most `limit`.
+    pub fn with_limit(source: &str, limit: Duration) -> Result<Self, PolicyError> {
+        let mut engine = Engine::new();
+        engine.set_policy_length_config(PolicyLengthConfig {
+            max_col: NonZeroU32::new(4096).unwrap_or(NonZeroU32::MIN),
+            max_file_bytes: NonZeroUsize::new(MAX_POLICY_BYTES).unwrap_or(NonZeroUsize::MIN),
+            max_lines: NonZeroUsize::new(50_000).unwrap_or(NonZeroUsize::MIN),
+        });
+        engine.set_execution_timer_config(ExecutionTimerConfig {
+            limit,
+            check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
+        });
+        engine.set_strict_builtin_errors(true);
+        let package = engine
+            .add_policy("policy.rego".into(), source.into())
+            .map_err(|e| invalid(e.to_string()))?;
+        if package != "data.kms" {
+            return Err(invalid(format!("the module must be `package kms`, found {package}")));
+        }
+        if !engine
+            .has_declared_rule_rooted_at("policy.rego", "allow")
+            .map_err(|e| invalid(e.to_string()))?
+        {
+            return Err(invalid("the module declares no `allow` rule".into()));
+        }
+        // Prepare once (rule indexing happens on first evaluation) so that
+        // clones start warm, and surface errors that only evaluation finds.
+        engine.set_input(Value::new_object());
+        engine
+            .eval_rule("data.kms.allow".into())
+            .map_err(|e| invalid(format!("evaluating data.kms.allow on an empty input: {e}")))?;
+        Ok(RegoPolicy {
+            engine,
+            digest: sha256(&[b"rego", source.as_bytes()]),
+        })
+    }
+
+    /// Decides synchronously.
+    pub fn decide(&self, input: &PolicyInput<'_>) -> Decision {
+        let deny = |found: String| Decision::deny(Reason::new("rego", "data.kms.allow == true", found));
+        let input_value = match Value::from_json_str(&input.to_json().to_string()) {
+            Ok(v) => v,
+            Err(e) => return deny(format!("input conversion failed: {e}")),
+        };
+        let mut engine = self.engine.clone();
+        engine.set_input(input_value);
+        let allow = match engine.eval_rule("data.kms.allow".into()) {
+            Ok(v) => v,
+            Err(e) => return deny(format!("evaluation error: {e}")),
+        };
+        if allow == Value::Bool(true) {
+            return Decision::allow();
+        }
+        let reasons: Vec<Reason> = match engine.eval_rule("data.kms.deny_reasons".into()) {
+            Ok(Value::Set(set)) => set
+                .iter()
+                .map(|v| match v.as_string() {
+                    Ok(s) => Reason::new("rego.deny_reasons", "no deny reason", s.to_string()),
+                    Err(_) => Reason::new("rego.deny_reasons", "no deny reason", v.to_string()),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        if reasons.is_empty() {
+            let found = if allow == Value::Undefined { "undefined".into() } else { allow.to_string() };
+            return deny(found);
+        }
+        Decision::from_reasons(reasons, Vec::new())
+    }
+}
+
+#[async_trait]
+impl Policy for RegoPolicy {
+    async fn evaluate(&self, input: &PolicyInput<'_>) -> Decision {
+        self.decide(input)
+    }
+    fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+    fn backend(&self) -> &'static str {
+        "rego"
+    }
+}

@@ -1,0 +1,452 @@
+//! The default backend: a typed TOML policy, validated at load.
+//!
+//! ```toml
+//! platforms = ["tdx", "sev-snp"]     # platforms allowed (default: none)
+//! debug = false                      # allow debug TEEs (default: false)
+//! os_images = ["<hex32>", ...]       # allowed os_image_hash values (default: none)
+//!
+//! [tcb]
+//! allow = ["UpToDate"]               # accepted TCB statuses (default: UpToDate)
+//! grace_days = 30                    # accept OutOfDate for N days after tcb_date (default: 0)
+//!
+//! [[apps]]
+//! app_id = "<hex20>"
+//! compose_hashes = ["<hex32>", ...]
+//! device_ids = ["<hex32>", ...]      # optional: only these machines
+//!
+//! [platform.tdx]                     # optional, applies to TDX identities only
+//! min_tee_tcb_svn = "<hex16>"        # boot.tee_tcb_svn, compared byte by byte
+//! mr_seams = ["<hex48>", ...]        # allowed boot.mr_seam (TDX module)
+//!
+//! [platform.sev-snp]                 # optional, applies to SNP identities only
+//! min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }   # boot.reported_tcb
+//! vmpls = [0]                        # allowed boot.vmpl
+//! family_ids = ["<hex16>"]           # allowed boot.family_id
+//! image_ids = ["<hex16>"]            # allowed boot.image_id
+//! ```
+//!
+//! Every key is optional, and every default denies: an empty file denies
+//! everything. Unknown keys, bad hex and wrong lengths are load errors that
+//! name the line. All rules are evaluated, so a denial lists every failing
+//! rule. The common rules speak only normalized names, so the same text
+//! decides a TDX and an SNP identity of one app identically.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use async_trait::async_trait;
+use attest_core::{
+    AppId, BootValue, ComposeHash, DeviceId, OsImageHash, PlatformId, TcbStatus, VerifiedIdentity,
+};
+use serde::de::{Deserializer, Error as _};
+use serde::Deserialize;
+use time::OffsetDateTime;
+
+use crate::decision::sha256;
+use crate::{Decision, Policy, PolicyError, PolicyInput, Reason};
+
+/// Exactly `N` bytes of hex in a policy file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Hex<const N: usize>([u8; N]);
+
+impl<'de, const N: usize> Deserialize<'de> for Hex<N> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; N];
+        if s.len() != 2 * N {
+            return Err(D::Error::custom(format!(
+                "expected {N} bytes ({} hex digits), found {} characters",
+                2 * N,
+                s.len()
+            )));
+        }
+        hex::decode_to_slice(&s, &mut out).map_err(|e| D::Error::custom(format!("bad hex: {e}")))?;
+        Ok(Hex(out))
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    platforms: Vec<PlatformId>,
+    #[serde(default)]
+    debug: bool,
+    #[serde(default)]
+    os_images: Vec<OsImageHash>,
+    #[serde(default)]
+    tcb: TcbRules,
+    #[serde(default)]
+    apps: Vec<AppRule>,
+    #[serde(default)]
+    platform: PlatformSections,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TcbRules {
+    #[serde(default = "default_tcb_allow")]
+    allow: Vec<TcbStatus>,
+    #[serde(default)]
+    grace_days: u32,
+}
+
+fn default_tcb_allow() -> Vec<TcbStatus> {
+    vec![TcbStatus::UpToDate]
+}
+
+impl Default for TcbRules {
+    fn default() -> Self {
+        TcbRules {
+            allow: default_tcb_allow(),
+            grace_days: 0,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppRule {
+    app_id: toml::Spanned<AppId>,
+    #[serde(default)]
+    compose_hashes: Vec<ComposeHash>,
+    #[serde(default)]
+    device_ids: Option<Vec<DeviceId>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PlatformSections {
+    #[serde(default)]
+    tdx: Option<TdxRules>,
+    #[serde(default, rename = "sev-snp")]
+    sev_snp: Option<SnpRules>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TdxRules {
+    #[serde(default)]
+    min_tee_tcb_svn: Option<Hex<16>>,
+    #[serde(default)]
+    mr_seams: Option<Vec<Hex<48>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnpRules {
+    #[serde(default)]
+    min_tcb: Option<SnpTcb>,
+    #[serde(default)]
+    vmpls: Option<Vec<u8>>,
+    #[serde(default)]
+    family_ids: Option<Vec<Hex<16>>>,
+    #[serde(default)]
+    image_ids: Option<Vec<Hex<16>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnpTcb {
+    bootloader: Option<u8>,
+    tee: Option<u8>,
+    snp: Option<u8>,
+    microcode: Option<u8>,
+    fmc: Option<u8>,
+}
+
+struct CompiledApp {
+    compose_hashes: HashSet<ComposeHash>,
+    device_ids: Option<HashSet<DeviceId>>,
+}
+
+/// A loaded TOML policy.
+pub struct TomlPolicy {
+    platforms: Vec<PlatformId>,
+    debug: bool,
+    os_images: HashSet<OsImageHash>,
+    tcb_allow: Vec<TcbStatus>,
+    grace_days: u32,
+    apps: HashMap<AppId, CompiledApp>,
+    tdx: Option<TdxRules>,
+    snp: Option<(Vec<(&'static str, u8)>, SnpRules)>,
+    digest: [u8; 32],
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+impl TomlPolicy {
+    /// Parses and validates policy text.
+    pub fn parse(text: &str) -> Result<Self, PolicyError> {
+        let invalid = |message: String| PolicyError::Invalid {
+            backend: "toml",
+            path: None,
+            message,
+        };
+        let file: File = toml::from_str(text).map_err(|e| {
+            let msg = match e.span() {
+                Some(span) => format!("line {}: {}", line_of(text, span.start), e.message()),
+                None => e.message().to_owned(),
+            };
+            invalid(msg)
+        })?;
+
+        let mut apps = HashMap::new();
+        for app in file.apps {
+            let line = line_of(text, app.app_id.span().start);
+            let id = *app.app_id.get_ref();
+            let compiled = CompiledApp {
+                compose_hashes: app.compose_hashes.into_iter().collect(),
+                device_ids: app.device_ids.map(|d| d.into_iter().collect()),
+            };
+            if apps.insert(id, compiled).is_some() {
+                return Err(invalid(format!("line {line}: app_id {id} is listed twice")));
+            }
+        }
+        if file.tcb.grace_days > 3650 {
+            return Err(invalid(format!(
+                "tcb.grace_days must be at most 3650, found {}",
+                file.tcb.grace_days
+            )));
+        }
+        let snp = file.platform.sev_snp.map(|rules| {
+            let mins = rules
+                .min_tcb
+                .as_ref()
+                .map(|t| {
+                    [
+                        ("bootloader", t.bootloader),
+                        ("tee", t.tee),
+                        ("snp", t.snp),
+                        ("microcode", t.microcode),
+                        ("fmc", t.fmc),
+                    ]
+                    .into_iter()
+                    .filter_map(|(n, v)| v.map(|v| (n, v)))
+                    .collect()
+                })
+                .unwrap_or_default();
+            (mins, rules)
+        });
+        Ok(TomlPolicy {
+            platforms: file.platforms,
+            debug: file.debug,
+            os_images: file.os_images.into_iter().collect(),
+            tcb_allow: file.tcb.allow,
+            grace_days: file.tcb.grace_days,
+            apps,
+            tdx: file.platform.tdx,
+            snp,
+            digest: sha256(&[b"toml", text.as_bytes()]),
+        })
+    }
+
+    /// Decides synchronously (the TOML backend never waits on anything).
+    pub fn decide(&self, input: &PolicyInput<'_>) -> Decision {
+        let id = input.identity;
+        let mut reasons = Vec::new();
+        let mut warnings = Vec::new();
+
+        if !self.platforms.contains(&id.platform) {
+            reasons.push(Reason::new("platforms", one_of(&self.platforms), id.platform.as_str()));
+        }
+        if id.debug && !self.debug {
+            reasons.push(Reason::new("debug", "false", "true"));
+        }
+        self.check_tcb(input, &mut reasons, &mut warnings);
+        match &id.app.os_image_hash {
+            None => reasons.push(Reason::new(
+                "os_images",
+                "a listed os_image_hash",
+                "none (the boot measurements match no registered image)",
+            )),
+            Some(h) if !self.os_images.contains(h) => {
+                reasons.push(Reason::new("os_images", "a listed os_image_hash", h.to_hex()))
+            }
+            Some(_) => {}
+        }
+        match self.apps.get(&id.app.app_id) {
+            None => reasons.push(Reason::new("apps", "a listed app_id", id.app.app_id.to_hex())),
+            Some(app) => {
+                if !app.compose_hashes.contains(&id.app.compose_hash) {
+                    reasons.push(Reason::new(
+                        "apps.compose_hashes",
+                        format!("a compose hash listed for app {}", id.app.app_id),
+                        id.app.compose_hash.to_hex(),
+                    ));
+                }
+                if let Some(devices) = &app.device_ids {
+                    let found = id.device_id.filter(|d| devices.contains(d));
+                    if found.is_none() {
+                        reasons.push(Reason::new(
+                            "apps.device_ids",
+                            format!("a device listed for app {}", id.app.app_id),
+                            id.device_id.map(|d| d.to_hex()).unwrap_or_else(|| "none".into()),
+                        ));
+                    }
+                }
+            }
+        }
+        if id.platform == PlatformId::TDX {
+            if let Some(rules) = &self.tdx {
+                check_tdx(rules, id, &mut reasons);
+            }
+        } else if id.platform == PlatformId::SEV_SNP {
+            if let Some((mins, rules)) = &self.snp {
+                check_snp(mins, rules, id, &mut reasons);
+            }
+        }
+        Decision::from_reasons(reasons, warnings)
+    }
+
+    fn check_tcb(&self, input: &PolicyInput<'_>, reasons: &mut Vec<Reason>, warnings: &mut Vec<String>) {
+        let tcb = &input.identity.tcb;
+        if self.tcb_allow.contains(&tcb.status) {
+            return;
+        }
+        // Within the grace period an OutOfDate platform counts as if it had
+        // the status it had before the TCB recovery.
+        let under_grace = match tcb.status {
+            TcbStatus::OutOfDate => Some(TcbStatus::UpToDate),
+            TcbStatus::OutOfDateConfigurationNeeded => Some(TcbStatus::ConfigurationNeeded),
+            _ => None,
+        };
+        let Some(as_if) = under_grace.filter(|s| self.grace_days > 0 && self.tcb_allow.contains(s)) else {
+            reasons.push(Reason::new("tcb.allow", one_of(&self.tcb_allow), tcb.status.as_str()));
+            return;
+        };
+        let Some(tcb_date) = tcb.tcb_date else {
+            reasons.push(Reason::new(
+                "tcb.grace_days",
+                "a tcb_date to count the grace period from",
+                format!("{} without a tcb_date", tcb.status),
+            ));
+            return;
+        };
+        let deadline = tcb_date + time::Duration::days(i64::from(self.grace_days));
+        let now = i64::try_from(input.request.time.as_secs())
+            .ok()
+            .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok());
+        match now {
+            Some(now) if now < deadline => warnings.push(format!(
+                "tcb.grace_days: {} accepted as {} until {} ({} days after tcb_date {})",
+                tcb.status,
+                as_if,
+                rfc3339(deadline),
+                self.grace_days,
+                rfc3339(tcb_date)
+            )),
+            _ => reasons.push(Reason::new(
+                "tcb.grace_days",
+                format!("{} before {} (tcb_date + {} days)", tcb.status, rfc3339(deadline), self.grace_days),
+                format!("request at {}", input.request.time.as_secs()),
+            )),
+        }
+    }
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+fn one_of<T: ToString>(items: &[T]) -> String {
+    match items.len() {
+        0 => "nothing (the list is empty)".into(),
+        1..=4 => format!("one of [{}]", items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
+        n => format!("one of {n} listed values"),
+    }
+}
+
+fn boot_bytes<'a>(id: &'a VerifiedIdentity, name: &str) -> Option<&'a [u8]> {
+    match id.boot.get(name) {
+        Some(BootValue::Bytes(b)) => Some(b.as_slice()),
+        _ => None,
+    }
+}
+
+fn check_list<const N: usize>(
+    rule: &str,
+    register: &str,
+    allowed: &Option<Vec<Hex<N>>>,
+    id: &VerifiedIdentity,
+    reasons: &mut Vec<Reason>,
+) {
+    let Some(allowed) = allowed else { return };
+    let found = boot_bytes(id, register);
+    if !found.is_some_and(|f| allowed.iter().any(|a| a.0.as_slice() == f)) {
+        reasons.push(Reason::new(
+            rule,
+            format!("boot.{register} {}", one_of(&allowed.iter().map(|a| hex::encode(a.0)).collect::<Vec<_>>())),
+            found.map(hex::encode).unwrap_or_else(|| "none".into()),
+        ));
+    }
+}
+
+fn check_tdx(rules: &TdxRules, id: &VerifiedIdentity, reasons: &mut Vec<Reason>) {
+    if let Some(min) = &rules.min_tee_tcb_svn {
+        let found = boot_bytes(id, "tee_tcb_svn");
+        let ok = found.is_some_and(|f| f.len() == 16 && f.iter().zip(min.0.iter()).all(|(f, m)| f >= m));
+        if !ok {
+            reasons.push(Reason::new(
+                "platform.tdx.min_tee_tcb_svn",
+                format!("every byte of boot.tee_tcb_svn at least {}", hex::encode(min.0)),
+                found.map(hex::encode).unwrap_or_else(|| "none".into()),
+            ));
+        }
+    }
+    check_list("platform.tdx.mr_seams", "mr_seam", &rules.mr_seams, id, reasons);
+}
+
+fn check_snp(mins: &[(&'static str, u8)], rules: &SnpRules, id: &VerifiedIdentity, reasons: &mut Vec<Reason>) {
+    if !mins.is_empty() {
+        let empty = BTreeMap::new();
+        let tcb = match id.boot.get("reported_tcb") {
+            Some(BootValue::Components(c)) => c,
+            _ => &empty,
+        };
+        for (name, min) in mins {
+            let found = tcb.get(*name);
+            if !found.is_some_and(|f| *f >= u64::from(*min)) {
+                reasons.push(Reason::new(
+                    format!("platform.sev-snp.min_tcb.{name}"),
+                    format!("boot.reported_tcb.{name} >= {min}"),
+                    found.map(|f| f.to_string()).unwrap_or_else(|| "none".into()),
+                ));
+            }
+        }
+    }
+    if let Some(vmpls) = &rules.vmpls {
+        let found = match id.boot.get("vmpl") {
+            Some(BootValue::Number(n)) => Some(*n),
+            _ => None,
+        };
+        if !found.is_some_and(|v| vmpls.iter().any(|a| u64::from(*a) == v)) {
+            reasons.push(Reason::new(
+                "platform.sev-snp.vmpls",
+                format!("boot.vmpl {}", one_of(vmpls)),
+                found.map(|f| f.to_string()).unwrap_or_else(|| "none".into()),
+            ));
+        }
+    }
+    check_list("platform.sev-snp.family_ids", "family_id", &rules.family_ids, id, reasons);
+    check_list("platform.sev-snp.image_ids", "image_id", &rules.image_ids, id, reasons);
+}
+
+#[async_trait]
+impl Policy for TomlPolicy {
+    async fn evaluate(&self, input: &PolicyInput<'_>) -> Decision {
+        self.decide(input)
+    }
+    fn digest(&self) -> [u8; 32] {
+        self.digest
+    }
+    fn backend(&self) -> &'static str {
+        "toml"
+    }
+}

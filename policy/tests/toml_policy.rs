@@ -1,0 +1,288 @@
+//! The typed TOML policy: one rule text for both platforms, every deny path
+//! with its exact reason, grace-period boundaries, malformed files.
+
+mod common;
+
+use attest_core::{BootValue, DeviceId, OsImageHash, TcbStatus};
+use common::*;
+use policy::{Decision, Policy, PolicyError, Reason, TomlPolicy};
+
+fn decide(policy: &str, id: &attest_core::VerifiedIdentity) -> Decision {
+    TomlPolicy::parse(policy).unwrap().decide(&input(id))
+}
+
+fn reasons(d: &Decision) -> Vec<String> {
+    d.reasons.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn same_text_decides_both_platforms_identically() {
+    let policy = TomlPolicy::parse(&base_toml()).unwrap();
+    let (tdx, snp) = (tdx_identity(), snp_identity());
+    assert!(policy.decide(&input(&tdx)).allow);
+    assert!(policy.decide(&input(&snp)).allow);
+
+    // Change the compose hash on both: both denied, for the same reason.
+    let (mut tdx2, mut snp2) = (tdx.clone(), snp.clone());
+    tdx2.app.compose_hash.0[0] ^= 1;
+    snp2.app.compose_hash.0[0] ^= 1;
+    let (a, b) = (policy.decide(&input(&tdx2)), policy.decide(&input(&snp2)));
+    assert!(!a.allow);
+    assert_eq!(a, b);
+    assert_eq!(
+        reasons(&a),
+        [format!(
+            "apps.compose_hashes: expected a compose hash listed for app {APP_ID}, found {}",
+            tdx2.app.compose_hash
+        )]
+    );
+}
+
+#[test]
+fn empty_and_missing_policies_deny_everything() {
+    let d = decide("", &tdx_identity());
+    assert!(!d.allow);
+    assert_eq!(
+        reasons(&d),
+        [
+            "platforms: expected nothing (the list is empty), found tdx".to_owned(),
+            format!("os_images: expected a listed os_image_hash, found {OS_IMAGE}"),
+            format!("apps: expected a listed app_id, found {APP_ID}"),
+        ]
+    );
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let d = rt.block_on(policy::DenyAll.evaluate(&input(&snp_identity())));
+    assert!(!d.allow);
+    assert_eq!(d.reasons[0].rule, "deny_all");
+}
+
+#[test]
+fn each_common_rule_denies_with_its_reason() {
+    let p = TomlPolicy::parse(&base_toml()).unwrap();
+    let check = |f: &dyn Fn(&mut attest_core::VerifiedIdentity), want: &str| {
+        for mut id in [tdx_identity(), snp_identity()] {
+            f(&mut id);
+            let d = p.decide(&input(&id));
+            assert!(!d.allow, "{want}");
+            assert_eq!(reasons(&d), [want.to_owned()], "{}", id.platform);
+        }
+    };
+    check(&|id| id.debug = true, "debug: expected false, found true");
+    check(
+        &|id| id.tcb.status = TcbStatus::SwHardeningNeeded,
+        "tcb.allow: expected one of [UpToDate], found SWHardeningNeeded",
+    );
+    check(
+        &|id| id.app.os_image_hash = None,
+        "os_images: expected a listed os_image_hash, found none (the boot measurements match no registered image)",
+    );
+    check(
+        &|id| id.app.os_image_hash = Some(OsImageHash([9; 32])),
+        &format!("os_images: expected a listed os_image_hash, found {}", "09".repeat(32)),
+    );
+    check(
+        &|id| id.app.app_id.0[19] = 0,
+        "apps: expected a listed app_id, found 3763bc34552cf3a27ff71ad5f7a90471562a1a00",
+    );
+
+    let only_tdx = base_toml().replace(r#"platforms = ["tdx", "sev-snp"]"#, r#"platforms = ["tdx"]"#);
+    let d = decide(&only_tdx, &snp_identity());
+    assert_eq!(reasons(&d), ["platforms: expected one of [tdx], found sev-snp"]);
+    assert!(decide(&only_tdx, &tdx_identity()).allow);
+
+    let debug_ok = format!("debug = true\n{}", base_toml());
+    let mut id = tdx_identity();
+    id.debug = true;
+    assert!(decide(&debug_ok, &id).allow);
+}
+
+#[test]
+fn device_allowlist() {
+    let tdx = tdx_identity();
+    let listed = tdx.device_id.unwrap();
+    let policy = format!("{}device_ids = [\"{listed}\"]\n", base_toml());
+    assert!(decide(&policy, &tdx).allow);
+    let snp = snp_identity();
+    assert_eq!(
+        reasons(&decide(&policy, &snp)),
+        [format!(
+            "apps.device_ids: expected a device listed for app {APP_ID}, found {}",
+            snp.device_id.unwrap()
+        )]
+    );
+    let mut masked = snp.clone();
+    masked.device_id = None;
+    assert_eq!(
+        reasons(&decide(&policy, &masked)),
+        [format!("apps.device_ids: expected a device listed for app {APP_ID}, found none")]
+    );
+    let _ = DeviceId([0; 32]);
+}
+
+#[test]
+fn all_failing_rules_are_reported() {
+    let mut id = snp_identity();
+    id.debug = true;
+    id.tcb.status = TcbStatus::OutOfDate;
+    id.app.compose_hash.0[0] ^= 1;
+    let d = decide(&base_toml(), &id);
+    let rules: Vec<&str> = d.reasons.iter().map(|r| r.rule.as_str()).collect();
+    assert_eq!(rules, ["debug", "tcb.allow", "apps.compose_hashes"]);
+}
+
+#[test]
+fn tcb_grace_period_boundaries() {
+    let policy = base_toml().replace("allow = [\"UpToDate\"]", "allow = [\"UpToDate\"]\ngrace_days = 30");
+    let p = TomlPolicy::parse(&policy).unwrap();
+    let mut id = tdx_identity();
+    id.tcb.status = TcbStatus::OutOfDate;
+    let deadline = TCB_DATE as u64 + 30 * 86_400;
+
+    let inside = p.decide(&input_at(&id, deadline - 1));
+    assert!(inside.allow);
+    assert_eq!(
+        inside.warnings,
+        ["tcb.grace_days: OutOfDate accepted as UpToDate until 2024-01-31T00:00:00Z (30 days after tcb_date 2024-01-01T00:00:00Z)"]
+    );
+    let at = p.decide(&input_at(&id, deadline));
+    assert!(!at.allow);
+    assert_eq!(
+        reasons(&at),
+        [format!(
+            "tcb.grace_days: expected OutOfDate before 2024-01-31T00:00:00Z (tcb_date + 30 days), found request at {deadline}"
+        )]
+    );
+    assert!(at.warnings.is_empty());
+
+    // No date: no grace.
+    id.tcb.tcb_date = None;
+    assert_eq!(
+        reasons(&p.decide(&input_at(&id, deadline - 1))),
+        ["tcb.grace_days: expected a tcb_date to count the grace period from, found OutOfDate without a tcb_date"]
+    );
+    // Grace only stretches OutOfDate, never e.g. Unknown or SWHardeningNeeded.
+    id.tcb.status = TcbStatus::SwHardeningNeeded;
+    assert_eq!(
+        reasons(&p.decide(&input_at(&id, TCB_DATE as u64))),
+        ["tcb.allow: expected one of [UpToDate], found SWHardeningNeeded"]
+    );
+    // OutOfDateConfigurationNeeded counts as ConfigurationNeeded, which is not allowed here.
+    let mut id = tdx_identity();
+    id.tcb.status = TcbStatus::OutOfDateConfigurationNeeded;
+    assert!(!p.decide(&input_at(&id, TCB_DATE as u64)).allow);
+    // Without grace_days, OutOfDate is denied at once.
+    let mut id = tdx_identity();
+    id.tcb.status = TcbStatus::OutOfDate;
+    assert_eq!(
+        reasons(&decide(&base_toml(), &id)),
+        ["tcb.allow: expected one of [UpToDate], found OutOfDate"]
+    );
+}
+
+#[test]
+fn platform_sections_apply_to_their_platform_only() {
+    let tdx = tdx_identity();
+    let svn = match tdx.boot.get("tee_tcb_svn") {
+        Some(BootValue::Bytes(b)) => b.to_hex(),
+        other => panic!("{other:?}"),
+    };
+    let mut higher = hex::decode(&svn).unwrap();
+    higher[0] += 1;
+    let policy = format!(
+        "{}\n[platform.tdx]\nmin_tee_tcb_svn = \"{}\"\nmr_seams = [\"{}\"]\n\n[platform.sev-snp]\nmin_tcb = {{ bootloader = 3, snp = 9 }}\nvmpls = [1]\nfamily_ids = [\"{}\"]\n",
+        base_toml(),
+        hex::encode(&higher),
+        "ab".repeat(48),
+        "cd".repeat(16)
+    );
+    let d = decide(&policy, &tdx);
+    assert_eq!(
+        reasons(&d),
+        [
+            format!(
+                "platform.tdx.min_tee_tcb_svn: expected every byte of boot.tee_tcb_svn at least {}, found {svn}",
+                hex::encode(&higher)
+            ),
+            format!(
+                "platform.tdx.mr_seams: expected boot.mr_seam one of [{}], found {}",
+                "ab".repeat(48),
+                match tdx.boot.get("mr_seam") {
+                    Some(BootValue::Bytes(b)) => b.to_hex(),
+                    _ => unreachable!(),
+                }
+            ),
+        ]
+    );
+    let d = decide(&policy, &snp_identity());
+    assert_eq!(
+        reasons(&d),
+        [
+            "platform.sev-snp.min_tcb.snp: expected boot.reported_tcb.snp >= 9, found 8".to_owned(),
+            "platform.sev-snp.vmpls: expected boot.vmpl one of [1], found 0".to_owned(),
+            format!(
+                "platform.sev-snp.family_ids: expected boot.family_id one of [{}], found {}",
+                "cd".repeat(16),
+                "00".repeat(16)
+            ),
+        ]
+    );
+    // Satisfiable limits allow.
+    let ok = format!(
+        "{}\n[platform.tdx]\nmin_tee_tcb_svn = \"{svn}\"\n\n[platform.sev-snp]\nmin_tcb = {{ bootloader = 3, tee = 0, snp = 8, microcode = 115 }}\nvmpls = [0]\n",
+        base_toml()
+    );
+    assert!(decide(&ok, &tdx).allow);
+    assert!(decide(&ok, &snp_identity()).allow);
+    // A limit on a component the identity lacks (fmc on Milan) denies.
+    let fmc = format!("{}\n[platform.sev-snp]\nmin_tcb = {{ fmc = 1 }}\n", base_toml());
+    assert_eq!(
+        reasons(&decide(&fmc, &snp_identity())),
+        ["platform.sev-snp.min_tcb.fmc: expected boot.reported_tcb.fmc >= 1, found none"]
+    );
+}
+
+fn load_error(text: &str) -> String {
+    match TomlPolicy::parse(text) {
+        Err(e @ PolicyError::Invalid { .. }) => e.to_string(),
+        Err(e) => panic!("unexpected error kind: {e}"),
+        Ok(_) => panic!("policy loaded:\n{text}"),
+    }
+}
+
+#[test]
+fn malformed_policies_are_load_errors_with_lines() {
+    assert_eq!(
+        load_error("platforms = [\"tdx\"]\nplatfroms = []\n"),
+        "invalid toml policy: line 2: unknown field `platfroms`, expected one of `platforms`, `debug`, `os_images`, `tcb`, `apps`, `platform`"
+    );
+    let e = load_error(&base_toml().replace(COMPOSE, &COMPOSE[..62]));
+    assert!(e.starts_with("invalid toml policy: line 10: compose_hash must be 32 bytes (64 hex digits), found 62"), "{e}");
+    let e = load_error(&base_toml().replace(APP_ID, &APP_ID.replace('3', "g")));
+    assert!(e.starts_with("invalid toml policy: line 9: app_id is not valid hex"), "{e}");
+    let e = load_error("[tcb]\nallow = [\"UpToDat\"]\n");
+    assert!(e.starts_with("invalid toml policy: line 2: unknown variant `UpToDat`"), "{e}");
+    let e = load_error("debug = \"no\"\n");
+    assert!(e.starts_with("invalid toml policy: line 1: invalid type: string \"no\", expected a boolean"), "{e}");
+    let e = load_error("platforms = [\"TDX\"]\n");
+    assert!(e.contains("line 1") && e.contains("platform id must be"), "{e}");
+    let e = load_error("[platform.nitro]\n");
+    assert!(e.starts_with("invalid toml policy: line 1: unknown field `nitro`"), "{e}");
+    let e = load_error("[platform.tdx]\nmr_seams = [\"abcd\"]\n");
+    assert!(e.starts_with("invalid toml policy: line 2: expected 48 bytes (96 hex digits), found 4 characters"), "{e}");
+    let dup = format!("{}{}", base_toml(), base_toml().split("[[apps]]").nth(1).map(|s| format!("[[apps]]{s}")).unwrap());
+    assert_eq!(load_error(&dup), format!("invalid toml policy: line 12: app_id {APP_ID} is listed twice"));
+    let e = load_error("[tcb]\ngrace_days = 100000\n");
+    assert_eq!(e, "invalid toml policy: tcb.grace_days must be at most 3650, found 100000");
+    let e = load_error("platforms = [\n");
+    assert!(e.starts_with("invalid toml policy: line "), "{e}");
+}
+
+#[test]
+fn reason_display_and_digest() {
+    let r = Reason::new("debug", "false", "true");
+    assert_eq!(r.to_string(), "debug: expected false, found true");
+    let a = TomlPolicy::parse(&base_toml()).unwrap();
+    let b = TomlPolicy::parse(&format!("{}\n", base_toml())).unwrap();
+    assert_ne!(a.digest(), b.digest(), "the digest covers the exact text");
+    assert_eq!(a.digest(), TomlPolicy::parse(&base_toml()).unwrap().digest());
+}
