@@ -1,11 +1,13 @@
-//! The command tree. Each subcommand's work lives in its own module as the
-//! project grows; commands that are not built yet say so in one line and
-//! exit non-zero.
+//! The command tree. Each subcommand's work lives in its own module; commands
+//! that are not built yet say so in one line and exit non-zero.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+use crate::policy_cmd;
 
 /// Key management service for confidential VMs (Intel TDX, AMD SEV-SNP):
 /// one attestation path, one policy and one key derivation for every platform.
@@ -29,7 +31,27 @@ pub enum Command {
     /// Manage the image registry (measurement -> os_image_hash).
     Image,
     /// Check and explain policies.
-    Policy,
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Decide a verified identity (JSON) with a policy file (.toml or .rego);
+    /// prints the decision as JSON, exits 0 on allow and 1 on deny.
+    Check {
+        /// The policy file (.toml or .rego).
+        #[arg(long)]
+        policy: PathBuf,
+        /// A VerifiedIdentity JSON file (as `kms verify` prints it).
+        #[arg(long)]
+        identity: PathBuf,
+        /// Decision time, Unix seconds (default: now).
+        #[arg(long)]
+        at: Option<u64>,
+    },
+    /// Print every input field a policy can use, with its type.
+    Explain,
 }
 
 impl Command {
@@ -40,25 +62,53 @@ impl Command {
             Command::Inspect => "inspect",
             Command::Measure => "measure",
             Command::Image => "image",
-            Command::Policy => "policy",
+            Command::Policy(_) => "policy",
         }
     }
 }
 
-/// A command-level failure, printed as `error: <message>`.
+/// A command-level failure, printed as `error: <message>`; exit code 2 for
+/// usage-like failures where 1 means a negative answer.
 #[derive(Debug)]
-pub struct CliError(pub String);
+pub struct CliError {
+    pub message: String,
+    pub code: u8,
+}
+
+impl CliError {
+    pub fn new(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            code: 1,
+        }
+    }
+
+    pub fn with_code(mut self, code: u8) -> Self {
+        self.code = code;
+        self
+    }
+}
 
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
-    let cmd = cli.command;
-    Err(CliError(format!(
-        "`kms {}` is not implemented yet",
-        cmd.name()
-    )))
+    match cli.command {
+        Command::Policy(PolicyCommand::Check {
+            policy,
+            identity,
+            at,
+        }) => policy_cmd::check(&policy, &identity, at),
+        Command::Policy(PolicyCommand::Explain) => {
+            print!("{}", policy_cmd::EXPLAIN);
+            Ok(ExitCode::SUCCESS)
+        }
+        cmd => Err(CliError::new(format!(
+            "`kms {}` is not implemented yet",
+            cmd.name()
+        ))),
+    }
 }

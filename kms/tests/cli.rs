@@ -42,8 +42,135 @@ fn incomplete_commands_fail_cleanly() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!err.contains("panicked"), "kms {cmd}: {err}");
         assert!(
-            err.starts_with("error:") || err.starts_with("Usage:"),
+            err.starts_with("error:") || err.contains("Usage:"),
             "kms {cmd}: {err}"
+        );
+    }
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn identity_json(compose: &str) -> String {
+    serde_json::json!({
+        "platform": "sev-snp",
+        "app": {
+            "app_id": "11".repeat(20), "compose_hash": compose, "instance_id": null,
+            "key_provider": null, "os_image_hash": "22".repeat(32)
+        },
+        "boot": {"measurement": "ab".repeat(48), "vmpl": 0, "boot_digest": "ab".repeat(48)},
+        "tcb": {"status": "UpToDate", "advisory_ids": [], "tcb_date": null},
+        "debug": false,
+        "report_data": "00".repeat(64),
+        "report_data_checked": false,
+        "device_id": null,
+        "platform_claims": {}
+    })
+    .to_string()
+}
+
+#[test]
+fn policy_check_allows_denies_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write(
+        dir.path(),
+        "p.toml",
+        &format!(
+            "platforms = [\"sev-snp\"]\nos_images = [\"{}\"]\n[[apps]]\napp_id = \"{}\"\ncompose_hashes = [\"{}\"]\n",
+            "22".repeat(32),
+            "11".repeat(20),
+            "33".repeat(32)
+        ),
+    );
+    let good = write(dir.path(), "good.json", &identity_json(&"33".repeat(32)));
+    let bad = write(dir.path(), "bad.json", &identity_json(&"44".repeat(32)));
+    let run = |id: &std::path::Path| {
+        kms(&[
+            "policy",
+            "check",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--identity",
+            id.to_str().unwrap(),
+            "--at",
+            "1750000000",
+        ])
+    };
+    let out = run(&good);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["allow"], true);
+    assert_eq!(d["policy"]["backend"], "toml");
+
+    let out = run(&bad);
+    assert_eq!(out.status.code(), Some(1));
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["allow"], false);
+    assert_eq!(d["reasons"][0]["rule"], "apps.compose_hashes");
+    assert_eq!(d["reasons"][0]["found"], "44".repeat(32));
+
+    // Unusable inputs are exit 2 with one line on stderr.
+    let broken = write(dir.path(), "broken.toml", "platforms = 3\n");
+    let out = kms(&[
+        "policy",
+        "check",
+        "--policy",
+        broken.to_str().unwrap(),
+        "--identity",
+        good.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: invalid toml policy "), "{err}");
+    assert!(err.contains("line 1"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let garbage = write(dir.path(), "garbage.json", "{\"platform\": \"tdx\"}");
+    let out = kms(&[
+        "policy",
+        "check",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--identity",
+        garbage.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: invalid identity "));
+}
+
+#[test]
+fn policy_explain_names_every_field() {
+    let out = kms(&["policy", "explain"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for field in [
+        "platform",
+        "app.app_id",
+        "app.compose_hash",
+        "app.instance_id",
+        "app.key_provider",
+        "app.os_image_hash",
+        "boot.boot_digest",
+        "tcb.status",
+        "tcb.advisory_ids",
+        "tcb.tcb_date",
+        "debug",
+        "report_data",
+        "report_data_checked",
+        "device_id",
+        "platform_claims",
+        "request.time",
+    ] {
+        assert!(
+            text.lines().any(|l| l.starts_with(field)),
+            "explain lacks {field}"
         );
     }
 }

@@ -18,7 +18,11 @@ pub struct Reason {
 
 impl Reason {
     /// A reason.
-    pub fn new(rule: impl Into<String>, expected: impl Into<String>, found: impl Into<String>) -> Self {
+    pub fn new(
+        rule: impl Into<String>,
+        expected: impl Into<String>,
+        found: impl Into<String>,
+    ) -> Self {
         Reason {
             rule: rule.into(),
             expected: expected.into(),
@@ -29,7 +33,11 @@ impl Reason {
 
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: expected {}, found {}", self.rule, self.expected, self.found)
+        write!(
+            f,
+            "{}: expected {}, found {}",
+            self.rule, self.expected, self.found
+        )
     }
 }
 

@@ -59,6 +59,17 @@ impl RegoPolicy {
 
     /// Compiles a module; each evaluation may run for at most `limit`.
     pub fn with_limit(source: &str, limit: Duration) -> Result<Self, PolicyError> {
+        Self::with_data(source, None, limit)
+    }
+
+    /// Compiles a module with a JSON data document (OPA's `data`: allowlists
+    /// kept apart from the rules, loaded once instead of rebuilt by rules on
+    /// every evaluation); each evaluation may run for at most `limit`.
+    pub fn with_data(
+        source: &str,
+        data_json: Option<&str>,
+        limit: Duration,
+    ) -> Result<Self, PolicyError> {
         let mut engine = Engine::new();
         engine.set_policy_length_config(PolicyLengthConfig {
             max_col: NonZeroU32::new(4096).unwrap_or(NonZeroU32::MIN),
@@ -70,11 +81,20 @@ impl RegoPolicy {
             check_interval: NonZeroU32::new(64).unwrap_or(NonZeroU32::MIN),
         });
         engine.set_strict_builtin_errors(true);
+        if let Some(data) = data_json {
+            let value =
+                Value::from_json_str(data).map_err(|e| invalid(format!("data document: {e}")))?;
+            engine
+                .add_data(value)
+                .map_err(|e| invalid(format!("data document: {e}")))?;
+        }
         let package = engine
             .add_policy("policy.rego".into(), source.into())
             .map_err(|e| invalid(e.to_string()))?;
         if package != "data.kms" {
-            return Err(invalid(format!("the module must be `package kms`, found {package}")));
+            return Err(invalid(format!(
+                "the module must be `package kms`, found {package}"
+            )));
         }
         if !engine
             .has_declared_rule_rooted_at("policy.rego", "allow")
@@ -96,8 +116,9 @@ impl RegoPolicy {
 
     /// Decides synchronously.
     pub fn decide(&self, input: &PolicyInput<'_>) -> Decision {
-        let deny = |found: String| Decision::deny(Reason::new("rego", "data.kms.allow == true", found));
-        let input_value = match Value::from_json_str(&input.to_json().to_string()) {
+        let deny =
+            |found: String| Decision::deny(Reason::new("rego", "data.kms.allow == true", found));
+        let input_value: Value = match serde::Deserialize::deserialize(input.to_json()) {
             Ok(v) => v,
             Err(e) => return deny(format!("input conversion failed: {e}")),
         };
@@ -121,7 +142,11 @@ impl RegoPolicy {
             _ => Vec::new(),
         };
         if reasons.is_empty() {
-            let found = if allow == Value::Undefined { "undefined".into() } else { allow.to_string() };
+            let found = if allow == Value::Undefined {
+                "undefined".into()
+            } else {
+                allow.to_string()
+            };
             return deny(found);
         }
         Decision::from_reasons(reasons, Vec::new())

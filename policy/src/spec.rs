@@ -33,6 +33,9 @@ pub enum PolicySpec {
     Rego {
         /// The file.
         file: String,
+        /// Optional JSON data document (OPA `data`), e.g. allowlists.
+        #[serde(default)]
+        data: Option<String>,
         /// Evaluation time limit in milliseconds (default 50).
         #[serde(default)]
         eval_limit_ms: Option<u64>,
@@ -61,7 +64,9 @@ fn read(path: &Path) -> Result<String, PolicyError> {
 
 fn with_path(e: PolicyError, path: &Path) -> PolicyError {
     match e {
-        PolicyError::Invalid { backend, message, .. } => PolicyError::Invalid {
+        PolicyError::Invalid {
+            backend, message, ..
+        } => PolicyError::Invalid {
             backend,
             path: Some(path.display().to_string()),
             message,
@@ -78,28 +83,52 @@ pub fn load(spec: &PolicySpec, base_dir: &Path) -> Result<Arc<dyn Policy>, Polic
             let path = base_dir.join(file);
             Arc::new(TomlPolicy::parse(&read(&path)?).map_err(|e| with_path(e, &path))?)
         }
-        PolicySpec::Rego { file, eval_limit_ms } => {
+        PolicySpec::Rego {
+            file,
+            data,
+            eval_limit_ms,
+        } => {
             let path = base_dir.join(file);
-            rego_policy(&read(&path)?, *eval_limit_ms).map_err(|e| with_path(e, &path))?
+            let data = match data {
+                Some(d) => Some(read(&base_dir.join(d))?),
+                None => None,
+            };
+            rego_policy(&read(&path)?, data.as_deref(), *eval_limit_ms)
+                .map_err(|e| with_path(e, &path))?
         }
         PolicySpec::Webhook { url, timeout_ms } => Arc::new(WebhookPolicy::new(
             url,
-            timeout_ms.map(Duration::from_millis).unwrap_or(crate::webhook::DEFAULT_TIMEOUT),
+            timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(crate::webhook::DEFAULT_TIMEOUT),
         )?),
         PolicySpec::AllOf { policies } => Arc::new(AllOf::new(
-            policies.iter().map(|p| load(p, base_dir)).collect::<Result<_, _>>()?,
+            policies
+                .iter()
+                .map(|p| load(p, base_dir))
+                .collect::<Result<_, _>>()?,
         )),
     })
 }
 
 #[cfg(feature = "rego")]
-fn rego_policy(source: &str, limit_ms: Option<u64>) -> Result<Arc<dyn Policy>, PolicyError> {
-    let limit = limit_ms.map(Duration::from_millis).unwrap_or(crate::rego::DEFAULT_EVAL_LIMIT);
-    Ok(Arc::new(crate::RegoPolicy::with_limit(source, limit)?))
+fn rego_policy(
+    source: &str,
+    data: Option<&str>,
+    limit_ms: Option<u64>,
+) -> Result<Arc<dyn Policy>, PolicyError> {
+    let limit = limit_ms
+        .map(Duration::from_millis)
+        .unwrap_or(crate::rego::DEFAULT_EVAL_LIMIT);
+    Ok(Arc::new(crate::RegoPolicy::with_data(source, data, limit)?))
 }
 
 #[cfg(not(feature = "rego"))]
-fn rego_policy(_source: &str, _limit_ms: Option<u64>) -> Result<Arc<dyn Policy>, PolicyError> {
+fn rego_policy(
+    _source: &str,
+    _data: Option<&str>,
+    _limit_ms: Option<u64>,
+) -> Result<Arc<dyn Policy>, PolicyError> {
     Err(PolicyError::Invalid {
         backend: "rego",
         path: None,
@@ -112,7 +141,11 @@ pub fn load_file(path: &Path) -> Result<Arc<dyn Policy>, PolicyError> {
     let file = path.display().to_string();
     let spec = match path.extension().and_then(|e| e.to_str()) {
         Some("toml") => PolicySpec::Toml { file },
-        Some("rego") => PolicySpec::Rego { file, eval_limit_ms: None },
+        Some("rego") => PolicySpec::Rego {
+            file,
+            data: None,
+            eval_limit_ms: None,
+        },
         _ => {
             return Err(PolicyError::Invalid {
                 backend: "policy",

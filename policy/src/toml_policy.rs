@@ -37,8 +37,8 @@ use async_trait::async_trait;
 use attest_core::{
     AppId, BootValue, ComposeHash, DeviceId, OsImageHash, PlatformId, TcbStatus, VerifiedIdentity,
 };
-use serde::de::{Deserializer, Error as _};
 use serde::Deserialize;
+use serde::de::{Deserializer, Error as _};
 use time::OffsetDateTime;
 
 use crate::decision::sha256;
@@ -59,7 +59,8 @@ impl<'de, const N: usize> Deserialize<'de> for Hex<N> {
                 s.len()
             )));
         }
-        hex::decode_to_slice(&s, &mut out).map_err(|e| D::Error::custom(format!("bad hex: {e}")))?;
+        hex::decode_to_slice(&s, &mut out)
+            .map_err(|e| D::Error::custom(format!("bad hex: {e}")))?;
         Ok(Hex(out))
     }
 }
@@ -253,7 +254,11 @@ impl TomlPolicy {
         let mut warnings = Vec::new();
 
         if !self.platforms.contains(&id.platform) {
-            reasons.push(Reason::new("platforms", one_of(&self.platforms), id.platform.as_str()));
+            reasons.push(Reason::new(
+                "platforms",
+                one_of(&self.platforms),
+                id.platform.as_str(),
+            ));
         }
         if id.debug && !self.debug {
             reasons.push(Reason::new("debug", "false", "true"));
@@ -265,13 +270,19 @@ impl TomlPolicy {
                 "a listed os_image_hash",
                 "none (the boot measurements match no registered image)",
             )),
-            Some(h) if !self.os_images.contains(h) => {
-                reasons.push(Reason::new("os_images", "a listed os_image_hash", h.to_hex()))
-            }
+            Some(h) if !self.os_images.contains(h) => reasons.push(Reason::new(
+                "os_images",
+                "a listed os_image_hash",
+                h.to_hex(),
+            )),
             Some(_) => {}
         }
         match self.apps.get(&id.app.app_id) {
-            None => reasons.push(Reason::new("apps", "a listed app_id", id.app.app_id.to_hex())),
+            None => reasons.push(Reason::new(
+                "apps",
+                "a listed app_id",
+                id.app.app_id.to_hex(),
+            )),
             Some(app) => {
                 if !app.compose_hashes.contains(&id.app.compose_hash) {
                     reasons.push(Reason::new(
@@ -286,7 +297,9 @@ impl TomlPolicy {
                         reasons.push(Reason::new(
                             "apps.device_ids",
                             format!("a device listed for app {}", id.app.app_id),
-                            id.device_id.map(|d| d.to_hex()).unwrap_or_else(|| "none".into()),
+                            id.device_id
+                                .map(|d| d.to_hex())
+                                .unwrap_or_else(|| "none".into()),
                         ));
                     }
                 }
@@ -304,7 +317,12 @@ impl TomlPolicy {
         Decision::from_reasons(reasons, warnings)
     }
 
-    fn check_tcb(&self, input: &PolicyInput<'_>, reasons: &mut Vec<Reason>, warnings: &mut Vec<String>) {
+    fn check_tcb(
+        &self,
+        input: &PolicyInput<'_>,
+        reasons: &mut Vec<Reason>,
+        warnings: &mut Vec<String>,
+    ) {
         let tcb = &input.identity.tcb;
         if self.tcb_allow.contains(&tcb.status) {
             return;
@@ -316,8 +334,13 @@ impl TomlPolicy {
             TcbStatus::OutOfDateConfigurationNeeded => Some(TcbStatus::ConfigurationNeeded),
             _ => None,
         };
-        let Some(as_if) = under_grace.filter(|s| self.grace_days > 0 && self.tcb_allow.contains(s)) else {
-            reasons.push(Reason::new("tcb.allow", one_of(&self.tcb_allow), tcb.status.as_str()));
+        let Some(as_if) = under_grace.filter(|s| self.grace_days > 0 && self.tcb_allow.contains(s))
+        else {
+            reasons.push(Reason::new(
+                "tcb.allow",
+                one_of(&self.tcb_allow),
+                tcb.status.as_str(),
+            ));
             return;
         };
         let Some(tcb_date) = tcb.tcb_date else {
@@ -343,7 +366,12 @@ impl TomlPolicy {
             )),
             _ => reasons.push(Reason::new(
                 "tcb.grace_days",
-                format!("{} before {} (tcb_date + {} days)", tcb.status, rfc3339(deadline), self.grace_days),
+                format!(
+                    "{} before {} (tcb_date + {} days)",
+                    tcb.status,
+                    rfc3339(deadline),
+                    self.grace_days
+                ),
                 format!("request at {}", input.request.time.as_secs()),
             )),
         }
@@ -358,7 +386,14 @@ fn rfc3339(t: OffsetDateTime) -> String {
 fn one_of<T: ToString>(items: &[T]) -> String {
     match items.len() {
         0 => "nothing (the list is empty)".into(),
-        1..=4 => format!("one of [{}]", items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")),
+        1..=4 => format!(
+            "one of [{}]",
+            items
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
         n => format!("one of {n} listed values"),
     }
 }
@@ -382,7 +417,10 @@ fn check_list<const N: usize>(
     if !found.is_some_and(|f| allowed.iter().any(|a| a.0.as_slice() == f)) {
         reasons.push(Reason::new(
             rule,
-            format!("boot.{register} {}", one_of(&allowed.iter().map(|a| hex::encode(a.0)).collect::<Vec<_>>())),
+            format!(
+                "boot.{register} {}",
+                one_of(&allowed.iter().map(|a| hex::encode(a.0)).collect::<Vec<_>>())
+            ),
             found.map(hex::encode).unwrap_or_else(|| "none".into()),
         ));
     }
@@ -391,19 +429,34 @@ fn check_list<const N: usize>(
 fn check_tdx(rules: &TdxRules, id: &VerifiedIdentity, reasons: &mut Vec<Reason>) {
     if let Some(min) = &rules.min_tee_tcb_svn {
         let found = boot_bytes(id, "tee_tcb_svn");
-        let ok = found.is_some_and(|f| f.len() == 16 && f.iter().zip(min.0.iter()).all(|(f, m)| f >= m));
+        let ok =
+            found.is_some_and(|f| f.len() == 16 && f.iter().zip(min.0.iter()).all(|(f, m)| f >= m));
         if !ok {
             reasons.push(Reason::new(
                 "platform.tdx.min_tee_tcb_svn",
-                format!("every byte of boot.tee_tcb_svn at least {}", hex::encode(min.0)),
+                format!(
+                    "every byte of boot.tee_tcb_svn at least {}",
+                    hex::encode(min.0)
+                ),
                 found.map(hex::encode).unwrap_or_else(|| "none".into()),
             ));
         }
     }
-    check_list("platform.tdx.mr_seams", "mr_seam", &rules.mr_seams, id, reasons);
+    check_list(
+        "platform.tdx.mr_seams",
+        "mr_seam",
+        &rules.mr_seams,
+        id,
+        reasons,
+    );
 }
 
-fn check_snp(mins: &[(&'static str, u8)], rules: &SnpRules, id: &VerifiedIdentity, reasons: &mut Vec<Reason>) {
+fn check_snp(
+    mins: &[(&'static str, u8)],
+    rules: &SnpRules,
+    id: &VerifiedIdentity,
+    reasons: &mut Vec<Reason>,
+) {
     if !mins.is_empty() {
         let empty = BTreeMap::new();
         let tcb = match id.boot.get("reported_tcb") {
@@ -412,11 +465,13 @@ fn check_snp(mins: &[(&'static str, u8)], rules: &SnpRules, id: &VerifiedIdentit
         };
         for (name, min) in mins {
             let found = tcb.get(*name);
-            if !found.is_some_and(|f| *f >= u64::from(*min)) {
+            if found.is_none_or(|f| *f < u64::from(*min)) {
                 reasons.push(Reason::new(
                     format!("platform.sev-snp.min_tcb.{name}"),
                     format!("boot.reported_tcb.{name} >= {min}"),
-                    found.map(|f| f.to_string()).unwrap_or_else(|| "none".into()),
+                    found
+                        .map(|f| f.to_string())
+                        .unwrap_or_else(|| "none".into()),
                 ));
             }
         }
@@ -430,12 +485,26 @@ fn check_snp(mins: &[(&'static str, u8)], rules: &SnpRules, id: &VerifiedIdentit
             reasons.push(Reason::new(
                 "platform.sev-snp.vmpls",
                 format!("boot.vmpl {}", one_of(vmpls)),
-                found.map(|f| f.to_string()).unwrap_or_else(|| "none".into()),
+                found
+                    .map(|f| f.to_string())
+                    .unwrap_or_else(|| "none".into()),
             ));
         }
     }
-    check_list("platform.sev-snp.family_ids", "family_id", &rules.family_ids, id, reasons);
-    check_list("platform.sev-snp.image_ids", "image_id", &rules.image_ids, id, reasons);
+    check_list(
+        "platform.sev-snp.family_ids",
+        "family_id",
+        &rules.family_ids,
+        id,
+        reasons,
+    );
+    check_list(
+        "platform.sev-snp.image_ids",
+        "image_id",
+        &rules.image_ids,
+        id,
+        reasons,
+    );
 }
 
 #[async_trait]

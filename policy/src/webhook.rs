@@ -10,8 +10,8 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use attest_core::dstack::{self, DstackClaims};
 use attest_core::VerifiedIdentity;
+use attest_core::dstack::{self, DstackClaims};
 use serde::{Deserialize, Serialize};
 
 use crate::decision::sha256;
@@ -69,9 +69,14 @@ impl BootInfo {
         };
         let key_provider_info = match &id.app.key_provider {
             None => String::new(),
-            Some(kp) => hex::encode(
-                serde_json::json!({"name": kp.name, "id": kp.id.to_hex()}).to_string(),
-            ),
+            // dstack's payload form, keys in its order. Written out rather
+            // than via a JSON map, whose key order depends on serde_json
+            // features elsewhere in the build.
+            Some(kp) => hex::encode(format!(
+                "{{\"name\":{},\"id\":\"{}\"}}",
+                serde_json::Value::String(kp.name.clone()),
+                kp.id.to_hex()
+            )),
         };
         Ok(BootInfo {
             attestation_mode: claims.tee_variant.clone(),
@@ -118,7 +123,9 @@ impl WebhookPolicy {
         };
         let base = url.trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://")) {
-            return Err(invalid(format!("url must start with http:// or https://, found {url:?}")));
+            return Err(invalid(format!(
+                "url must start with http:// or https://, found {url:?}"
+            )));
         }
         let endpoint = format!("{base}/bootAuth/app");
         reqwest::Url::parse(&endpoint).map_err(|e| invalid(format!("url {url:?}: {e}")))?;
@@ -146,7 +153,11 @@ impl WebhookPolicy {
             .map_err(|e| format!("request failed: {}", describe(&e)))?;
         let status = resp.status();
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("reading response: {}", describe(&e)))? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| format!("reading response: {}", describe(&e)))?
+        {
             if body.len() + chunk.len() > MAX_RESPONSE {
                 return Err(format!("response larger than {MAX_RESPONSE} bytes"));
             }

@@ -50,7 +50,9 @@ fn empty_and_missing_policies_deny_everything() {
             format!("apps: expected a listed app_id, found {APP_ID}"),
         ]
     );
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let d = rt.block_on(policy::DenyAll.evaluate(&input(&snp_identity())));
     assert!(!d.allow);
     assert_eq!(d.reasons[0].rule, "deny_all");
@@ -78,16 +80,25 @@ fn each_common_rule_denies_with_its_reason() {
     );
     check(
         &|id| id.app.os_image_hash = Some(OsImageHash([9; 32])),
-        &format!("os_images: expected a listed os_image_hash, found {}", "09".repeat(32)),
+        &format!(
+            "os_images: expected a listed os_image_hash, found {}",
+            "09".repeat(32)
+        ),
     );
     check(
         &|id| id.app.app_id.0[19] = 0,
         "apps: expected a listed app_id, found 3763bc34552cf3a27ff71ad5f7a90471562a1a00",
     );
 
-    let only_tdx = base_toml().replace(r#"platforms = ["tdx", "sev-snp"]"#, r#"platforms = ["tdx"]"#);
+    let only_tdx = base_toml().replace(
+        r#"platforms = ["tdx", "sev-snp"]"#,
+        r#"platforms = ["tdx"]"#,
+    );
     let d = decide(&only_tdx, &snp_identity());
-    assert_eq!(reasons(&d), ["platforms: expected one of [tdx], found sev-snp"]);
+    assert_eq!(
+        reasons(&d),
+        ["platforms: expected one of [tdx], found sev-snp"]
+    );
     assert!(decide(&only_tdx, &tdx_identity()).allow);
 
     let debug_ok = format!("debug = true\n{}", base_toml());
@@ -114,7 +125,9 @@ fn device_allowlist() {
     masked.device_id = None;
     assert_eq!(
         reasons(&decide(&policy, &masked)),
-        [format!("apps.device_ids: expected a device listed for app {APP_ID}, found none")]
+        [format!(
+            "apps.device_ids: expected a device listed for app {APP_ID}, found none"
+        )]
     );
     let _ = DeviceId([0; 32]);
 }
@@ -132,7 +145,10 @@ fn all_failing_rules_are_reported() {
 
 #[test]
 fn tcb_grace_period_boundaries() {
-    let policy = base_toml().replace("allow = [\"UpToDate\"]", "allow = [\"UpToDate\"]\ngrace_days = 30");
+    let policy = base_toml().replace(
+        "allow = [\"UpToDate\"]",
+        "allow = [\"UpToDate\"]\ngrace_days = 30",
+    );
     let p = TomlPolicy::parse(&policy).unwrap();
     let mut id = tdx_identity();
     id.tcb.status = TcbStatus::OutOfDate;
@@ -142,7 +158,9 @@ fn tcb_grace_period_boundaries() {
     assert!(inside.allow);
     assert_eq!(
         inside.warnings,
-        ["tcb.grace_days: OutOfDate accepted as UpToDate until 2024-01-31T00:00:00Z (30 days after tcb_date 2024-01-01T00:00:00Z)"]
+        [
+            "tcb.grace_days: OutOfDate accepted as UpToDate until 2024-01-31T00:00:00Z (30 days after tcb_date 2024-01-01T00:00:00Z)"
+        ]
     );
     let at = p.decide(&input_at(&id, deadline));
     assert!(!at.allow);
@@ -158,7 +176,9 @@ fn tcb_grace_period_boundaries() {
     id.tcb.tcb_date = None;
     assert_eq!(
         reasons(&p.decide(&input_at(&id, deadline - 1))),
-        ["tcb.grace_days: expected a tcb_date to count the grace period from, found OutOfDate without a tcb_date"]
+        [
+            "tcb.grace_days: expected a tcb_date to count the grace period from, found OutOfDate without a tcb_date"
+        ]
     );
     // Grace only stretches OutOfDate, never e.g. Unknown or SWHardeningNeeded.
     id.tcb.status = TcbStatus::SwHardeningNeeded;
@@ -234,7 +254,10 @@ fn platform_sections_apply_to_their_platform_only() {
     assert!(decide(&ok, &tdx).allow);
     assert!(decide(&ok, &snp_identity()).allow);
     // A limit on a component the identity lacks (fmc on Milan) denies.
-    let fmc = format!("{}\n[platform.sev-snp]\nmin_tcb = {{ fmc = 1 }}\n", base_toml());
+    let fmc = format!(
+        "{}\n[platform.sev-snp]\nmin_tcb = {{ fmc = 1 }}\n",
+        base_toml()
+    );
     assert_eq!(
         reasons(&decide(&fmc, &snp_identity())),
         ["platform.sev-snp.min_tcb.fmc: expected boot.reported_tcb.fmc >= 1, found none"]
@@ -256,23 +279,64 @@ fn malformed_policies_are_load_errors_with_lines() {
         "invalid toml policy: line 2: unknown field `platfroms`, expected one of `platforms`, `debug`, `os_images`, `tcb`, `apps`, `platform`"
     );
     let e = load_error(&base_toml().replace(COMPOSE, &COMPOSE[..62]));
-    assert!(e.starts_with("invalid toml policy: line 10: compose_hash must be 32 bytes (64 hex digits), found 62"), "{e}");
+    assert!(
+        e.starts_with(
+            "invalid toml policy: line 10: compose_hash must be 32 bytes (64 hex digits), found 62"
+        ),
+        "{e}"
+    );
     let e = load_error(&base_toml().replace(APP_ID, &APP_ID.replace('3', "g")));
-    assert!(e.starts_with("invalid toml policy: line 9: app_id is not valid hex"), "{e}");
+    assert!(
+        e.starts_with("invalid toml policy: line 9: app_id is not valid hex"),
+        "{e}"
+    );
     let e = load_error("[tcb]\nallow = [\"UpToDat\"]\n");
-    assert!(e.starts_with("invalid toml policy: line 2: unknown variant `UpToDat`"), "{e}");
+    assert!(
+        e.starts_with("invalid toml policy: line 2: unknown variant `UpToDat`"),
+        "{e}"
+    );
     let e = load_error("debug = \"no\"\n");
-    assert!(e.starts_with("invalid toml policy: line 1: invalid type: string \"no\", expected a boolean"), "{e}");
+    assert!(
+        e.starts_with(
+            "invalid toml policy: line 1: invalid type: string \"no\", expected a boolean"
+        ),
+        "{e}"
+    );
     let e = load_error("platforms = [\"TDX\"]\n");
-    assert!(e.contains("line 1") && e.contains("platform id must be"), "{e}");
+    assert!(
+        e.contains("line 1") && e.contains("platform id must be"),
+        "{e}"
+    );
     let e = load_error("[platform.nitro]\n");
-    assert!(e.starts_with("invalid toml policy: line 1: unknown field `nitro`"), "{e}");
+    assert!(
+        e.starts_with("invalid toml policy: line 1: unknown field `nitro`"),
+        "{e}"
+    );
     let e = load_error("[platform.tdx]\nmr_seams = [\"abcd\"]\n");
-    assert!(e.starts_with("invalid toml policy: line 2: expected 48 bytes (96 hex digits), found 4 characters"), "{e}");
-    let dup = format!("{}{}", base_toml(), base_toml().split("[[apps]]").nth(1).map(|s| format!("[[apps]]{s}")).unwrap());
-    assert_eq!(load_error(&dup), format!("invalid toml policy: line 12: app_id {APP_ID} is listed twice"));
+    assert!(
+        e.starts_with(
+            "invalid toml policy: line 2: expected 48 bytes (96 hex digits), found 4 characters"
+        ),
+        "{e}"
+    );
+    let dup = format!(
+        "{}{}",
+        base_toml(),
+        base_toml()
+            .split("[[apps]]")
+            .nth(1)
+            .map(|s| format!("[[apps]]{s}"))
+            .unwrap()
+    );
+    assert_eq!(
+        load_error(&dup),
+        format!("invalid toml policy: line 12: app_id {APP_ID} is listed twice")
+    );
     let e = load_error("[tcb]\ngrace_days = 100000\n");
-    assert_eq!(e, "invalid toml policy: tcb.grace_days must be at most 3650, found 100000");
+    assert_eq!(
+        e,
+        "invalid toml policy: tcb.grace_days must be at most 3650, found 100000"
+    );
     let e = load_error("platforms = [\n");
     assert!(e.starts_with("invalid toml policy: line "), "{e}");
 }
@@ -284,5 +348,8 @@ fn reason_display_and_digest() {
     let a = TomlPolicy::parse(&base_toml()).unwrap();
     let b = TomlPolicy::parse(&format!("{}\n", base_toml())).unwrap();
     assert_ne!(a.digest(), b.digest(), "the digest covers the exact text");
-    assert_eq!(a.digest(), TomlPolicy::parse(&base_toml()).unwrap().digest());
+    assert_eq!(
+        a.digest(),
+        TomlPolicy::parse(&base_toml()).unwrap().digest()
+    );
 }

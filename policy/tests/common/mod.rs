@@ -18,7 +18,11 @@ use sha2::{Digest, Sha256, Sha384};
 
 pub fn vectors() -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors");
-    assert!(dir.is_dir(), "test vectors missing: expected {}", dir.display());
+    assert!(
+        dir.is_dir(),
+        "test vectors missing: expected {}",
+        dir.display()
+    );
     dir
 }
 
@@ -55,11 +59,15 @@ pub fn tdx_identity() -> VerifiedIdentity {
     let text = std::fs::read_to_string(vectors().join("tdx/dstack/quote-report.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let quote = hex::decode(v["quote"].as_str().unwrap()).unwrap();
-    let events = eventlog::parse_json_event_log(v["event_log"].as_str().unwrap().as_bytes()).unwrap();
+    let events =
+        eventlog::parse_json_event_log(v["event_log"].as_str().unwrap().as_bytes()).unwrap();
     let rtmrs = eventlog::replay::<Sha384>(&events, 4).unwrap();
     let body = &quote[48..48 + 584];
     assert_eq!(&body[0x148..0x178], rtmrs[0].as_slice(), "fixture replay");
-    let mut app = eventlog::runtime_app_info(&events, 3).unwrap().app_identity().unwrap();
+    let mut app = eventlog::runtime_app_info(&events, 3)
+        .unwrap()
+        .app_identity()
+        .unwrap();
     app.os_image_hash = Some(OsImageHash::from_hex(OS_IMAGE).unwrap());
     let mrtd = &body[0x88..0xB8];
     let boot_digest = Sha384::digest([mrtd, &body[0x148..0x1D8]].concat()).to_vec();
@@ -116,14 +124,21 @@ pub fn snp_identity() -> VerifiedIdentity {
             .with("host_data", &r[0xC0..0xE0])
             .with("family_id", &r[0x10..0x20])
             .with("image_id", &r[0x20..0x30])
-            .with("vmpl", u64::from(u32::from_le_bytes(r[0x30..0x34].try_into().unwrap())))
+            .with(
+                "vmpl",
+                u64::from(u32::from_le_bytes(r[0x30..0x34].try_into().unwrap())),
+            )
             .with("reported_tcb", BootValue::Components(components)),
         tcb: TcbInfo::new(TcbStatus::UpToDate),
         debug: false,
         report_data: ReportData::from_slice(&r[0x50..0x90]).unwrap(),
         report_data_checked: true,
         device_id: Some(DeviceId(sha256(&[&r[0x1A0..0x1E0]]).try_into().unwrap())),
-        platform_claims: claims("dstack-amd-sev-snp", sha256(&[measurement, &r[0xC0..0xE0]]), sha256(&[measurement])),
+        platform_claims: claims(
+            "dstack-amd-sev-snp",
+            sha256(&[measurement, &r[0xC0..0xE0]]),
+            sha256(&[measurement]),
+        ),
     }
 }
 

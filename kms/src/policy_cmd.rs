@@ -1,0 +1,87 @@
+//! `kms policy`: test a policy offline before deploying it.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use attest_core::{UnixTime, VerifiedIdentity};
+use policy::{PolicyInput, RequestContext};
+
+use crate::cli::CliError;
+
+/// `kms policy check`: 0 allow, 1 deny, 2 when the inputs cannot be used.
+pub fn check(
+    policy_path: &Path,
+    identity_path: &Path,
+    at: Option<u64>,
+) -> Result<ExitCode, CliError> {
+    let usage = |m: String| CliError::new(m).with_code(2);
+    let policy = policy::load_file(policy_path).map_err(|e| usage(e.to_string()))?;
+    let text = std::fs::read_to_string(identity_path).map_err(|e| {
+        usage(format!(
+            "cannot read identity {}: {e}",
+            identity_path.display()
+        ))
+    })?;
+    let identity: VerifiedIdentity = serde_json::from_str(&text)
+        .map_err(|e| usage(format!("invalid identity {}: {e}", identity_path.display())))?;
+    let time = at.map(UnixTime).unwrap_or_else(UnixTime::now);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| usage(format!("runtime: {e}")))?;
+    let decision =
+        rt.block_on(policy.evaluate(&PolicyInput::new(&identity, RequestContext::app_keys(time))));
+    let out = serde_json::json!({
+        "allow": decision.allow,
+        "reasons": decision.reasons.iter().map(|r| serde_json::json!({
+            "rule": r.rule, "expected": r.expected, "found": r.found, "message": r.to_string(),
+        })).collect::<Vec<_>>(),
+        "warnings": decision.warnings,
+        "policy": {"backend": policy.backend(), "digest": hex::encode(policy.digest())},
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(if decision.allow {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// The policy input schema, for `kms policy explain`.
+pub const EXPLAIN: &str = r#"Policy input (the same for every platform; Rego sees it as `input`)
+
+field                          type                    meaning
+platform                       string                  "tdx", "sev-snp", ...
+app.app_id                     hex (20 bytes)          application id
+app.compose_hash               hex (32 bytes)          SHA-256 of the app compose file
+app.instance_id                hex (20 bytes) | null   instance id
+app.key_provider               {name, id} | null       key provider (name string, id hex)
+app.os_image_hash              hex (32 bytes) | null   OS image, resolved from the boot measurements
+boot.<register>                hex | number | object   boot registers by platform name:
+                                                         tdx: mrtd, rtmr0..rtmr3, mr_config_id, mr_owner,
+                                                              mr_owner_config, xfam, td_attributes,
+                                                              tee_tcb_svn, mr_seam
+                                                         sev-snp: measurement, host_data, family_id, image_id,
+                                                              guest_svn, policy, vmpl, reported_tcb,
+                                                              committed_tcb, launch_tcb, current_tcb,
+                                                              platform_info, chip_id
+                                                         (TCBs are objects: bootloader, tee, snp, microcode, fmc)
+boot.boot_digest               hex                     digest looked up in the image registry
+tcb.status                     string                  UpToDate | SWHardeningNeeded | ConfigurationNeeded |
+                                                       ConfigurationAndSWHardeningNeeded | OutOfDate |
+                                                       OutOfDateConfigurationNeeded | Unknown
+tcb.advisory_ids               [string]                vendor advisories (INTEL-SA-...)
+tcb.tcb_date                   RFC 3339 | null         TCB date the grace period counts from
+debug                          bool                    debug TEE (memory readable by the host)
+report_data                    hex (64 bytes)          the report data the evidence carries
+report_data_checked            bool                    whether it was checked against the request binding
+device_id                      hex (32 bytes) | null   SHA-256 of the TDX PPID / SNP CHIP_ID
+platform_claims.<section>      object                  platform-specific claims (tdx, sev_snp, dstack)
+request.time                   number                  decision time, Unix seconds
+request.keys                   [string]                requested keys ("app_keys", ...)
+
+TOML policy keys: platforms, debug, os_images, tcb.allow, tcb.grace_days, [[apps]] app_id /
+compose_hashes / device_ids, [platform.tdx] min_tee_tcb_svn / mr_seams,
+[platform.sev-snp] min_tcb / vmpls / family_ids / image_ids.
+Rego: `package kms`; `data.kms.allow` decides, `data.kms.deny_reasons` (set of strings) explains.
+"#;
