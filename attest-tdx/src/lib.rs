@@ -1,1 +1,128 @@
-//! placeholder
+//! Intel TDX plug-in.
+//!
+//! [`TdxVerifier`] checks a DCAP quote (v4 or v5: TD 1.0, TD 1.5, TD 1.5-ex
+//! bodies) with dcap-qvl against Intel's production root (embedded), using
+//! collateral from a [`collateral::CollateralSource`], replays the event log
+//! into RTMR0..3, and returns the normalized identity. Fail-closed: debug
+//! TDs, a non-Intel TDX module (non-zero MRSIGNERSEAM), revoked TCBs, any
+//! signature, chain or CRL failure, collateral outside its window, report
+//! data other than the expected value, and an event log that does not
+//! reproduce the quote's registers are all errors.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod ccel;
+pub mod collateral;
+mod errors;
+mod identity;
+mod quote;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use attest_core::{
+    AttestError, Attestation, Evidence, PlatformId, VerifiedIdentity, VerifyContext,
+};
+use dcap_qvl::verify::QuoteVerifier;
+
+pub use collateral::{
+    CachedCollateral, Collateral, CollateralKey, CollateralSource, OfflineCollateral, PcsClient,
+};
+pub use identity::{Inspection, RegisterReplay, TdxClaims, inspect};
+pub use quote::{TdQuote, parse_event_log};
+
+/// Intel's SGX/TDX root CA (DER), the DCAP trust anchor.
+pub const INTEL_ROOT_CA_DER: &[u8] = include_bytes!("../roots/intel-sgx-root-ca.der");
+
+/// Largest quote accepted (real ones are about 5 KiB; cos-113 pads to 8000).
+pub const MAX_QUOTE_LEN: usize = 64 * 1024;
+/// Largest event log accepted (a CCEL area is 256 KiB).
+pub const MAX_EVENT_LOG_LEN: usize = 2 * 1024 * 1024;
+
+/// The TDX verifier.
+pub struct TdxVerifier {
+    qvl: QuoteVerifier,
+    collateral: Arc<dyn CollateralSource>,
+}
+
+impl TdxVerifier {
+    /// A verifier anchored at Intel's production root.
+    pub fn new(collateral: Arc<dyn CollateralSource>) -> Self {
+        Self::with_root(INTEL_ROOT_CA_DER.to_vec(), collateral)
+    }
+
+    /// A verifier anchored at another root. Only tests (the testkit's fake
+    /// Intel PKI) and an explicit insecure setting use this.
+    pub fn with_root(root_ca_der: Vec<u8>, collateral: Arc<dyn CollateralSource>) -> Self {
+        TdxVerifier {
+            qvl: QuoteVerifier::new(root_ca_der),
+            collateral,
+        }
+    }
+
+    /// Verifies the quote and its collateral only (no event log, no report
+    /// data): the part the benchmark compares with raw dcap-qvl.
+    pub async fn verify_quote(
+        &self,
+        raw: &[u8],
+        now: attest_core::UnixTime,
+    ) -> Result<(TdQuote, Arc<Collateral>, dcap_qvl::QuoteClaims), AttestError> {
+        if raw.len() > MAX_QUOTE_LEN {
+            return Err(AttestError::Malformed(format!(
+                "quote is {} bytes, at most {MAX_QUOTE_LEN} accepted",
+                raw.len()
+            )));
+        }
+        let quote = TdQuote::parse(raw)?;
+        let key = quote.collateral_key()?;
+        let collateral = self.collateral.fetch(&key, now).await?;
+        let claims = self
+            .qvl
+            .verify_with_policy(
+                raw,
+                &collateral.data,
+                now.as_secs(),
+                &errors::AcceptVerified,
+            )
+            .map_err(|e| errors::map_qvl_error(&e))?;
+        Ok((quote, collateral, claims))
+    }
+}
+
+impl TdxVerifier {
+    /// Verifies a quote without an event log and returns the identity JSON
+    /// with `app: null` (see [`Attestation::verify`] for the full identity).
+    pub async fn verify_quote_only(
+        &self,
+        raw: &[u8],
+        ctx: &VerifyContext,
+    ) -> Result<serde_json::Value, AttestError> {
+        let (quote, collateral, claims) = self.verify_quote(raw, ctx.time).await?;
+        identity::quote_only_json(&quote, &collateral, &claims, ctx)
+    }
+}
+
+#[async_trait]
+impl Attestation for TdxVerifier {
+    fn platform(&self) -> PlatformId {
+        PlatformId::TDX
+    }
+
+    async fn verify(
+        &self,
+        evidence: &Evidence,
+        ctx: &VerifyContext,
+    ) -> Result<VerifiedIdentity, AttestError> {
+        if evidence.platform != PlatformId::TDX {
+            return Err(AttestError::UnsupportedPlatform(evidence.platform.clone()));
+        }
+        if evidence.event_log.len() > MAX_EVENT_LOG_LEN {
+            return Err(AttestError::Malformed(format!(
+                "event log is {} bytes, at most {MAX_EVENT_LOG_LEN} accepted",
+                evidence.event_log.len()
+            )));
+        }
+        let (quote, collateral, claims) = self.verify_quote(&evidence.quote, ctx.time).await?;
+        identity::build(&quote, &collateral, &claims, &evidence.event_log, ctx)
+    }
+}

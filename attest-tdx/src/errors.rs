@@ -1,0 +1,73 @@
+//! Mapping dcap-qvl's errors onto the attestation error kinds.
+
+use attest_core::AttestError;
+
+/// dcap-qvl applies its own checks during verification (signatures, chains,
+/// CRLs, collateral windows, Revoked, debug and TD attributes). The TCB
+/// status itself is a policy decision made by the KMS policy, so this
+/// dcap-qvl policy accepts every verified result.
+pub(crate) struct AcceptVerified;
+
+impl dcap_qvl::Policy for AcceptVerified {
+    fn validate(&self, _claims: &dcap_qvl::QuoteClaims) -> anyhow::Result<()> {
+        Ok(())
+    }
+}
+
+/// Classifies a dcap-qvl failure. dcap-qvl reports errors as text, so the
+/// classification reads the whole context chain; anything not recognized is
+/// an untrusted chain (never an accept).
+pub(crate) fn map_qvl_error(e: &anyhow::Error) -> AttestError {
+    let msg = format!("{e:#}");
+    let has = |needles: &[&str]| needles.iter().any(|n| msg.contains(n));
+    if has(&["Revoked", "CertRevoked"]) {
+        AttestError::Revoked(msg)
+    } else if has(&[
+        "expired",
+        "Expired",
+        "in the future",
+        "NotValidYet",
+        "not yet valid",
+    ]) {
+        AttestError::CollateralExpired(msg)
+    } else if has(&[
+        "Debug mode",
+        "debug",
+        "SEPT_VE",
+        "sept_ve",
+        "igratable",
+        "MIGRATABLE",
+        "service TD",
+        "mr_signer_seam",
+        "MRSIGNERSEAM",
+        "No matching TCB level",
+        "TD attributes",
+        "profiling",
+    ]) {
+        AttestError::Insecure(msg)
+    } else if has(&[
+        "Signature is invalid",
+        "hash mismatch",
+        "BadSignature",
+        "InvalidSignature",
+    ]) {
+        AttestError::BadSignature(msg)
+    } else if has(&[
+        "Fmspc mismatch",
+        "non-TDX TCB info",
+        "QE Identity id/version",
+    ]) {
+        AttestError::CollateralMissing(msg)
+    } else if has(&[
+        "decode",
+        "Decode",
+        "Unsupported DCAP",
+        "Unknown QE vendor",
+        "must have version",
+        "Unsupported TEE",
+    ]) {
+        AttestError::Malformed(msg)
+    } else {
+        AttestError::UntrustedChain(msg)
+    }
+}

@@ -1,0 +1,369 @@
+//! Turning a verified quote and its event log into the normalized identity.
+
+use attest_core::dstack::{DstackClaims, SECTION as DSTACK_SECTION};
+use attest_core::eventlog::{self, LogEvent, SYSTEM_READY};
+use attest_core::{
+    AppIdentity, AttestError, BootMeasurements, DeviceId, HexBytes, PlatformClaims, PlatformId,
+    ReportData, TcbInfo, TcbStatus, VerifiedIdentity, VerifyContext,
+};
+use dcap_qvl::QuoteClaims;
+use dcap_qvl::tcb_info::TcbStatus as QvlStatus;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256, Sha384};
+
+use crate::collateral::Collateral;
+use crate::quote::{TdQuote, parse_event_log};
+
+/// The `platform_claims.tdx` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TdxClaims {
+    /// Quote version (4 or 5).
+    pub quote_version: u16,
+    /// `td10`, `td15` or `td15ex`.
+    pub body_type: String,
+    /// Platform family, 12 hex digits.
+    pub fmspc: String,
+    /// `platform` or `processor`.
+    pub pck_ca: String,
+    /// TCB evaluation data number of the collateral used.
+    pub tcb_eval_data_number: u32,
+    /// When the collateral used stops verifying (Unix seconds).
+    pub collateral_expires: u64,
+    /// SEAMATTRIBUTES.
+    pub seam_attributes: HexBytes,
+    /// TEE_TCB_SVN2 (TD 1.5), the current TCB after a TD-preserving update.
+    pub tee_tcb_svn2: Option<HexBytes>,
+    /// MRSERVICETD (TD 1.5).
+    pub mr_service_td: Option<HexBytes>,
+}
+
+/// The `platform_claims` section name.
+pub const SECTION: &str = "tdx";
+
+fn map_status(s: QvlStatus) -> TcbStatus {
+    match s {
+        QvlStatus::UpToDate => TcbStatus::UpToDate,
+        QvlStatus::SWHardeningNeeded => TcbStatus::SwHardeningNeeded,
+        QvlStatus::ConfigurationNeeded => TcbStatus::ConfigurationNeeded,
+        QvlStatus::ConfigurationAndSWHardeningNeeded => {
+            TcbStatus::ConfigurationAndSwHardeningNeeded
+        }
+        // A TD that launched on an out-of-date TCB must relaunch: until it
+        // does, it is out of date whatever its current TCB says.
+        QvlStatus::OutOfDate | QvlStatus::TDRelaunchAdvised => TcbStatus::OutOfDate,
+        QvlStatus::OutOfDateConfigurationNeeded
+        | QvlStatus::TDRelaunchAdvisedConfigurationNeeded => {
+            TcbStatus::OutOfDateConfigurationNeeded
+        }
+        // dcap-qvl rejects Revoked before we get here; never map it to a
+        // status a policy could allow.
+        QvlStatus::Revoked => TcbStatus::Unknown,
+    }
+}
+
+/// Replays the log and compares with the quote, naming the first register
+/// that differs.
+fn replay_and_check(quote: &TdQuote, events: &[LogEvent]) -> Result<(), AttestError> {
+    let replayed = eventlog::replay::<Sha384>(events, 4)?;
+    for (i, (want, got)) in quote.rtmrs().iter().zip(&replayed).enumerate() {
+        if want.as_slice() != got.as_slice() {
+            return Err(AttestError::identity_mismatch(
+                &format!("rtmr{i}"),
+                want,
+                got,
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The raw `key-provider` payload before `system-ready` (dstack's
+/// mr_system covers the exact bytes).
+fn key_provider_payload(events: &[LogEvent]) -> Option<&[u8]> {
+    events
+        .iter()
+        .filter(|e| e.is_runtime() && e.register == 3)
+        .take_while(|e| e.name != SYSTEM_READY)
+        .find(|e| e.name == "key-provider")
+        .map(|e| e.payload.as_slice())
+}
+
+fn sha256(parts: &[&[u8]]) -> Vec<u8> {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().to_vec()
+}
+
+fn boot_measurements(quote: &TdQuote) -> BootMeasurements {
+    let r = quote.td10();
+    let boot_digest = Sha384::digest([&r.mr_td[..], &r.rt_mr0, &r.rt_mr1, &r.rt_mr2].concat());
+    BootMeasurements::new(boot_digest.to_vec())
+        .with("mrtd", &r.mr_td[..])
+        .with("rtmr0", &r.rt_mr0[..])
+        .with("rtmr1", &r.rt_mr1[..])
+        .with("rtmr2", &r.rt_mr2[..])
+        .with("rtmr3", &r.rt_mr3[..])
+        .with("mr_config_id", &r.mr_config_id[..])
+        .with("mr_owner", &r.mr_owner[..])
+        .with("mr_owner_config", &r.mr_owner_config[..])
+        .with("xfam", &r.xfam[..])
+        .with("td_attributes", &r.td_attributes[..])
+        .with("tee_tcb_svn", &r.tee_tcb_svn[..])
+        .with("mr_seam", &r.mr_seam[..])
+}
+
+fn dstack_claims(quote: &TdQuote, events: &[LogEvent]) -> DstackClaims {
+    let r = quote.td10();
+    let mr_key_provider = key_provider_payload(events)
+        .map(|p| sha256(&[p]))
+        .unwrap_or_else(|| vec![0; 32]);
+    let mr_system = sha256(&[&r.mr_td, &r.rt_mr0, &r.rt_mr1, &r.rt_mr2, &mr_key_provider]);
+    let extra_nonzero = [&r.mr_config_id, &r.mr_owner, &r.mr_owner_config]
+        .iter()
+        .any(|m| m.iter().any(|b| *b != 0));
+    let mut parts: Vec<&[u8]> = vec![&r.mr_td, &r.rt_mr0, &r.rt_mr1, &r.rt_mr2, &r.rt_mr3];
+    if extra_nonzero {
+        parts.extend([&r.mr_config_id[..], &r.mr_owner, &r.mr_owner_config]);
+    }
+    DstackClaims {
+        tee_variant: "dstack-tdx".into(),
+        mr_aggregated: HexBytes(sha256(&parts)),
+        mr_system: HexBytes(mr_system),
+    }
+}
+
+/// Everything the quote itself proves (no event log needed).
+struct QuotePart {
+    boot: BootMeasurements,
+    tcb: TcbInfo,
+    debug: bool,
+    report_data: ReportData,
+    report_data_checked: bool,
+    device_id: Option<DeviceId>,
+    platform_claims: PlatformClaims,
+}
+
+fn quote_part(
+    quote: &TdQuote,
+    collateral: &Collateral,
+    claims: &QuoteClaims,
+    ctx: &VerifyContext,
+) -> Result<QuotePart, AttestError> {
+    let r = quote.td10();
+    if r.mr_signer_seam.iter().any(|b| *b != 0) {
+        return Err(AttestError::Insecure(format!(
+            "MRSIGNERSEAM is {}, not Intel's (zero): a TDX module not signed by Intel",
+            hex::encode(r.mr_signer_seam)
+        )));
+    }
+    let debug = r.td_attributes[0] & 0x01 != 0;
+    if debug {
+        return Err(AttestError::Insecure(
+            "the TD runs in debug mode (TDATTRIBUTES.DEBUG)".into(),
+        ));
+    }
+    let report_data = ReportData(r.report_data);
+    let report_data_checked = ctx.check_report_data(&report_data)?;
+
+    let status = map_status(claims.tcb.status);
+    let tcb_date_secs = match status {
+        TcbStatus::OutOfDate | TcbStatus::OutOfDateConfigurationNeeded => collateral
+            .latest_tcb_date
+            .unwrap_or(claims.platform.tcb_date_tag),
+        _ => claims.platform.tcb_date_tag,
+    };
+    let tcb_date = i64::try_from(tcb_date_secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok());
+
+    let ppid = &claims.platform.pck.ppid;
+    let device_id = (!ppid.is_empty()).then(|| DeviceId(Sha256::digest(ppid).into()));
+
+    let td15 = quote.quote.report.as_td15();
+    let mut platform_claims = PlatformClaims::default();
+    platform_claims.insert(
+        SECTION,
+        &TdxClaims {
+            quote_version: quote.version,
+            body_type: quote.body_type().into(),
+            fmspc: hex::encode_upper(claims.platform.pck.fmspc),
+            pck_ca: quote
+                .collateral_key()
+                .map(|k| k.ca_str().to_owned())
+                .unwrap_or_default(),
+            tcb_eval_data_number: claims.tcb.eval_data_number,
+            collateral_expires: claims.earliest_expiration_date,
+            seam_attributes: HexBytes(r.seam_attributes.to_vec()),
+            tee_tcb_svn2: td15.map(|t| HexBytes(t.tee_tcb_svn2.to_vec())),
+            mr_service_td: td15.map(|t| HexBytes(t.mr_service_td.to_vec())),
+        },
+    )?;
+    Ok(QuotePart {
+        boot: boot_measurements(quote),
+        tcb: TcbInfo {
+            status,
+            advisory_ids: claims.tcb.advisory_ids.clone(),
+            tcb_date,
+        },
+        debug,
+        report_data,
+        report_data_checked,
+        device_id,
+        platform_claims,
+    })
+}
+
+pub(crate) fn build(
+    quote: &TdQuote,
+    collateral: &Collateral,
+    claims: &QuoteClaims,
+    event_log: &[u8],
+    ctx: &VerifyContext,
+) -> Result<VerifiedIdentity, AttestError> {
+    let mut part = quote_part(quote, collateral, claims, ctx)?;
+    if event_log.is_empty() {
+        return Err(AttestError::Malformed(
+            "TDX evidence carries no event log: the app identity is in its RTMR3 runtime events"
+                .into(),
+        ));
+    }
+    let events = parse_event_log(event_log)?;
+    replay_and_check(quote, &events)?;
+    let app: AppIdentity = eventlog::runtime_app_info(&events, 3)?.app_identity()?;
+    part.platform_claims
+        .insert(DSTACK_SECTION, &dstack_claims(quote, &events))?;
+    Ok(VerifiedIdentity {
+        platform: PlatformId::TDX,
+        app,
+        boot: part.boot,
+        tcb: part.tcb,
+        debug: part.debug,
+        report_data: part.report_data,
+        report_data_checked: part.report_data_checked,
+        device_id: part.device_id,
+        platform_claims: part.platform_claims,
+    })
+}
+
+/// The identity JSON of a quote verified without an event log: the same
+/// names as [`VerifiedIdentity`], with `app` null (a TD's app identity lives
+/// in its RTMR3 events, so without them there is none). Keys are never
+/// released on this form; it serves offline verification tools.
+pub(crate) fn quote_only_json(
+    quote: &TdQuote,
+    collateral: &Collateral,
+    claims: &QuoteClaims,
+    ctx: &VerifyContext,
+) -> Result<serde_json::Value, AttestError> {
+    #[derive(Serialize)]
+    struct QuoteOnly<'a> {
+        platform: PlatformId,
+        app: Option<AppIdentity>,
+        boot: &'a BootMeasurements,
+        tcb: &'a TcbInfo,
+        debug: bool,
+        report_data: ReportData,
+        report_data_checked: bool,
+        device_id: Option<DeviceId>,
+        platform_claims: &'a PlatformClaims,
+    }
+    let part = quote_part(quote, collateral, claims, ctx)?;
+    serde_json::to_value(QuoteOnly {
+        platform: PlatformId::TDX,
+        app: None,
+        boot: &part.boot,
+        tcb: &part.tcb,
+        debug: part.debug,
+        report_data: part.report_data,
+        report_data_checked: part.report_data_checked,
+        device_id: part.device_id,
+        platform_claims: &part.platform_claims,
+    })
+    .map_err(|e| AttestError::Malformed(format!("identity JSON: {e}")))
+}
+
+/// One register's replay result.
+#[derive(Clone, Debug, Serialize)]
+pub struct RegisterReplay {
+    /// `rtmr0`..`rtmr3`.
+    pub register: String,
+    /// The value in the quote.
+    pub quote: HexBytes,
+    /// The value the log replays to.
+    pub replayed: HexBytes,
+    /// Whether they are equal.
+    pub matches: bool,
+}
+
+/// What `kms inspect tdx` reports: parsed, never verified.
+#[derive(Clone, Debug, Serialize)]
+pub struct Inspection {
+    /// Always false: signatures and collateral were not checked.
+    pub verified: bool,
+    /// Quote version.
+    pub quote_version: u16,
+    /// Body type.
+    pub body_type: String,
+    /// The registers.
+    pub boot: BootMeasurements,
+    /// The report data.
+    pub report_data: ReportData,
+    /// Whether the TD is in debug mode.
+    pub debug: bool,
+    /// Replay per register (empty without an event log).
+    pub replay: Vec<RegisterReplay>,
+    /// The app identity from the runtime events, when present.
+    pub app: Option<AppIdentity>,
+    /// Why there is no app identity, when there is none.
+    pub app_error: Option<String>,
+}
+
+impl Inspection {
+    /// Whether every register replayed to the quote's value.
+    pub fn replay_matches(&self) -> bool {
+        self.replay.iter().all(|r| r.matches)
+    }
+}
+
+/// Parses a quote and replays its event log without verifying anything.
+pub fn inspect(raw: &[u8], event_log: Option<&[u8]>) -> Result<Inspection, AttestError> {
+    let quote = TdQuote::parse(raw)?;
+    let r = quote.td10();
+    let mut out = Inspection {
+        verified: false,
+        quote_version: quote.version,
+        body_type: quote.body_type().into(),
+        boot: boot_measurements(&quote),
+        report_data: ReportData(r.report_data),
+        debug: r.td_attributes[0] & 0x01 != 0,
+        replay: Vec::new(),
+        app: None,
+        app_error: Some("no event log given".into()),
+    };
+    if let Some(log) = event_log {
+        let events = parse_event_log(log)?;
+        let replayed = eventlog::replay::<Sha384>(&events, 4)?;
+        out.replay = quote
+            .rtmrs()
+            .iter()
+            .zip(&replayed)
+            .enumerate()
+            .map(|(i, (q, got))| RegisterReplay {
+                register: format!("rtmr{i}"),
+                quote: HexBytes(q.to_vec()),
+                replayed: HexBytes(got.to_vec()),
+                matches: q.as_slice() == got.as_slice(),
+            })
+            .collect();
+        match eventlog::runtime_app_info(&events, 3).and_then(|i| i.app_identity()) {
+            Ok(app) => {
+                out.app = Some(app);
+                out.app_error = None;
+            }
+            Err(e) => out.app_error = Some(e.to_string()),
+        }
+    }
+    Ok(out)
+}
