@@ -22,7 +22,7 @@ impl TdQuote {
         let quote =
             Quote::parse(raw).map_err(|e| AttestError::Malformed(format!("TDX quote: {e:#}")))?;
         let td10 = match (quote.header.tee_type, quote.report.as_td10()) {
-            (0x81, Some(td10)) => td10.clone(),
+            (0x81, Some(td10)) => *td10,
             (tee, _) => {
                 return Err(AttestError::Malformed(format!(
                     "not a TDX quote (TEE type {tee:#x})"
