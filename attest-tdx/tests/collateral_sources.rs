@@ -1,0 +1,384 @@
+//! Collateral sources against a real HTTP server on 127.0.0.1 that serves
+//! the shared collateral the way Intel PCS / a PCCS does, including a server
+//! that fails or hangs; the cache in front of it; the offline directory.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use attest_core::{ErrorKind, UnixTime};
+use attest_tdx::collateral::{PcsConfig, QuoteCollateralV3};
+use attest_tdx::{
+    CachedCollateral, Collateral, CollateralKey, CollateralSource, OfflineCollateral, PcsClient,
+    TdQuote, TdxVerifier,
+};
+use axum::Router;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+
+const AT: u64 = 1_752_919_234;
+
+fn vectors() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/tdx/dcap-qvl");
+    assert!(
+        dir.is_dir(),
+        "test vectors missing: expected {}",
+        dir.display()
+    );
+    dir
+}
+
+fn vector_collateral() -> QuoteCollateralV3 {
+    serde_json::from_slice(&std::fs::read(vectors().join("tdx_quote_collateral.json")).unwrap())
+        .unwrap()
+}
+
+fn quote() -> Vec<u8> {
+    std::fs::read(vectors().join("tdx_quote")).unwrap()
+}
+
+fn key() -> CollateralKey {
+    TdQuote::parse(&quote()).unwrap().collateral_key().unwrap()
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Normal,
+    Fail,
+    Hang,
+    Slow,
+    NoHeaders,
+}
+
+struct Pcs {
+    c: QuoteCollateralV3,
+    mode: Mutex<Mode>,
+    requests: AtomicUsize,
+    last_query: Mutex<Vec<String>>,
+}
+
+fn chain_header(name: &'static str, chain: &str) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        name,
+        HeaderValue::from_str(&utf8_percent_encode(chain, NON_ALPHANUMERIC).to_string()).unwrap(),
+    );
+    h
+}
+
+async fn gate(s: &Pcs) -> Option<Response> {
+    s.requests.fetch_add(1, Ordering::SeqCst);
+    let mode = *s.mode.lock().unwrap();
+    match mode {
+        Mode::Fail => Some((StatusCode::SERVICE_UNAVAILABLE, "maintenance").into_response()),
+        Mode::Hang => {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            None
+        }
+        Mode::Slow => {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            None
+        }
+        _ => None,
+    }
+}
+
+fn headers_or_not(s: &Pcs, h: HeaderMap) -> HeaderMap {
+    if *s.mode.lock().unwrap() == Mode::NoHeaders {
+        HeaderMap::new()
+    } else {
+        h
+    }
+}
+
+async fn tcb(State(s): State<Arc<Pcs>>, Query(q): Query<Vec<(String, String)>>) -> Response {
+    if let Some(r) = gate(&s).await {
+        return r;
+    }
+    s.last_query.lock().unwrap().push(format!("tcb {q:?}"));
+    let body = format!(
+        "{{\"tcbInfo\":{},\"signature\":\"{}\"}}",
+        s.c.tcb_info,
+        hex::encode(&s.c.tcb_info_signature)
+    );
+    (
+        headers_or_not(
+            &s,
+            chain_header("TCB-Info-Issuer-Chain", &s.c.tcb_info_issuer_chain),
+        ),
+        body,
+    )
+        .into_response()
+}
+
+async fn qe(State(s): State<Arc<Pcs>>, Query(q): Query<Vec<(String, String)>>) -> Response {
+    if let Some(r) = gate(&s).await {
+        return r;
+    }
+    s.last_query.lock().unwrap().push(format!("qe {q:?}"));
+    let body = format!(
+        "{{\"enclaveIdentity\":{},\"signature\":\"{}\"}}",
+        s.c.qe_identity,
+        hex::encode(&s.c.qe_identity_signature)
+    );
+    (
+        headers_or_not(
+            &s,
+            chain_header(
+                "SGX-Enclave-Identity-Issuer-Chain",
+                &s.c.qe_identity_issuer_chain,
+            ),
+        ),
+        body,
+    )
+        .into_response()
+}
+
+async fn pckcrl(State(s): State<Arc<Pcs>>, Query(q): Query<Vec<(String, String)>>) -> Response {
+    if let Some(r) = gate(&s).await {
+        return r;
+    }
+    s.last_query.lock().unwrap().push(format!("pckcrl {q:?}"));
+    (
+        headers_or_not(
+            &s,
+            chain_header("SGX-PCK-CRL-Issuer-Chain", &s.c.pck_crl_issuer_chain),
+        ),
+        s.c.pck_crl.clone(),
+    )
+        .into_response()
+}
+
+async fn rootcacrl(State(s): State<Arc<Pcs>>) -> Response {
+    if let Some(r) = gate(&s).await {
+        return r;
+    }
+    // A PCCS serves the root CA CRL as hex text of the DER.
+    hex::encode(&s.c.root_ca_crl).into_response()
+}
+
+async fn start() -> (String, Arc<Pcs>) {
+    let state = Arc::new(Pcs {
+        c: vector_collateral(),
+        mode: Mutex::new(Mode::Normal),
+        requests: AtomicUsize::new(0),
+        last_query: Mutex::new(Vec::new()),
+    });
+    let app = Router::new()
+        .route("/tdx/certification/v4/tcb", get(tcb))
+        .route("/tdx/certification/v4/qe/identity", get(qe))
+        .route("/sgx/certification/v4/pckcrl", get(pckcrl))
+        .route("/sgx/certification/v4/rootcacrl", get(rootcacrl))
+        .with_state(state.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}"), state)
+}
+
+fn client(url: &str) -> PcsClient {
+    let mut cfg = PcsConfig::new(url);
+    cfg.timeout = Duration::from_millis(500);
+    PcsClient::new(cfg).unwrap()
+}
+
+#[tokio::test]
+async fn pccs_client_fetches_collateral_that_verifies() {
+    let (url, state) = start().await;
+    let pcs = client(&url);
+    let got = pcs.fetch_collateral(&key()).await.unwrap();
+    let want = vector_collateral();
+    assert_eq!(
+        got.tcb_info, want.tcb_info,
+        "signed JSON must be kept byte for byte"
+    );
+    assert_eq!(got.qe_identity, want.qe_identity);
+    assert_eq!(got.tcb_info_signature, want.tcb_info_signature);
+    assert_eq!(got.pck_crl, want.pck_crl);
+    assert_eq!(got.root_ca_crl, want.root_ca_crl, "hex text decoded to DER");
+    assert_eq!(
+        got.tcb_info_issuer_chain, want.tcb_info_issuer_chain,
+        "URL-decoded"
+    );
+    assert_eq!(got.pck_crl_issuer_chain, want.pck_crl_issuer_chain);
+    assert_eq!(state.requests.load(Ordering::SeqCst), 4);
+    let queries = state.last_query.lock().unwrap().join(" | ");
+    assert!(
+        queries.contains(r#"("fmspc", "B0C06F000000"), ("update", "standard")"#),
+        "{queries}"
+    );
+    assert!(
+        queries.contains(r#"("ca", "platform"), ("encoding", "der")"#),
+        "{queries}"
+    );
+
+    let v = TdxVerifier::new(Arc::new(pcs));
+    let (_, _, claims) = v.verify_quote(&quote(), UnixTime(AT)).await.unwrap();
+    assert_eq!(claims.tcb.status.to_string(), "UpToDate");
+}
+
+#[tokio::test]
+async fn failing_and_hanging_servers_are_unavailable() {
+    let (url, state) = start().await;
+    *state.mode.lock().unwrap() = Mode::Fail;
+    let err = client(&url)
+        .fetch(&key(), UnixTime(AT))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.to_string().contains("HTTP 503"), "{err}");
+
+    *state.mode.lock().unwrap() = Mode::NoHeaders;
+    let err = client(&url)
+        .fetch(&key(), UnixTime(AT))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.to_string().contains("missing"), "{err}");
+
+    *state.mode.lock().unwrap() = Mode::Hang;
+    let start = Instant::now();
+    let err = client(&url)
+        .fetch(&key(), UnixTime(AT))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.to_string().contains("timed out"), "{err}");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Nothing listening.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = client(&format!("http://127.0.0.1:{port}"))
+        .fetch(&key(), UnixTime(AT))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+}
+
+#[tokio::test]
+async fn cache_hits_refreshes_and_falls_back_to_a_valid_set_only() {
+    let (url, state) = start().await;
+    let cache = CachedCollateral::new(Arc::new(client(&url)));
+    let c = cache
+        .fetch(&key(), UnixTime(AT - 20 * 86_400))
+        .await
+        .unwrap();
+    let next = c.next_update;
+    assert_eq!(next, 1_752_919_235);
+    assert_eq!(state.requests.load(Ordering::SeqCst), 4);
+
+    // Fresh: served from memory.
+    for _ in 0..10 {
+        cache
+            .fetch(&key(), UnixTime(AT - 20 * 86_400))
+            .await
+            .unwrap();
+    }
+    assert_eq!(state.requests.load(Ordering::SeqCst), 4);
+    assert_eq!(cache.stats().hits.load(Ordering::Relaxed), 10);
+
+    // Inside the refresh margin with the source down: the still-valid set is served.
+    *state.mode.lock().unwrap() = Mode::Fail;
+    let inside = UnixTime(next - 86_400);
+    let served = cache.fetch(&key(), inside).await.unwrap();
+    assert!(Arc::ptr_eq(&served, &c));
+    assert_eq!(cache.stats().fetch_errors.load(Ordering::Relaxed), 1);
+    // ...and the failing source is not hammered on every request.
+    let before = state.requests.load(Ordering::SeqCst);
+    cache
+        .fetch(&key(), UnixTime(next - 86_400 + 10))
+        .await
+        .unwrap();
+    assert_eq!(state.requests.load(Ordering::SeqCst), before);
+
+    // Past nextUpdate the cached set is never served.
+    let err = cache.fetch(&key(), UnixTime(next)).await.err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+
+    // The source is back: the refresh succeeds.
+    *state.mode.lock().unwrap() = Mode::Normal;
+    assert!(cache.fetch(&key(), UnixTime(next - 3600)).await.is_ok());
+}
+
+#[tokio::test]
+async fn concurrent_misses_are_coalesced_into_one_fetch() {
+    let (url, state) = start().await;
+    *state.mode.lock().unwrap() = Mode::Slow;
+    let cache = Arc::new(CachedCollateral::new(Arc::new(client(&url))));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.fetch(&key(), UnixTime(AT - 20 * 86_400)).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(
+        state.requests.load(Ordering::SeqCst),
+        4,
+        "one fetch = four requests"
+    );
+    assert_eq!(cache.stats().misses.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn cache_persists_to_disk_for_the_next_start() {
+    let (url, state) = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = CachedCollateral::new(Arc::new(client(&url))).with_dir(dir.path());
+    first
+        .fetch(&key(), UnixTime(AT - 20 * 86_400))
+        .await
+        .unwrap();
+    assert!(dir.path().join("B0C06F000000-platform.json").is_file());
+    assert!(!dir.path().join(".B0C06F000000-platform.json.tmp").exists());
+
+    // A restart with the source down still verifies.
+    *state.mode.lock().unwrap() = Mode::Fail;
+    let second = CachedCollateral::new(Arc::new(client(&url))).with_dir(dir.path());
+    let v = TdxVerifier::new(Arc::new(second));
+    assert!(v.verify_quote(&quote(), UnixTime(AT)).await.is_ok());
+}
+
+#[tokio::test]
+async fn offline_directory_by_fmspc_and_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = OfflineCollateral::new(dir.path());
+    let err = src.fetch(&key(), UnixTime(AT)).await.err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::CollateralMissing);
+    std::fs::copy(
+        vectors().join("tdx_quote_collateral.json"),
+        dir.path().join("b0c06f000000-platform.json"),
+    )
+    .unwrap();
+    let c = src.fetch(&key(), UnixTime(AT)).await.unwrap();
+    assert_eq!(c.next_update, 1_752_919_235);
+    let v = TdxVerifier::new(Arc::new(src));
+    assert!(v.verify_quote(&quote(), UnixTime(AT)).await.is_ok());
+
+    std::fs::write(dir.path().join("b0c06f000000-platform.json"), b"{not json").unwrap();
+    let err = OfflineCollateral::new(dir.path())
+        .fetch(&key(), UnixTime(AT))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Malformed);
+    let _ = Collateral::from_json(b"{}").unwrap_err();
+}
