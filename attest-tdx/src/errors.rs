@@ -40,6 +40,7 @@ pub(crate) fn map_qvl_error(e: &anyhow::Error) -> AttestError {
         "service TD",
         "mr_signer_seam",
         "MRSIGNERSEAM",
+        "module MRSIGNER",
         "No matching TCB level",
         "TD attributes",
         "profiling",
@@ -47,6 +48,7 @@ pub(crate) fn map_qvl_error(e: &anyhow::Error) -> AttestError {
         AttestError::Insecure(msg)
     } else if has(&[
         "Signature is invalid",
+        "signature is invalid",
         "hash mismatch",
         "BadSignature",
         "InvalidSignature",

@@ -1,1 +1,15 @@
-//! placeholder
+//! Test-only fake vendor PKIs.
+//!
+//! Real hardware evidence cannot carry our own report data, app ids or
+//! expired-versus-fresh cases, so tests make their own: this crate plays
+//! Intel (root CA, PCK platform CA, PCK leaf, TCB signer, CRLs, TCB info, QE
+//! identity, quotes signed through a QE report) and AMD. Everything it signs
+//! chains to roots generated here, which production verifiers never trust:
+//! a verifier accepts them only when a test installs [`tdx::FakeIntelPki::root_der`].
+//!
+//! Never a dependency of production code paths.
+#![forbid(unsafe_code)]
+
+mod der;
+pub mod dstack;
+pub mod tdx;

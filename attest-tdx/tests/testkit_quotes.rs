@@ -1,0 +1,252 @@
+//! Quotes signed by the testkit's fake Intel PKI: accepted only by a
+//! verifier configured with that fake root, and every rejection case.
+
+use std::sync::Arc;
+
+use attest_core::{
+    Attestation, ErrorKind, Evidence, PlatformId, ReportData, TcbStatus, UnixTime, VerifyContext,
+};
+use attest_tdx::collateral::StaticCollateral;
+use attest_tdx::{Collateral, TdxVerifier};
+use attest_testkit::dstack::App;
+use attest_testkit::tdx::{CollateralOptions, FakeIntelPki, PlatformTcb, TdFields};
+use sha2::{Digest, Sha256};
+
+const ISSUED: i64 = 1_750_000_000;
+const NOW: u64 = 1_751_000_000;
+
+struct Case {
+    pki: FakeIntelPki,
+    app: App,
+    td: TdFields,
+    log: Vec<u8>,
+}
+
+fn case() -> Case {
+    let pki = FakeIntelPki::new();
+    let app = App::example();
+    let (log, rtmr3) = app.tdx_event_log();
+    let mut td = TdFields::default();
+    // Boot registers that replay from no boot events are zero; the JSON
+    // log here only carries the runtime events.
+    td.rtmrs = [[0; 48], [0; 48], [0; 48], rtmr3];
+    td.report_data = [0x42; 64];
+    Case { pki, app, td, log }
+}
+
+fn verifier(pki: &FakeIntelPki, o: &CollateralOptions) -> TdxVerifier {
+    let c = Collateral::new(pki.collateral(o)).unwrap();
+    TdxVerifier::with_root(pki.root_der(), Arc::new(StaticCollateral(Arc::new(c))))
+}
+
+fn evidence(quote: Vec<u8>, log: &[u8]) -> Evidence {
+    let mut e = Evidence::new(PlatformId::TDX, quote);
+    e.event_log = log.to_vec();
+    e
+}
+
+fn ctx(c: &Case) -> VerifyContext {
+    VerifyContext::new(ReportData(c.td.report_data), UnixTime(NOW))
+}
+
+#[tokio::test]
+async fn fake_pki_quote_verifies_with_the_fake_root() {
+    let c = case();
+    let v = verifier(&c.pki, &CollateralOptions::valid_from(ISSUED));
+    let id = v
+        .verify(&evidence(c.pki.quote(&c.td), &c.log), &ctx(&c))
+        .await
+        .unwrap();
+    assert_eq!(id.platform, PlatformId::TDX);
+    assert_eq!(id.app.app_id.0, c.app.app_id);
+    assert_eq!(id.app.compose_hash.0, c.app.compose_hash);
+    assert_eq!(id.app.instance_id.unwrap().0, c.app.instance_id.unwrap());
+    assert_eq!(id.app.key_provider.as_ref().unwrap().name, "kms");
+    assert_eq!(id.tcb.status, TcbStatus::UpToDate);
+    assert!(id.report_data_checked);
+    assert!(!id.debug);
+    assert_eq!(
+        id.device_id.unwrap().0,
+        <[u8; 32]>::from(Sha256::digest(attest_testkit::tdx::PPID))
+    );
+    let j = id.to_json();
+    assert_eq!(j["boot"]["mrtd"], hex::encode(c.td.mrtd));
+    assert_eq!(j["boot"]["rtmr3"], hex::encode(c.td.rtmrs[3]));
+    assert_eq!(j["boot"]["tee_tcb_svn"], hex::encode(c.td.tee_tcb_svn));
+    assert_eq!(j["boot"]["td_attributes"], "0000001000000000");
+    assert_eq!(j["boot"]["boot_digest"].as_str().unwrap().len(), 96);
+    assert_eq!(j["platform_claims"]["tdx"]["fmspc"], "00906ED50000");
+    assert_eq!(j["platform_claims"]["tdx"]["pck_ca"], "platform");
+    assert_eq!(j["platform_claims"]["dstack"]["tee_variant"], "dstack-tdx");
+    assert_eq!(j["tcb"]["tcb_date"], "2024-05-11T15:06:40Z");
+}
+
+#[tokio::test]
+async fn the_production_verifier_rejects_fake_pki_quotes() {
+    let c = case();
+    let collateral =
+        Collateral::new(c.pki.collateral(&CollateralOptions::valid_from(ISSUED))).unwrap();
+    let prod = TdxVerifier::new(Arc::new(StaticCollateral(Arc::new(collateral))));
+    let err = prod
+        .verify(&evidence(c.pki.quote(&c.td), &c.log), &ctx(&c))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::UntrustedChain | ErrorKind::BadSignature
+        ),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn debug_td_is_rejected() {
+    let c = case();
+    let v = verifier(&c.pki, &CollateralOptions::valid_from(ISSUED));
+    let td = c.td.clone().debug();
+    let err = v
+        .verify(&evidence(c.pki.quote(&td), &c.log), &ctx(&c))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Insecure, "{err}");
+}
+
+#[tokio::test]
+async fn wrong_report_data_is_rejected() {
+    let c = case();
+    let v = verifier(&c.pki, &CollateralOptions::valid_from(ISSUED));
+    let other = VerifyContext::new(ReportData([0x43; 64]), UnixTime(NOW));
+    let err = v
+        .verify(&evidence(c.pki.quote(&c.td), &c.log), &other)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BindingMismatch);
+}
+
+#[tokio::test]
+async fn wrong_rtmr3_is_an_identity_mismatch() {
+    let c = case();
+    let v = verifier(&c.pki, &CollateralOptions::valid_from(ISSUED));
+    // The log of another app against this quote.
+    let mut other = App::example();
+    other.compose_hash[0] ^= 1;
+    let (other_log, other_rtmr3) = other.tdx_event_log();
+    let err = v
+        .verify(&evidence(c.pki.quote(&c.td), &other_log), &ctx(&c))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "identity_mismatch: rtmr3: evidence has {}, recomputed {}",
+            hex::encode(c.td.rtmrs[3]),
+            hex::encode(other_rtmr3)
+        )
+    );
+    // No log at all: no app identity.
+    let err = v
+        .verify(&evidence(c.pki.quote(&c.td), b""), &ctx(&c))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Malformed);
+}
+
+#[tokio::test]
+async fn revoked_pck_is_rejected() {
+    let c = case();
+    let mut o = CollateralOptions::valid_from(ISSUED);
+    o.revoke_pck = true;
+    let err = verifier(&c.pki, &o)
+        .verify(&evidence(c.pki.quote(&c.td), &c.log), &ctx(&c))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Revoked, "{err}");
+}
+
+#[tokio::test]
+async fn revoked_tcb_is_rejected() {
+    let c = case();
+    let mut o = CollateralOptions::valid_from(ISSUED);
+    o.tcb = PlatformTcb::Revoked;
+    let err = verifier(&c.pki, &o)
+        .verify(&evidence(c.pki.quote(&c.td), &c.log), &ctx(&c))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Revoked, "{err}");
+}
+
+#[tokio::test]
+async fn expired_and_future_collateral_is_rejected() {
+    let c = case();
+    let v = verifier(&c.pki, &CollateralOptions::valid_from(ISSUED));
+    let e = evidence(c.pki.quote(&c.td), &c.log);
+    let next = ISSUED as u64 + 30 * 86_400;
+    assert!(
+        v.verify(
+            &e,
+            &VerifyContext::new(ReportData(c.td.report_data), UnixTime(next - 1))
+        )
+        .await
+        .is_ok()
+    );
+    for t in [next + 1, ISSUED as u64 - 1] {
+        let err = v
+            .verify(
+                &e,
+                &VerifyContext::new(ReportData(c.td.report_data), UnixTime(t)),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::CollateralExpired, "at {t}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn out_of_date_platform_is_reported_with_the_recovery_date() {
+    let c = case();
+    let mut o = CollateralOptions::valid_from(ISSUED);
+    o.tcb = PlatformTcb::OutOfDate;
+    o.advisory_ids = vec!["INTEL-SA-00999".into()];
+    let id = verifier(&c.pki, &o)
+        .verify(&evidence(c.pki.quote(&c.td), &c.log), &ctx(&c))
+        .await
+        .unwrap();
+    assert_eq!(id.tcb.status, TcbStatus::OutOfDate);
+    assert_eq!(id.tcb.advisory_ids, ["INTEL-SA-00999"]);
+    // The date of the newer level that made the platform OutOfDate.
+    assert_eq!(
+        id.tcb.tcb_date.unwrap().unix_timestamp(),
+        ISSUED - 10 * 86_400
+    );
+}
+
+#[tokio::test]
+async fn non_intel_tdx_module_is_rejected() {
+    let c = case();
+    let v = verifier(&c.pki, &CollateralOptions::valid_from(ISSUED));
+    let mut td = c.td.clone();
+    td.mr_signer_seam = [0x11; 48];
+    let err = v
+        .verify(&evidence(c.pki.quote(&td), &c.log), &ctx(&c))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Insecure, "{err}");
+}
+
+#[tokio::test]
+async fn tampered_quote_is_rejected() {
+    let c = case();
+    let v = verifier(&c.pki, &CollateralOptions::valid_from(ISSUED));
+    let mut q = c.pki.quote(&c.td);
+    q[48 + 136] ^= 1; // MRTD
+    let err = v.verify(&evidence(q, &c.log), &ctx(&c)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BadSignature, "{err}");
+    // Evidence for another platform is not this plug-in's.
+    let mut e = evidence(c.pki.quote(&c.td), &c.log);
+    e.platform = PlatformId::SEV_SNP;
+    assert_eq!(
+        v.verify(&e, &ctx(&c)).await.unwrap_err().kind(),
+        ErrorKind::UnsupportedPlatform
+    );
+}
