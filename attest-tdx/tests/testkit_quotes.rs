@@ -26,11 +26,13 @@ fn case() -> Case {
     let pki = FakeIntelPki::new();
     let app = App::example();
     let (log, rtmr3) = app.tdx_event_log();
-    let mut td = TdFields::default();
     // Boot registers that replay from no boot events are zero; the JSON
     // log here only carries the runtime events.
-    td.rtmrs = [[0; 48], [0; 48], [0; 48], rtmr3];
-    td.report_data = [0x42; 64];
+    let td = TdFields {
+        rtmrs: [[0; 48], [0; 48], [0; 48], rtmr3],
+        report_data: [0x42; 64],
+        ..Default::default()
+    };
     Case { pki, app, td, log }
 }
 
