@@ -2,18 +2,6 @@
 
 use attest_core::AttestError;
 
-/// dcap-qvl applies its own checks during verification (signatures, chains,
-/// CRLs, collateral windows, Revoked, debug and TD attributes). The TCB
-/// status itself is a policy decision made by the KMS policy, so this
-/// dcap-qvl policy accepts every verified result.
-pub(crate) struct AcceptVerified;
-
-impl dcap_qvl::Policy for AcceptVerified {
-    fn validate(&self, _claims: &dcap_qvl::QuoteClaims) -> anyhow::Result<()> {
-        Ok(())
-    }
-}
-
 /// Classifies a dcap-qvl failure. dcap-qvl reports errors as text, so the
 /// classification reads the whole context chain; anything not recognized is
 /// an untrusted chain (never an accept).

@@ -6,12 +6,10 @@ use attest_core::{
     AppIdentity, AttestError, BootMeasurements, DeviceId, HexBytes, PlatformClaims, PlatformId,
     ReportData, TcbInfo, TcbStatus, VerifiedIdentity, VerifyContext,
 };
-use dcap_qvl::QuoteClaims;
-use dcap_qvl::tcb_info::TcbStatus as QvlStatus;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha384};
 
-use crate::collateral::Collateral;
+use crate::VerifiedQuote;
 use crate::quote::{TdQuote, parse_event_log};
 
 /// The `platform_claims.tdx` section.
@@ -40,24 +38,22 @@ pub struct TdxClaims {
 /// The `platform_claims` section name.
 pub const SECTION: &str = "tdx";
 
-fn map_status(s: QvlStatus) -> TcbStatus {
+/// dcap-qvl's converged status, by name.
+fn map_status(s: &str) -> TcbStatus {
     match s {
-        QvlStatus::UpToDate => TcbStatus::UpToDate,
-        QvlStatus::SWHardeningNeeded => TcbStatus::SwHardeningNeeded,
-        QvlStatus::ConfigurationNeeded => TcbStatus::ConfigurationNeeded,
-        QvlStatus::ConfigurationAndSWHardeningNeeded => {
-            TcbStatus::ConfigurationAndSwHardeningNeeded
-        }
+        "UpToDate" => TcbStatus::UpToDate,
+        "SWHardeningNeeded" => TcbStatus::SwHardeningNeeded,
+        "ConfigurationNeeded" => TcbStatus::ConfigurationNeeded,
+        "ConfigurationAndSWHardeningNeeded" => TcbStatus::ConfigurationAndSwHardeningNeeded,
         // A TD that launched on an out-of-date TCB must relaunch: until it
         // does, it is out of date whatever its current TCB says.
-        QvlStatus::OutOfDate | QvlStatus::TDRelaunchAdvised => TcbStatus::OutOfDate,
-        QvlStatus::OutOfDateConfigurationNeeded
-        | QvlStatus::TDRelaunchAdvisedConfigurationNeeded => {
+        "OutOfDate" | "TDRelaunchAdvised" => TcbStatus::OutOfDate,
+        "OutOfDateConfigurationNeeded" | "TDRelaunchAdvisedConfigurationNeeded" => {
             TcbStatus::OutOfDateConfigurationNeeded
         }
-        // dcap-qvl rejects Revoked before we get here; never map it to a
-        // status a policy could allow.
-        QvlStatus::Revoked => TcbStatus::Unknown,
+        // dcap-qvl rejects Revoked before we get here; anything unknown is
+        // never mapped to a status a policy could allow by accident.
+        _ => TcbStatus::Unknown,
     }
 }
 
@@ -145,12 +141,8 @@ struct QuotePart {
     platform_claims: PlatformClaims,
 }
 
-fn quote_part(
-    quote: &TdQuote,
-    collateral: &Collateral,
-    claims: &QuoteClaims,
-    ctx: &VerifyContext,
-) -> Result<QuotePart, AttestError> {
+fn quote_part(v: &VerifiedQuote, ctx: &VerifyContext) -> Result<QuotePart, AttestError> {
+    let (quote, collateral, report, key) = (&v.quote, &v.collateral, &v.report, &v.key);
     let r = quote.td10();
     if r.mr_signer_seam.iter().any(|b| *b != 0) {
         return Err(AttestError::Insecure(format!(
@@ -167,18 +159,15 @@ fn quote_part(
     let report_data = ReportData(r.report_data);
     let report_data_checked = ctx.check_report_data(&report_data)?;
 
-    let status = map_status(claims.tcb.status);
-    let tcb_date_secs = match status {
-        TcbStatus::OutOfDate | TcbStatus::OutOfDateConfigurationNeeded => collateral
-            .latest_tcb_date
-            .unwrap_or(claims.platform.tcb_date_tag),
-        _ => claims.platform.tcb_date_tag,
-    };
-    let tcb_date = i64::try_from(tcb_date_secs)
-        .ok()
+    let status = map_status(&report.status);
+    // The collateral's TCB date: its newest level, the TCB recovery the
+    // verdict was made against (a policy's grace period counts from it).
+    let tcb_date = collateral
+        .latest_tcb_date
+        .and_then(|s| i64::try_from(s).ok())
         .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok());
 
-    let ppid = &claims.platform.pck.ppid;
+    let ppid = &report.ppid;
     let device_id = (!ppid.is_empty()).then(|| DeviceId(Sha256::digest(ppid).into()));
 
     let td15 = quote.quote.report.as_td15();
@@ -188,13 +177,10 @@ fn quote_part(
         &TdxClaims {
             quote_version: quote.version,
             body_type: quote.body_type().into(),
-            fmspc: hex::encode_upper(claims.platform.pck.fmspc),
-            pck_ca: quote
-                .collateral_key()
-                .map(|k| k.ca_str().to_owned())
-                .unwrap_or_default(),
-            tcb_eval_data_number: claims.tcb.eval_data_number,
-            collateral_expires: claims.earliest_expiration_date,
+            fmspc: key.fmspc_hex(),
+            pck_ca: key.ca_str().to_owned(),
+            tcb_eval_data_number: collateral.tcb_eval_data_number,
+            collateral_expires: collateral.next_update,
             seam_attributes: HexBytes(r.seam_attributes.to_vec()),
             tee_tcb_svn2: td15.map(|t| HexBytes(t.tee_tcb_svn2.to_vec())),
             mr_service_td: td15.map(|t| HexBytes(t.mr_service_td.to_vec())),
@@ -204,7 +190,7 @@ fn quote_part(
         boot: boot_measurements(quote),
         tcb: TcbInfo {
             status,
-            advisory_ids: claims.tcb.advisory_ids.clone(),
+            advisory_ids: report.advisory_ids.clone(),
             tcb_date,
         },
         debug,
@@ -216,13 +202,12 @@ fn quote_part(
 }
 
 pub(crate) fn build(
-    quote: &TdQuote,
-    collateral: &Collateral,
-    claims: &QuoteClaims,
+    v: &VerifiedQuote,
     event_log: &[u8],
     ctx: &VerifyContext,
 ) -> Result<VerifiedIdentity, AttestError> {
-    let mut part = quote_part(quote, collateral, claims, ctx)?;
+    let quote = &v.quote;
+    let mut part = quote_part(v, ctx)?;
     if event_log.is_empty() {
         return Err(AttestError::Malformed(
             "TDX evidence carries no event log: the app identity is in its RTMR3 runtime events"
@@ -252,9 +237,7 @@ pub(crate) fn build(
 /// in its RTMR3 events, so without them there is none). Keys are never
 /// released on this form; it serves offline verification tools.
 pub(crate) fn quote_only_json(
-    quote: &TdQuote,
-    collateral: &Collateral,
-    claims: &QuoteClaims,
+    v: &VerifiedQuote,
     ctx: &VerifyContext,
 ) -> Result<serde_json::Value, AttestError> {
     #[derive(Serialize)]
@@ -269,7 +252,7 @@ pub(crate) fn quote_only_json(
         device_id: Option<DeviceId>,
         platform_claims: &'a PlatformClaims,
     }
-    let part = quote_part(quote, collateral, claims, ctx)?;
+    let part = quote_part(v, ctx)?;
     serde_json::to_value(QuoteOnly {
         platform: PlatformId::TDX,
         app: None,

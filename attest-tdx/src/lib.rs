@@ -17,13 +17,15 @@ mod errors;
 mod identity;
 mod quote;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use attest_core::{
     AttestError, Attestation, Evidence, PlatformId, VerifiedIdentity, VerifyContext,
 };
-use dcap_qvl::verify::QuoteVerifier;
+use dcap_qvl::verify::{QuoteVerifier, VerifiedReport};
+use sha2::{Digest, Sha256};
 
 pub use collateral::{
     CachedCollateral, Collateral, CollateralKey, CollateralSource, OfflineCollateral, PcsClient,
@@ -39,11 +41,29 @@ pub const MAX_QUOTE_LEN: usize = 64 * 1024;
 /// Largest event log accepted (a CCEL area is 256 KiB).
 pub const MAX_EVENT_LOG_LEN: usize = 2 * 1024 * 1024;
 
+/// A quote whose signatures, chain and collateral dcap-qvl accepted.
+pub struct VerifiedQuote {
+    /// The parsed quote.
+    pub quote: TdQuote,
+    /// Its collateral key (FMSPC, PCK CA).
+    pub key: CollateralKey,
+    /// The collateral it was verified with.
+    pub collateral: Arc<Collateral>,
+    /// dcap-qvl's result (TCB status, advisories, PPID).
+    pub report: VerifiedReport,
+}
+
 /// The TDX verifier.
 pub struct TdxVerifier {
     qvl: QuoteVerifier,
     collateral: Arc<dyn CollateralSource>,
+    /// PCK chain digest -> collateral key: a platform sends the same chain
+    /// in every quote, and parsing it costs more than a tenth of a verify.
+    keys: Mutex<HashMap<[u8; 32], CollateralKey>>,
 }
+
+/// Most remembered PCK chains before the map is cleared.
+const MAX_REMEMBERED_CHAINS: usize = 4096;
 
 impl TdxVerifier {
     /// A verifier anchored at Intel's production root.
@@ -57,6 +77,7 @@ impl TdxVerifier {
         TdxVerifier {
             qvl: QuoteVerifier::new(root_ca_der),
             collateral,
+            keys: Mutex::new(HashMap::new()),
         }
     }
 
@@ -66,7 +87,7 @@ impl TdxVerifier {
         &self,
         raw: &[u8],
         now: attest_core::UnixTime,
-    ) -> Result<(TdQuote, Arc<Collateral>, dcap_qvl::QuoteClaims), AttestError> {
+    ) -> Result<VerifiedQuote, AttestError> {
         if raw.len() > MAX_QUOTE_LEN {
             return Err(AttestError::Malformed(format!(
                 "quote is {} bytes, at most {MAX_QUOTE_LEN} accepted",
@@ -74,18 +95,43 @@ impl TdxVerifier {
             )));
         }
         let quote = TdQuote::parse(raw)?;
-        let key = quote.collateral_key()?;
+        let key = self.collateral_key(&quote)?;
         let collateral = self.collateral.fetch(&key, now).await?;
-        let claims = self
+        // dcap-qvl's own checks (signatures, chains, CRLs, collateral
+        // windows, Revoked, debug and TD attributes) all run here; the TCB
+        // status itself is left to the KMS policy.
+        let report = self
             .qvl
-            .verify_with_policy(
-                raw,
-                &collateral.data,
-                now.as_secs(),
-                &errors::AcceptVerified,
-            )
+            .verify(raw, &collateral.data, now.as_secs())
             .map_err(|e| errors::map_qvl_error(&e))?;
-        Ok((quote, collateral, claims))
+        Ok(VerifiedQuote {
+            quote,
+            key,
+            collateral,
+            report,
+        })
+    }
+
+    fn collateral_key(&self, quote: &TdQuote) -> Result<CollateralKey, AttestError> {
+        let Ok(chain) = quote.quote.raw_cert_chain() else {
+            return quote.collateral_key();
+        };
+        let digest: [u8; 32] = Sha256::digest(chain).into();
+        if let Some(k) = self
+            .keys
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&digest)
+        {
+            return Ok(*k);
+        }
+        let key = quote.collateral_key()?;
+        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if keys.len() >= MAX_REMEMBERED_CHAINS {
+            keys.clear();
+        }
+        keys.insert(digest, key);
+        Ok(key)
     }
 }
 
@@ -97,8 +143,8 @@ impl TdxVerifier {
         raw: &[u8],
         ctx: &VerifyContext,
     ) -> Result<serde_json::Value, AttestError> {
-        let (quote, collateral, claims) = self.verify_quote(raw, ctx.time).await?;
-        identity::quote_only_json(&quote, &collateral, &claims, ctx)
+        let verified = self.verify_quote(raw, ctx.time).await?;
+        identity::quote_only_json(&verified, ctx)
     }
 }
 
@@ -122,7 +168,7 @@ impl Attestation for TdxVerifier {
                 evidence.event_log.len()
             )));
         }
-        let (quote, collateral, claims) = self.verify_quote(&evidence.quote, ctx.time).await?;
-        identity::build(&quote, &collateral, &claims, &evidence.event_log, ctx)
+        let verified = self.verify_quote(&evidence.quote, ctx.time).await?;
+        identity::build(&verified, &evidence.event_log, ctx)
     }
 }

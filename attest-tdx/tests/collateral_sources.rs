@@ -217,8 +217,8 @@ async fn pccs_client_fetches_collateral_that_verifies() {
     );
 
     let v = TdxVerifier::new(Arc::new(pcs));
-    let (_, _, claims) = v.verify_quote(&quote(), UnixTime(AT)).await.unwrap();
-    assert_eq!(claims.tcb.status.to_string(), "UpToDate");
+    let verified = v.verify_quote(&quote(), UnixTime(AT)).await.unwrap();
+    assert_eq!(verified.report.status, "UpToDate");
 }
 
 #[tokio::test]

@@ -41,10 +41,11 @@ fn mrtd_at_offset(quote: &[u8]) -> String {
 async fn v4_quote_verifies_up_to_date() {
     let quote = read("dcap-qvl/tdx_quote");
     let v = verifier("dcap-qvl/tdx_quote_collateral.json");
-    let (q, collateral, claims) = v
+    let verified = v
         .verify_quote(&quote, UnixTime(TDX_QUOTE_AT))
         .await
         .unwrap();
+    let (q, collateral) = (&verified.quote, &verified.collateral);
     assert_eq!(q.version, 4);
     assert_eq!(q.body_type(), "td10");
     assert_eq!(hex::encode(q.td10().mr_td), mrtd_at_offset(&quote));
@@ -52,8 +53,9 @@ async fn v4_quote_verifies_up_to_date() {
         hex::encode(q.td10().mr_td),
         "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"
     );
-    assert_eq!(hex::encode_upper(claims.platform.pck.fmspc), "B0C06F000000");
-    assert!(claims.tcb.advisory_ids.is_empty());
+    assert_eq!(verified.key.fmspc_hex(), "B0C06F000000");
+    assert_eq!(verified.report.status, "UpToDate");
+    assert!(verified.report.advisory_ids.is_empty());
     assert!(collateral.valid_at(UnixTime(TDX_QUOTE_AT)));
 
     let json = v

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::policy_cmd;
+use crate::{evidence_cmd, policy_cmd};
 
 /// Key management service for confidential VMs (Intel TDX, AMD SEV-SNP):
 /// one attestation path, one policy and one key derivation for every platform.
@@ -23,9 +23,11 @@ pub enum Command {
     /// Run the gRPC key service.
     Serve,
     /// Verify evidence offline and print the verified identity as JSON.
-    Verify,
+    #[command(subcommand)]
+    Verify(VerifyCommand),
     /// Parse evidence without checking signatures; replay its event log.
-    Inspect,
+    #[command(subcommand)]
+    Inspect(InspectCommand),
     /// Compute reference measurements (launch digests) of an OS image.
     Measure,
     /// Manage the image registry (measurement -> os_image_hash).
@@ -33,6 +35,44 @@ pub enum Command {
     /// Check and explain policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VerifyCommand {
+    /// An Intel TDX quote: prints the VerifiedIdentity JSON (with `app`
+    /// null when no event log is given), or `error: <kind>: <message>`.
+    Tdx {
+        /// The quote (binary, or hex text).
+        #[arg(long)]
+        quote: PathBuf,
+        /// dcap-qvl QuoteCollateralV3 JSON.
+        #[arg(long)]
+        collateral: PathBuf,
+        /// Verification time, Unix seconds.
+        #[arg(long)]
+        at: u64,
+        /// The event log: dstack's JSON list or a raw CCEL log area.
+        #[arg(long)]
+        event_log: Option<PathBuf>,
+        /// Expected report data, 128 hex digits.
+        #[arg(long)]
+        report_data: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InspectCommand {
+    /// Parse a TDX quote without verifying it, replay its event log and
+    /// print registers, the replay result per register and the app identity;
+    /// exits 1 if the replay does not match.
+    Tdx {
+        /// The quote (binary, or hex text).
+        #[arg(long)]
+        quote: PathBuf,
+        /// The event log: dstack's JSON list or a raw CCEL log area.
+        #[arg(long)]
+        event_log: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,8 +98,8 @@ impl Command {
     fn name(&self) -> &'static str {
         match self {
             Command::Serve => "serve",
-            Command::Verify => "verify",
-            Command::Inspect => "inspect",
+            Command::Verify(_) => "verify",
+            Command::Inspect(_) => "inspect",
             Command::Measure => "measure",
             Command::Image => "image",
             Command::Policy(_) => "policy",
@@ -102,6 +142,22 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             identity,
             at,
         }) => policy_cmd::check(&policy, &identity, at),
+        Command::Verify(VerifyCommand::Tdx {
+            quote,
+            collateral,
+            at,
+            event_log,
+            report_data,
+        }) => evidence_cmd::verify_tdx(
+            &quote,
+            &collateral,
+            at,
+            event_log.as_deref(),
+            report_data.as_deref(),
+        ),
+        Command::Inspect(InspectCommand::Tdx { quote, event_log }) => {
+            evidence_cmd::inspect_tdx(&quote, event_log.as_deref())
+        }
         Command::Policy(PolicyCommand::Explain) => {
             print!("{}", policy_cmd::EXPLAIN);
             Ok(ExitCode::SUCCESS)

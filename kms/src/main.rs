@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod evidence_cmd;
 mod policy_cmd;
 
 use std::process::ExitCode;

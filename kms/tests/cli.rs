@@ -174,3 +174,105 @@ fn policy_explain_names_every_field() {
         );
     }
 }
+
+fn vectors() -> std::path::PathBuf {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors");
+    assert!(
+        dir.is_dir(),
+        "test vectors missing: expected {}",
+        dir.display()
+    );
+    dir
+}
+
+#[test]
+fn verify_tdx_prints_the_identity_or_a_kinded_error() {
+    let q = vectors().join("tdx/dcap-qvl");
+    let quote = q.join("tdx_quote");
+    let coll = q.join("tdx_quote_collateral.json");
+    let args = |at: &str| {
+        vec![
+            "verify".to_owned(),
+            "tdx".into(),
+            "--quote".into(),
+            quote.display().to_string(),
+            "--collateral".into(),
+            coll.display().to_string(),
+            "--at".into(),
+            at.into(),
+        ]
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_kms"))
+        .args(args("1752919234"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(id["platform"], "tdx");
+    assert_eq!(id["tcb"]["status"], "UpToDate");
+    assert_eq!(
+        id["boot"]["mrtd"],
+        "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_kms"))
+        .args(args("1752919236"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("error: collateral_expired: "), "{err}");
+    assert_eq!(err.lines().count(), 1);
+
+    let mut bad_rd = args("1752919234");
+    bad_rd.extend(["--report-data".into(), "00".repeat(64)]);
+    let out = Command::new(env!("CARGO_BIN_EXE_kms"))
+        .args(bad_rd)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: binding_mismatch: "));
+}
+
+#[test]
+fn inspect_tdx_replays_and_fails_on_mismatch() {
+    let g = vectors().join("tdx/go-tdx-guest");
+    let quote = g.join("cos-113-tdx-quote.dat");
+    let log = g.join("ccel_data.dat");
+    let out = kms(&[
+        "inspect",
+        "tdx",
+        "--quote",
+        quote.to_str().unwrap(),
+        "--event-log",
+        log.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["verified"], false);
+    assert_eq!(v["replay"][0]["register"], "rtmr0");
+    assert_eq!(v["replay"][0]["matches"], true);
+
+    // Another boot's log does not replay to this quote.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(vectors().join("tdx/dstack/quote-report.json")).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let other = write(dir.path(), "other.json", doc["event_log"].as_str().unwrap());
+    let out = kms(&[
+        "inspect",
+        "tdx",
+        "--quote",
+        quote.to_str().unwrap(),
+        "--event-log",
+        other.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["replay"][0]["matches"], false);
+}

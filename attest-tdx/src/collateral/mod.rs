@@ -66,9 +66,12 @@ pub struct Collateral {
     pub next_update: u64,
     /// Latest `issueDate`/`thisUpdate` across the set.
     pub issued: u64,
-    /// The newest `tcbDate` among the TCB info's levels: when a platform
-    /// became OutOfDate, this is the TCB recovery that made it so.
+    /// The newest `tcbDate` among the TCB info's levels: the TCB recovery
+    /// the verdict is made against (for an OutOfDate platform, the one that
+    /// made it so).
     pub latest_tcb_date: Option<u64>,
+    /// The lower `tcbEvaluationDataNumber` of TCB info and QE identity.
+    pub tcb_eval_data_number: u32,
 }
 
 #[derive(Deserialize)]
@@ -78,6 +81,8 @@ struct Dated {
     next_update: String,
     #[serde(default)]
     tcb_levels: Vec<LevelDate>,
+    #[serde(default)]
+    tcb_evaluation_data_number: u32,
 }
 
 #[derive(Deserialize)]
@@ -144,6 +149,9 @@ impl Collateral {
             next_update,
             issued,
             latest_tcb_date,
+            tcb_eval_data_number: tcb
+                .tcb_evaluation_data_number
+                .min(qe.tcb_evaluation_data_number),
         })
     }
 
