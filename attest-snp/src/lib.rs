@@ -1,1 +1,348 @@
-//! placeholder
+//! AMD SEV-SNP plug-in.
+//!
+//! [`SnpVerifier`] checks a 1184-byte attestation report (v2, v3, v5;
+//! Milan, Genoa, Turin; VCEK- or VLEK-signed), fail-closed:
+//! - the ARK is always the pinned one of the report's product, never one
+//!   supplied with the evidence; the ASK signs VCEKs, the ASVK VLEKs, and
+//!   the certificate kind must match KEY_INFO;
+//! - certificate validity at the verification time;
+//! - VCEK hwID == CHIP_ID (8 bytes on Turin) and the VCEK's TCB extensions
+//!   == REPORTED_TCB;
+//! - the P-384 signature over the exact received bytes `0x000..0x2A0`;
+//! - VMPL equal to the configured one; DEBUG and MIGRATE_MA rejected;
+//!   must-be-zero bits; the expected report data;
+//! - the dstack app config v3 whose digest must be HOST_DATA.
+//!
+//! Verified endorsement keys are cached, so a warm verification costs one
+//! P-384 signature check (aws-lc-rs).
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod certs;
+pub mod report;
+pub mod vcek;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use attest_core::app_config::verify_app_config;
+use attest_core::dstack::{DstackClaims, SECTION as DSTACK_SECTION};
+use attest_core::{
+    AttestError, Attestation, BootMeasurements, BootValue, DeviceId, Evidence, HexBytes,
+    PlatformClaims, PlatformId, ReportData, TcbInfo, TcbStatus, VerifiedIdentity, VerifyContext,
+};
+use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use certs::{ChainCache, ProductRoots, Roots, Vek};
+pub use report::{Report, Signer, Tcb};
+pub use vcek::{KdsClient, OfflineVceks, VcekSource, VekRequest, certs_from_evidence};
+
+/// An AMD EPYC generation with SEV-SNP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Product {
+    /// 3rd generation (Zen 3).
+    Milan,
+    /// 4th generation (Zen 4; also Bergamo, Siena).
+    Genoa,
+    /// 5th generation (Zen 5).
+    Turin,
+}
+
+impl Product {
+    /// The name AMD KDS uses.
+    pub fn kds_name(self) -> &'static str {
+        match self {
+            Product::Milan => "Milan",
+            Product::Genoa => "Genoa",
+            Product::Turin => "Turin",
+        }
+    }
+}
+
+/// Verifier settings.
+#[derive(Clone, Debug)]
+pub struct SnpConfig {
+    /// The VMPL reports must come from (0 without an SVSM).
+    pub vmpl: u32,
+    /// Accept guests whose policy allows a migration agent.
+    pub allow_migrate_ma: bool,
+    /// Minimum REPORTED_TCB per product: at or above is UpToDate, below
+    /// OutOfDate; a product without one gives Unknown.
+    pub min_tcb: HashMap<Product, Tcb>,
+}
+
+impl Default for SnpConfig {
+    fn default() -> Self {
+        SnpConfig {
+            vmpl: 0,
+            allow_migrate_ma: false,
+            min_tcb: HashMap::new(),
+        }
+    }
+}
+
+/// The `platform_claims.sev_snp` section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnpClaims {
+    /// Milan, Genoa or Turin.
+    pub product: Product,
+    /// VCEK or VLEK.
+    pub signer: Signer,
+    /// Report version.
+    pub report_version: u32,
+    /// Whether CHIP_ID was masked.
+    pub chip_id_masked: bool,
+    /// Firmware version running (major.minor.build).
+    pub current_firmware: String,
+    /// Firmware version committed.
+    pub committed_firmware: String,
+    /// ID_KEY_DIGEST.
+    pub id_key_digest: HexBytes,
+    /// AUTHOR_KEY_DIGEST.
+    pub author_key_digest: HexBytes,
+}
+
+/// The `platform_claims` section name.
+pub const SECTION: &str = "sev_snp";
+
+/// The SEV-SNP verifier.
+pub struct SnpVerifier {
+    roots: Roots,
+    sources: Vec<Arc<dyn VcekSource>>,
+    config: SnpConfig,
+    chains: ChainCache,
+}
+
+const POLICY_MIGRATE_MA: u64 = 1 << 18;
+const POLICY_DEBUG: u64 = 1 << 19;
+
+impl SnpVerifier {
+    /// A verifier with AMD's pinned roots. `sources` are asked, in order,
+    /// when the evidence carries no endorsement key certificate.
+    pub fn new(sources: Vec<Arc<dyn VcekSource>>, config: SnpConfig) -> Result<Self, AttestError> {
+        Ok(Self::with_roots(Roots::amd()?, sources, config))
+    }
+
+    /// A verifier with other roots. Only tests (the testkit's fake AMD PKI)
+    /// and an explicit insecure setting use this.
+    pub fn with_roots(roots: Roots, sources: Vec<Arc<dyn VcekSource>>, config: SnpConfig) -> Self {
+        SnpVerifier {
+            roots,
+            sources,
+            config,
+            chains: ChainCache::default(),
+        }
+    }
+
+    async fn endorsement_key(
+        &self,
+        evidence: &Evidence,
+        req: &VekRequest,
+    ) -> Result<Vec<u8>, AttestError> {
+        if let Some(der) = certs_from_evidence(&evidence.certificates, req.signer)? {
+            return Ok(der);
+        }
+        let mut last = None;
+        for s in &self.sources {
+            match s.fetch(req).await {
+                Ok(der) => return Ok(der),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            AttestError::CollateralMissing(
+                "the evidence carries no endorsement key certificate and no VCEK source is configured".into(),
+            )
+        }))
+    }
+
+    /// Verifies the report alone (signature, chain, bindings of the report
+    /// to its key, policy bits, VMPL, report data) and returns the parts the
+    /// identity is made of.
+    pub async fn verify_report<'a>(
+        &self,
+        evidence: &'a Evidence,
+        ctx: &VerifyContext,
+    ) -> Result<(Report<'a>, Product, Arc<Vek>), AttestError> {
+        let report = Report::parse(&evidence.quote)?;
+        let mut chip_id = [0u8; 64];
+        chip_id.copy_from_slice(report.chip_id());
+        let mut reported_tcb = [0u8; 8];
+        reported_tcb.copy_from_slice(&report.raw[0x180..0x188]);
+        let named = report.product_from_cpuid()?;
+        let req = VekRequest {
+            product: named,
+            signer: report.signer,
+            chip_id,
+            reported_tcb,
+        };
+        let der = self.endorsement_key(evidence, &req).await?;
+        // v2 reports do not name their product: the VEK's productName does.
+        let product = match named {
+            Some(p) => p,
+            None => Vek::parse(&der)?.product().ok_or_else(|| {
+                AttestError::UntrustedChain("the endorsement key names no known product".into())
+            })?,
+        };
+        let roots = self.roots.get(product)?;
+        let vek = self
+            .chains
+            .verify(roots, product, report.signer, &der, ctx.time)?;
+        if vek.product().is_some_and(|p| p != product) {
+            return Err(AttestError::UntrustedChain(format!(
+                "the report is from a {product:?} but its key certificate is for {:?}",
+                vek.product_name
+            )));
+        }
+
+        // The key must be the one derived for this chip and this TCB.
+        if report.signer == Signer::Vcek {
+            let want = req.hwid(product);
+            match &vek.hwid {
+                Some(h) if h.as_slice() == want => {}
+                Some(h) => return Err(AttestError::identity_mismatch("vcek hwID", want, h)),
+                None => {
+                    return Err(AttestError::UntrustedChain(
+                        "the VCEK has no hwID extension".into(),
+                    ));
+                }
+            }
+        }
+        let tcb = report.tcb_at(product, 0x180);
+        if vek.tcb != tcb {
+            return Err(AttestError::IdentityMismatch {
+                what: "reported_tcb".into(),
+                expected: format!("{tcb:?}"),
+                found: format!("{:?} in the {} certificate", vek.tcb, vek.common_name),
+            });
+        }
+
+        // The signature, over the exact bytes received.
+        UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, &vek.public_key)
+            .verify(&report.raw[..report::SIGNED_LEN], &report.signature_be())
+            .map_err(|_| {
+                AttestError::BadSignature(format!(
+                    "the {} signature over the report does not verify",
+                    vek.common_name
+                ))
+            })?;
+
+        let policy = u64::from(report.parsed.policy);
+        if policy & POLICY_DEBUG != 0 {
+            return Err(AttestError::Insecure(
+                "the guest policy allows debugging (POLICY.DEBUG)".into(),
+            ));
+        }
+        if policy & POLICY_MIGRATE_MA != 0 && !self.config.allow_migrate_ma {
+            return Err(AttestError::Insecure(
+                "the guest policy allows a migration agent (POLICY.MIGRATE_MA)".into(),
+            ));
+        }
+        if report.parsed.vmpl != self.config.vmpl {
+            return Err(AttestError::Insecure(format!(
+                "report from VMPL {}, expected VMPL {}",
+                report.parsed.vmpl, self.config.vmpl
+            )));
+        }
+        ctx.check_report_data(&ReportData(report.parsed.report_data))?;
+        Ok((report, product, vek))
+    }
+}
+
+fn version(b: &[u8]) -> String {
+    format!("{}.{}.{}", b[2], b[1], b[0])
+}
+
+#[async_trait]
+impl Attestation for SnpVerifier {
+    fn platform(&self) -> PlatformId {
+        PlatformId::SEV_SNP
+    }
+
+    async fn verify(
+        &self,
+        evidence: &Evidence,
+        ctx: &VerifyContext,
+    ) -> Result<VerifiedIdentity, AttestError> {
+        if evidence.platform != PlatformId::SEV_SNP {
+            return Err(AttestError::UnsupportedPlatform(evidence.platform.clone()));
+        }
+        let (report, product, _vek) = self.verify_report(evidence, ctx).await?;
+        let p = &report.parsed;
+        if evidence.app_config.is_empty() {
+            return Err(AttestError::Malformed(
+                "SEV-SNP evidence carries no app_config: the app identity is the document HOST_DATA binds".into(),
+            ));
+        }
+        let app = verify_app_config(&evidence.app_config, &p.host_data)?.app_identity();
+
+        let reported = report.tcb_at(product, 0x180);
+        let status = match self.config.min_tcb.get(&product) {
+            None => TcbStatus::Unknown,
+            Some(min) if reported.at_least(min) => TcbStatus::UpToDate,
+            Some(_) => TcbStatus::OutOfDate,
+        };
+        let chip_id = report.chip_id();
+        let masked = chip_id.iter().all(|b| *b == 0);
+        let tcb_value = |off| BootValue::Components(report.tcb_at(product, off).components());
+        let boot = BootMeasurements::new(&p.measurement[..])
+            .with("measurement", &p.measurement[..])
+            .with("host_data", &p.host_data[..])
+            .with("family_id", &p.family_id[..])
+            .with("image_id", &p.image_id[..])
+            .with("guest_svn", u64::from(p.guest_svn))
+            .with("policy", u64::from(p.policy))
+            .with("vmpl", u64::from(p.vmpl))
+            .with("reported_tcb", tcb_value(0x180))
+            .with("committed_tcb", tcb_value(0x1E0))
+            .with("launch_tcb", tcb_value(0x1F0))
+            .with("current_tcb", tcb_value(0x38))
+            .with("platform_info", u64::from(p.plat_info))
+            .with("chip_id", chip_id);
+
+        let mut platform_claims = PlatformClaims::default();
+        platform_claims.insert(
+            SECTION,
+            &SnpClaims {
+                product,
+                signer: report.signer,
+                report_version: report.version,
+                chip_id_masked: masked,
+                current_firmware: version(&report.raw[0x1E8..0x1EB]),
+                committed_firmware: version(&report.raw[0x1EC..0x1EF]),
+                id_key_digest: HexBytes(p.id_key_digest.to_vec()),
+                author_key_digest: HexBytes(p.author_key_digest.to_vec()),
+            },
+        )?;
+        let sha = |parts: &[&[u8]]| {
+            let mut h = Sha256::new();
+            for x in parts {
+                h.update(x);
+            }
+            HexBytes(h.finalize().to_vec())
+        };
+        platform_claims.insert(
+            DSTACK_SECTION,
+            &DstackClaims {
+                tee_variant: "dstack-amd-sev-snp".into(),
+                mr_aggregated: sha(&[&p.measurement, &p.host_data]),
+                mr_system: sha(&[&p.measurement]),
+            },
+        )?;
+        let report_data = ReportData(p.report_data);
+        Ok(VerifiedIdentity {
+            platform: PlatformId::SEV_SNP,
+            app,
+            boot,
+            tcb: TcbInfo::new(status),
+            debug: false,
+            report_data_checked: ctx.check_report_data(&report_data)?,
+            report_data,
+            device_id: (!masked).then(|| DeviceId(Sha256::digest(chip_id).into())),
+            platform_claims,
+        })
+    }
+}

@@ -1,0 +1,356 @@
+//! AMD's certificate chain: pinned roots, the endorsement key certificate
+//! (VCEK or VLEK) and its AMD extensions.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use attest_core::{AttestError, UnixTime};
+use der::Decode;
+use sev::certs::snp::{Certificate, Verifiable};
+use sha2::{Digest, Sha256};
+
+use crate::Product;
+use crate::report::{Signer, Tcb};
+
+const AMD_OID: [u64; 7] = [1, 3, 6, 1, 4, 1, 3704];
+
+/// The pinned roots of one product: ARK, ASK (signs VCEKs), ASVK (signs VLEKs).
+#[derive(Clone)]
+pub struct ProductRoots {
+    ark: Certificate,
+    ask: Certificate,
+    asvk: Certificate,
+    validity: [(u64, u64); 3],
+}
+
+fn validity_of(der: &[u8], what: &str) -> Result<(u64, u64), AttestError> {
+    let c = x509_cert::Certificate::from_der(der)
+        .map_err(|e| AttestError::UntrustedChain(format!("{what}: {e}")))?;
+    let v = c.tbs_certificate().validity();
+    Ok((
+        v.not_before.to_unix_duration().as_secs(),
+        v.not_after.to_unix_duration().as_secs(),
+    ))
+}
+
+fn sev_err(what: &str) -> impl Fn(std::io::Error) -> AttestError + '_ {
+    move |e| AttestError::UntrustedChain(format!("{what}: {e}"))
+}
+
+impl ProductRoots {
+    /// Roots from PEM certificates; checks ARK self-signature, ARK→ASK and
+    /// ARK→ASVK once, here.
+    pub fn from_pem(ark: &[u8], ask: &[u8], asvk: &[u8]) -> Result<Self, AttestError> {
+        let ark = Certificate::from_pem(ark).map_err(sev_err("ARK"))?;
+        let ask = Certificate::from_pem(ask).map_err(sev_err("ASK"))?;
+        let asvk = Certificate::from_pem(asvk).map_err(sev_err("ASVK"))?;
+        (&ark, &ark)
+            .verify()
+            .map_err(sev_err("ARK is not self-signed"))?;
+        (&ark, &ask)
+            .verify()
+            .map_err(sev_err("ARK does not sign the ASK"))?;
+        (&ark, &asvk)
+            .verify()
+            .map_err(sev_err("ARK does not sign the ASVK"))?;
+        let der = |c: &Certificate, w: &str| c.to_der().map_err(sev_err(w));
+        let validity = [
+            validity_of(&der(&ark, "ARK")?, "ARK")?,
+            validity_of(&der(&ask, "ASK")?, "ASK")?,
+            validity_of(&der(&asvk, "ASVK")?, "ASVK")?,
+        ];
+        Ok(ProductRoots {
+            ark,
+            ask,
+            asvk,
+            validity,
+        })
+    }
+
+    fn check_validity(&self, now: UnixTime, signer: Signer) -> Result<(), AttestError> {
+        let (names, idx) = match signer {
+            Signer::Vcek => (["ARK", "ASK"], [0, 1]),
+            Signer::Vlek => (["ARK", "ASVK"], [0, 2]),
+        };
+        for (name, i) in names.iter().zip(idx) {
+            let (nb, na) = self.validity[i];
+            if now.as_secs() < nb || now.as_secs() > na {
+                return Err(AttestError::UntrustedChain(format!(
+                    "{name} is valid {nb}..{na}, not at {}",
+                    now.as_secs()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The ARK (for tests comparing chains).
+    pub fn ark_der(&self) -> Vec<u8> {
+        self.ark.to_der().unwrap_or_default()
+    }
+}
+
+/// The pinned roots of every product.
+#[derive(Clone)]
+pub struct Roots {
+    by_product: HashMap<Product, ProductRoots>,
+}
+
+fn pem_blocks(pem: &[u8]) -> Vec<Vec<u8>> {
+    let text = String::from_utf8_lossy(pem);
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in text.lines() {
+        cur.push_str(line);
+        cur.push('\n');
+        if line.starts_with("-----END") {
+            out.push(std::mem::take(&mut cur).into_bytes());
+        }
+    }
+    out
+}
+
+impl Roots {
+    /// AMD's production roots: ARK and ASK as built into the `sev` crate,
+    /// ASVK as AMD KDS serves it (embedded; the `sev` crate has none).
+    pub fn amd() -> Result<Self, AttestError> {
+        use sev::certs::snp::builtin::{genoa, milan, turin};
+        let asvk = |chain: &[u8]| -> Result<Vec<u8>, AttestError> {
+            pem_blocks(chain)
+                .into_iter()
+                .next()
+                .ok_or_else(|| AttestError::UntrustedChain("embedded ASVK missing".into()))
+        };
+        let mut by_product = HashMap::new();
+        by_product.insert(
+            Product::Milan,
+            ProductRoots::from_pem(
+                milan::ARK,
+                milan::ASK,
+                &asvk(include_bytes!("../roots/milan-vlek-chain.pem"))?,
+            )?,
+        );
+        by_product.insert(
+            Product::Genoa,
+            ProductRoots::from_pem(
+                genoa::ARK,
+                genoa::ASK,
+                &asvk(include_bytes!("../roots/genoa-vlek-chain.pem"))?,
+            )?,
+        );
+        by_product.insert(
+            Product::Turin,
+            ProductRoots::from_pem(
+                turin::ARK,
+                turin::ASK,
+                &asvk(include_bytes!("../roots/turin-vlek-chain.pem"))?,
+            )?,
+        );
+        Ok(Roots { by_product })
+    }
+
+    /// Roots given explicitly (tests with a fake AMD PKI).
+    pub fn custom(by_product: HashMap<Product, ProductRoots>) -> Self {
+        Roots { by_product }
+    }
+
+    /// The roots of `product`.
+    pub fn get(&self, product: Product) -> Result<&ProductRoots, AttestError> {
+        self.by_product
+            .get(&product)
+            .ok_or_else(|| AttestError::UntrustedChain(format!("no pinned roots for {product:?}")))
+    }
+}
+
+/// A parsed endorsement key certificate (VCEK or VLEK).
+#[derive(Clone, Debug)]
+pub struct Vek {
+    /// SHA-256 of the DER.
+    pub digest: [u8; 32],
+    /// SEC1 P-384 public key.
+    pub public_key: Vec<u8>,
+    /// Validity window.
+    pub not_before: u64,
+    /// Validity window.
+    pub not_after: u64,
+    /// Subject CN (`SEV-VCEK`, `SEV-VLEK`).
+    pub common_name: String,
+    /// productName extension ("Milan-B0", "Genoa", "Turin").
+    pub product_name: Option<String>,
+    /// hwID extension (VCEK only), raw bytes (an OCTET STRING wrapper removed).
+    pub hwid: Option<Vec<u8>>,
+    /// The TCB the key was derived for.
+    pub tcb: Tcb,
+}
+
+fn parse_small_int(v: &[u8]) -> Option<u8> {
+    // DER INTEGER: 02 len value; values >= 0x80 carry a leading zero.
+    match v {
+        [0x02, 1, x] if *x < 0x80 => Some(*x),
+        [0x02, 2, 0, x] if *x >= 0x80 => Some(*x),
+        _ => None,
+    }
+}
+
+/// Strips a DER OCTET STRING wrapper when `v` is exactly one.
+fn unwrap_octets(v: &[u8]) -> &[u8] {
+    match v {
+        [0x04, len, rest @ ..] if (*len as usize) == rest.len() && *len < 0x80 => rest,
+        [0x04, 0x81, len, rest @ ..] if (*len as usize) == rest.len() => rest,
+        _ => v,
+    }
+}
+
+fn ia5(v: &[u8]) -> Option<String> {
+    match v {
+        [0x16, len, rest @ ..] if (*len as usize) == rest.len() => {
+            String::from_utf8(rest.to_vec()).ok()
+        }
+        _ => None,
+    }
+}
+
+impl Vek {
+    /// Parses a VCEK/VLEK certificate (no signature check).
+    pub fn parse(der_bytes: &[u8]) -> Result<Self, AttestError> {
+        let bad =
+            |m: String| AttestError::UntrustedChain(format!("endorsement key certificate: {m}"));
+        let cert = x509_cert::Certificate::from_der(der_bytes).map_err(|e| bad(e.to_string()))?;
+        let tbs = cert.tbs_certificate();
+        let v = tbs.validity();
+        let public_key = tbs
+            .subject_public_key_info()
+            .subject_public_key
+            .raw_bytes()
+            .to_vec();
+        let common_name = tbs
+            .subject()
+            .to_string()
+            .split(',')
+            .find_map(|p| p.trim().strip_prefix("CN=").map(str::to_owned))
+            .unwrap_or_default();
+        let mut product_name = None;
+        let mut hwid = None;
+        let mut comps: HashMap<u64, u8> = HashMap::new();
+        for ext in tbs.extensions().map(|e| e.as_slice()).unwrap_or(&[]) {
+            let arcs: Vec<u64> = ext.extn_id.arcs().map(u64::from).collect();
+            if arcs.len() < 9 || arcs[..7] != AMD_OID || arcs[7] != 1 {
+                continue;
+            }
+            let value = ext.extn_value.as_bytes();
+            match &arcs[8..] {
+                [2] => product_name = ia5(value),
+                [3, c] => {
+                    let n = parse_small_int(value).ok_or_else(|| {
+                        bad(format!("TCB extension .3.{c} is not a small INTEGER"))
+                    })?;
+                    comps.insert(*c, n);
+                }
+                [4] => hwid = Some(unwrap_octets(value).to_vec()),
+                _ => {}
+            }
+        }
+        let comp = |c: u64, name: &str| {
+            comps
+                .get(&c)
+                .copied()
+                .ok_or_else(|| bad(format!("no {name} SPL extension")))
+        };
+        let tcb = Tcb {
+            bootloader: comp(1, "blSPL")?,
+            tee: comp(2, "teeSPL")?,
+            snp: comp(3, "snpSPL")?,
+            microcode: comp(8, "ucodeSPL")?,
+            fmc: comps.get(&9).copied(),
+        };
+        Ok(Vek {
+            digest: Sha256::digest(der_bytes).into(),
+            public_key,
+            not_before: v.not_before.to_unix_duration().as_secs(),
+            not_after: v.not_after.to_unix_duration().as_secs(),
+            common_name,
+            product_name,
+            hwid,
+            tcb,
+        })
+    }
+
+    /// The product the productName extension names.
+    pub fn product(&self) -> Option<Product> {
+        let name = self.product_name.as_deref()?;
+        [Product::Milan, Product::Genoa, Product::Turin]
+            .into_iter()
+            .find(|p| name.starts_with(p.kds_name()))
+    }
+}
+
+/// Verified endorsement keys by certificate digest: the RSA chain check
+/// costs milliseconds, so each VEK is checked once per (product, signer).
+#[derive(Default)]
+pub struct ChainCache {
+    verified: Mutex<HashMap<([u8; 32], Product, Signer), Arc<Vek>>>,
+}
+
+/// Most cached endorsement keys before the cache is cleared.
+const MAX_CACHED: usize = 16_384;
+
+impl ChainCache {
+    /// Verifies `vek_der` under the pinned roots (ASK for a VCEK, ASVK for a
+    /// VLEK), once per certificate; validity is checked at `now` every time.
+    pub fn verify(
+        &self,
+        roots: &ProductRoots,
+        product: Product,
+        signer: Signer,
+        vek_der: &[u8],
+        now: UnixTime,
+    ) -> Result<Arc<Vek>, AttestError> {
+        let digest: [u8; 32] = Sha256::digest(vek_der).into();
+        let cached = self
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(digest, product, signer))
+            .cloned();
+        let vek = match cached {
+            Some(v) => v,
+            None => {
+                let vek = Arc::new(Vek::parse(vek_der)?);
+                let cert = Certificate::from_der(vek_der)
+                    .map_err(sev_err("endorsement key certificate"))?;
+                let (issuer, name, cn) = match signer {
+                    Signer::Vcek => (&roots.ask, "ASK", "SEV-VCEK"),
+                    Signer::Vlek => (&roots.asvk, "ASVK", "SEV-VLEK"),
+                };
+                (issuer, &cert).verify().map_err(|e| {
+                    AttestError::UntrustedChain(format!(
+                        "the pinned {product:?} {name} did not sign this {cn} certificate: {e}"
+                    ))
+                })?;
+                if vek.common_name != cn {
+                    return Err(AttestError::UntrustedChain(format!(
+                        "KEY_INFO says {cn} but the certificate is {:?}",
+                        vek.common_name
+                    )));
+                }
+                let mut map = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+                if map.len() >= MAX_CACHED {
+                    map.clear();
+                }
+                map.insert((digest, product, signer), vek.clone());
+                vek
+            }
+        };
+        roots.check_validity(now, signer)?;
+        if now.as_secs() < vek.not_before || now.as_secs() > vek.not_after {
+            return Err(AttestError::UntrustedChain(format!(
+                "{} certificate is valid {}..{}, not at {}",
+                vek.common_name,
+                vek.not_before,
+                vek.not_after,
+                now.as_secs()
+            )));
+        }
+        Ok(vek)
+    }
+}

@@ -1,0 +1,427 @@
+//! Where endorsement key certificates come from.
+//!
+//! - [`certs_from_evidence`]: the certificate table the guest got with its
+//!   extended report (configfs-tsm `auxblob`), or a PEM/DER VCEK. Only the
+//!   VCEK/VLEK is taken from it; ARK and ASK are always the pinned ones.
+//! - [`OfflineVceks`]: a directory of DER files.
+//! - [`KdsClient`]: AMD KDS, with a persistent cache that never fetches the
+//!   same VCEK twice and backs off when KDS answers 429.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use attest_core::AttestError;
+
+use crate::Product;
+use crate::report::Signer;
+
+/// Largest certificate accepted.
+pub const MAX_CERT: usize = 16 * 1024;
+
+/// What identifies the endorsement key a report needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct VekRequest {
+    /// The product, when the report names it (v3+).
+    pub product: Option<Product>,
+    /// VCEK or VLEK.
+    pub signer: Signer,
+    /// CHIP_ID.
+    pub chip_id: [u8; 64],
+    /// REPORTED_TCB, raw.
+    pub reported_tcb: [u8; 8],
+}
+
+impl VekRequest {
+    /// The hwID KDS expects: the whole CHIP_ID, or its first 8 bytes on Turin.
+    pub fn hwid(&self, product: Product) -> &[u8] {
+        match product {
+            Product::Turin => &self.chip_id[..8],
+            _ => &self.chip_id,
+        }
+    }
+
+    /// Products to try: the named one, else the v2-era ones.
+    pub fn candidates(&self) -> Vec<Product> {
+        match self.product {
+            Some(p) => vec![p],
+            None => vec![Product::Milan, Product::Genoa],
+        }
+    }
+
+    /// `{product}-{hwid}-{tcb}.der`, the file name in offline directories and the KDS cache.
+    pub fn file_name(&self, product: Product) -> String {
+        format!(
+            "{}-{}-{}.der",
+            product.kds_name(),
+            hex::encode(self.hwid(product)),
+            hex::encode(self.reported_tcb)
+        )
+    }
+}
+
+/// A source of endorsement key certificates (DER).
+#[async_trait]
+pub trait VcekSource: Send + Sync {
+    /// The certificate for `req`.
+    async fn fetch(&self, req: &VekRequest) -> Result<Vec<u8>, AttestError>;
+}
+
+fn guid_le(s: &str) -> [u8; 16] {
+    let hexs: String = s.chars().filter(|c| *c != '-').collect();
+    let b = hex::decode(hexs).unwrap_or_else(|_| vec![0; 16]);
+    let mut g = [0u8; 16];
+    g[0..4].copy_from_slice(&[b[3], b[2], b[1], b[0]]);
+    g[4..6].copy_from_slice(&[b[5], b[4]]);
+    g[6..8].copy_from_slice(&[b[7], b[6]]);
+    g[8..16].copy_from_slice(&b[8..16]);
+    g
+}
+
+/// GUIDs of the certificate table entries.
+pub fn table_guid(name: &str) -> [u8; 16] {
+    guid_le(match name {
+        "ark" => "c0b406a4-a803-4952-9743-3fb6014cd0ae",
+        "ask" => "4ab7b379-bbac-4fe4-a02f-05aef327c782",
+        "vcek" => "63da758d-e664-4564-adc5-f4b93be8accd",
+        "vlek" => "a8074bc2-a25a-483e-aae6-39c045a0b8a1",
+        _ => "92f81bc3-5811-4d3d-97ff-d19f88dc67ea",
+    })
+}
+
+fn pem_to_der(pem: &[u8]) -> Vec<Vec<u8>> {
+    use std::io::Read;
+    let text = String::from_utf8_lossy(pem);
+    let mut out = Vec::new();
+    let mut b64 = String::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.starts_with("-----BEGIN CERTIFICATE") {
+            inside = true;
+            b64.clear();
+        } else if line.starts_with("-----END CERTIFICATE") {
+            inside = false;
+            let mut der = Vec::new();
+            let decoded = base64_decode(b64.trim());
+            if let Some(d) = decoded {
+                let _ = d.as_slice().read_to_end(&mut der);
+                out.push(der);
+            }
+        } else if inside {
+            b64.push_str(line.trim());
+        }
+    }
+    out
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes() {
+        if c == b'=' {
+            break;
+        }
+        let v = T.iter().position(|t| *t == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+/// The VCEK/VLEK carried with the evidence: a GHCB certificate table
+/// (`{GUID, u32 offset, u32 length}` entries ending with a zero GUID), a PEM
+/// bundle (the VEK is the certificate whose CN names the signer), or one DER
+/// certificate. `None` when the evidence carries none.
+pub fn certs_from_evidence(bytes: &[u8], signer: Signer) -> Result<Option<Vec<u8>>, AttestError> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let want_cn = match signer {
+        Signer::Vcek => "SEV-VCEK",
+        Signer::Vlek => "SEV-VLEK",
+    };
+    if bytes.starts_with(b"-----BEGIN") {
+        for der in pem_to_der(bytes) {
+            if let Ok(v) = crate::certs::Vek::parse(&der) {
+                if v.common_name == want_cn {
+                    return Ok(Some(der));
+                }
+            }
+        }
+        return Ok(None);
+    }
+    if bytes[0] == 0x30 {
+        return Ok(Some(bytes.to_vec()));
+    }
+    let guid = table_guid(match signer {
+        Signer::Vcek => "vcek",
+        Signer::Vlek => "vlek",
+    });
+    let bad = |m: &str| AttestError::Malformed(format!("certificate table: {m}"));
+    for (i, entry) in bytes.chunks(24).enumerate() {
+        if i >= 64 {
+            return Err(bad("more than 64 entries"));
+        }
+        if entry.len() < 24 {
+            return Err(bad("truncated entry"));
+        }
+        if entry[..16] == [0u8; 16] {
+            break;
+        }
+        if entry[..16] == guid {
+            let off = u32::from_le_bytes([entry[16], entry[17], entry[18], entry[19]]) as usize;
+            let len = u32::from_le_bytes([entry[20], entry[21], entry[22], entry[23]]) as usize;
+            if len > MAX_CERT {
+                return Err(bad("certificate larger than 16 KiB"));
+            }
+            let cert = off
+                .checked_add(len)
+                .and_then(|end| bytes.get(off..end))
+                .ok_or_else(|| bad("entry points outside the table"))?;
+            return Ok(Some(cert.to_vec()));
+        }
+    }
+    Ok(None)
+}
+
+/// A directory of certificates named as [`VekRequest::file_name`] says.
+pub struct OfflineVceks {
+    dir: PathBuf,
+}
+
+impl OfflineVceks {
+    /// A source reading `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        OfflineVceks { dir: dir.into() }
+    }
+}
+
+fn read_cert(path: &std::path::Path) -> Result<Option<Vec<u8>>, AttestError> {
+    match std::fs::read(path) {
+        Ok(b) if b.len() <= MAX_CERT => Ok(Some(b)),
+        Ok(_) => Err(AttestError::Malformed(format!(
+            "{}: larger than {MAX_CERT} bytes",
+            path.display()
+        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(AttestError::Unavailable(format!("{}: {e}", path.display()))),
+    }
+}
+
+#[async_trait]
+impl VcekSource for OfflineVceks {
+    async fn fetch(&self, req: &VekRequest) -> Result<Vec<u8>, AttestError> {
+        for p in req.candidates() {
+            if let Some(c) = read_cert(&self.dir.join(req.file_name(p)))? {
+                return Ok(c);
+            }
+        }
+        Err(AttestError::CollateralMissing(format!(
+            "no endorsement key certificate for {} in {}",
+            req.file_name(req.product.unwrap_or(Product::Milan)),
+            self.dir.display()
+        )))
+    }
+}
+
+/// AMD's Key Distribution Service.
+pub const AMD_KDS: &str = "https://kdsintf.amd.com";
+
+/// The KDS client and its cache.
+pub struct KdsClient {
+    base: String,
+    http: reqwest::Client,
+    cache_dir: Option<PathBuf>,
+    memory: Mutex<HashMap<String, Arc<Vec<u8>>>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    backoff: Mutex<Option<(Instant, Duration)>>,
+    fetches: std::sync::atomic::AtomicU64,
+}
+
+impl KdsClient {
+    /// A client for `base` (normally [`AMD_KDS`]), persisting to `cache_dir`.
+    pub fn new(
+        base: &str,
+        cache_dir: Option<PathBuf>,
+        timeout: Duration,
+    ) -> Result<Self, AttestError> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent(concat!("confidential-kms/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| AttestError::Unavailable(format!("http client: {e}")))?;
+        Ok(KdsClient {
+            base: base.trim_end_matches('/').to_owned(),
+            http,
+            cache_dir,
+            memory: Mutex::new(HashMap::new()),
+            locks: Mutex::new(HashMap::new()),
+            backoff: Mutex::new(None),
+            fetches: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// How many requests reached KDS (for tests and metrics).
+    pub fn fetch_count(&self) -> u64 {
+        self.fetches.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The KDS URL of a VCEK.
+    pub fn vcek_url(&self, req: &VekRequest, product: Product) -> String {
+        let t = crate::report::Tcb::decode(product, &req.reported_tcb);
+        let hwid = hex::encode(req.hwid(product));
+        let spl = format!(
+            "blSPL={:02}&teeSPL={:02}&snpSPL={:02}&ucodeSPL={:02}",
+            t.bootloader, t.tee, t.snp, t.microcode
+        );
+        match product {
+            Product::Turin => format!(
+                "{}/vcek/v1/Turin/{hwid}?fmcSPL={:02}&{spl}",
+                self.base,
+                t.fmc.unwrap_or(0)
+            ),
+            p => format!("{}/vcek/v1/{}/{hwid}?{spl}", self.base, p.kds_name()),
+        }
+    }
+
+    fn in_backoff(&self) -> Option<Duration> {
+        let b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        b.and_then(|(until, _)| until.checked_duration_since(Instant::now()))
+    }
+
+    fn note_throttled(&self, retry_after: Option<Duration>) {
+        let mut b = self.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let next = retry_after.unwrap_or_else(|| {
+            b.map(|(_, d)| (d * 2).min(Duration::from_secs(300)))
+                .unwrap_or(Duration::from_secs(10))
+        });
+        *b = Some((Instant::now() + next, next));
+    }
+
+    async fn get(&self, url: &str) -> Result<Option<Vec<u8>>, AttestError> {
+        if let Some(left) = self.in_backoff() {
+            return Err(AttestError::Unavailable(format!(
+                "AMD KDS throttled us; not asking again for {}s",
+                left.as_secs().max(1)
+            )));
+        }
+        self.fetches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let unavailable = |m: String| AttestError::Unavailable(format!("{url}: {m}"));
+        let resp = self.http.get(url).send().await.map_err(|e| {
+            unavailable(if e.is_timeout() {
+                "timed out".into()
+            } else {
+                e.to_string()
+            })
+        })?;
+        let status = resp.status();
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+            let retry = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            self.note_throttled(retry);
+            return Err(unavailable(
+                "HTTP 429 Too Many Requests (backing off)".into(),
+            ));
+        }
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        if !status.is_success() {
+            return Err(unavailable(format!("HTTP {status}")));
+        }
+        let body = resp.bytes().await.map_err(|e| unavailable(e.to_string()))?;
+        if body.len() > MAX_CERT {
+            return Err(unavailable(format!(
+                "response larger than {MAX_CERT} bytes"
+            )));
+        }
+        *self.backoff.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        Ok(Some(body.to_vec()))
+    }
+
+    fn remember(&self, name: &str, der: &[u8]) {
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), Arc::new(der.to_vec()));
+        if let Some(dir) = &self.cache_dir {
+            let write = || -> std::io::Result<()> {
+                std::fs::create_dir_all(dir)?;
+                let tmp = dir.join(format!(".{name}.tmp"));
+                std::fs::write(&tmp, der)?;
+                std::fs::rename(&tmp, dir.join(name))
+            };
+            if let Err(e) = write() {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot persist VCEK");
+            }
+        }
+    }
+
+    fn recall(&self, name: &str) -> Option<Vec<u8>> {
+        if let Some(v) = self
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Some(v.as_ref().clone());
+        }
+        let dir = self.cache_dir.as_ref()?;
+        let der = read_cert(&dir.join(name)).ok().flatten()?;
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), Arc::new(der.clone()));
+        Some(der)
+    }
+}
+
+#[async_trait]
+impl VcekSource for KdsClient {
+    async fn fetch(&self, req: &VekRequest) -> Result<Vec<u8>, AttestError> {
+        if req.signer == Signer::Vlek {
+            return Err(AttestError::CollateralMissing(
+                "a VLEK is not public on AMD KDS: it must come with the evidence".into(),
+            ));
+        }
+        if req.chip_id == [0u8; 64] {
+            return Err(AttestError::CollateralMissing(
+                "CHIP_ID is masked: no VCEK can be looked up; send it with the evidence".into(),
+            ));
+        }
+        for product in req.candidates() {
+            let name = req.file_name(product);
+            if let Some(der) = self.recall(&name) {
+                return Ok(der);
+            }
+            let lock = {
+                let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+                locks.entry(name.clone()).or_default().clone()
+            };
+            let _guard = lock.lock().await;
+            if let Some(der) = self.recall(&name) {
+                return Ok(der);
+            }
+            if let Some(der) = self.get(&self.vcek_url(req, product)).await? {
+                self.remember(&name, &der);
+                return Ok(der);
+            }
+        }
+        Err(AttestError::CollateralMissing(
+            "AMD KDS has no VCEK for this chip and TCB".into(),
+        ))
+    }
+}

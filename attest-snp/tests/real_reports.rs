@@ -1,0 +1,300 @@
+//! Real SEV-SNP reports (`../shared/vectors/snp`): Milan v2 (VCEK), Milan v3
+//! (VLEK), Genoa v3, with their exact measurements and TCBs; bit flips;
+//! certificates that must not verify.
+
+use std::path::PathBuf;
+
+use attest_core::{ErrorKind, Evidence, PlatformId, UnixTime, VerifyContext};
+use attest_snp::{Product, SnpConfig, SnpVerifier, Tcb, Vek};
+
+fn vectors() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/snp");
+    assert!(
+        dir.is_dir(),
+        "test vectors missing: expected {}",
+        dir.display()
+    );
+    dir
+}
+
+fn read(rel: &str) -> Vec<u8> {
+    let p = vectors().join(rel);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+fn evidence(report: &str, cert: &str) -> Evidence {
+    let mut e = Evidence::new(PlatformId::SEV_SNP, read(report));
+    e.certificates = read(cert);
+    e
+}
+
+/// Inside every real certificate's validity (the VLEK's included).
+const AT: u64 = 1_740_000_000;
+
+fn verifier(vmpl: u32) -> SnpVerifier {
+    SnpVerifier::new(
+        vec![],
+        SnpConfig {
+            vmpl,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn ctx() -> VerifyContext {
+    VerifyContext::without_report_data(UnixTime(AT))
+}
+
+#[tokio::test]
+async fn milan_v2_a_verifies_with_its_exact_values() {
+    let e = evidence(
+        "reports/milan-v2-a.report.bin",
+        "reports/milan-v2-a.vcek.der",
+    );
+    let (r, product, vek) = verifier(0).verify_report(&e, &ctx()).await.unwrap();
+    assert_eq!(product, Product::Milan);
+    assert_eq!(r.version, 2);
+    assert_eq!(
+        hex::encode(r.parsed.measurement),
+        "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f"
+    );
+    assert_eq!(u64::from(r.parsed.policy), 0x30000);
+    assert_eq!(r.parsed.vmpl, 0);
+    let tcb = r.tcb_at(product, 0x180);
+    assert_eq!(
+        tcb,
+        Tcb {
+            bootloader: 3,
+            tee: 0,
+            snp: 8,
+            microcode: 115,
+            fmc: None
+        }
+    );
+    assert_eq!(vek.tcb, tcb);
+    assert_eq!(vek.hwid.as_deref(), Some(&e.quote[0x1A0..0x1E0]));
+}
+
+#[tokio::test]
+async fn milan_v2_b_verifies() {
+    let e = evidence(
+        "reports/milan-v2-b.report.bin",
+        "reports/milan-v2-b.vcek.der",
+    );
+    let (r, _, _) = verifier(0).verify_report(&e, &ctx()).await.unwrap();
+    assert_eq!(
+        hex::encode(r.parsed.measurement),
+        "a1f3930413247bb38cfc171579ea3c12d5fe4901f0c792f63fd75d98f1ef827c23500644e0e692e6be917f9050d3d38c"
+    );
+    assert_eq!(u64::from(r.parsed.policy), 0x3001f);
+}
+
+#[tokio::test]
+async fn genoa_v3_verifies_with_a_pem_vcek() {
+    let e = evidence("reports/genoa-v3.report.bin", "reports/genoa-v3.vcek.pem");
+    let (r, product, _) = verifier(0).verify_report(&e, &ctx()).await.unwrap();
+    assert_eq!(product, Product::Genoa);
+    assert_eq!(
+        hex::encode(r.parsed.measurement),
+        "f57dc09a507c6ecd82369bffb600f0003792f4d99bc26e985ec0c266fc34faf3706faf814c9e61065768a6ff917c89ae"
+    );
+    assert_eq!(u64::from(r.parsed.policy), 0x3001f);
+    assert_eq!(
+        r.tcb_at(product, 0x180),
+        Tcb {
+            bootloader: 10,
+            tee: 0,
+            snp: 23,
+            microcode: 84,
+            fmc: None
+        }
+    );
+}
+
+#[tokio::test]
+async fn milan_v3_vlek_needs_vmpl_1_and_its_validity_window() {
+    let e = evidence(
+        "reports/milan-v3-vlek.report.bin",
+        "reports/milan-v3-vlek.vlek.der",
+    );
+    let (r, product, vek) = verifier(1).verify_report(&e, &ctx()).await.unwrap();
+    assert_eq!(product, Product::Milan);
+    assert_eq!(r.version, 3);
+    assert_eq!(vek.common_name, "SEV-VLEK");
+    assert!(r.chip_id().iter().all(|b| *b == 0), "CHIP_ID is masked");
+    assert_eq!(
+        r.tcb_at(product, 0x180),
+        Tcb {
+            bootloader: 4,
+            tee: 0,
+            snp: 24,
+            microcode: 217,
+            fmc: None
+        }
+    );
+
+    let err = verifier(0).verify_report(&e, &ctx()).await.err().unwrap();
+    assert_eq!(
+        err.to_string(),
+        "insecure: report from VMPL 1, expected VMPL 0"
+    );
+
+    // The VLEK expired on 2025-12-10.
+    let late = VerifyContext::without_report_data(UnixTime(1_766_000_000));
+    let err = verifier(1).verify_report(&e, &late).await.err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::UntrustedChain, "{err}");
+    assert!(
+        err.to_string().contains("SEV-VLEK certificate is valid"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn documented_bit_flip_fails() {
+    let mut e = evidence(
+        "reports/milan-v2-a.report.bin",
+        "reports/milan-v2-a.vcek.der",
+    );
+    e.quote[21] ^= 0x80;
+    assert!(verifier(0).verify_report(&e, &ctx()).await.is_err());
+}
+
+#[tokio::test]
+async fn every_single_bit_flip_in_the_signed_region_is_rejected() {
+    let e = evidence(
+        "reports/milan-v2-a.report.bin",
+        "reports/milan-v2-a.vcek.der",
+    );
+    let v = verifier(0);
+    v.verify_report(&e, &ctx()).await.unwrap();
+    for byte in 0..0x2A0 {
+        for bit in 0..8 {
+            let mut f = e.clone();
+            f.quote[byte] ^= 1 << bit;
+            assert!(
+                v.verify_report(&f, &ctx()).await.is_err(),
+                "flipping bit {bit} of byte {byte:#x} was accepted"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn signature_and_padding_tampering_is_rejected() {
+    let e = evidence(
+        "reports/milan-v2-a.report.bin",
+        "reports/milan-v2-a.vcek.der",
+    );
+    let v = verifier(0);
+    let mut f = e.clone();
+    f.quote[0x2A0] ^= 1; // r
+    assert_eq!(
+        v.verify_report(&f, &ctx()).await.err().unwrap().kind(),
+        ErrorKind::BadSignature
+    );
+    let mut f = e.clone();
+    f.quote[0x2D0] = 1; // upper bytes of r must be zero
+    assert_eq!(
+        v.verify_report(&f, &ctx()).await.err().unwrap().kind(),
+        ErrorKind::Malformed
+    );
+    let mut f = e.clone();
+    f.quote[0x400] = 1; // trailing reserved
+    assert_eq!(
+        v.verify_report(&f, &ctx()).await.err().unwrap().kind(),
+        ErrorKind::Malformed
+    );
+    for len in [0, 100, 0x2A0, 1183] {
+        let mut f = e.clone();
+        f.quote.truncate(len);
+        assert_eq!(
+            v.verify_report(&f, &ctx()).await.err().unwrap().kind(),
+            ErrorKind::Malformed
+        );
+    }
+    let mut f = e.clone();
+    f.quote.push(0);
+    assert_eq!(
+        v.verify_report(&f, &ctx()).await.err().unwrap().kind(),
+        ErrorKind::Malformed
+    );
+}
+
+#[tokio::test]
+async fn wrong_or_missing_endorsement_key_is_rejected() {
+    let v = verifier(0);
+    // Another chip's VCEK.
+    let e = evidence(
+        "reports/milan-v2-a.report.bin",
+        "reports/milan-v2-b.vcek.der",
+    );
+    let err = v.verify_report(&e, &ctx()).await.err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::IdentityMismatch, "{err}");
+    // No certificate and no source.
+    let e = Evidence::new(PlatformId::SEV_SNP, read("reports/milan-v2-a.report.bin"));
+    assert_eq!(
+        v.verify_report(&e, &ctx()).await.err().unwrap().kind(),
+        ErrorKind::CollateralMissing
+    );
+    // A VCEK-signed report with a VLEK certificate: the pinned ASK does not sign it.
+    let e = evidence(
+        "reports/milan-v2-a.report.bin",
+        "reports/milan-v3-vlek.vlek.der",
+    );
+    assert_eq!(
+        v.verify_report(&e, &ctx()).await.err().unwrap().kind(),
+        ErrorKind::UntrustedChain
+    );
+}
+
+#[tokio::test]
+async fn bad_signature_vceks_parse_but_are_rejected() {
+    for (file, _) in [
+        ("certs/bad-signature-hwid-raw.vcek.der", "raw"),
+        (
+            "certs/bad-signature-hwid-octetstring.vcek.der",
+            "octet string",
+        ),
+    ] {
+        let der = read(file);
+        let vek = Vek::parse(&der).unwrap();
+        assert_eq!(vek.hwid.as_ref().map(Vec::len), Some(64), "{file}");
+        assert_eq!(vek.product(), Some(Product::Milan), "{file}");
+        let mut e = Evidence::new(PlatformId::SEV_SNP, read("reports/milan-v2-a.report.bin"));
+        e.certificates = der;
+        let err = verifier(0).verify_report(&e, &ctx()).await.err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::UntrustedChain, "{file}: {err}");
+    }
+}
+
+#[test]
+fn turin_vcek_has_an_8_byte_hwid_and_fmc() {
+    let vek = Vek::parse(&read("certs/turin.vcek.der")).unwrap();
+    assert_eq!(vek.product(), Some(Product::Turin));
+    assert_eq!(vek.hwid.as_ref().map(Vec::len), Some(8));
+    assert!(vek.tcb.fmc.is_some());
+    assert_eq!(vek.common_name, "SEV-VCEK");
+}
+
+#[tokio::test]
+async fn real_reports_have_no_dstack_app_config() {
+    // Full identity needs the app config HOST_DATA binds: these real
+    // reports carry none, which is said plainly.
+    use attest_core::Attestation;
+    let e = evidence(
+        "reports/milan-v2-a.report.bin",
+        "reports/milan-v2-a.vcek.der",
+    );
+    let err = verifier(0).verify(&e, &ctx()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Malformed);
+    let mut e = e;
+    e.app_config =
+        br#"{"version":3,"app_id":"00","compose_hash":"00","key_provider":"kms"}"#.to_vec();
+    let err = verifier(0).verify(&e, &ctx()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::IdentityMismatch, "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("identity_mismatch: host_data: ")
+    );
+}
