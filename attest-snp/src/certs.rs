@@ -288,8 +288,11 @@ impl Vek {
 /// costs milliseconds, so each VEK is checked once per (product, signer).
 #[derive(Default)]
 pub struct ChainCache {
-    verified: Mutex<HashMap<([u8; 32], Product, Signer), Arc<Vek>>>,
+    verified: Mutex<HashMap<ChainKey, Arc<Vek>>>,
 }
+
+/// Certificate digest, product and signer.
+type ChainKey = ([u8; 32], Product, Signer);
 
 /// Most cached endorsement keys before the cache is cleared.
 const MAX_CACHED: usize = 16_384;

@@ -62,8 +62,8 @@ impl Product {
     }
 }
 
-/// Verifier settings.
-#[derive(Clone, Debug)]
+/// Verifier settings. The default: VMPL 0, no migration agent, no TCB minimum.
+#[derive(Clone, Debug, Default)]
 pub struct SnpConfig {
     /// The VMPL reports must come from (0 without an SVSM).
     pub vmpl: u32,
@@ -74,15 +74,6 @@ pub struct SnpConfig {
     pub min_tcb: HashMap<Product, Tcb>,
 }
 
-impl Default for SnpConfig {
-    fn default() -> Self {
-        SnpConfig {
-            vmpl: 0,
-            allow_migrate_ma: false,
-            min_tcb: HashMap::new(),
-        }
-    }
-}
 
 /// The `platform_claims.sev_snp` section.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
