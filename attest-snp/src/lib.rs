@@ -74,7 +74,6 @@ pub struct SnpConfig {
     pub min_tcb: HashMap<Product, Tcb>,
 }
 
-
 /// The `platform_claims.sev_snp` section.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnpClaims {

@@ -12,4 +12,5 @@
 
 mod der;
 pub mod dstack;
+pub mod snp;
 pub mod tdx;

@@ -1,0 +1,354 @@
+//! Reports signed by the testkit's fake AMD PKI: accepted only with the fake
+//! roots pinned, and every rejection case.
+
+use std::collections::HashMap;
+
+use attest_core::app_config::host_data;
+use attest_core::{
+    Attestation, ErrorKind, Evidence, PlatformId, ReportData, TcbStatus, UnixTime, VerifyContext,
+};
+use attest_snp::{Product, ProductRoots, Roots, SnpConfig, SnpVerifier, Tcb};
+use attest_testkit::dstack::App;
+use attest_testkit::snp::{self as kit, FakeAmdPki, ReportFields, Signer};
+use sha2::{Digest, Sha256};
+
+const NOW: u64 = 1_760_000_000;
+
+fn roots(pki: &FakeAmdPki) -> Roots {
+    let mut m = HashMap::new();
+    for (p, k) in [
+        (Product::Milan, kit::Product::Milan),
+        (Product::Genoa, kit::Product::Genoa),
+        (Product::Turin, kit::Product::Turin),
+    ] {
+        m.insert(
+            p,
+            ProductRoots::from_pem(
+                pki.ark_pem(k).as_bytes(),
+                pki.ask_pem(k).as_bytes(),
+                pki.asvk_pem(k).as_bytes(),
+            )
+            .unwrap(),
+        );
+    }
+    Roots::custom(m)
+}
+
+fn verifier(pki: &FakeAmdPki, config: SnpConfig) -> SnpVerifier {
+    SnpVerifier::with_roots(roots(pki), vec![], config)
+}
+
+struct Case {
+    pki: FakeAmdPki,
+    app: App,
+    fields: ReportFields,
+}
+
+fn case() -> Case {
+    let app = App::example();
+    let fields = ReportFields {
+        host_data: host_data(&app.app_config_v3()),
+        report_data: [0x24; 64],
+        ..Default::default()
+    };
+    Case {
+        pki: FakeAmdPki::new(),
+        app,
+        fields,
+    }
+}
+
+fn evidence(c: &Case, f: &ReportFields) -> Evidence {
+    let mut e = Evidence::new(PlatformId::SEV_SNP, c.pki.report(f));
+    let vek = c.pki.vek_der(f);
+    e.certificates = c.pki.cert_table(f.product, &vek, f.signer);
+    e.app_config = c.app.app_config_v3();
+    e
+}
+
+fn ctx(f: &ReportFields) -> VerifyContext {
+    VerifyContext::new(ReportData(f.report_data), UnixTime(NOW))
+}
+
+#[tokio::test]
+async fn fake_pki_report_verifies_with_the_fake_roots() {
+    let c = case();
+    let v = verifier(&c.pki, SnpConfig::default());
+    let id = v
+        .verify(&evidence(&c, &c.fields), &ctx(&c.fields))
+        .await
+        .unwrap();
+    assert_eq!(id.platform, PlatformId::SEV_SNP);
+    assert_eq!(id.app.app_id.0, c.app.app_id);
+    assert_eq!(id.app.compose_hash.0, c.app.compose_hash);
+    assert_eq!(id.app.instance_id.unwrap().0, c.app.instance_id.unwrap());
+    assert_eq!(id.tcb.status, TcbStatus::Unknown, "no minimum configured");
+    assert!(id.report_data_checked);
+    assert_eq!(
+        id.device_id.unwrap().0,
+        <[u8; 32]>::from(Sha256::digest([0xc1u8; 64]))
+    );
+    let j = id.to_json();
+    assert_eq!(j["boot"]["measurement"], hex::encode([0x3e; 48]));
+    assert_eq!(j["boot"]["boot_digest"], hex::encode([0x3e; 48]));
+    assert_eq!(j["boot"]["vmpl"], 0);
+    assert_eq!(j["boot"]["policy"], 0x30000);
+    assert_eq!(
+        j["boot"]["reported_tcb"],
+        serde_json::json!({"bootloader": 4, "tee": 0, "snp": 22, "microcode": 213})
+    );
+    assert_eq!(j["platform_claims"]["sev_snp"]["product"], "Genoa");
+    assert_eq!(j["platform_claims"]["sev_snp"]["signer"], "vcek");
+    assert_eq!(
+        j["platform_claims"]["dstack"]["tee_variant"],
+        "dstack-amd-sev-snp"
+    );
+}
+
+#[tokio::test]
+async fn the_production_verifier_rejects_the_fake_pki() {
+    let c = case();
+    // The evidence even carries the fake ARK and ASK in its table: ignored.
+    let prod = SnpVerifier::new(vec![], SnpConfig::default()).unwrap();
+    let err = prod
+        .verify(&evidence(&c, &c.fields), &ctx(&c.fields))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UntrustedChain, "{err}");
+}
+
+#[tokio::test]
+async fn tcb_status_against_the_configured_minimum() {
+    let c = case();
+    let min = |snp| SnpConfig {
+        min_tcb: HashMap::from([(
+            Product::Genoa,
+            Tcb {
+                bootloader: 4,
+                tee: 0,
+                snp,
+                microcode: 213,
+                fmc: None,
+            },
+        )]),
+        ..Default::default()
+    };
+    let e = evidence(&c, &c.fields);
+    let at = verifier(&c.pki, min(22))
+        .verify(&e, &ctx(&c.fields))
+        .await
+        .unwrap();
+    assert_eq!(at.tcb.status, TcbStatus::UpToDate);
+    let below = verifier(&c.pki, min(23))
+        .verify(&e, &ctx(&c.fields))
+        .await
+        .unwrap();
+    assert_eq!(below.tcb.status, TcbStatus::OutOfDate);
+}
+
+async fn reject(
+    c: &Case,
+    f: &ReportFields,
+    e: Evidence,
+    config: SnpConfig,
+) -> attest_core::AttestError {
+    verifier(&c.pki, config)
+        .verify(&e, &ctx(f))
+        .await
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn debug_vmpl_and_migration_agent_are_rejected() {
+    let c = case();
+    let f = c.fields.clone().debug();
+    assert_eq!(
+        reject(&c, &f, evidence(&c, &f), SnpConfig::default())
+            .await
+            .to_string(),
+        "insecure: the guest policy allows debugging (POLICY.DEBUG)"
+    );
+    let f = ReportFields {
+        vmpl: 2,
+        ..c.fields.clone()
+    };
+    assert_eq!(
+        reject(&c, &f, evidence(&c, &f), SnpConfig::default())
+            .await
+            .to_string(),
+        "insecure: report from VMPL 2, expected VMPL 0"
+    );
+    let f = ReportFields {
+        policy: c.fields.policy | (1 << 18),
+        ..c.fields.clone()
+    };
+    assert_eq!(
+        reject(&c, &f, evidence(&c, &f), SnpConfig::default())
+            .await
+            .kind(),
+        ErrorKind::Insecure
+    );
+    let ok = SnpConfig {
+        allow_migrate_ma: true,
+        ..Default::default()
+    };
+    assert!(
+        verifier(&c.pki, ok)
+            .verify(&evidence(&c, &f), &ctx(&f))
+            .await
+            .is_ok()
+    );
+}
+
+#[tokio::test]
+async fn wrong_host_data_and_report_data_are_rejected() {
+    let c = case();
+    let f = ReportFields {
+        host_data: [9; 32],
+        ..c.fields.clone()
+    };
+    let err = reject(&c, &f, evidence(&c, &f), SnpConfig::default()).await;
+    assert_eq!(err.kind(), ErrorKind::IdentityMismatch);
+    assert!(
+        err.to_string().starts_with(&format!(
+            "identity_mismatch: host_data: evidence has {}",
+            "09".repeat(32)
+        )),
+        "{err}"
+    );
+
+    let e = evidence(&c, &c.fields);
+    let other = VerifyContext::new(ReportData([0x25; 64]), UnixTime(NOW));
+    let err = verifier(&c.pki, SnpConfig::default())
+        .verify(&e, &other)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::BindingMismatch);
+}
+
+#[tokio::test]
+async fn vcek_tcb_must_equal_reported_tcb() {
+    let c = case();
+    let mut e = evidence(&c, &c.fields);
+    let older = kit::Tcb {
+        snp: 21,
+        ..c.fields.tcb
+    };
+    e.certificates = c
+        .pki
+        .vcek_der(kit::Product::Genoa, &c.fields.chip_id, &older);
+    let err = verifier(&c.pki, SnpConfig::default())
+        .verify(&e, &ctx(&c.fields))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::IdentityMismatch, "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("identity_mismatch: reported_tcb: "),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn masked_chip_id_needs_a_vlek() {
+    let c = case();
+    // VCEK for another chip id: hwID mismatch.
+    let f = ReportFields {
+        chip_id: [0; 64],
+        ..c.fields.clone()
+    };
+    let mut e = evidence(&c, &f);
+    e.certificates = c.pki.vcek_der(kit::Product::Genoa, &[0xc1; 64], &f.tcb);
+    let err = reject(&c, &f, e, SnpConfig::default()).await;
+    assert_eq!(err.kind(), ErrorKind::IdentityMismatch, "{err}");
+    // A VLEK-signed report with a masked chip id: no device id.
+    let f = ReportFields {
+        chip_id: [0; 64],
+        signer: Signer::Vlek,
+        ..c.fields.clone()
+    };
+    let id = verifier(&c.pki, SnpConfig::default())
+        .verify(&evidence(&c, &f), &ctx(&f))
+        .await
+        .unwrap();
+    assert_eq!(id.device_id, None);
+    assert_eq!(id.platform_claims.0["sev_snp"]["signer"], "vlek");
+    assert_eq!(id.platform_claims.0["sev_snp"]["chip_id_masked"], true);
+}
+
+#[tokio::test]
+async fn signer_type_must_match_the_certificate() {
+    let c = case();
+    let f = ReportFields {
+        signer: Signer::Vlek,
+        ..c.fields.clone()
+    };
+    // Report says VLEK, the table holds a VCEK only.
+    let mut e = evidence(&c, &f);
+    e.certificates = c.pki.vcek_der(kit::Product::Genoa, &f.chip_id, &f.tcb);
+    let err = reject(&c, &f, e, SnpConfig::default()).await;
+    assert_eq!(err.kind(), ErrorKind::UntrustedChain, "{err}");
+}
+
+#[tokio::test]
+async fn turin_v3_and_v5_and_milan_v2() {
+    let c = case();
+    for (version, product) in [
+        (3, kit::Product::Turin),
+        (5, kit::Product::Turin),
+        (5, kit::Product::Genoa),
+        (2, kit::Product::Milan),
+    ] {
+        let f = ReportFields {
+            version,
+            product,
+            ..c.fields.clone()
+        };
+        let id = verifier(&c.pki, SnpConfig::default())
+            .verify(&evidence(&c, &f), &ctx(&f))
+            .await
+            .unwrap_or_else(|e| panic!("v{version} {product:?}: {e}"));
+        let claims = &id.platform_claims.0["sev_snp"];
+        assert_eq!(claims["report_version"], version);
+        if product == kit::Product::Turin {
+            assert_eq!(claims["product"], "Turin");
+            assert_eq!(id.to_json()["boot"]["reported_tcb"]["fmc"], 1);
+            // Turin's CHIP_ID has 8 significant bytes.
+            let mut chip = [0u8; 64];
+            chip[..8].fill(0xc1);
+            assert_eq!(
+                id.device_id.unwrap().0,
+                <[u8; 32]>::from(Sha256::digest(chip))
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn expired_vlek_is_rejected() {
+    let mut c = case();
+    c.pki.vlek_validity = ("200101000000Z".into(), "250101000000Z".into());
+    let f = ReportFields {
+        signer: Signer::Vlek,
+        ..c.fields.clone()
+    };
+    let err = reject(&c, &f, evidence(&c, &f), SnpConfig::default()).await;
+    assert_eq!(err.kind(), ErrorKind::UntrustedChain, "{err}");
+}
+
+#[tokio::test]
+async fn no_app_config_and_wrong_platform() {
+    let c = case();
+    let mut e = evidence(&c, &c.fields);
+    e.app_config.clear();
+    assert_eq!(
+        reject(&c, &c.fields, e, SnpConfig::default()).await.kind(),
+        ErrorKind::Malformed
+    );
+    let mut e = evidence(&c, &c.fields);
+    e.platform = PlatformId::TDX;
+    assert_eq!(
+        reject(&c, &c.fields, e, SnpConfig::default()).await.kind(),
+        ErrorKind::UnsupportedPlatform
+    );
+}
