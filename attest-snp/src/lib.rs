@@ -246,29 +246,24 @@ fn version(b: &[u8]) -> String {
     format!("{}.{}.{}", b[2], b[1], b[0])
 }
 
-#[async_trait]
-impl Attestation for SnpVerifier {
-    fn platform(&self) -> PlatformId {
-        PlatformId::SEV_SNP
-    }
+/// Everything the report proves besides the app identity.
+struct ReportPart {
+    boot: BootMeasurements,
+    tcb: TcbInfo,
+    report_data: ReportData,
+    report_data_checked: bool,
+    device_id: Option<DeviceId>,
+    platform_claims: PlatformClaims,
+}
 
-    async fn verify(
+impl SnpVerifier {
+    fn report_part(
         &self,
-        evidence: &Evidence,
+        report: &Report<'_>,
+        product: Product,
         ctx: &VerifyContext,
-    ) -> Result<VerifiedIdentity, AttestError> {
-        if evidence.platform != PlatformId::SEV_SNP {
-            return Err(AttestError::UnsupportedPlatform(evidence.platform.clone()));
-        }
-        let (report, product, _vek) = self.verify_report(evidence, ctx).await?;
+    ) -> Result<ReportPart, AttestError> {
         let p = &report.parsed;
-        if evidence.app_config.is_empty() {
-            return Err(AttestError::Malformed(
-                "SEV-SNP evidence carries no app_config: the app identity is the document HOST_DATA binds".into(),
-            ));
-        }
-        let app = verify_app_config(&evidence.app_config, &p.host_data)?.app_identity();
-
         let reported = report.tcb_at(product, 0x180);
         let status = match self.config.min_tcb.get(&product) {
             None => TcbStatus::Unknown,
@@ -323,16 +318,91 @@ impl Attestation for SnpVerifier {
             },
         )?;
         let report_data = ReportData(p.report_data);
-        Ok(VerifiedIdentity {
-            platform: PlatformId::SEV_SNP,
-            app,
+        Ok(ReportPart {
             boot,
             tcb: TcbInfo::new(status),
-            debug: false,
             report_data_checked: ctx.check_report_data(&report_data)?,
             report_data,
             device_id: (!masked).then(|| DeviceId(Sha256::digest(chip_id).into())),
             platform_claims,
+        })
+    }
+
+    /// Checks a certificate chain supplied by an operator or a host (PEM:
+    /// ASK or ASVK, then ARK) against the pinned roots of `product`: an ARK
+    /// that is not the pinned one is rejected. The pinned certificates are
+    /// what verification uses either way.
+    pub fn check_supplied_chain(&self, product: Product, pem: &[u8]) -> Result<(), AttestError> {
+        let pinned = self.roots.get(product)?.ark_der();
+        let certs = vcek::pem_certificates(pem);
+        let ark = certs.last().ok_or_else(|| {
+            AttestError::Malformed("the certificate chain holds no PEM certificate".into())
+        })?;
+        if *ark != pinned {
+            return Err(AttestError::UntrustedChain(format!(
+                "the supplied chain's ARK is not AMD's pinned {product:?} ARK"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Verifies a report without an app config and returns the identity
+    /// JSON with `app: null` (the app identity of an SNP guest is the
+    /// document HOST_DATA binds; without it there is none). Keys are never
+    /// released on this form; it serves offline verification tools.
+    pub async fn verify_without_app(
+        &self,
+        evidence: &Evidence,
+        ctx: &VerifyContext,
+    ) -> Result<serde_json::Value, AttestError> {
+        let (report, product, _) = self.verify_report(evidence, ctx).await?;
+        let part = self.report_part(&report, product, ctx)?;
+        Ok(serde_json::json!({
+            "platform": PlatformId::SEV_SNP,
+            "app": null,
+            "boot": part.boot,
+            "tcb": part.tcb,
+            "debug": false,
+            "report_data": part.report_data,
+            "report_data_checked": part.report_data_checked,
+            "device_id": part.device_id,
+            "platform_claims": part.platform_claims,
+        }))
+    }
+}
+
+#[async_trait]
+impl Attestation for SnpVerifier {
+    fn platform(&self) -> PlatformId {
+        PlatformId::SEV_SNP
+    }
+
+    async fn verify(
+        &self,
+        evidence: &Evidence,
+        ctx: &VerifyContext,
+    ) -> Result<VerifiedIdentity, AttestError> {
+        if evidence.platform != PlatformId::SEV_SNP {
+            return Err(AttestError::UnsupportedPlatform(evidence.platform.clone()));
+        }
+        let (report, product, _vek) = self.verify_report(evidence, ctx).await?;
+        if evidence.app_config.is_empty() {
+            return Err(AttestError::Malformed(
+                "SEV-SNP evidence carries no app_config: the app identity is the document HOST_DATA binds".into(),
+            ));
+        }
+        let app = verify_app_config(&evidence.app_config, &report.parsed.host_data)?.app_identity();
+        let part = self.report_part(&report, product, ctx)?;
+        Ok(VerifiedIdentity {
+            platform: PlatformId::SEV_SNP,
+            app,
+            boot: part.boot,
+            tcb: part.tcb,
+            debug: false,
+            report_data: part.report_data,
+            report_data_checked: part.report_data_checked,
+            device_id: part.device_id,
+            platform_claims: part.platform_claims,
         })
     }
 }

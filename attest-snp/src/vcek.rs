@@ -91,6 +91,11 @@ pub fn table_guid(name: &str) -> [u8; 16] {
     })
 }
 
+/// The DER certificates of a PEM bundle, in order.
+pub fn pem_certificates(pem: &[u8]) -> Vec<Vec<u8>> {
+    pem_to_der(pem)
+}
+
 fn pem_to_der(pem: &[u8]) -> Vec<Vec<u8>> {
     use std::io::Read;
     let text = String::from_utf8_lossy(pem);

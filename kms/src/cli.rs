@@ -58,6 +58,31 @@ pub enum VerifyCommand {
         #[arg(long)]
         report_data: Option<String>,
     },
+    /// An AMD SEV-SNP report: prints the VerifiedIdentity JSON (with `app`
+    /// null when no app config is given), or `error: <kind>: <message>`.
+    SevSnp {
+        /// The 1184-byte report (binary, or hex text).
+        #[arg(long)]
+        report: PathBuf,
+        /// The VCEK or VLEK certificate (DER or PEM), or a certificate table.
+        #[arg(long)]
+        vcek: Option<PathBuf>,
+        /// An ASK/ASVK + ARK chain (PEM) to check against the pinned ARK.
+        #[arg(long)]
+        cert_chain: Option<PathBuf>,
+        /// The dstack app config v3 document HOST_DATA binds.
+        #[arg(long)]
+        app_config: Option<PathBuf>,
+        /// Verification time, Unix seconds.
+        #[arg(long)]
+        at: u64,
+        /// Expected report data, 128 hex digits.
+        #[arg(long)]
+        report_data: Option<String>,
+        /// The VMPL the report must come from.
+        #[arg(long, default_value_t = 0)]
+        vmpl: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,6 +180,23 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             event_log.as_deref(),
             report_data.as_deref(),
         ),
+        Command::Verify(VerifyCommand::SevSnp {
+            report,
+            vcek,
+            cert_chain,
+            app_config,
+            at,
+            report_data,
+            vmpl,
+        }) => evidence_cmd::verify_snp(&evidence_cmd::SnpArgs {
+            report,
+            vcek,
+            cert_chain,
+            app_config,
+            at,
+            report_data,
+            vmpl,
+        }),
         Command::Inspect(InspectCommand::Tdx { quote, event_log }) => {
             evidence_cmd::inspect_tdx(&quote, event_log.as_deref())
         }

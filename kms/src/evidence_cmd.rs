@@ -104,3 +104,53 @@ pub fn inspect_tdx(quote: &Path, event_log: Option<&Path>) -> Result<ExitCode, C
         ExitCode::from(1)
     })
 }
+
+/// Arguments of `kms verify sev-snp`.
+pub struct SnpArgs {
+    pub report: std::path::PathBuf,
+    pub vcek: Option<std::path::PathBuf>,
+    pub cert_chain: Option<std::path::PathBuf>,
+    pub app_config: Option<std::path::PathBuf>,
+    pub at: u64,
+    pub report_data: Option<String>,
+    pub vmpl: u32,
+}
+
+/// `kms verify sev-snp`.
+pub fn verify_snp(a: &SnpArgs) -> Result<ExitCode, CliError> {
+    use attest_snp::{SnpConfig, SnpVerifier};
+    let mut evidence = Evidence::new(PlatformId::SEV_SNP, read_evidence_file(&a.report)?);
+    if let Some(v) = &a.vcek {
+        evidence.certificates = read_plain(v)?;
+    }
+    if let Some(c) = &a.app_config {
+        evidence.app_config = read_plain(c)?;
+    }
+    let config = SnpConfig {
+        vmpl: a.vmpl,
+        ..Default::default()
+    };
+    let verifier = SnpVerifier::new(vec![], config).map_err(|e| CliError::new(e.to_string()))?;
+    let ctx = VerifyContext {
+        expected_report_data: parse_report_data(a.report_data.as_deref())?,
+        time: UnixTime(a.at),
+    };
+    let rt = runtime()?;
+    let json = if evidence.app_config.is_empty() {
+        rt.block_on(verifier.verify_without_app(&evidence, &ctx))
+    } else {
+        rt.block_on(verifier.verify(&evidence, &ctx))
+            .map(|id| id.to_json())
+    }
+    .map_err(|e| CliError::new(e.to_string()))?;
+    if let Some(chain) = &a.cert_chain {
+        let product: attest_snp::Product =
+            serde_json::from_value(json["platform_claims"]["sev_snp"]["product"].clone())
+                .map_err(|e| CliError::new(format!("product: {e}")))?;
+        verifier
+            .check_supplied_chain(product, &read_plain(chain)?)
+            .map_err(|e| CliError::new(e.to_string()))?;
+    }
+    print_json(&json);
+    Ok(ExitCode::SUCCESS)
+}

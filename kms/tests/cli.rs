@@ -276,3 +276,72 @@ fn inspect_tdx_replays_and_fails_on_mismatch() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["replay"][0]["matches"], false);
 }
+
+#[test]
+fn verify_sev_snp_prints_the_identity_and_checks_supplied_chains() {
+    let v = vectors().join("snp");
+    let p = |rel: &str| v.join(rel).display().to_string();
+    let base = [
+        "verify".to_owned(),
+        "sev-snp".into(),
+        "--report".into(),
+        p("reports/milan-v2-a.report.bin"),
+        "--vcek".into(),
+        p("reports/milan-v2-a.vcek.der"),
+        "--at".into(),
+        "1740000000".into(),
+    ];
+    let run = |extra: &[String]| {
+        Command::new(env!("CARGO_BIN_EXE_kms"))
+            .args(base.iter().chain(extra))
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--cert-chain".into(), p("amd-roots/milan-vcek-chain.pem")]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(id["platform"], "sev-snp");
+    assert_eq!(
+        id["boot"]["measurement"],
+        "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f"
+    );
+    assert_eq!(
+        id["boot"]["reported_tcb"],
+        serde_json::json!({"bootloader": 3, "tee": 0, "snp": 8, "microcode": 115})
+    );
+    assert_eq!(id["platform_claims"]["sev_snp"]["product"], "Milan");
+
+    // A chain whose ARK is not the pinned Milan ARK.
+    let out = run(&["--cert-chain".into(), p("amd-roots/genoa-vcek-chain.pem")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "error: untrusted_chain: the supplied chain's ARK is not AMD's pinned Milan ARK\n"
+    );
+    // A flipped report bit.
+    let dir = tempfile::tempdir().unwrap();
+    let mut report = std::fs::read(v.join("reports/milan-v2-a.report.bin")).unwrap();
+    report[21] ^= 0x80;
+    let bad = dir.path().join("bad.bin");
+    std::fs::write(&bad, report).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kms"))
+        .args([
+            "verify",
+            "sev-snp",
+            "--report",
+            bad.to_str().unwrap(),
+            "--vcek",
+            &p("reports/milan-v2-a.vcek.der"),
+            "--at",
+            "1740000000",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: bad_signature: "));
+}

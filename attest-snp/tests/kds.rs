@@ -1,0 +1,255 @@
+//! The AMD KDS client against a real HTTP server on 127.0.0.1 serving the
+//! shared VCEKs: URL format, caching (never the same VCEK twice, on disk
+//! across restarts), HTTP 429 back-off, outages; the offline directory.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use attest_core::{ErrorKind, Evidence, PlatformId, UnixTime, VerifyContext};
+use attest_snp::report::Signer;
+use attest_snp::{
+    KdsClient, OfflineVceks, Product, SnpConfig, SnpVerifier, VcekSource, VekRequest,
+};
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+fn vectors() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/snp");
+    assert!(
+        dir.is_dir(),
+        "test vectors missing: expected {}",
+        dir.display()
+    );
+    dir
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Normal,
+    Throttle,
+    Down,
+}
+
+struct Kds {
+    mode: Mutex<Mode>,
+    hits: AtomicUsize,
+    paths: Mutex<Vec<String>>,
+}
+
+async fn vcek(
+    State(s): State<Arc<Kds>>,
+    Path((product, hwid)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    s.hits.fetch_add(1, Ordering::SeqCst);
+    s.paths
+        .lock()
+        .unwrap()
+        .push(format!("{product}/{hwid}?{}", q.unwrap_or_default()));
+    match *s.mode.lock().unwrap() {
+        Mode::Throttle => {
+            let mut h = HeaderMap::new();
+            h.insert("Retry-After", "30".parse().unwrap());
+            return (StatusCode::TOO_MANY_REQUESTS, h, "slow down").into_response();
+        }
+        Mode::Down => return (StatusCode::BAD_GATEWAY, "down").into_response(),
+        Mode::Normal => {}
+    }
+    let report = std::fs::read(vectors().join("reports/milan-v2-a.report.bin")).unwrap();
+    if product == "Milan" && hwid == hex::encode(&report[0x1A0..0x1E0]) {
+        return std::fs::read(vectors().join("reports/milan-v2-a.vcek.der"))
+            .unwrap()
+            .into_response();
+    }
+    (StatusCode::NOT_FOUND, "no such VCEK").into_response()
+}
+
+async fn start() -> (String, Arc<Kds>) {
+    let s = Arc::new(Kds {
+        mode: Mutex::new(Mode::Normal),
+        hits: AtomicUsize::new(0),
+        paths: Mutex::new(vec![]),
+    });
+    let app = Router::new()
+        .route("/vcek/v1/{product}/{hwid}", get(vcek))
+        .with_state(s.clone());
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (format!("http://{addr}"), s)
+}
+
+fn milan_request() -> (Vec<u8>, VekRequest) {
+    let report = std::fs::read(vectors().join("reports/milan-v2-a.report.bin")).unwrap();
+    let mut chip_id = [0u8; 64];
+    chip_id.copy_from_slice(&report[0x1A0..0x1E0]);
+    let mut tcb = [0u8; 8];
+    tcb.copy_from_slice(&report[0x180..0x188]);
+    (
+        report,
+        VekRequest {
+            product: None,
+            signer: Signer::Vcek,
+            chip_id,
+            reported_tcb: tcb,
+        },
+    )
+}
+
+const AT: u64 = 1_740_000_000;
+
+#[tokio::test]
+async fn kds_serves_the_vcek_once_and_the_report_verifies() {
+    let (url, state) = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kds = Arc::new(
+        KdsClient::new(
+            &url,
+            Some(dir.path().to_path_buf()),
+            Duration::from_millis(500),
+        )
+        .unwrap(),
+    );
+    let (report, req) = milan_request();
+    assert_eq!(
+        kds.vcek_url(&req, Product::Milan),
+        format!(
+            "{url}/vcek/v1/Milan/{}?blSPL=03&teeSPL=00&snpSPL=08&ucodeSPL=115",
+            hex::encode(req.chip_id)
+        )
+    );
+    let v = SnpVerifier::new(vec![kds.clone()], SnpConfig::default()).unwrap();
+    let e = Evidence::new(PlatformId::SEV_SNP, report);
+    let ctx = VerifyContext::without_report_data(UnixTime(AT));
+    for _ in 0..5 {
+        v.verify_report(&e, &ctx).await.unwrap();
+    }
+    assert_eq!(
+        state.hits.load(Ordering::SeqCst),
+        1,
+        "the same VCEK is never fetched twice"
+    );
+    assert_eq!(kds.fetch_count(), 1);
+    assert!(dir.path().join(req.file_name(Product::Milan)).is_file());
+
+    // A restart serves it from disk, with KDS down.
+    *state.mode.lock().unwrap() = Mode::Down;
+    let again = KdsClient::new(
+        &url,
+        Some(dir.path().to_path_buf()),
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    assert!(again.fetch(&req).await.is_ok());
+    assert_eq!(state.hits.load(Ordering::SeqCst), 1);
+
+    // The same directory works as an offline source.
+    let offline = OfflineVceks::new(dir.path());
+    assert!(offline.fetch(&req).await.is_ok());
+}
+
+#[tokio::test]
+async fn concurrent_requests_share_one_fetch() {
+    let (url, state) = start().await;
+    let kds = Arc::new(KdsClient::new(&url, None, Duration::from_millis(500)).unwrap());
+    let (_, req) = milan_request();
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let kds = kds.clone();
+            tokio::spawn(async move { kds.fetch(&req).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(state.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn http_429_backs_off_without_hammering() {
+    let (url, state) = start().await;
+    *state.mode.lock().unwrap() = Mode::Throttle;
+    let kds = KdsClient::new(&url, None, Duration::from_millis(500)).unwrap();
+    let (_, req) = milan_request();
+    let err = kds.fetch(&req).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.to_string().contains("429"), "{err}");
+    // During the back-off no request reaches KDS, even once it recovers.
+    *state.mode.lock().unwrap() = Mode::Normal;
+    for _ in 0..5 {
+        let err = kds.fetch(&req).await.unwrap_err();
+        assert!(err.to_string().contains("throttled"), "{err}");
+    }
+    assert_eq!(state.hits.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn outages_and_unknown_chips() {
+    let (url, state) = start().await;
+    let kds = KdsClient::new(&url, None, Duration::from_millis(500)).unwrap();
+    let (_, mut req) = milan_request();
+    *state.mode.lock().unwrap() = Mode::Down;
+    assert_eq!(
+        kds.fetch(&req).await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+    *state.mode.lock().unwrap() = Mode::Normal;
+    req.chip_id[0] ^= 1;
+    assert_eq!(
+        kds.fetch(&req).await.unwrap_err().kind(),
+        ErrorKind::CollateralMissing
+    );
+    // Masked chip ids and VLEKs are never asked for.
+    let before = state.hits.load(Ordering::SeqCst);
+    req.chip_id = [0; 64];
+    assert_eq!(
+        kds.fetch(&req).await.unwrap_err().kind(),
+        ErrorKind::CollateralMissing
+    );
+    req.chip_id[0] = 1;
+    req.signer = Signer::Vlek;
+    assert_eq!(
+        kds.fetch(&req).await.unwrap_err().kind(),
+        ErrorKind::CollateralMissing
+    );
+    assert_eq!(state.hits.load(Ordering::SeqCst), before);
+    // Nothing listening: unavailable, bounded.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = KdsClient::new(
+        &format!("http://127.0.0.1:{port}"),
+        None,
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    let (_, req) = milan_request();
+    assert_eq!(
+        dead.fetch(&req).await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+}
+
+#[test]
+fn turin_url_uses_8_byte_hwid_and_fmc() {
+    let kds = KdsClient::new("https://kds.example", None, Duration::from_secs(1)).unwrap();
+    let mut chip_id = [0u8; 64];
+    chip_id[..8].copy_from_slice(&[0x6b, 0xb1, 0x22, 0x9b, 0x76, 0x92, 0xb7, 0x10]);
+    let req = VekRequest {
+        product: Some(Product::Turin),
+        signer: Signer::Vcek,
+        chip_id,
+        reported_tcb: [1, 1, 1, 4, 0, 0, 0, 82],
+    };
+    assert_eq!(
+        kds.vcek_url(&req, Product::Turin),
+        "https://kds.example/vcek/v1/Turin/6bb1229b7692b710?fmcSPL=01&blSPL=01&teeSPL=01&snpSPL=04&ucodeSPL=82"
+    );
+}
