@@ -1,0 +1,279 @@
+//! Root keys: generated on first start into the data directory, or imported
+//! from a dstack KMS.
+//!
+//! | file | content |
+//! |---|---|
+//! | `root-ca.key` | P-256 root CA key, PKCS#8 PEM (signs responses; its SPKI is the key provider id) |
+//! | `root-ca.crt` | the self-signed root CA certificate, PEM |
+//! | `root-k256.key` | secp256k1 root key, raw 32 bytes (dstack's format) |
+//! | `root-secret` | 32 random bytes: the `v2` derivation root and the challenge MAC root |
+//!
+//! Key files are written atomically with mode 0600 and refused at load when
+//! group or world can read them. Secrets are zeroized on drop and never
+//! appear in `Debug` output or logs.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
+use rand_core::{OsRng, RngCore};
+use zeroize::Zeroizing;
+
+/// A key file problem.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// I/O on a key file.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// A key that cannot be used.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn file_err(path: &Path, message: impl Into<String>) -> KeyError {
+    KeyError::File {
+        path: path.display().to_string(),
+        message: message.into(),
+    }
+}
+
+/// The KMS root keys.
+pub struct RootKeys {
+    ca_key: p256::SecretKey,
+    ca_cert_pem: String,
+    ca_spki_der: Vec<u8>,
+    k256: k256::SecretKey,
+    root_secret: Zeroizing<[u8; 32]>,
+}
+
+impl fmt::Debug for RootKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RootKeys")
+            .field("key_provider_id", &self.key_provider_id())
+            .field("secrets", &"<redacted>")
+            .finish()
+    }
+}
+
+const CA_KEY: &str = "root-ca.key";
+const CA_CERT: &str = "root-ca.crt";
+const K256_KEY: &str = "root-k256.key";
+const ROOT_SECRET: &str = "root-secret";
+
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename), mode 0600.
+pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp: PathBuf = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("key")
+    ));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(&tmp).map_err(|e| file_err(&tmp, e.to_string()))?;
+    f.write_all(bytes).map_err(|e| file_err(&tmp, e.to_string()))?;
+    f.sync_all().map_err(|e| file_err(&tmp, e.to_string()))?;
+    drop(f);
+    std::fs::rename(&tmp, path).map_err(|e| file_err(path, e.to_string()))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+/// Reads a key file, refusing one that group or world can read.
+fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    let meta = std::fs::metadata(path).map_err(|e| file_err(path, e.to_string()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(file_err(
+                path,
+                format!("mode {mode:o} lets group or others read a secret key; chmod 600 it"),
+            ));
+        }
+    }
+    if meta.len() > 64 * 1024 {
+        return Err(file_err(path, "larger than 64 KiB"));
+    }
+    std::fs::read(path).map(Zeroizing::new).map_err(|e| file_err(path, e.to_string()))
+}
+
+fn ca_cert(key: &p256::SecretKey) -> Result<String, KeyError> {
+    let der = key.to_pkcs8_der().map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
+    let kp = rcgen::KeyPair::try_from(der.as_bytes()).map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
+    let mut p = rcgen::CertificateParams::default();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "KMS Root CA");
+    p.distinguished_name.push(rcgen::DnType::OrganizationName, "confidential-kms");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(1));
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let now = time::OffsetDateTime::now_utc();
+    p.not_before = now - time::Duration::days(1);
+    p.not_after = now + time::Duration::days(3650);
+    p.self_signed(&kp)
+        .map(|c| c.pem())
+        .map_err(|e| KeyError::Invalid(format!("root CA certificate: {e}")))
+}
+
+impl RootKeys {
+    fn from_parts(
+        ca_key: p256::SecretKey,
+        ca_cert_pem: String,
+        k256: k256::SecretKey,
+        root_secret: [u8; 32],
+    ) -> Result<Self, KeyError> {
+        let ca_spki_der = ca_key
+            .public_key()
+            .to_public_key_der()
+            .map_err(|e| KeyError::Invalid(format!("root CA public key: {e}")))?
+            .as_bytes()
+            .to_vec();
+        Ok(RootKeys {
+            ca_key,
+            ca_cert_pem,
+            ca_spki_der,
+            k256,
+            root_secret: Zeroizing::new(root_secret),
+        })
+    }
+
+    /// Fresh random keys (not written anywhere).
+    pub fn generate() -> Result<Self, KeyError> {
+        let ca_key = p256::SecretKey::random(&mut OsRng);
+        let cert = ca_cert(&ca_key)?;
+        let k256 = k256::SecretKey::random(&mut OsRng);
+        let mut secret = [0u8; 32];
+        OsRng.fill_bytes(&mut secret);
+        Self::from_parts(ca_key, cert, k256, secret)
+    }
+
+    /// Loads the keys from `dir`, generating and writing them on first start.
+    /// A directory holding only some of the files is refused (never a half
+    /// set of keys).
+    pub fn load_or_generate(dir: &Path) -> Result<(Self, bool), KeyError> {
+        let files = [CA_KEY, CA_CERT, K256_KEY, ROOT_SECRET].map(|f| dir.join(f));
+        let present = files.iter().filter(|p| p.exists()).count();
+        if present == 0 {
+            std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e.to_string()))?;
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+            }
+            let keys = Self::generate()?;
+            keys.write(dir)?;
+            return Ok((keys, true));
+        }
+        if present != files.len() {
+            let missing: Vec<String> = files.iter().filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
+            return Err(KeyError::Invalid(format!(
+                "{} holds an incomplete key set (missing {}); refusing to start",
+                dir.display(),
+                missing.join(", ")
+            )));
+        }
+        Ok((Self::load(dir)?, false))
+    }
+
+    fn load(dir: &Path) -> Result<Self, KeyError> {
+        let pem = read_secret_file(&dir.join(CA_KEY))?;
+        let pem = std::str::from_utf8(&pem).map_err(|_| file_err(&dir.join(CA_KEY), "not PEM"))?;
+        let ca_key = p256::SecretKey::from_pkcs8_pem(pem).map_err(|e| file_err(&dir.join(CA_KEY), e.to_string()))?;
+        let cert = std::fs::read_to_string(dir.join(CA_CERT)).map_err(|e| file_err(&dir.join(CA_CERT), e.to_string()))?;
+        let k = read_secret_file(&dir.join(K256_KEY))?;
+        let k256 = k256::SecretKey::from_slice(&k).map_err(|_| file_err(&dir.join(K256_KEY), "not a 32-byte secp256k1 key"))?;
+        let s = read_secret_file(&dir.join(ROOT_SECRET))?;
+        let secret: [u8; 32] = s
+            .as_slice()
+            .try_into()
+            .map_err(|_| file_err(&dir.join(ROOT_SECRET), "must be 32 bytes"))?;
+        Self::from_parts(ca_key, cert, k256, secret)
+    }
+
+    fn write(&self, dir: &Path) -> Result<(), KeyError> {
+        let pem = self
+            .ca_key
+            .to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
+        // Certificate first: a crash leaves no key without its certificate
+        // unnoticed (load refuses incomplete sets).
+        std::fs::write(dir.join(CA_CERT), &self.ca_cert_pem).map_err(|e| file_err(&dir.join(CA_CERT), e.to_string()))?;
+        write_secret_file(&dir.join(CA_KEY), pem.as_bytes())?;
+        write_secret_file(&dir.join(K256_KEY), &Zeroizing::new(self.k256.to_bytes().to_vec()))?;
+        write_secret_file(&dir.join(ROOT_SECRET), self.root_secret.as_slice())?;
+        Ok(())
+    }
+
+    /// Imports a dstack KMS's root keys (`root-ca.key` PKCS#8 PEM,
+    /// `root-k256.key` raw 32 bytes) into `dir`, with a new root secret.
+    /// Refuses to overwrite existing keys.
+    pub fn import_dstack(dir: &Path, ca_key_pem: &[u8], k256_raw: &[u8]) -> Result<Self, KeyError> {
+        if dir.join(CA_KEY).exists() || dir.join(K256_KEY).exists() {
+            return Err(KeyError::Invalid(format!("{} already holds root keys; refusing to overwrite", dir.display())));
+        }
+        let pem = std::str::from_utf8(ca_key_pem).map_err(|_| KeyError::Invalid("root CA key is not PEM".into()))?;
+        let ca_key = p256::SecretKey::from_pkcs8_pem(pem).map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
+        let k256 = k256::SecretKey::from_slice(k256_raw)
+            .map_err(|_| KeyError::Invalid("root k256 key must be 32 raw bytes".into()))?;
+        let mut secret = [0u8; 32];
+        OsRng.fill_bytes(&mut secret);
+        let keys = Self::from_parts(ca_key.clone(), ca_cert(&ca_key)?, k256, secret)?;
+        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e.to_string()))?;
+        keys.write(dir)?;
+        Ok(keys)
+    }
+
+    /// Hex of the root CA SubjectPublicKeyInfo DER, as dstack defines it.
+    pub fn key_provider_id(&self) -> String {
+        hex::encode(&self.ca_spki_der)
+    }
+
+    /// The root CA SubjectPublicKeyInfo DER.
+    pub fn ca_spki_der(&self) -> &[u8] {
+        &self.ca_spki_der
+    }
+
+    /// The root CA certificate, PEM.
+    pub fn ca_cert_pem(&self) -> &str {
+        &self.ca_cert_pem
+    }
+
+    /// The root CA key (signing responses, dstack derivation).
+    pub fn ca_key(&self) -> &p256::SecretKey {
+        &self.ca_key
+    }
+
+    /// The secp256k1 root key.
+    pub fn k256(&self) -> &k256::SecretKey {
+        &self.k256
+    }
+
+    /// The 32-byte root secret.
+    pub fn root_secret(&self) -> &[u8; 32] {
+        &self.root_secret
+    }
+
+    /// Keys from explicit parts (tests, KDF vectors).
+    pub fn from_secrets(ca_pkcs8_der: &[u8], k256_raw: &[u8], root_secret: [u8; 32]) -> Result<Self, KeyError> {
+        let ca_key = p256::SecretKey::from_pkcs8_der(ca_pkcs8_der).map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
+        let k256 = k256::SecretKey::from_slice(k256_raw).map_err(|_| KeyError::Invalid("root k256 key must be 32 bytes".into()))?;
+        let cert = ca_cert(&ca_key)?;
+        Self::from_parts(ca_key, cert, k256, root_secret)
+    }
+}
