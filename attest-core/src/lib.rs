@@ -27,6 +27,7 @@ mod error;
 pub mod eventlog;
 mod evidence;
 pub mod identity;
+pub mod image_registry;
 mod platform;
 
 pub use attestation::{Attestation, Verifiers};

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{evidence_cmd, policy_cmd};
+use crate::{evidence_cmd, policy_cmd, serve_cmd};
 
 /// Key management service for confidential VMs (Intel TDX, AMD SEV-SNP):
 /// one attestation path, one policy and one key derivation for every platform.
@@ -20,8 +20,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the gRPC key service.
-    Serve,
+    /// Run the gRPC key service (no config: 127.0.0.1:7000, ./kms-data, deny-all policy).
+    Serve {
+        /// kms.toml
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration and print the effective one.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Root key management.
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Verify evidence offline and print the verified identity as JSON.
     #[command(subcommand)]
     Verify(VerifyCommand),
@@ -35,6 +45,32 @@ pub enum Command {
     /// Check and explain policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Parse and validate a kms.toml (policy included) and print the effective configuration.
+    Check {
+        /// kms.toml (default: the built-in defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Import a dstack KMS's root keys (root-ca.key PEM, root-k256.key raw) into the data directory.
+    ImportDstack {
+        /// dstack's root-ca.key (PKCS#8 PEM).
+        #[arg(long)]
+        root_ca_key: PathBuf,
+        /// dstack's root-k256.key (32 raw bytes).
+        #[arg(long)]
+        root_k256_key: PathBuf,
+        /// kms.toml whose data_dir receives the keys (default ./kms-data).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,7 +158,9 @@ pub enum PolicyCommand {
 impl Command {
     fn name(&self) -> &'static str {
         match self {
-            Command::Serve => "serve",
+            Command::Serve { .. } => "serve",
+            Command::Config(_) => "config",
+            Command::Keys(_) => "keys",
             Command::Verify(_) => "verify",
             Command::Inspect(_) => "inspect",
             Command::Measure => "measure",
@@ -204,6 +242,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             print!("{}", policy_cmd::EXPLAIN);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Serve { config } => serve_cmd::serve(config.as_deref()),
+        Command::Config(ConfigCommand::Check { config }) => serve_cmd::check(config.as_deref()),
+        Command::Keys(KeysCommand::ImportDstack {
+            root_ca_key,
+            root_k256_key,
+            config,
+        }) => serve_cmd::import_dstack(&root_ca_key, &root_k256_key, config.as_deref()),
         cmd => Err(CliError::new(format!(
             "`kms {}` is not implemented yet",
             cmd.name()

@@ -83,10 +83,14 @@ pub fn dstack_derive_key(ikm: &[u8], parts: &[&[u8]]) -> Zeroizing<[u8; 32]> {
 
 /// dstack's `derive_dh_secret`: SHA-256 of the PKCS#8 DER of the P-256 key
 /// derived from `root`'s scalar.
-pub fn dstack_derive_dh_secret(root: &p256::SecretKey, parts: &[&[u8]]) -> Result<Zeroizing<[u8; 32]>, KdfError> {
+pub fn dstack_derive_dh_secret(
+    root: &p256::SecretKey,
+    parts: &[&[u8]],
+) -> Result<Zeroizing<[u8; 32]>, KdfError> {
     let scalar = Zeroizing::new(root.to_bytes());
     let derived = dstack_derive_key(&scalar[..], parts);
-    let key = p256::SecretKey::from_slice(&derived[..]).map_err(|_| KdfError("derived P-256 scalar out of range".into()))?;
+    let key = p256::SecretKey::from_slice(&derived[..])
+        .map_err(|_| KdfError("derived P-256 scalar out of range".into()))?;
     let der = key.to_pkcs8_der().map_err(|e| KdfError(e.to_string()))?;
     Ok(Zeroizing::new(Sha256::digest(der.as_bytes()).into()))
 }
@@ -97,7 +101,12 @@ fn frame(h: &mut Vec<u8>, x: &[u8]) {
 }
 
 /// The `v2` derivation of one 32-byte key.
-pub fn v2_derive(root_secret: &[u8; 32], purpose: &str, app_id: &AppId, instance_id: Option<&InstanceId>) -> Zeroizing<[u8; 32]> {
+pub fn v2_derive(
+    root_secret: &[u8; 32],
+    purpose: &str,
+    app_id: &AppId,
+    instance_id: Option<&InstanceId>,
+) -> Zeroizing<[u8; 32]> {
     let hk = Hkdf::<Sha256>::new(Some(b"kms-kdf/v2"), root_secret);
     let mut info = b"kms-kdf/v2".to_vec();
     frame(&mut info, purpose.as_bytes());
@@ -133,7 +142,10 @@ pub fn derive_app_keys(
         KdfProfile::Dstack => (
             dstack_derive_dh_secret(root.ca_key(), &[&app_id.0, instance, b"app-disk-crypt-key"])?,
             dstack_derive_dh_secret(root.ca_key(), &[&app_id.0, b"env-encrypt-key"])?,
-            dstack_derive_key(&Zeroizing::new(root.k256().to_bytes())[..], &[&app_id.0, b"app-key"]),
+            dstack_derive_key(
+                &Zeroizing::new(root.k256().to_bytes())[..],
+                &[&app_id.0, b"app-key"],
+            ),
         ),
         KdfProfile::V2 => (
             v2_derive(root.root_secret(), "disk-crypt-key", app_id, instance_id),
@@ -141,8 +153,10 @@ pub fn derive_app_keys(
             v2_derive(root.root_secret(), "k256-key", app_id, None),
         ),
     };
-    let app_key = k256::SecretKey::from_slice(&k256_bytes[..]).map_err(|_| KdfError("derived secp256k1 scalar out of range".into()))?;
-    let compressed = k256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&app_key.public_key(), true);
+    let app_key = k256::SecretKey::from_slice(&k256_bytes[..])
+        .map_err(|_| KdfError("derived secp256k1 scalar out of range".into()))?;
+    let compressed =
+        k256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&app_key.public_key(), true);
     let mut msg = b"dstack-kms-issued:".to_vec();
     msg.extend_from_slice(&app_id.0);
     msg.extend_from_slice(compressed.as_bytes());

@@ -81,7 +81,8 @@ pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
         opts.mode(0o600);
     }
     let mut f = opts.open(&tmp).map_err(|e| file_err(&tmp, e.to_string()))?;
-    f.write_all(bytes).map_err(|e| file_err(&tmp, e.to_string()))?;
+    f.write_all(bytes)
+        .map_err(|e| file_err(&tmp, e.to_string()))?;
     f.sync_all().map_err(|e| file_err(&tmp, e.to_string()))?;
     drop(f);
     std::fs::rename(&tmp, path).map_err(|e| file_err(path, e.to_string()))?;
@@ -108,15 +109,22 @@ fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
     if meta.len() > 64 * 1024 {
         return Err(file_err(path, "larger than 64 KiB"));
     }
-    std::fs::read(path).map(Zeroizing::new).map_err(|e| file_err(path, e.to_string()))
+    std::fs::read(path)
+        .map(Zeroizing::new)
+        .map_err(|e| file_err(path, e.to_string()))
 }
 
 fn ca_cert(key: &p256::SecretKey) -> Result<String, KeyError> {
-    let der = key.to_pkcs8_der().map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
-    let kp = rcgen::KeyPair::try_from(der.as_bytes()).map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
+    let kp = rcgen::KeyPair::try_from(der.as_bytes())
+        .map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
     let mut p = rcgen::CertificateParams::default();
-    p.distinguished_name.push(rcgen::DnType::CommonName, "KMS Root CA");
-    p.distinguished_name.push(rcgen::DnType::OrganizationName, "confidential-kms");
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "KMS Root CA");
+    p.distinguished_name
+        .push(rcgen::DnType::OrganizationName, "confidential-kms");
     p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(1));
     p.key_usages = vec![
         rcgen::KeyUsagePurpose::KeyCertSign,
@@ -181,7 +189,11 @@ impl RootKeys {
             return Ok((keys, true));
         }
         if present != files.len() {
-            let missing: Vec<String> = files.iter().filter(|p| !p.exists()).map(|p| p.display().to_string()).collect();
+            let missing: Vec<String> = files
+                .iter()
+                .filter(|p| !p.exists())
+                .map(|p| p.display().to_string())
+                .collect();
             return Err(KeyError::Invalid(format!(
                 "{} holds an incomplete key set (missing {}); refusing to start",
                 dir.display(),
@@ -194,10 +206,13 @@ impl RootKeys {
     fn load(dir: &Path) -> Result<Self, KeyError> {
         let pem = read_secret_file(&dir.join(CA_KEY))?;
         let pem = std::str::from_utf8(&pem).map_err(|_| file_err(&dir.join(CA_KEY), "not PEM"))?;
-        let ca_key = p256::SecretKey::from_pkcs8_pem(pem).map_err(|e| file_err(&dir.join(CA_KEY), e.to_string()))?;
-        let cert = std::fs::read_to_string(dir.join(CA_CERT)).map_err(|e| file_err(&dir.join(CA_CERT), e.to_string()))?;
+        let ca_key = p256::SecretKey::from_pkcs8_pem(pem)
+            .map_err(|e| file_err(&dir.join(CA_KEY), e.to_string()))?;
+        let cert = std::fs::read_to_string(dir.join(CA_CERT))
+            .map_err(|e| file_err(&dir.join(CA_CERT), e.to_string()))?;
         let k = read_secret_file(&dir.join(K256_KEY))?;
-        let k256 = k256::SecretKey::from_slice(&k).map_err(|_| file_err(&dir.join(K256_KEY), "not a 32-byte secp256k1 key"))?;
+        let k256 = k256::SecretKey::from_slice(&k)
+            .map_err(|_| file_err(&dir.join(K256_KEY), "not a 32-byte secp256k1 key"))?;
         let s = read_secret_file(&dir.join(ROOT_SECRET))?;
         let secret: [u8; 32] = s
             .as_slice()
@@ -213,9 +228,13 @@ impl RootKeys {
             .map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
         // Certificate first: a crash leaves no key without its certificate
         // unnoticed (load refuses incomplete sets).
-        std::fs::write(dir.join(CA_CERT), &self.ca_cert_pem).map_err(|e| file_err(&dir.join(CA_CERT), e.to_string()))?;
+        std::fs::write(dir.join(CA_CERT), &self.ca_cert_pem)
+            .map_err(|e| file_err(&dir.join(CA_CERT), e.to_string()))?;
         write_secret_file(&dir.join(CA_KEY), pem.as_bytes())?;
-        write_secret_file(&dir.join(K256_KEY), &Zeroizing::new(self.k256.to_bytes().to_vec()))?;
+        write_secret_file(
+            &dir.join(K256_KEY),
+            &Zeroizing::new(self.k256.to_bytes().to_vec()),
+        )?;
         write_secret_file(&dir.join(ROOT_SECRET), self.root_secret.as_slice())?;
         Ok(())
     }
@@ -225,10 +244,15 @@ impl RootKeys {
     /// Refuses to overwrite existing keys.
     pub fn import_dstack(dir: &Path, ca_key_pem: &[u8], k256_raw: &[u8]) -> Result<Self, KeyError> {
         if dir.join(CA_KEY).exists() || dir.join(K256_KEY).exists() {
-            return Err(KeyError::Invalid(format!("{} already holds root keys; refusing to overwrite", dir.display())));
+            return Err(KeyError::Invalid(format!(
+                "{} already holds root keys; refusing to overwrite",
+                dir.display()
+            )));
         }
-        let pem = std::str::from_utf8(ca_key_pem).map_err(|_| KeyError::Invalid("root CA key is not PEM".into()))?;
-        let ca_key = p256::SecretKey::from_pkcs8_pem(pem).map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
+        let pem = std::str::from_utf8(ca_key_pem)
+            .map_err(|_| KeyError::Invalid("root CA key is not PEM".into()))?;
+        let ca_key = p256::SecretKey::from_pkcs8_pem(pem)
+            .map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
         let k256 = k256::SecretKey::from_slice(k256_raw)
             .map_err(|_| KeyError::Invalid("root k256 key must be 32 raw bytes".into()))?;
         let mut secret = [0u8; 32];
@@ -270,9 +294,15 @@ impl RootKeys {
     }
 
     /// Keys from explicit parts (tests, KDF vectors).
-    pub fn from_secrets(ca_pkcs8_der: &[u8], k256_raw: &[u8], root_secret: [u8; 32]) -> Result<Self, KeyError> {
-        let ca_key = p256::SecretKey::from_pkcs8_der(ca_pkcs8_der).map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
-        let k256 = k256::SecretKey::from_slice(k256_raw).map_err(|_| KeyError::Invalid("root k256 key must be 32 bytes".into()))?;
+    pub fn from_secrets(
+        ca_pkcs8_der: &[u8],
+        k256_raw: &[u8],
+        root_secret: [u8; 32],
+    ) -> Result<Self, KeyError> {
+        let ca_key = p256::SecretKey::from_pkcs8_der(ca_pkcs8_der)
+            .map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
+        let k256 = k256::SecretKey::from_slice(k256_raw)
+            .map_err(|_| KeyError::Invalid("root k256 key must be 32 bytes".into()))?;
         let cert = ca_cert(&ca_key)?;
         Self::from_parts(ca_key, cert, k256, root_secret)
     }

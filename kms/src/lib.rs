@@ -4,10 +4,12 @@
 pub mod kdf;
 pub mod keys;
 
-/// The generated `kms.v1` protocol.
-#[allow(missing_docs, clippy::all)]
-pub mod proto {
-    tonic::include_proto!("kms.v1");
-    /// The encoded descriptor set, for gRPC reflection.
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("kms_descriptor");
-}
+pub use kms_client::{proto, seal};
+
+pub mod audit;
+pub mod challenge;
+pub mod config;
+pub mod metrics;
+pub mod platforms;
+pub mod server;
+pub mod service;

@@ -6,6 +6,7 @@
 mod cli;
 mod evidence_cmd;
 mod policy_cmd;
+mod serve_cmd;
 
 use std::process::ExitCode;
 

@@ -6,8 +6,10 @@ use kms::kdf::{self, KdfProfile};
 use kms::keys::RootKeys;
 
 fn vectors() -> serde_json::Value {
-    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/kdf/dstack-legacy.json");
-    let text = std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("test vectors missing: {}: {e}", p.display()));
+    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/vectors/kdf/dstack-legacy.json");
+    let text = std::fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("test vectors missing: {}: {e}", p.display()));
     serde_json::from_str(&text).unwrap()
 }
 
@@ -20,40 +22,72 @@ fn dstack_primitive_regression_vector() {
     let v = &vectors()["primitive"];
     use p256::pkcs8::DecodePrivateKey;
     let root = p256::SecretKey::from_pkcs8_der(&h(&v["root_ca_pkcs8_der_hex"])).unwrap();
-    let parts: Vec<String> = v["context"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect();
+    let parts: Vec<String> = v["context"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
     let refs: Vec<&[u8]> = parts.iter().map(|s| s.as_bytes()).collect();
     let got = kdf::dstack_derive_dh_secret(&root, &refs).unwrap();
-    assert_eq!(hex::encode(*got), v["derive_dh_secret_hex"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(*got),
+        v["derive_dh_secret_hex"].as_str().unwrap()
+    );
 }
 
 #[test]
 fn dstack_app_keys_vector() {
     let v = &vectors()["app_keys"];
-    let root = RootKeys::from_secrets(&h(&v["root_ca_pkcs8_der_hex"]), &h(&v["root_k256_secret_hex"]), [0; 32]).unwrap();
+    let root = RootKeys::from_secrets(
+        &h(&v["root_ca_pkcs8_der_hex"]),
+        &h(&v["root_k256_secret_hex"]),
+        [0; 32],
+    )
+    .unwrap();
     let app = AppId::from_slice(&h(&v["app_id_hex"])).unwrap();
     let inst = InstanceId::from_slice(&h(&v["instance_id_hex"])).unwrap();
     let keys = kdf::derive_app_keys(KdfProfile::Dstack, &root, &app, Some(&inst)).unwrap();
-    assert_eq!(hex::encode(*keys.disk_crypt_key), v["disk_crypt_key_hex"].as_str().unwrap());
-    assert_eq!(hex::encode(*keys.env_crypt_key), v["env_crypt_key_hex"].as_str().unwrap());
-    assert_eq!(hex::encode(kdf::x25519_public(&keys.env_crypt_key)), v["env_crypt_public_key_hex"].as_str().unwrap());
-    assert_eq!(hex::encode(*keys.k256_key), v["k256_app_secret_hex"].as_str().unwrap());
+    assert_eq!(
+        hex::encode(*keys.disk_crypt_key),
+        v["disk_crypt_key_hex"].as_str().unwrap()
+    );
+    assert_eq!(
+        hex::encode(*keys.env_crypt_key),
+        v["env_crypt_key_hex"].as_str().unwrap()
+    );
+    assert_eq!(
+        hex::encode(kdf::x25519_public(&keys.env_crypt_key)),
+        v["env_crypt_public_key_hex"].as_str().unwrap()
+    );
+    assert_eq!(
+        hex::encode(*keys.k256_key),
+        v["k256_app_secret_hex"].as_str().unwrap()
+    );
 
     // The signature recovers to the root k256 public key over dstack's message.
     use k256::ecdsa::{RecoveryId, Signature, VerifyingKey};
     use sha3::{Digest, Keccak256};
     let sig = &keys.k256_signature;
     assert_eq!(sig.len(), 65);
-    let app_pub = k256::SecretKey::from_slice(&keys.k256_key[..]).unwrap().public_key();
+    let app_pub = k256::SecretKey::from_slice(&keys.k256_key[..])
+        .unwrap()
+        .public_key();
     let mut msg = b"dstack-kms-issued:".to_vec();
     msg.extend_from_slice(&app.0);
-    msg.extend_from_slice(k256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&app_pub, true).as_bytes());
+    msg.extend_from_slice(
+        k256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&app_pub, true).as_bytes(),
+    );
     let recovered = VerifyingKey::recover_from_prehash(
         &Keccak256::digest(&msg),
         &Signature::from_slice(&sig[..64]).unwrap(),
         RecoveryId::from_byte(sig[64]).unwrap(),
     )
     .unwrap();
-    assert_eq!(recovered, VerifyingKey::from(&k256::ecdsa::SigningKey::from(root.k256())));
+    assert_eq!(
+        recovered,
+        VerifyingKey::from(&k256::ecdsa::SigningKey::from(root.k256()))
+    );
 }
 
 /// Published vectors of the `v2` profile (computed independently with
@@ -72,7 +106,10 @@ fn v2_published_vectors() {
     assert_eq!(hex::encode(*env), V2_ENV);
     assert_eq!(hex::encode(*k), V2_K256);
     // Framing: moving bytes between fields changes the key.
-    assert_ne!(*kdf::v2_derive(&secret, "disk-crypt-key", &app, None), *disk);
+    assert_ne!(
+        *kdf::v2_derive(&secret, "disk-crypt-key", &app, None),
+        *disk
+    );
 }
 
 const V2_DISK: &str = "82ca4771eb74f940f33dbc085ab80989cbb8742dc4b91e298dff26af41336cf5";

@@ -19,7 +19,7 @@ use crate::{AllOf, DenyAll, Policy, PolicyError, TomlPolicy, WebhookPolicy};
 ///   { type = "webhook", url = "http://127.0.0.1:8001", timeout_ms = 3000 },
 /// ]
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PolicySpec {
     /// Deny everything (the default when nothing is configured).

@@ -21,7 +21,7 @@ use serde::Deserialize;
 
 pub use cache::CachedCollateral;
 pub use offline::OfflineCollateral;
-pub use pcs::{PcsClient, PcsConfig, UpdatePolicy};
+pub use pcs::{PcsClient, PcsConfig, UpdatePolicy, pcs_default_url};
 
 /// Identifies one collateral set.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]

@@ -26,6 +26,11 @@ use super::{Collateral, CollateralKey, CollateralSource, QuoteCollateralV3};
 
 /// Intel's PCS.
 pub const INTEL_PCS: &str = "https://api.trustedservices.intel.com";
+
+/// The default collateral service (Intel's PCS).
+pub fn pcs_default_url() -> &'static str {
+    INTEL_PCS
+}
 /// Intel's root CA CRL distribution point.
 pub const INTEL_ROOT_CA_CRL: &str =
     "https://certificates.trustedservices.intel.com/IntelSGXRootCA.der";

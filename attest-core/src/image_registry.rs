@@ -1,0 +1,308 @@
+//! Reference values: which boot measurements belong to which OS image.
+//!
+//! The registry maps a platform's boot registers to an `os_image_hash`
+//! (SHA-256 of the image's `sha256sum.txt`, as dstack defines it). It is
+//! the only source of `app.os_image_hash` on the key path: a value the guest
+//! declares about itself is never trusted.
+//!
+//! ```toml
+//! [[image]]
+//! os_image_hash = "<hex32>"
+//!
+//! [[image.tdx]]                 # one boot of this image on TDX
+//! mrtd = "<hex48>"
+//! rtmr0 = "<hex48>"
+//! rtmr1 = "<hex48>"
+//! rtmr2 = "<hex48>"
+//!
+//! [[image.sev-snp]]             # one launch on SEV-SNP
+//! measurement = "<hex48>"
+//! vcpus = 4                     # what it was computed for (informational)
+//! vcpu_type = "EPYC-v4"
+//! ```
+//!
+//! Keys of a boot table are register names (as in `VerifiedIdentity.boot`)
+//! with hex values, plus the informational `vcpus`, `vcpu_type` and `note`.
+//! A boot matches when every listed register equals the identity's. The same
+//! registers listed under two images is a load error.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{BootValue, OsImageHash, PlatformId, VerifiedIdentity};
+
+/// Informational keys of a boot table (not registers).
+const INFO_KEYS: [&str; 3] = ["vcpus", "vcpu_type", "note"];
+
+/// One registered boot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BootEntry {
+    /// Register name → lowercase hex.
+    pub registers: BTreeMap<String, String>,
+    /// Informational fields.
+    pub info: BTreeMap<String, toml::Value>,
+}
+
+/// One OS image.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageEntry {
+    /// The image.
+    pub os_image_hash: OsImageHash,
+    /// Boots by platform.
+    pub boots: BTreeMap<String, Vec<BootEntry>>,
+}
+
+/// The loaded registry.
+#[derive(Clone, Debug, Default)]
+pub struct ImageRegistry {
+    images: Vec<ImageEntry>,
+    /// (platform, registers) → image index.
+    index: HashMap<BootKey, usize>,
+}
+
+/// A platform and its listed registers (name, bytes), sorted by name.
+type BootKey = (String, Vec<(String, Vec<u8>)>);
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+impl ImageRegistry {
+    /// Parses and validates a registry file.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct File {
+            #[serde(default)]
+            image: Vec<toml::Spanned<toml::Table>>,
+        }
+        let file: File = toml::from_str(text).map_err(|e| match e.span() {
+            Some(s) => format!("line {}: {}", line_of(text, s.start), e.message()),
+            None => e.message().to_owned(),
+        })?;
+        let mut reg = ImageRegistry::default();
+        for spanned in file.image {
+            let line = line_of(text, spanned.span().start);
+            let table = spanned.into_inner();
+            let at = |m: String| format!("image at line {line}: {m}");
+            let hash = table
+                .get("os_image_hash")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| at("missing os_image_hash".into()))?;
+            let os_image_hash = OsImageHash::from_hex(hash).map_err(|e| at(e.message()))?;
+            let mut boots = BTreeMap::new();
+            for (platform, value) in &table {
+                if platform == "os_image_hash" {
+                    continue;
+                }
+                PlatformId::parse(platform).map_err(|e| at(e.message()))?;
+                let list = value.as_array().ok_or_else(|| {
+                    at(format!(
+                        "{platform} must be an array of tables ([[image.{platform}]])"
+                    ))
+                })?;
+                let mut entries = Vec::new();
+                for b in list {
+                    let t = b
+                        .as_table()
+                        .ok_or_else(|| at(format!("{platform} entries must be tables")))?;
+                    let mut registers = BTreeMap::new();
+                    let mut info = BTreeMap::new();
+                    for (k, v) in t {
+                        if INFO_KEYS.contains(&k.as_str()) {
+                            info.insert(k.clone(), v.clone());
+                            continue;
+                        }
+                        let hexv = v
+                            .as_str()
+                            .filter(|s| {
+                                !s.is_empty()
+                                    && s.len() % 2 == 0
+                                    && s.bytes().all(|c| c.is_ascii_hexdigit())
+                            })
+                            .ok_or_else(|| at(format!("{platform}.{k} must be a hex string")))?;
+                        registers.insert(k.clone(), hexv.to_ascii_lowercase());
+                    }
+                    if registers.is_empty() {
+                        return Err(at(format!("a {platform} boot lists no registers")));
+                    }
+                    entries.push(BootEntry { registers, info });
+                }
+                boots.insert(platform.clone(), entries);
+            }
+            let idx = reg.images.len();
+            for (platform, entries) in &boots {
+                for e in entries {
+                    let key = (
+                        platform.clone(),
+                        e.registers
+                            .iter()
+                            .map(|(k, v)| (k.clone(), hex::decode(v).unwrap_or_default()))
+                            .collect(),
+                    );
+                    if let Some(other) = reg.index.insert(key, idx) {
+                        return Err(at(format!(
+                            "a {platform} boot is also listed under image {} (a measurement must identify one image)",
+                            reg.images[other].os_image_hash
+                        )));
+                    }
+                }
+            }
+            reg.images.push(ImageEntry {
+                os_image_hash,
+                boots,
+            });
+        }
+        Ok(reg)
+    }
+
+    /// The images.
+    pub fn images(&self) -> &[ImageEntry] {
+        &self.images
+    }
+
+    /// The image whose registered boot the identity's registers match, when
+    /// exactly one does.
+    pub fn resolve(&self, id: &VerifiedIdentity) -> Option<OsImageHash> {
+        let mut found: Option<OsImageHash> = None;
+        for img in &self.images {
+            let Some(entries) = img.boots.get(id.platform.as_str()) else {
+                continue;
+            };
+            let hit = entries.iter().any(|e| {
+                e.registers
+                    .iter()
+                    .all(|(name, want)| match id.boot.get(name) {
+                        Some(BootValue::Bytes(b)) => b.to_hex() == *want,
+                        _ => false,
+                    })
+            });
+            if hit {
+                if found.is_some_and(|f| f != img.os_image_hash) {
+                    return None;
+                }
+                found = Some(img.os_image_hash);
+            }
+        }
+        found
+    }
+
+    /// Serializes back to the file format.
+    pub fn to_toml(&self) -> String {
+        let mut images = Vec::new();
+        for img in &self.images {
+            let mut t = toml::Table::new();
+            t.insert(
+                "os_image_hash".into(),
+                toml::Value::String(img.os_image_hash.to_hex()),
+            );
+            for (p, entries) in &img.boots {
+                let arr = entries
+                    .iter()
+                    .map(|e| {
+                        let mut bt = toml::Table::new();
+                        for (k, v) in &e.registers {
+                            bt.insert(k.clone(), toml::Value::String(v.clone()));
+                        }
+                        for (k, v) in &e.info {
+                            bt.insert(k.clone(), v.clone());
+                        }
+                        toml::Value::Table(bt)
+                    })
+                    .collect();
+                t.insert(p.clone(), toml::Value::Array(arr));
+            }
+            images.push(toml::Value::Table(t));
+        }
+        let mut root = toml::Table::new();
+        root.insert("image".into(), toml::Value::Array(images));
+        toml::to_string_pretty(&root).unwrap_or_default()
+    }
+
+    /// Adds a boot to an image (created if new); refuses a boot another image has.
+    pub fn add(
+        &mut self,
+        os_image_hash: OsImageHash,
+        platform: &str,
+        entry: BootEntry,
+    ) -> Result<(), String> {
+        let text = {
+            let mut copy = self.clone();
+            match copy
+                .images
+                .iter_mut()
+                .find(|i| i.os_image_hash == os_image_hash)
+            {
+                Some(img) => img
+                    .boots
+                    .entry(platform.to_owned())
+                    .or_default()
+                    .push(entry),
+                None => copy.images.push(ImageEntry {
+                    os_image_hash,
+                    boots: BTreeMap::from([(platform.to_owned(), vec![entry])]),
+                }),
+            }
+            copy.to_toml()
+        };
+        *self = Self::parse(&text)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REG: &str = r#"
+[[image]]
+os_image_hash = "1111111111111111111111111111111111111111111111111111111111111111"
+
+[[image.tdx]]
+mrtd = "aa"
+rtmr0 = "bb"
+
+[[image.sev-snp]]
+measurement = "cc"
+vcpus = 4
+vcpu_type = "EPYC-v4"
+"#;
+
+    #[test]
+    fn parses_resolves_and_round_trips() {
+        let r = ImageRegistry::parse(REG).unwrap();
+        assert_eq!(r.images().len(), 1);
+        let back = ImageRegistry::parse(&r.to_toml()).unwrap();
+        assert_eq!(back.images(), r.images());
+    }
+
+    #[test]
+    fn load_errors() {
+        let dup = format!(
+            "{REG}\n[[image]]\nos_image_hash = \"{}\"\n[[image.sev-snp]]\nmeasurement = \"CC\"\n",
+            "22".repeat(32)
+        );
+        let e = ImageRegistry::parse(&dup).unwrap_err();
+        assert!(e.contains("also listed under image 1111"), "{e}");
+        assert!(
+            ImageRegistry::parse("[[image]]\nos_image_hash = \"11\"\n")
+                .unwrap_err()
+                .contains("os_image_hash must be 32 bytes")
+        );
+        assert!(
+            ImageRegistry::parse(&REG.replace("\"aa\"", "\"zz\""))
+                .unwrap_err()
+                .contains("tdx.mrtd must be a hex string")
+        );
+        assert!(
+            ImageRegistry::parse("[[image]\n")
+                .unwrap_err()
+                .starts_with("line 1")
+        );
+        assert!(ImageRegistry::parse(&REG.replace("[[image.tdx]]", "[[image.TDX]]")).is_err());
+    }
+}

@@ -1,0 +1,141 @@
+//! `kms.toml`. Every key is optional: with no file at all the KMS listens on
+//! 127.0.0.1:7000, keeps its keys in `./kms-data`, denies everything
+//! (deny-all policy) and trusts only the production vendor roots.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use policy::PolicySpec;
+use serde::{Deserialize, Serialize};
+
+use crate::kdf::KdfProfile;
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Where root keys, caches and the audit log live.
+    pub data_dir: PathBuf,
+    /// Key derivation profile: `v2` (default) or `dstack`.
+    pub kdf: KdfProfile,
+    /// Challenge lifetime, seconds.
+    pub challenge_ttl_secs: u64,
+    /// Largest accepted request, bytes.
+    pub max_request_bytes: usize,
+    /// Prometheus metrics address (none: no metrics endpoint).
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log format: `text` or `json`.
+    pub log_format: LogFormat,
+    /// Audit log file, relative to `data_dir`.
+    pub audit_log: PathBuf,
+    /// The image registry (reference values); none: no image resolves.
+    pub image_registry: Option<PathBuf>,
+    /// The policy (default: deny all).
+    pub policy: PolicySpec,
+    /// Intel TDX collateral.
+    pub tdx: TdxConfig,
+    /// AMD SEV-SNP endorsement keys and limits.
+    pub sev_snp: SnpSection,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// TDX collateral sources.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TdxConfig {
+    /// Intel PCS or a PCCS; none disables network fetches.
+    pub pccs_url: Option<String>,
+    /// `standard` or `early`.
+    pub update: attest_tdx::collateral::UpdatePolicy,
+    /// A directory of `<FMSPC>-<ca>.json` collateral files, tried before the network.
+    pub offline_dir: Option<PathBuf>,
+    /// Collateral cache directory, relative to `data_dir`.
+    pub cache_dir: PathBuf,
+}
+
+impl Default for TdxConfig {
+    fn default() -> Self {
+        TdxConfig {
+            pccs_url: Some(attest_tdx::collateral::pcs_default_url().to_owned()),
+            update: Default::default(),
+            offline_dir: None,
+            cache_dir: "collateral".into(),
+        }
+    }
+}
+
+/// SEV-SNP settings.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnpSection {
+    /// AMD KDS; none disables network fetches (VCEKs must come with the evidence).
+    pub kds_url: Option<String>,
+    /// A directory of VCEK files.
+    pub offline_dir: Option<PathBuf>,
+    /// VCEK cache directory, relative to `data_dir`.
+    pub vcek_cache_dir: PathBuf,
+    /// The VMPL reports must come from.
+    pub vmpl: u32,
+    /// Minimum REPORTED_TCB per product (`Milan`, `Genoa`, `Turin`).
+    pub min_tcb: HashMap<attest_snp::Product, attest_snp::Tcb>,
+}
+
+impl Default for SnpSection {
+    fn default() -> Self {
+        SnpSection {
+            kds_url: Some(attest_snp::vcek::AMD_KDS.to_owned()),
+            offline_dir: None,
+            vcek_cache_dir: "vcek".into(),
+            vmpl: 0,
+            min_tcb: HashMap::new(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            data_dir: "./kms-data".into(),
+            kdf: KdfProfile::default(),
+            challenge_ttl_secs: 60,
+            max_request_bytes: 256 * 1024,
+            metrics_listen: None,
+            log_format: LogFormat::Text,
+            audit_log: "audit.jsonl".into(),
+            image_registry: None,
+            policy: PolicySpec::DenyAll,
+            tdx: TdxConfig::default(),
+            sev_snp: SnpSection::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Parses a configuration file; relative paths in it resolve against
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<(Self, PathBuf), String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let cfg: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Ok((cfg, base))
+    }
+
+    /// The configuration as TOML (what `kms config check` prints).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+}

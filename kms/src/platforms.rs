@@ -1,0 +1,97 @@
+//! The one place that names platforms: building the plug-ins from the
+//! configuration. The request path never does.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use attest_core::Verifiers;
+use attest_snp::{KdsClient, OfflineVceks, SnpConfig, SnpVerifier, VcekSource};
+use attest_tdx::collateral::PcsConfig;
+use attest_tdx::{CachedCollateral, CollateralSource, OfflineCollateral, PcsClient, TdxVerifier};
+
+use crate::config::Config;
+
+/// A TDX collateral source that tries an offline directory first, then the network.
+struct FirstOf(Vec<Arc<dyn CollateralSource>>);
+
+#[async_trait::async_trait]
+impl CollateralSource for FirstOf {
+    async fn fetch(
+        &self,
+        key: &attest_tdx::CollateralKey,
+        now: attest_core::UnixTime,
+    ) -> Result<Arc<attest_tdx::Collateral>, attest_core::AttestError> {
+        let mut last = None;
+        for s in &self.0 {
+            match s.fetch(key, now).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            attest_core::AttestError::CollateralMissing(
+                "no TDX collateral source is configured".into(),
+            )
+        }))
+    }
+}
+
+/// The built plug-ins, and the handles metrics read.
+pub struct Platforms {
+    /// The registry the service dispatches through.
+    pub verifiers: Verifiers,
+    /// The TDX collateral cache (for hit/miss metrics).
+    pub collateral_cache: Option<Arc<CachedCollateral>>,
+}
+
+/// Builds the production plug-ins (vendor roots pinned) from `config`.
+pub fn build(config: &Config, base: &Path) -> Result<Platforms, String> {
+    let data = base.join(&config.data_dir);
+    // TDX: offline directory, then PCS/PCCS, behind the cache.
+    let mut sources: Vec<Arc<dyn CollateralSource>> = Vec::new();
+    if let Some(dir) = &config.tdx.offline_dir {
+        sources.push(Arc::new(OfflineCollateral::new(base.join(dir))));
+    }
+    if let Some(url) = &config.tdx.pccs_url {
+        let mut pcs = PcsConfig::new(url.clone());
+        pcs.update = config.tdx.update;
+        sources.push(Arc::new(PcsClient::new(pcs).map_err(|e| e.to_string())?));
+    }
+    let cache = Arc::new(
+        CachedCollateral::new(Arc::new(FirstOf(sources)))
+            .with_dir(data.join(&config.tdx.cache_dir)),
+    );
+    let tdx = TdxVerifier::new(cache.clone());
+
+    // SEV-SNP: VCEKs from the evidence, then an offline directory, then KDS.
+    let mut veks: Vec<Arc<dyn VcekSource>> = Vec::new();
+    if let Some(dir) = &config.sev_snp.offline_dir {
+        veks.push(Arc::new(OfflineVceks::new(base.join(dir))));
+    }
+    if let Some(url) = &config.sev_snp.kds_url {
+        veks.push(Arc::new(
+            KdsClient::new(
+                url,
+                Some(data.join(&config.sev_snp.vcek_cache_dir)),
+                Duration::from_secs(10),
+            )
+            .map_err(|e| e.to_string())?,
+        ));
+    }
+    let snp = SnpVerifier::new(
+        veks,
+        SnpConfig {
+            vmpl: config.sev_snp.vmpl,
+            allow_migrate_ma: false,
+            min_tcb: config.sev_snp.min_tcb.clone(),
+        },
+    )
+    .map_err(|e| e.to_string())?;
+
+    let verifiers = Verifiers::new().with(Arc::new(tdx)).with(Arc::new(snp));
+    Ok(Platforms {
+        verifiers,
+        collateral_cache: Some(cache),
+    })
+}

@@ -1,0 +1,103 @@
+//! `kms serve`, `kms config check`, `kms keys import-dstack`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use kms::config::{Config, LogFormat};
+use kms::keys::RootKeys;
+
+use crate::cli::CliError;
+
+fn load(config: Option<&Path>) -> Result<(Config, PathBuf), CliError> {
+    match config {
+        Some(p) => Config::load(p).map_err(CliError::new),
+        None => Ok((Config::default(), PathBuf::new())),
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// `kms serve`.
+pub fn serve(config: Option<&Path>) -> Result<ExitCode, CliError> {
+    let (cfg, base) = load(config)?;
+    init_logging(cfg.log_format);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("runtime: {e}")))?;
+    rt.block_on(async move {
+        let data = base.join(&cfg.data_dir);
+        let (keys, created) =
+            RootKeys::load_or_generate(&data).map_err(|e| CliError::new(e.to_string()))?;
+        if created {
+            tracing::info!(dir = %data.display(), "generated new root keys");
+        }
+        let key_provider_id = keys.key_provider_id();
+        let platforms = kms::platforms::build(&cfg, &base).map_err(CliError::new)?;
+        let state = kms::server::state(&cfg, &base, keys, platforms).map_err(CliError::new)?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| CliError::new(format!("cannot listen on {}: {e}", cfg.listen)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| CliError::new(e.to_string()))?;
+        println!("kms listening on {addr}");
+        println!("key provider id: {key_provider_id}");
+        println!(
+            "policy: {} ({})",
+            state.policy.backend(),
+            hex::encode(state.policy.digest())
+        );
+        if let Some(m) = cfg.metrics_listen {
+            let s = state.clone();
+            tokio::spawn(async move {
+                if let Err(e) = kms::server::serve_metrics(m, s).await {
+                    tracing::error!("metrics: {e}");
+                }
+            });
+            println!("metrics on http://{m}/metrics");
+        }
+        kms::server::serve(
+            listener,
+            state,
+            cfg.max_request_bytes,
+            kms::server::shutdown_signal(),
+        )
+        .await
+        .map_err(CliError::new)?;
+        tracing::info!("shut down");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `kms config check`.
+pub fn check(config: Option<&Path>) -> Result<ExitCode, CliError> {
+    let (cfg, base) = load(config)?;
+    policy::load(&cfg.policy, &base).map_err(|e| CliError::new(e.to_string()))?;
+    print!("{}", cfg.to_toml());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kms keys import-dstack`.
+pub fn import_dstack(ca: &Path, k256: &Path, config: Option<&Path>) -> Result<ExitCode, CliError> {
+    let (cfg, base) = load(config)?;
+    let read =
+        |p: &Path| std::fs::read(p).map_err(|e| CliError::new(format!("{}: {e}", p.display())));
+    let data = base.join(&cfg.data_dir);
+    let keys = RootKeys::import_dstack(&data, &read(ca)?, &read(k256)?)
+        .map_err(|e| CliError::new(e.to_string()))?;
+    println!("imported into {}", data.display());
+    println!("key provider id: {}", keys.key_provider_id());
+    Ok(ExitCode::SUCCESS)
+}

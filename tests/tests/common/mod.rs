@@ -1,0 +1,193 @@
+//! A real KMS on 127.0.0.1 with the testkit's fake vendor roots installed,
+//! and simulated TDX and SNP CVMs of one app.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use attest_core::app_config::host_data;
+use attest_core::{Evidence, PlatformId, ReportData, UnixTime, Verifiers};
+use attest_snp::{Product, ProductRoots, Roots, SnpConfig, SnpVerifier};
+use attest_tdx::collateral::StaticCollateral;
+use attest_tdx::{Collateral, TdxVerifier};
+use attest_testkit::dstack::App;
+use attest_testkit::snp::{self as kit, FakeAmdPki, ReportFields};
+use attest_testkit::tdx::{CollateralOptions, FakeIntelPki, TdFields};
+use kms::config::Config;
+use kms::keys::RootKeys;
+use kms::platforms::Platforms;
+use tokio::sync::oneshot;
+
+pub const OS_IMAGE: &str = "0505050505050505050505050505050505050505050505050505050505050505";
+
+pub struct Pkis {
+    pub intel: FakeIntelPki,
+    pub amd: FakeAmdPki,
+}
+
+impl Pkis {
+    pub fn new() -> Self {
+        Pkis {
+            intel: FakeIntelPki::new(),
+            amd: FakeAmdPki::new(),
+        }
+    }
+
+    pub fn verifiers(&self) -> Verifiers {
+        let now = UnixTime::now().as_secs() as i64;
+        let collateral = Collateral::new(
+            self.intel
+                .collateral(&CollateralOptions::valid_from(now - 86_400)),
+        )
+        .unwrap();
+        let tdx = TdxVerifier::with_root(
+            self.intel.root_der(),
+            Arc::new(StaticCollateral(Arc::new(collateral))),
+        );
+        let mut roots = HashMap::new();
+        for (p, k) in [
+            (Product::Milan, kit::Product::Milan),
+            (Product::Genoa, kit::Product::Genoa),
+            (Product::Turin, kit::Product::Turin),
+        ] {
+            roots.insert(
+                p,
+                ProductRoots::from_pem(
+                    self.amd.ark_pem(k).as_bytes(),
+                    self.amd.ask_pem(k).as_bytes(),
+                    self.amd.asvk_pem(k).as_bytes(),
+                )
+                .unwrap(),
+            );
+        }
+        // The testkit's platforms run TCB 4/0/22/213, the minimum here.
+        let min = attest_snp::Tcb {
+            bootloader: 4,
+            tee: 0,
+            snp: 22,
+            microcode: 213,
+            fmc: None,
+        };
+        let config = SnpConfig {
+            min_tcb: HashMap::from([(Product::Genoa, min)]),
+            ..Default::default()
+        };
+        let snp = SnpVerifier::with_roots(Roots::custom(roots), vec![], config);
+        Verifiers::new().with(Arc::new(tdx)).with(Arc::new(snp))
+    }
+
+    /// A TDX CVM running `app`.
+    pub fn tdx_evidence(&self, app: &App, report_data: ReportData, debug: bool) -> Evidence {
+        let (log, rtmr3) = app.tdx_event_log();
+        let mut td = TdFields {
+            rtmrs: [[0; 48], [0; 48], [0; 48], rtmr3],
+            report_data: report_data.0,
+            ..Default::default()
+        };
+        if debug {
+            td = td.debug();
+        }
+        let mut e = Evidence::new(PlatformId::TDX, self.intel.quote(&td));
+        e.event_log = log;
+        e
+    }
+
+    /// An SNP CVM running `app`.
+    pub fn snp_evidence(
+        &self,
+        app: &App,
+        report_data: ReportData,
+        fields: ReportFields,
+    ) -> Evidence {
+        let doc = app.app_config_v3();
+        let f = ReportFields {
+            host_data: host_data(&doc),
+            report_data: report_data.0,
+            ..fields
+        };
+        let mut e = Evidence::new(PlatformId::SEV_SNP, self.amd.report(&f));
+        e.certificates = self
+            .amd
+            .cert_table(f.product, &self.amd.vek_der(&f), f.signer);
+        e.app_config = doc;
+        e
+    }
+}
+
+/// The image registry: the testkit TD's boot registers and SNP measurement.
+pub fn registry() -> String {
+    let td = TdFields::default();
+    format!(
+        "[[image]]\nos_image_hash = \"{OS_IMAGE}\"\n[[image.tdx]]\nmrtd = \"{}\"\nrtmr0 = \"{z}\"\nrtmr1 = \"{z}\"\nrtmr2 = \"{z}\"\n[[image.sev-snp]]\nmeasurement = \"{}\"\n",
+        hex::encode(td.mrtd),
+        hex::encode(ReportFields::default().measurement),
+        z = "00".repeat(48)
+    )
+}
+
+/// A policy allowing `app` on both platforms with the registered image.
+pub fn policy(app: &App) -> String {
+    format!(
+        "platforms = [\"tdx\", \"sev-snp\"]\nos_images = [\"{OS_IMAGE}\"]\n[[apps]]\napp_id = \"{}\"\ncompose_hashes = [\"{}\"]\n",
+        hex::encode(app.app_id),
+        hex::encode(app.compose_hash)
+    )
+}
+
+pub struct Server {
+    pub url: String,
+    pub key_provider_id: String,
+    stop: Option<oneshot::Sender<()>>,
+    join: Option<tokio::task::JoinHandle<Result<(), String>>>,
+}
+
+impl Server {
+    /// Starts a KMS on 127.0.0.1:0 whose data, policy and registry live in `dir`.
+    pub async fn start(dir: &Path, pkis: &Pkis, app: &App) -> Server {
+        std::fs::write(dir.join("policy.toml"), policy(app)).unwrap();
+        std::fs::write(dir.join("images.toml"), registry()).unwrap();
+        let config: Config = toml_config(dir);
+        let (keys, _) = RootKeys::load_or_generate(&dir.join("data")).unwrap();
+        let key_provider_id = keys.key_provider_id();
+        let platforms = Platforms {
+            verifiers: pkis.verifiers(),
+            collateral_cache: None,
+        };
+        let state = kms::server::state(&config, dir, keys, platforms).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel();
+        let join = tokio::spawn(kms::server::serve(
+            listener,
+            state,
+            config.max_request_bytes,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Server {
+            url,
+            key_provider_id,
+            stop: Some(tx),
+            join: Some(join),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(j) = self.join.take() {
+            j.await.unwrap().unwrap();
+        }
+    }
+}
+
+pub fn toml_config(dir: &Path) -> Config {
+    let text = format!(
+        "data_dir = \"{}\"\nimage_registry = \"images.toml\"\n[policy]\ntype = \"toml\"\nfile = \"policy.toml\"\n",
+        dir.join("data").display()
+    );
+    toml::from_str(&text).unwrap()
+}
