@@ -33,7 +33,9 @@ fn unknown_subcommand_is_a_usage_error() {
 fn incomplete_commands_fail_cleanly() {
     // Without arguments every operator command fails with a one-line
     // message (usage or "not implemented"), never a panic.
-    for cmd in ["verify", "inspect", "measure", "image", "policy"] {
+    for cmd in [
+        "verify", "inspect", "measure", "image", "policy", "config", "keys",
+    ] {
         let out = kms(&[cmd]);
         assert!(
             !out.status.success(),
@@ -344,4 +346,35 @@ fn verify_sev_snp_prints_the_identity_and_checks_supplied_chains() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: bad_signature: "));
+}
+
+#[test]
+fn config_check_prints_the_effective_configuration() {
+    let out = kms(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("listen = \"127.0.0.1:7000\""), "{text}");
+    assert!(text.contains("type = \"deny_all\""), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write(
+        dir.path(),
+        "kms.toml",
+        "listen = \"127.0.0.1:7000\"\nlisen = 1\n",
+    );
+    let out = kms(&["config", "check", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field `lisen`"));
+    let missing_policy = write(
+        dir.path(),
+        "p.toml",
+        "[policy]\ntype = \"toml\"\nfile = \"nope.toml\"\n",
+    );
+    let out = kms(&[
+        "config",
+        "check",
+        "--config",
+        missing_policy.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read policy"));
 }
