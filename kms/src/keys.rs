@@ -211,6 +211,9 @@ impl RootKeys {
         let cert = std::fs::read_to_string(dir.join(CA_CERT))
             .map_err(|e| file_err(&dir.join(CA_CERT), e.to_string()))?;
         let k = read_secret_file(&dir.join(K256_KEY))?;
+        if k.len() != 32 {
+            return Err(file_err(&dir.join(K256_KEY), "must be 32 raw bytes"));
+        }
         let k256 = k256::SecretKey::from_slice(&k)
             .map_err(|_| file_err(&dir.join(K256_KEY), "not a 32-byte secp256k1 key"))?;
         let s = read_secret_file(&dir.join(ROOT_SECRET))?;
@@ -253,6 +256,12 @@ impl RootKeys {
             .map_err(|_| KeyError::Invalid("root CA key is not PEM".into()))?;
         let ca_key = p256::SecretKey::from_pkcs8_pem(pem)
             .map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
+        if k256_raw.len() != 32 {
+            return Err(KeyError::Invalid(format!(
+                "root k256 key must be 32 raw bytes, found {}",
+                k256_raw.len()
+            )));
+        }
         let k256 = k256::SecretKey::from_slice(k256_raw)
             .map_err(|_| KeyError::Invalid("root k256 key must be 32 raw bytes".into()))?;
         let mut secret = [0u8; 32];
