@@ -20,6 +20,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the end-to-end demo: a KMS with FAKE vendor roots, a TDX and an
+    /// SNP CVM of one app, and two refusals.
+    #[cfg(feature = "demo")]
+    Demo,
     /// Run the gRPC key service (no config: 127.0.0.1:7000, ./kms-data, deny-all policy).
     Serve {
         /// kms.toml
@@ -158,6 +162,8 @@ pub enum PolicyCommand {
 impl Command {
     fn name(&self) -> &'static str {
         match self {
+            #[cfg(feature = "demo")]
+            Command::Demo => "demo",
             Command::Serve { .. } => "serve",
             Command::Config(_) => "config",
             Command::Keys(_) => "keys",
@@ -242,6 +248,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             print!("{}", policy_cmd::EXPLAIN);
             Ok(ExitCode::SUCCESS)
         }
+        #[cfg(feature = "demo")]
+        Command::Demo => crate::demo_cmd::demo(),
         Command::Serve { config } => serve_cmd::serve(config.as_deref()),
         Command::Config(ConfigCommand::Check { config }) => serve_cmd::check(config.as_deref()),
         Command::Keys(KeysCommand::ImportDstack {

@@ -9,6 +9,8 @@ pub use kms_client::{proto, seal};
 pub mod audit;
 pub mod challenge;
 pub mod config;
+#[cfg(feature = "demo")]
+pub mod demo;
 pub mod metrics;
 pub mod platforms;
 pub mod server;

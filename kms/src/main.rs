@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+#[cfg(feature = "demo")]
+mod demo_cmd;
 mod evidence_cmd;
 mod policy_cmd;
 mod serve_cmd;

@@ -378,3 +378,24 @@ fn config_check_prints_the_effective_configuration() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read policy"));
 }
+
+#[test]
+fn demo_runs_both_platforms_and_both_refusals() {
+    let out = kms(&["demo"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("TEST ROOTS ONLY"));
+    assert!(text.contains("same app keys on both platforms: yes"));
+    assert_eq!(
+        text.matches("DENIED (PermissionDenied)").count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("Debug mode"));
+    assert!(text.contains("apps.compose_hashes"));
+}

@@ -2,13 +2,11 @@
 //! fake vendor roots, TDX and SNP CVMs of one app through the one
 //! GetAppKey path, and every refusal.
 
-mod common;
-
 use attest_core::binding::app_key_report_data;
 use attest_core::{Evidence, ReportData, UnixTime};
 use attest_testkit::dstack::App;
 use attest_testkit::snp::ReportFields;
-use common::*;
+use kms::demo::*;
 use kms_client::{ClientError, KmsClient, proto, seal};
 
 async fn keys_for(
@@ -40,7 +38,7 @@ async fn tdx_and_snp_of_one_app_get_the_same_app_keys() {
     let dir = tempfile::tempdir().unwrap();
     let pkis = Pkis::new();
     let app = App::example();
-    let server = Server::start(dir.path(), &pkis, &app).await;
+    let server = Server::start(dir.path(), &pkis, &app).await.unwrap();
     let tdx = keys_for(&server, &pkis, &app, "tdx").await.unwrap();
     let snp = keys_for(&server, &pkis, &app, "sev-snp").await.unwrap();
     assert_eq!(*tdx.k256_key, *snp.k256_key);
@@ -92,7 +90,7 @@ async fn refusals_name_their_reason_with_the_right_code() {
     let dir = tempfile::tempdir().unwrap();
     let pkis = Pkis::new();
     let app = App::example();
-    let server = Server::start(dir.path(), &pkis, &app).await;
+    let server = Server::start(dir.path(), &pkis, &app).await.unwrap();
     let mut c = KmsClient::connect(&server.url).await.unwrap();
 
     // Debug CVM.
@@ -202,7 +200,7 @@ async fn challenges_bindings_and_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let pkis = Pkis::new();
     let app = App::example();
-    let server = Server::start(dir.path(), &pkis, &app).await;
+    let server = Server::start(dir.path(), &pkis, &app).await.unwrap();
     let (_, pk) = seal::client_keypair();
 
     // Expired: a challenge of this KMS issued two minutes ago.
@@ -229,7 +227,7 @@ async fn challenges_bindings_and_sizes() {
 
     // From another KMS.
     let other_dir = tempfile::tempdir().unwrap();
-    let other = Server::start(other_dir.path(), &pkis, &app).await;
+    let other = Server::start(other_dir.path(), &pkis, &app).await.unwrap();
     let foreign = challenge(&other.url).await;
     let rd = app_key_report_data(&pk, &foreign).unwrap();
     let st = raw_request(
@@ -308,7 +306,7 @@ async fn a_pinned_client_rejects_another_kms() {
     let dir = tempfile::tempdir().unwrap();
     let pkis = Pkis::new();
     let app = App::example();
-    let server = Server::start(dir.path(), &pkis, &app).await;
+    let server = Server::start(dir.path(), &pkis, &app).await.unwrap();
     let impostor = "3059301306072a8648ce3d020106082a8648ce3d030107034200040000";
     let mut c = KmsClient::connect(&server.url).await.unwrap();
     let err = c
@@ -327,7 +325,7 @@ async fn two_hundred_concurrent_requests() {
     let dir = tempfile::tempdir().unwrap();
     let pkis = std::sync::Arc::new(Pkis::new());
     let app = App::example();
-    let server = Server::start(dir.path(), &pkis, &app).await;
+    let server = Server::start(dir.path(), &pkis, &app).await.unwrap();
     let want = keys_for(&server, &pkis, &app, "tdx").await.unwrap();
     let want_k256 = want.k256_key.to_vec();
     let client = KmsClient::connect(&server.url).await.unwrap();
@@ -362,11 +360,11 @@ async fn restarts_and_replicas_serve_the_same_keys() {
     let dir = tempfile::tempdir().unwrap();
     let pkis = Pkis::new();
     let app = App::example();
-    let first = Server::start(dir.path(), &pkis, &app).await;
+    let first = Server::start(dir.path(), &pkis, &app).await.unwrap();
     let before = keys_for(&first, &pkis, &app, "sev-snp").await.unwrap();
 
     // A second replica on the same data directory, running at the same time.
-    let second = Server::start(dir.path(), &pkis, &app).await;
+    let second = Server::start(dir.path(), &pkis, &app).await.unwrap();
     assert_eq!(second.key_provider_id, first.key_provider_id);
     // It accepts the first one's challenge.
     let ch = challenge(&first.url).await;
@@ -393,7 +391,7 @@ async fn restarts_and_replicas_serve_the_same_keys() {
     first.stop().await;
 
     // A restart keeps the keys.
-    let again = Server::start(dir.path(), &pkis, &app).await;
+    let again = Server::start(dir.path(), &pkis, &app).await.unwrap();
     let after = keys_for(&again, &pkis, &app, "tdx").await.unwrap();
     assert_eq!(*after.k256_key, *before.k256_key);
     assert_eq!(*after.disk_crypt_key, *before.disk_crypt_key);

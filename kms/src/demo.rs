@@ -1,11 +1,14 @@
-//! A real KMS on 127.0.0.1 with the testkit's fake vendor roots installed,
-//! and simulated TDX and SNP CVMs of one app.
-#![allow(dead_code)]
+//! A KMS with the testkit's fake vendor roots installed, and simulated TDX
+//! and SNP CVMs of one app: what `kms demo`, `kms bench` and the end-to-end
+//! tests run. TEST ROOTS ONLY: nothing here is trusted in production.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::config::Config;
+use crate::keys::RootKeys;
+use crate::platforms::Platforms;
 use attest_core::app_config::host_data;
 use attest_core::{Evidence, PlatformId, ReportData, UnixTime, Verifiers};
 use attest_snp::{Product, ProductRoots, Roots, SnpConfig, SnpVerifier};
@@ -14,19 +17,25 @@ use attest_tdx::{Collateral, TdxVerifier};
 use attest_testkit::dstack::App;
 use attest_testkit::snp::{self as kit, FakeAmdPki, ReportFields};
 use attest_testkit::tdx::{CollateralOptions, FakeIntelPki, TdFields};
-use kms::config::Config;
-use kms::keys::RootKeys;
-use kms::platforms::Platforms;
 use tokio::sync::oneshot;
 
+/// The OS image the registry names.
 pub const OS_IMAGE: &str = "0505050505050505050505050505050505050505050505050505050505050505";
 
+/// The fake Intel and AMD PKIs.
 pub struct Pkis {
     pub intel: FakeIntelPki,
     pub amd: FakeAmdPki,
 }
 
+impl Default for Pkis {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Pkis {
+    /// Fresh fake PKIs.
     pub fn new() -> Self {
         Pkis {
             intel: FakeIntelPki::new(),
@@ -34,13 +43,15 @@ impl Pkis {
         }
     }
 
+    /// TDX and SNP verifiers that trust these fake roots.
     pub fn verifiers(&self) -> Verifiers {
         let now = UnixTime::now().as_secs() as i64;
+        // The testkit's own collateral always parses.
         let collateral = Collateral::new(
             self.intel
                 .collateral(&CollateralOptions::valid_from(now - 86_400)),
         )
-        .unwrap();
+        .expect("testkit collateral");
         let tdx = TdxVerifier::with_root(
             self.intel.root_der(),
             Arc::new(StaticCollateral(Arc::new(collateral))),
@@ -58,7 +69,7 @@ impl Pkis {
                     self.amd.ask_pem(k).as_bytes(),
                     self.amd.asvk_pem(k).as_bytes(),
                 )
-                .unwrap(),
+                .expect("testkit AMD roots"),
             );
         }
         // The testkit's platforms run TCB 4/0/22/213, the minimum here.
@@ -77,7 +88,7 @@ impl Pkis {
         Verifiers::new().with(Arc::new(tdx)).with(Arc::new(snp))
     }
 
-    /// A TDX CVM running `app`.
+    /// A TDX CVM running `app` (its quote carries `report_data`).
     pub fn tdx_evidence(&self, app: &App, report_data: ReportData, debug: bool) -> Evidence {
         let (log, rtmr3) = app.tdx_event_log();
         let mut td = TdFields {
@@ -135,6 +146,7 @@ pub fn policy(app: &App) -> String {
     )
 }
 
+/// A running KMS.
 pub struct Server {
     pub url: String,
     pub key_provider_id: String,
@@ -144,21 +156,24 @@ pub struct Server {
 
 impl Server {
     /// Starts a KMS on 127.0.0.1:0 whose data, policy and registry live in `dir`.
-    pub async fn start(dir: &Path, pkis: &Pkis, app: &App) -> Server {
-        std::fs::write(dir.join("policy.toml"), policy(app)).unwrap();
-        std::fs::write(dir.join("images.toml"), registry()).unwrap();
-        let config: Config = toml_config(dir);
-        let (keys, _) = RootKeys::load_or_generate(&dir.join("data")).unwrap();
+    pub async fn start(dir: &Path, pkis: &Pkis, app: &App) -> Result<Server, String> {
+        let e = |e: std::io::Error| e.to_string();
+        std::fs::write(dir.join("policy.toml"), policy(app)).map_err(e)?;
+        std::fs::write(dir.join("images.toml"), registry()).map_err(e)?;
+        let config: Config = toml_config(dir)?;
+        let (keys, _) = RootKeys::load_or_generate(&dir.join("data")).map_err(|e| e.to_string())?;
         let key_provider_id = keys.key_provider_id();
         let platforms = Platforms {
             verifiers: pkis.verifiers(),
             collateral_cache: None,
         };
-        let state = kms::server::state(&config, dir, keys, platforms).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
+        let state = crate::server::state(&config, dir, keys, platforms)?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(e)?;
+        let url = format!("http://{}", listener.local_addr().map_err(e)?);
         let (tx, rx) = oneshot::channel();
-        let join = tokio::spawn(kms::server::serve(
+        let join = tokio::spawn(crate::server::serve(
             listener,
             state,
             config.max_request_bytes,
@@ -166,28 +181,30 @@ impl Server {
                 let _ = rx.await;
             },
         ));
-        Server {
+        Ok(Server {
             url,
             key_provider_id,
             stop: Some(tx),
             join: Some(join),
-        }
+        })
     }
 
+    /// Stops the server after in-flight requests finish.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
         if let Some(j) = self.join.take() {
-            j.await.unwrap().unwrap();
+            let _ = j.await;
         }
     }
 }
 
-pub fn toml_config(dir: &Path) -> Config {
+/// The demo KMS configuration over `dir`.
+pub fn toml_config(dir: &Path) -> Result<Config, String> {
     let text = format!(
         "data_dir = \"{}\"\nimage_registry = \"images.toml\"\n[policy]\ntype = \"toml\"\nfile = \"policy.toml\"\n",
         dir.join("data").display()
     );
-    toml::from_str(&text).unwrap()
+    toml::from_str(&text).map_err(|e| e.to_string())
 }
