@@ -5,6 +5,7 @@
 
 mod client;
 pub mod seal;
+pub mod tsm;
 
 pub use client::{AppKeys, ClientError, KmsClient, app_id_of, open_with_app_id};
 

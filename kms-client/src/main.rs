@@ -1,1 +1,122 @@
-fn main() {}
+//! `kms-client`: ask a KMS for this CVM's app keys.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kms_client::KmsClient;
+use kms_client::tsm::{self, TsmConfig};
+
+/// Guest-side client of the KMS.
+#[derive(Parser)]
+#[command(name = "kms-client", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Attest this CVM and fetch its app keys; writes them as JSON (mode 0600), never prints them.
+    GetAppKey {
+        /// The KMS, e.g. http://10.0.0.1:7000
+        #[arg(long)]
+        kms: String,
+        /// The pinned key provider id (hex of the KMS root CA SubjectPublicKeyInfo).
+        #[arg(long)]
+        key_provider_id: String,
+        /// Where to write the keys.
+        #[arg(long, default_value = "app-keys.json")]
+        out: PathBuf,
+        /// configfs-tsm report directory.
+        #[arg(long, default_value = tsm::DEFAULT_TSM_DIR)]
+        tsm_dir: PathBuf,
+        /// TDX: the CCEL log area.
+        #[arg(long, default_value = tsm::DEFAULT_CCEL)]
+        ccel: PathBuf,
+        /// TDX: dstack's runtime event log.
+        #[arg(long, default_value = tsm::DEFAULT_RUNTIME_EVENTS)]
+        runtime_events: PathBuf,
+        /// SEV-SNP: the app config document HOST_DATA binds.
+        #[arg(long)]
+        app_config: Option<PathBuf>,
+    },
+}
+
+fn write_keys(path: &std::path::Path, json: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(json)?;
+    f.sync_all()
+}
+
+fn main() -> ExitCode {
+    let Cli { command } = Cli::parse();
+    let Command::GetAppKey {
+        kms,
+        key_provider_id,
+        out,
+        tsm_dir,
+        ccel,
+        runtime_events,
+        app_config,
+    } = command;
+    let cfg = TsmConfig {
+        tsm_dir,
+        ccel,
+        runtime_events,
+        app_config,
+        ..Default::default()
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        let mut client = KmsClient::connect(&kms).await?;
+        client
+            .get_app_key(&key_provider_id, |rd| {
+                let cfg = cfg.clone();
+                async move {
+                    tokio::task::spawn_blocking(move || tsm::collect(&cfg, &rd))
+                        .await
+                        .map_err(|e| kms_client::ClientError::Evidence(e.to_string()))?
+                }
+            })
+            .await
+    });
+    match result {
+        Ok(keys) => {
+            let json =
+                zeroize::Zeroizing::new(serde_json::to_vec_pretty(&keys).unwrap_or_default());
+            if let Err(e) = write_keys(&out, &json) {
+                eprintln!("error: {}: {e}", out.display());
+                return ExitCode::FAILURE;
+            }
+            println!(
+                "app keys for {} written to {}",
+                hex::encode(&keys.app_id),
+                out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -158,6 +158,7 @@ impl Server {
     /// Starts a KMS on 127.0.0.1:0 whose data, policy and registry live in `dir`.
     pub async fn start(dir: &Path, pkis: &Pkis, app: &App) -> Result<Server, String> {
         let e = |e: std::io::Error| e.to_string();
+        std::fs::create_dir_all(dir).map_err(e)?;
         std::fs::write(dir.join("policy.toml"), policy(app)).map_err(e)?;
         std::fs::write(dir.join("images.toml"), registry()).map_err(e)?;
         let config: Config = toml_config(dir)?;

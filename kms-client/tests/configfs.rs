@@ -1,0 +1,218 @@
+//! `kms-client get-app-key` against a real KMS on 127.0.0.1, reading its
+//! evidence from a fake configfs-tsm directory that a testkit-backed helper
+//! answers (it reads `inblob` and writes a signed quote or report to
+//! `outblob`), for both platforms.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use attest_core::ReportData;
+use attest_testkit::dstack::App;
+use attest_testkit::snp::ReportFields;
+use kms::demo::{Pkis, Server};
+
+fn b64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut s = String::new();
+    for c in data.chunks(3) {
+        let n = c.iter().fold(0u32, |a, b| (a << 8) | u32::from(*b)) << (8 * (3 - c.len()));
+        for i in 0..4 {
+            s.push(if i <= c.len() {
+                T[((n >> (18 - 6 * i)) & 63) as usize] as char
+            } else {
+                '='
+            });
+        }
+    }
+    s
+}
+
+/// Plays the kernel: attributes on mkdir, a signed report on inblob.
+fn fake_tsm(
+    dir: PathBuf,
+    provider: &'static str,
+    pkis: Arc<Pkis>,
+    app: App,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let e = entry.path();
+                if !e.join("provider").exists() {
+                    std::fs::write(e.join("generation"), "0").unwrap();
+                    std::fs::write(e.join("provider"), provider).unwrap();
+                }
+                let inblob = e.join("inblob");
+                if inblob.exists() && !e.join("outblob").exists() {
+                    let rd = std::fs::read(&inblob).unwrap();
+                    let Ok(rd) = <[u8; 64]>::try_from(rd.as_slice()) else {
+                        continue;
+                    };
+                    let ev = match provider {
+                        "tdx_guest" => pkis.tdx_evidence(&app, ReportData(rd), false),
+                        _ => pkis.snp_evidence(&app, ReportData(rd), ReportFields::default()),
+                    };
+                    std::fs::write(e.join("outblob"), &ev.quote).unwrap();
+                    std::fs::write(e.join("auxblob"), &ev.certificates).unwrap();
+                    std::fs::write(e.join("generation"), "1").unwrap();
+                }
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    })
+}
+
+fn run_client(server: &Server, tsm: &Path, work: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kms-client"))
+        .args([
+            "get-app-key",
+            "--kms",
+            &server.url,
+            "--key-provider-id",
+            &server.key_provider_id,
+        ])
+        .args([
+            "--out",
+            work.join("keys.json").to_str().unwrap(),
+            "--tsm-dir",
+            tsm.to_str().unwrap(),
+        ])
+        .args(["--ccel", work.join("no-ccel").to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_platforms_through_configfs_tsm() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkis = Arc::new(Pkis::new());
+    let app = App::example();
+    let server = Server::start(&dir.path().join("kms"), &pkis, &app)
+        .await
+        .unwrap();
+
+    let mut disk_keys = Vec::new();
+    for provider in ["tdx_guest", "sev_guest"] {
+        let work = dir.path().join(provider);
+        let tsm = work.join("tsm");
+        std::fs::create_dir_all(&tsm).unwrap();
+        // dstack's runtime event log (TDX) and app config document (SNP).
+        let lines: Vec<String> = app
+            .runtime_events()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{{\"event\":\"{}\",\"payload\":\"{}\"}}",
+                    e.name,
+                    b64(&e.payload)
+                )
+            })
+            .collect();
+        std::fs::write(work.join("runtime_events.log"), lines.join("\n")).unwrap();
+        std::fs::write(work.join("app-config.json"), app.app_config_v3()).unwrap();
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let helper = fake_tsm(
+            tsm.clone(),
+            provider,
+            pkis.clone(),
+            app.clone(),
+            stop.clone(),
+        );
+        let out = {
+            let srv = &server;
+            let tsm = tsm.clone();
+            let work = work.clone();
+            let extra = [
+                "--runtime-events".to_owned(),
+                work.join("runtime_events.log").display().to_string(),
+                "--app-config".to_owned(),
+                work.join("app-config.json").display().to_string(),
+            ];
+            let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+            tokio::task::block_in_place(|| run_client(srv, &tsm, &work, &extra))
+        };
+        stop.store(true, Ordering::Relaxed);
+        helper.join().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{provider}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The keys are in the file (0600), never on the terminal.
+        let keys: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(work.join("keys.json")).unwrap()).unwrap();
+        let disk = keys["disk_crypt_key"].as_str().unwrap().to_owned();
+        assert_eq!(disk.len(), 64);
+        assert!(!stdout.contains(&disk));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(
+            std::fs::metadata(work.join("keys.json"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o600
+        );
+        // The report entry is gone.
+        assert_eq!(std::fs::read_dir(&tsm).unwrap().count(), 0);
+        disk_keys.push(disk);
+    }
+    assert_eq!(
+        disk_keys[0], disk_keys[1],
+        "one app, one instance: the same keys on TDX and SNP"
+    );
+
+    // A wrong pinned key provider id: refused, no file written.
+    let work = dir.path().join("wrong-pin");
+    let tsm = work.join("tsm");
+    std::fs::create_dir_all(&tsm).unwrap();
+    std::fs::write(work.join("app-config.json"), app.app_config_v3()).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let helper = fake_tsm(
+        tsm.clone(),
+        "sev_guest",
+        pkis.clone(),
+        app.clone(),
+        stop.clone(),
+    );
+    let out = tokio::task::block_in_place(|| {
+        Command::new(env!("CARGO_BIN_EXE_kms-client"))
+            .args([
+                "get-app-key",
+                "--kms",
+                &server.url,
+                "--key-provider-id",
+                "3059aa",
+            ])
+            .args([
+                "--out",
+                work.join("keys.json").to_str().unwrap(),
+                "--tsm-dir",
+                tsm.to_str().unwrap(),
+            ])
+            .args([
+                "--app-config",
+                work.join("app-config.json").to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    });
+    stop.store(true, Ordering::Relaxed);
+    helper.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("error: untrusted answer"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!work.join("keys.json").exists());
+    server.stop().await;
+}
