@@ -300,6 +300,9 @@ const LONG: (&str, &str) = ("200101000000Z", "491231235959Z");
 pub struct FakeAmdPki {
     vcek_key: SigningKey,
     vlek_key: SigningKey,
+    /// Issued certificates, so that the same request gets the same bytes
+    /// (AMD's certificates are stable too; verifiers cache on them).
+    issued: std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>,
     /// Validity of the VLEKs it issues.
     pub vlek_validity: (String, String),
 }
@@ -316,6 +319,7 @@ impl FakeAmdPki {
         FakeAmdPki {
             vcek_key: SigningKey::random(&mut OsRng),
             vlek_key: SigningKey::random(&mut OsRng),
+            issued: Default::default(),
             vlek_validity: (LONG.0.into(), LONG.1.into()),
         }
     }
@@ -324,35 +328,58 @@ impl FakeAmdPki {
     pub fn ark_pem(&self, product: Product) -> String {
         let k = rsa_keys();
         let cn = format!("ARK-{}", product.name());
-        pem(&certificate(1, &cn, &cn, LONG, &k[0].spki, &[], &k[0].key))
+        pem(&self.issue(format!("ark-{cn}"), || {
+            certificate(1, &cn, &cn, LONG, &k[0].spki, &[], &k[0].key)
+        }))
+    }
+
+    fn issue(&self, key: String, make: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
+        if let Some(c) = self
+            .issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return c.clone();
+        }
+        let c = make();
+        self.issued
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, c.clone());
+        c
     }
 
     /// The fake ASK of `product` (PEM).
     pub fn ask_pem(&self, product: Product) -> String {
         let k = rsa_keys();
-        pem(&certificate(
-            2,
-            &format!("ARK-{}", product.name()),
-            &format!("SEV-{}", product.name()),
-            LONG,
-            &k[1].spki,
-            &[],
-            &k[0].key,
-        ))
+        pem(&self.issue(format!("ask-{}", product.name()), || {
+            certificate(
+                2,
+                &format!("ARK-{}", product.name()),
+                &format!("SEV-{}", product.name()),
+                LONG,
+                &k[1].spki,
+                &[],
+                &k[0].key,
+            )
+        }))
     }
 
     /// The fake ASVK of `product` (PEM).
     pub fn asvk_pem(&self, product: Product) -> String {
         let k = rsa_keys();
-        pem(&certificate(
-            3,
-            &format!("ARK-{}", product.name()),
-            &format!("SEV-VLEK-{}", product.name()),
-            LONG,
-            &k[2].spki,
-            &[],
-            &k[0].key,
-        ))
+        pem(&self.issue(format!("asvk-{}", product.name()), || {
+            certificate(
+                3,
+                &format!("ARK-{}", product.name()),
+                &format!("SEV-VLEK-{}", product.name()),
+                LONG,
+                &k[2].spki,
+                &[],
+                &k[0].key,
+            )
+        }))
     }
 
     fn tcb_extensions(product: Product, tcb: &Tcb) -> Vec<Vec<u8>> {
@@ -386,34 +413,45 @@ impl FakeAmdPki {
         } else {
             chip_id
         };
-        let mut exts = Self::tcb_extensions(product, tcb);
-        exts.push(extension(amd_oid(&[4]), hwid.to_vec()));
-        certificate(
-            0x1000 + u64::from(tcb.snp),
-            &format!("SEV-{}", product.name()),
-            "SEV-VCEK",
-            LONG,
-            &ec_spki(&self.vcek_key),
-            &exts,
-            &rsa_keys()[1].key,
+        self.issue(
+            format!("vcek-{}-{}-{tcb:?}", product.name(), hex::encode(hwid)),
+            || {
+                let mut exts = Self::tcb_extensions(product, tcb);
+                exts.push(extension(amd_oid(&[4]), hwid.to_vec()));
+                certificate(
+                    0x1000 + u64::from(tcb.snp),
+                    &format!("SEV-{}", product.name()),
+                    "SEV-VCEK",
+                    LONG,
+                    &ec_spki(&self.vcek_key),
+                    &exts,
+                    &rsa_keys()[1].key,
+                )
+            },
         )
     }
 
     /// A VLEK certificate (DER) at `tcb`.
     pub fn vlek_der(&self, product: Product, tcb: &Tcb) -> Vec<u8> {
-        let mut exts = Self::tcb_extensions(product, tcb);
-        exts.push(extension(
-            amd_oid(&[5]),
-            der::tlv(0x16, b"CN=fake-csp.example"),
-        ));
-        certificate(
-            0x2000,
-            &format!("SEV-VLEK-{}", product.name()),
-            "SEV-VLEK",
-            (&self.vlek_validity.0, &self.vlek_validity.1),
-            &ec_spki(&self.vlek_key),
-            &exts,
-            &rsa_keys()[2].key,
+        let validity = self.vlek_validity.clone();
+        self.issue(
+            format!("vlek-{}-{tcb:?}-{validity:?}", product.name()),
+            || {
+                let mut exts = Self::tcb_extensions(product, tcb);
+                exts.push(extension(
+                    amd_oid(&[5]),
+                    der::tlv(0x16, b"CN=fake-csp.example"),
+                ));
+                certificate(
+                    0x2000,
+                    &format!("SEV-VLEK-{}", product.name()),
+                    "SEV-VLEK",
+                    (&validity.0, &validity.1),
+                    &ec_spki(&self.vlek_key),
+                    &exts,
+                    &rsa_keys()[2].key,
+                )
+            },
         )
     }
 

@@ -98,6 +98,7 @@ impl KmsClient {
         let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
             .map_err(|e| ClientError::Transport(e.to_string()))?
             .connect_timeout(std::time::Duration::from_secs(10))
+            .tcp_nodelay(true)
             .timeout(std::time::Duration::from_secs(60));
         let channel = endpoint
             .connect()

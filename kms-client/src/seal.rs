@@ -105,7 +105,13 @@ fn response_digest(aad: &[u8; 32], encapsulated_key: &[u8], sealed: &[u8]) -> Ve
     [&aad[..], encapsulated_key, sealed].concat()
 }
 
-/// Signs a response with the root CA key (ECDSA P-256 over SHA-256, DER).
+/// The message a response signature covers: `aad ‖ encapsulated_key ‖
+/// sealed`, signed as ECDSA P-256 over its SHA-256 (DER).
+pub fn response_message(aad: &[u8; 32], encapsulated_key: &[u8], sealed: &[u8]) -> Vec<u8> {
+    response_digest(aad, encapsulated_key, sealed)
+}
+
+/// Signs a response with a P-256 key (ECDSA over SHA-256, DER).
 pub fn sign_response(
     key: &p256::SecretKey,
     aad: &[u8; 32],

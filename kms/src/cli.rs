@@ -24,6 +24,18 @@ pub enum Command {
     /// SNP CVM of one app, and two refusals.
     #[cfg(feature = "demo")]
     Demo,
+    /// Load benchmark: GetAppKey at a concurrency against a loopback KMS
+    /// with FAKE vendor roots; prints throughput, latency and the
+    /// verification ceiling measured in the same run.
+    #[cfg(feature = "demo")]
+    Bench {
+        /// Requests in flight.
+        #[arg(long, default_value_t = 32)]
+        concurrency: usize,
+        /// Requests per scenario (tdx, sev-snp, mixed).
+        #[arg(long, default_value_t = 2000)]
+        requests: usize,
+    },
     /// Run the gRPC key service (no config: 127.0.0.1:7000, ./kms-data, deny-all policy).
     Serve {
         /// kms.toml
@@ -164,6 +176,8 @@ impl Command {
         match self {
             #[cfg(feature = "demo")]
             Command::Demo => "demo",
+            #[cfg(feature = "demo")]
+            Command::Bench { .. } => "bench",
             Command::Serve { .. } => "serve",
             Command::Config(_) => "config",
             Command::Keys(_) => "keys",
@@ -250,6 +264,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         #[cfg(feature = "demo")]
         Command::Demo => crate::demo_cmd::demo(),
+        #[cfg(feature = "demo")]
+        Command::Bench {
+            concurrency,
+            requests,
+        } => crate::bench_cmd::bench(concurrency, requests),
         Command::Serve { config } => serve_cmd::serve(config.as_deref()),
         Command::Config(ConfigCommand::Check { config }) => serve_cmd::check(config.as_deref()),
         Command::Keys(KeysCommand::ImportDstack {

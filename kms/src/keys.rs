@@ -46,6 +46,8 @@ fn file_err(path: &Path, message: impl Into<String>) -> KeyError {
 /// The KMS root keys.
 pub struct RootKeys {
     ca_key: p256::SecretKey,
+    /// The same key in aws-lc-rs form: response signing is on the hot path.
+    ca_signer: aws_lc_rs::signature::EcdsaKeyPair,
     ca_cert_pem: String,
     ca_spki_der: Vec<u8>,
     k256: k256::SecretKey,
@@ -152,8 +154,17 @@ impl RootKeys {
             .map_err(|e| KeyError::Invalid(format!("root CA public key: {e}")))?
             .as_bytes()
             .to_vec();
+        let der = ca_key
+            .to_pkcs8_der()
+            .map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
+        let ca_signer = aws_lc_rs::signature::EcdsaKeyPair::from_pkcs8(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            der.as_bytes(),
+        )
+        .map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
         Ok(RootKeys {
             ca_key,
+            ca_signer,
             ca_cert_pem,
             ca_spki_der,
             k256,
@@ -290,6 +301,14 @@ impl RootKeys {
     /// The root CA key (signing responses, dstack derivation).
     pub fn ca_key(&self) -> &p256::SecretKey {
         &self.ca_key
+    }
+
+    /// Signs `msg` with the root CA key: ECDSA P-256 over SHA-256, DER.
+    pub fn sign_with_ca(&self, msg: &[u8]) -> Result<Vec<u8>, KeyError> {
+        self.ca_signer
+            .sign(&aws_lc_rs::rand::SystemRandom::new(), msg)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|_| KeyError::Invalid("ECDSA signing failed".into()))
     }
 
     /// The secp256k1 root key.

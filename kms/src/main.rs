@@ -3,6 +3,8 @@
 //! measurements, manage the image registry, test policies).
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "demo")]
+mod bench_cmd;
 mod cli;
 #[cfg(feature = "demo")]
 mod demo_cmd;

@@ -42,6 +42,55 @@ pub struct KmsState {
     pub collateral_cache: Option<Arc<attest_tdx::CachedCollateral>>,
     /// Reference values: boot measurements → OS image.
     pub images: attest_core::image_registry::ImageRegistry,
+    /// Derived keys by (app, instance): derivation is deterministic and its
+    /// secp256k1 steps cost more than the rest of a request.
+    pub key_cache: KeyCache,
+}
+
+/// A bounded cache of derived app keys (zeroized when dropped).
+#[derive(Default)]
+pub struct KeyCache(
+    std::sync::Mutex<
+        std::collections::HashMap<
+            (AppId, Option<attest_core::InstanceId>),
+            Arc<kdf::AppKeyMaterial>,
+        >,
+    >,
+);
+
+/// Most cached app key sets before the cache is cleared.
+const MAX_CACHED_KEYS: usize = 10_000;
+
+impl KmsState {
+    /// The keys of an app instance, derived once.
+    pub fn app_keys(
+        &self,
+        app_id: &AppId,
+        instance_id: Option<&attest_core::InstanceId>,
+    ) -> Result<Arc<kdf::AppKeyMaterial>, kdf::KdfError> {
+        let key = (*app_id, instance_id.copied());
+        if let Some(m) = self
+            .key_cache
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(m.clone());
+        }
+        let m = Arc::new(kdf::derive_app_keys(
+            self.kdf,
+            &self.keys,
+            app_id,
+            instance_id,
+        )?);
+        let mut cache = self.key_cache.0.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_CACHED_KEYS {
+            cache.clear();
+        }
+        cache.insert(key, m.clone());
+        Ok(m)
+    }
 }
 
 impl KmsState {
@@ -213,9 +262,9 @@ impl KmsService {
         }
 
         let app_id = identity.app.app_id;
-        let material =
-            kdf::derive_app_keys(s.kdf, &s.keys, &app_id, identity.app.instance_id.as_ref())
-                .map_err(|e| bad(&platform, Status::internal(e.to_string())))?;
+        let material = s
+            .app_keys(&app_id, identity.app.instance_id.as_ref())
+            .map_err(|e| bad(&platform, Status::internal(e.to_string())))?;
         let key_provider_id = s.keys.key_provider_id();
         let plaintext = zeroize::Zeroizing::new(
             proto::AppKeys {
@@ -238,7 +287,10 @@ impl KmsService {
         let (encapsulated_key, sealed) =
             seal::seal(&req.client_public_key, &app_id, &aad, &plaintext)
                 .map_err(|e| bad(&platform, Status::invalid_argument(e.to_string())))?;
-        let signature = seal::sign_response(s.keys.ca_key(), &aad, &encapsulated_key, &sealed);
+        let signature = s
+            .keys
+            .sign_with_ca(&seal::response_message(&aad, &encapsulated_key, &sealed))
+            .map_err(|e| bad(&platform, Status::internal(e.to_string())))?;
         self.audit(
             &platform,
             Outcome {
@@ -306,7 +358,8 @@ impl proto::kms_server::Kms for KmsService {
         let s = &self.state;
         let app_id = AppId::from_slice(&request.into_inner().app_id)
             .map_err(|e| Status::invalid_argument(e.message()))?;
-        let material = kdf::derive_app_keys(s.kdf, &s.keys, &app_id, None)
+        let material = s
+            .app_keys(&app_id, None)
             .map_err(|e| Status::internal(e.to_string()))?;
         let public_key = kdf::x25519_public(&material.env_crypt_key);
         let timestamp = now();
