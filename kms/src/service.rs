@@ -50,13 +50,11 @@ pub struct KmsState {
 /// A bounded cache of derived app keys (zeroized when dropped).
 #[derive(Default)]
 pub struct KeyCache(
-    std::sync::Mutex<
-        std::collections::HashMap<
-            (AppId, Option<attest_core::InstanceId>),
-            Arc<kdf::AppKeyMaterial>,
-        >,
-    >,
+    std::sync::Mutex<std::collections::HashMap<KeyCacheKey, Arc<kdf::AppKeyMaterial>>>,
 );
+
+/// An app and, for the disk key, an instance.
+type KeyCacheKey = (AppId, Option<attest_core::InstanceId>);
 
 /// Most cached app key sets before the cache is cleared.
 const MAX_CACHED_KEYS: usize = 10_000;
