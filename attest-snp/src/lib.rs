@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod certs;
+pub mod measure;
 pub mod report;
 pub mod vcek;
 

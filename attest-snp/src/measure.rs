@@ -1,0 +1,386 @@
+//! The SEV-SNP launch digest (MEASUREMENT) of an OS image, computed without
+//! booting it: what `kms measure sev-snp` prints and `kms image add` records.
+//!
+//! The PSP extends a 48-byte digest with one `PAGE_INFO` per 4 KiB page the
+//! VMM adds at launch (`SNP_LAUNCH_UPDATE`):
+//! `LD = SHA-384(LD ‖ contents ‖ u16 0x70 ‖ page_type ‖ imi 0 ‖ vmpl perms 0,0,0 ‖ 0 ‖ u64 gpa)`,
+//! where `contents` is SHA-384 of the page for normal and VMSA pages and 48
+//! zero bytes otherwise. QEMU adds the OVMF image (ending at 4 GiB), the
+//! pages OVMF's SEV metadata lists (zero, secrets, CPUID, SVSM CAA, and the
+//! kernel hashes page that binds `-kernel/-initrd/-append`), then one VMSA
+//! per vCPU. Cost is linear in the input size: one SHA-384 pass over OVMF
+//! and one SHA-256 pass over kernel and initrd (streamed from readers).
+
+use std::io::Read;
+
+use sha2::{Digest, Sha256, Sha384};
+
+const PAGE: usize = 4096;
+const FOUR_GIB: u64 = 1 << 32;
+const VMSA_GPA: u64 = 0xFFFF_FFFF_F000;
+
+/// A launch-digest failure: the inputs cannot describe a valid launch.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0}")]
+pub struct MeasureError(pub String);
+
+fn err(m: impl Into<String>) -> MeasureError {
+    MeasureError(m.into())
+}
+
+#[derive(Clone, Copy)]
+#[repr(u8)]
+enum PageType {
+    Normal = 1,
+    Vmsa = 2,
+    Zero = 3,
+    Unmeasured = 4,
+    Secrets = 5,
+    Cpuid = 6,
+}
+
+/// The running launch digest.
+struct Gctx {
+    ld: [u8; 48],
+}
+
+impl Gctx {
+    fn update(&mut self, ty: PageType, gpa: u64, contents: &[u8; 48]) {
+        let mut info = [0u8; 0x70];
+        info[..48].copy_from_slice(&self.ld);
+        info[48..96].copy_from_slice(contents);
+        info[0x60..0x62].copy_from_slice(&0x70u16.to_le_bytes());
+        info[0x62] = ty as u8;
+        info[0x68..0x70].copy_from_slice(&gpa.to_le_bytes());
+        self.ld = Sha384::digest(info).into();
+    }
+
+    fn normal_pages(&mut self, gpa: u64, data: &[u8]) {
+        for (i, page) in data.chunks(PAGE).enumerate() {
+            let mut p = [0u8; PAGE];
+            p[..page.len()].copy_from_slice(page);
+            self.update(PageType::Normal, gpa + (i * PAGE) as u64, &Sha384::digest(p).into());
+        }
+    }
+
+    fn empty_pages(&mut self, ty: PageType, gpa: u64, len: u64) {
+        let mut off = 0;
+        while off < len {
+            self.update(ty, gpa + off, &[0u8; 48]);
+            off += PAGE as u64;
+        }
+    }
+}
+
+/// The VMM that launches the guest (they lay out VMSAs slightly differently).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum VmmType {
+    /// QEMU/KVM.
+    #[default]
+    Qemu,
+    /// AWS EC2.
+    Ec2,
+    /// Google Compute Engine.
+    Gce,
+}
+
+impl std::str::FromStr for VmmType {
+    type Err = MeasureError;
+    fn from_str(s: &str) -> Result<Self, MeasureError> {
+        match s {
+            "qemu" => Ok(VmmType::Qemu),
+            "ec2" => Ok(VmmType::Ec2),
+            "gce" => Ok(VmmType::Gce),
+            other => Err(err(format!("unknown VMM type {other:?} (qemu, ec2, gce)"))),
+        }
+    }
+}
+
+/// The CPUID(1).EAX signature of a QEMU vCPU model.
+pub fn vcpu_signature(name: &str) -> Result<u32, MeasureError> {
+    let base = name.split("-v").next().unwrap_or(name);
+    let sig = match name {
+        "EPYC" | "EPYC-v1" | "EPYC-v2" | "EPYC-v3" | "EPYC-v4" | "EPYC-IBPB" => 0x0080_0F12,
+        _ => match base {
+            "EPYC-Rome" => 0x0083_0F10,
+            "EPYC-Milan" => 0x00A0_0F11,
+            "EPYC-Genoa" => 0x00A1_0F10,
+            "EPYC-Turin" => 0x00B0_0F00,
+            _ => return Err(err(format!("unknown vCPU type {name:?}"))),
+        },
+    };
+    Ok(sig)
+}
+
+/// SHA-256 hashes of the directly booted kernel, initrd and command line
+/// (QEMU `kernel-hashes=on`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelHashes {
+    /// SHA-256 of the kernel.
+    pub kernel: [u8; 32],
+    /// SHA-256 of the initrd (of nothing when there is none).
+    pub initrd: [u8; 32],
+    /// SHA-256 of the command line and its terminating NUL.
+    pub cmdline: [u8; 32],
+}
+
+fn sha256_reader(mut r: impl Read) -> std::io::Result<[u8; 32]> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finalize().into());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+impl KernelHashes {
+    /// Hashes a kernel, an optional initrd (streamed) and an optional command line.
+    pub fn from_readers(kernel: impl Read, initrd: Option<impl Read>, append: Option<&str>) -> std::io::Result<Self> {
+        let mut cmd = append.unwrap_or("").as_bytes().to_vec();
+        cmd.push(0);
+        Ok(KernelHashes {
+            kernel: sha256_reader(kernel)?,
+            initrd: match initrd {
+                Some(r) => sha256_reader(r)?,
+                None => Sha256::digest(b"").into(),
+            },
+            cmdline: Sha256::digest(&cmd).into(),
+        })
+    }
+
+    /// The SEV hashes table page contents (176 bytes: 168 padded to 16).
+    fn table(&self) -> [u8; 176] {
+        let mut t = [0u8; 176];
+        t[..16].copy_from_slice(&guid("9438d606-4f22-4cc9-b479-a793d411fd21"));
+        t[16..18].copy_from_slice(&168u16.to_le_bytes());
+        let entries = [
+            ("97d02dd8-bd20-4c94-aa78-e7714d36ab2a", &self.cmdline),
+            ("44baf731-3a2f-4bd7-9af1-41e29169781d", &self.initrd),
+            ("4de79437-abd2-427f-b835-d5b172d2045b", &self.kernel),
+        ];
+        for (i, (g, h)) in entries.iter().enumerate() {
+            let o = 18 + i * 50;
+            t[o..o + 16].copy_from_slice(&guid(g));
+            t[o + 16..o + 18].copy_from_slice(&50u16.to_le_bytes());
+            t[o + 18..o + 50].copy_from_slice(*h);
+        }
+        t
+    }
+}
+
+/// A GUID in the little-endian (Microsoft) byte order firmware uses.
+fn guid(s: &str) -> [u8; 16] {
+    let hexs: String = s.chars().filter(|c| *c != '-').collect();
+    let b = hex::decode(hexs).unwrap_or_else(|_| vec![0; 16]);
+    let mut g = [0u8; 16];
+    g[0..4].copy_from_slice(&[b[3], b[2], b[1], b[0]]);
+    g[4..6].copy_from_slice(&[b[5], b[4]]);
+    g[6..8].copy_from_slice(&[b[7], b[6]]);
+    g[8..16].copy_from_slice(&b[8..16]);
+    g
+}
+
+/// One SEV metadata section of OVMF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Section {
+    /// Guest physical address.
+    pub gpa: u32,
+    /// Size in bytes.
+    pub size: u32,
+    /// 1 SNP_SEC_MEMORY, 2 SNP_SECRETS, 3 CPUID, 4 SVSM_CAA, 0x10 SNP_KERNEL_HASHES.
+    pub kind: u32,
+}
+
+/// What OVMF's footer GUID table and SEV metadata say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OvmfInfo {
+    /// AP reset EIP (SEV_ES_RESET_BLOCK).
+    pub ap_eip: Option<u32>,
+    /// GPA of the kernel hashes table (SEV_HASH_TABLE_RV).
+    pub hash_table_gpa: Option<u32>,
+    /// SEV metadata sections, in file order.
+    pub sections: Vec<Section>,
+}
+
+fn u16_at(b: &[u8], o: usize) -> Option<u16> {
+    b.get(o..o + 2).map(|x| u16::from_le_bytes([x[0], x[1]]))
+}
+
+fn u32_at(b: &[u8], o: usize) -> Option<u32> {
+    b.get(o..o + 4).map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+}
+
+impl OvmfInfo {
+    /// Parses the footer GUID table and the SEV metadata of a firmware image.
+    pub fn parse(ovmf: &[u8]) -> Result<Self, MeasureError> {
+        let len = ovmf.len();
+        let footer = len.checked_sub(32 + 18).ok_or_else(|| err("firmware image too small for a GUID table footer"))?;
+        if ovmf[footer + 2..footer + 18] != guid("96b582de-1fb2-45f7-baea-a366c55a082d") {
+            return Err(err("firmware image has no OVMF footer GUID table"));
+        }
+        let size = usize::from(u16_at(ovmf, footer).unwrap_or(0));
+        let start = footer
+            .checked_sub(size.checked_sub(18).ok_or_else(|| err("bad GUID table size"))?)
+            .ok_or_else(|| err("GUID table runs past the start of the image"))?;
+        let mut entries = Vec::new();
+        let mut pos = footer;
+        while pos > start {
+            let hdr = pos.checked_sub(18).filter(|h| *h >= start).ok_or_else(|| err("truncated GUID table entry"))?;
+            let esize = usize::from(u16_at(ovmf, hdr).unwrap_or(0));
+            if esize < 18 || esize > pos - start {
+                return Err(err(format!("bad GUID table entry size {esize}")));
+            }
+            let g = &ovmf[hdr + 2..hdr + 18];
+            entries.push((g.to_vec(), &ovmf[pos - esize..hdr]));
+            pos -= esize;
+        }
+        let find = |g: &str| entries.iter().find(|(id, _)| id.as_slice() == guid(g)).map(|(_, d)| *d);
+        let ap_eip = find("00f771de-1a7e-4fcb-890e-68c77e2fb44e").and_then(|d| u32_at(d, 0));
+        let hash_table_gpa = find("7255371f-3a3b-4b04-927b-1da6efa8d454").and_then(|d| u32_at(d, 0));
+        let mut sections = Vec::new();
+        if let Some(d) = find("dc886566-984a-4798-a75e-5585a7bf67cc") {
+            let off = u32_at(d, 0).ok_or_else(|| err("truncated SEV metadata pointer"))? as usize;
+            let m = len.checked_sub(off).ok_or_else(|| err("SEV metadata offset outside the image"))?;
+            if ovmf.get(m..m + 4) != Some(b"ASEV") {
+                return Err(err("SEV metadata has no ASEV signature"));
+            }
+            let n = u32_at(ovmf, m + 12).ok_or_else(|| err("truncated SEV metadata"))? as usize;
+            if n > 64 {
+                return Err(err(format!("SEV metadata lists {n} sections")));
+            }
+            for i in 0..n {
+                let o = m + 16 + 12 * i;
+                let (Some(gpa), Some(size), Some(kind)) = (u32_at(ovmf, o), u32_at(ovmf, o + 4), u32_at(ovmf, o + 8)) else {
+                    return Err(err("truncated SEV metadata section"));
+                };
+                sections.push(Section { gpa, size, kind });
+            }
+        }
+        Ok(OvmfInfo { ap_eip, hash_table_gpa, sections })
+    }
+}
+
+/// Everything that determines an SNP launch digest.
+#[derive(Clone, Debug)]
+pub struct LaunchInputs<'a> {
+    /// The firmware image.
+    pub ovmf: &'a [u8],
+    /// vCPU count.
+    pub vcpus: u32,
+    /// CPUID(1).EAX of the vCPU model.
+    pub vcpu_sig: u32,
+    /// VMSA SEV_FEATURES.
+    pub guest_features: u64,
+    /// Direct boot hashes, when `-kernel` is given.
+    pub kernel: Option<KernelHashes>,
+    /// The VMM.
+    pub vmm: VmmType,
+    /// Stop after the firmware pages (the "OVMF hash").
+    pub ovmf_only: bool,
+}
+
+fn vmsa_page(eip: u32, bsp: bool, inp: &LaunchInputs<'_>) -> [u8; PAGE] {
+    let mut v = [0u8; PAGE];
+    let seg = |v: &mut [u8; PAGE], off: usize, sel: u16, attr: u16, limit: u32, base: u64| {
+        v[off..off + 2].copy_from_slice(&sel.to_le_bytes());
+        v[off + 2..off + 4].copy_from_slice(&attr.to_le_bytes());
+        v[off + 4..off + 8].copy_from_slice(&limit.to_le_bytes());
+        v[off + 8..off + 16].copy_from_slice(&base.to_le_bytes());
+    };
+    let put64 = |v: &mut [u8; PAGE], off: usize, x: u64| v[off..off + 8].copy_from_slice(&x.to_le_bytes());
+    let ec2 = inp.vmm == VmmType::Ec2;
+    let gce = inp.vmm == VmmType::Gce;
+    for off in [0x00, 0x30, 0x40, 0x50] {
+        seg(&mut v, off, 0, 0x93, 0xffff, 0);
+    }
+    let cs_attr = if ec2 && bsp { 0x9a } else { 0x9b };
+    seg(&mut v, 0x10, 0xf000, cs_attr, 0xffff, u64::from(eip & 0xffff_0000));
+    seg(&mut v, 0x20, 0, if ec2 { 0x92 } else { 0x93 }, 0xffff, 0);
+    seg(&mut v, 0x60, 0, 0, 0xffff, 0);
+    seg(&mut v, 0x70, 0, 0x82, 0xffff, 0);
+    seg(&mut v, 0x80, 0, 0, 0xffff, 0);
+    seg(&mut v, 0x90, 0, if ec2 { 0x83 } else { 0x8b }, 0xffff, 0);
+    put64(&mut v, 0xD0, 0x1000);
+    put64(&mut v, 0x148, 0x40);
+    put64(&mut v, 0x158, 0x10);
+    put64(&mut v, 0x160, 0x400);
+    put64(&mut v, 0x168, 0xffff_0ff0);
+    put64(&mut v, 0x170, 0x2);
+    put64(&mut v, 0x178, u64::from(eip & 0xffff));
+    put64(&mut v, 0x268, if gce { 0x0007_0106 } else { 0x0007_0406_0007_0406 });
+    put64(&mut v, 0x310, if ec2 || gce { 0x600 } else { u64::from(inp.vcpu_sig) });
+    put64(&mut v, 0x3B0, inp.guest_features);
+    put64(&mut v, 0x3E8, 0x1);
+    if inp.vmm == VmmType::Qemu {
+        v[0x408..0x40C].copy_from_slice(&0x1f80u32.to_le_bytes());
+        v[0x410..0x412].copy_from_slice(&0x37fu16.to_le_bytes());
+    }
+    v
+}
+
+/// Computes the launch digest.
+pub fn launch_digest(inp: &LaunchInputs<'_>) -> Result<[u8; 48], MeasureError> {
+    let len = inp.ovmf.len() as u64;
+    if len == 0 || len % PAGE as u64 != 0 || len > FOUR_GIB {
+        return Err(err(format!("firmware image size {len} is not a positive multiple of 4096 below 4 GiB")));
+    }
+    let mut g = Gctx { ld: [0; 48] };
+    g.normal_pages(FOUR_GIB - len, inp.ovmf);
+    if inp.ovmf_only {
+        return Ok(g.ld);
+    }
+    let info = OvmfInfo::parse(inp.ovmf)?;
+    let has_hashes_section = info.sections.iter().any(|s| s.kind == 0x10);
+    if inp.kernel.is_some() && !has_hashes_section {
+        return Err(err(
+            "a kernel was given but the firmware has no SNP_KERNEL_HASHES section (kernel hashes cannot be measured)",
+        ));
+    }
+    for s in &info.sections {
+        let (gpa, size) = (u64::from(s.gpa), u64::from(s.size));
+        match s.kind {
+            1 => g.empty_pages(if inp.vmm == VmmType::Gce { PageType::Unmeasured } else { PageType::Zero }, gpa, size),
+            2 => g.update(PageType::Secrets, gpa, &[0; 48]),
+            3 => {
+                if inp.vmm != VmmType::Ec2 {
+                    g.update(PageType::Cpuid, gpa, &[0; 48]);
+                }
+            }
+            4 => g.empty_pages(PageType::Zero, gpa, size),
+            0x10 => match &inp.kernel {
+                Some(h) => {
+                    if size as usize != PAGE {
+                        return Err(err(format!("SNP_KERNEL_HASHES section is {size} bytes, expected 4096")));
+                    }
+                    let table_gpa = info.hash_table_gpa.ok_or_else(|| err("no SEV_HASH_TABLE_RV entry for the kernel hashes"))?;
+                    let off = (table_gpa & 0xfff) as usize;
+                    if off + 176 > PAGE {
+                        return Err(err("kernel hashes table crosses its page"));
+                    }
+                    let mut page = [0u8; PAGE];
+                    page[off..off + 176].copy_from_slice(&h.table());
+                    g.update(PageType::Normal, gpa, &Sha384::digest(page).into());
+                }
+                None => g.empty_pages(PageType::Zero, gpa, size),
+            },
+            k => return Err(err(format!("unknown SEV metadata section type {k:#x}"))),
+        }
+    }
+    if inp.vmm == VmmType::Ec2 {
+        for s in info.sections.iter().filter(|s| s.kind == 3) {
+            g.update(PageType::Cpuid, u64::from(s.gpa), &[0; 48]);
+        }
+    }
+    let ap_eip = info.ap_eip.ok_or_else(|| err("firmware has no SEV_ES_RESET_BLOCK (AP reset address)"))?;
+    if inp.vcpus == 0 {
+        return Err(err("at least one vCPU is needed"));
+    }
+    for i in 0..inp.vcpus {
+        let page = if i == 0 { vmsa_page(0xffff_fff0, true, inp) } else { vmsa_page(ap_eip, false, inp) };
+        g.update(PageType::Vmsa, VMSA_GPA, &Sha384::digest(page).into());
+    }
+    Ok(g.ld)
+}
