@@ -59,7 +59,11 @@ impl Gctx {
         for (i, page) in data.chunks(PAGE).enumerate() {
             let mut p = [0u8; PAGE];
             p[..page.len()].copy_from_slice(page);
-            self.update(PageType::Normal, gpa + (i * PAGE) as u64, &Sha384::digest(p).into());
+            self.update(
+                PageType::Normal,
+                gpa + (i * PAGE) as u64,
+                &Sha384::digest(p).into(),
+            );
         }
     }
 
@@ -138,7 +142,11 @@ fn sha256_reader(mut r: impl Read) -> std::io::Result<[u8; 32]> {
 
 impl KernelHashes {
     /// Hashes a kernel, an optional initrd (streamed) and an optional command line.
-    pub fn from_readers(kernel: impl Read, initrd: Option<impl Read>, append: Option<&str>) -> std::io::Result<Self> {
+    pub fn from_readers(
+        kernel: impl Read,
+        initrd: Option<impl Read>,
+        append: Option<&str>,
+    ) -> std::io::Result<Self> {
         let mut cmd = append.unwrap_or("").as_bytes().to_vec();
         cmd.push(0);
         Ok(KernelHashes {
@@ -197,6 +205,8 @@ pub struct Section {
 /// What OVMF's footer GUID table and SEV metadata say.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OvmfInfo {
+    /// Every GUID table entry (GUID in firmware byte order, data).
+    pub entries: Vec<([u8; 16], Vec<u8>)>,
     /// AP reset EIP (SEV_ES_RESET_BLOCK).
     pub ap_eip: Option<u32>,
     /// GPA of the kernel hashes table (SEV_HASH_TABLE_RV).
@@ -210,40 +220,58 @@ fn u16_at(b: &[u8], o: usize) -> Option<u16> {
 }
 
 fn u32_at(b: &[u8], o: usize) -> Option<u32> {
-    b.get(o..o + 4).map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
+    b.get(o..o + 4)
+        .map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]))
 }
 
 impl OvmfInfo {
     /// Parses the footer GUID table and the SEV metadata of a firmware image.
     pub fn parse(ovmf: &[u8]) -> Result<Self, MeasureError> {
         let len = ovmf.len();
-        let footer = len.checked_sub(32 + 18).ok_or_else(|| err("firmware image too small for a GUID table footer"))?;
+        let footer = len
+            .checked_sub(32 + 18)
+            .ok_or_else(|| err("firmware image too small for a GUID table footer"))?;
         if ovmf[footer + 2..footer + 18] != guid("96b582de-1fb2-45f7-baea-a366c55a082d") {
             return Err(err("firmware image has no OVMF footer GUID table"));
         }
         let size = usize::from(u16_at(ovmf, footer).unwrap_or(0));
         let start = footer
-            .checked_sub(size.checked_sub(18).ok_or_else(|| err("bad GUID table size"))?)
+            .checked_sub(
+                size.checked_sub(18)
+                    .ok_or_else(|| err("bad GUID table size"))?,
+            )
             .ok_or_else(|| err("GUID table runs past the start of the image"))?;
         let mut entries = Vec::new();
         let mut pos = footer;
         while pos > start {
-            let hdr = pos.checked_sub(18).filter(|h| *h >= start).ok_or_else(|| err("truncated GUID table entry"))?;
+            let hdr = pos
+                .checked_sub(18)
+                .filter(|h| *h >= start)
+                .ok_or_else(|| err("truncated GUID table entry"))?;
             let esize = usize::from(u16_at(ovmf, hdr).unwrap_or(0));
             if esize < 18 || esize > pos - start {
                 return Err(err(format!("bad GUID table entry size {esize}")));
             }
-            let g = &ovmf[hdr + 2..hdr + 18];
-            entries.push((g.to_vec(), &ovmf[pos - esize..hdr]));
+            let mut g = [0u8; 16];
+            g.copy_from_slice(&ovmf[hdr + 2..hdr + 18]);
+            entries.push((g, ovmf[pos - esize..hdr].to_vec()));
             pos -= esize;
         }
-        let find = |g: &str| entries.iter().find(|(id, _)| id.as_slice() == guid(g)).map(|(_, d)| *d);
+        let find = |g: &str| {
+            entries
+                .iter()
+                .find(|(id, _)| *id == guid(g))
+                .map(|(_, d)| d.as_slice())
+        };
         let ap_eip = find("00f771de-1a7e-4fcb-890e-68c77e2fb44e").and_then(|d| u32_at(d, 0));
-        let hash_table_gpa = find("7255371f-3a3b-4b04-927b-1da6efa8d454").and_then(|d| u32_at(d, 0));
+        let hash_table_gpa =
+            find("7255371f-3a3b-4b04-927b-1da6efa8d454").and_then(|d| u32_at(d, 0));
         let mut sections = Vec::new();
         if let Some(d) = find("dc886566-984a-4798-a75e-5585a7bf67cc") {
             let off = u32_at(d, 0).ok_or_else(|| err("truncated SEV metadata pointer"))? as usize;
-            let m = len.checked_sub(off).ok_or_else(|| err("SEV metadata offset outside the image"))?;
+            let m = len
+                .checked_sub(off)
+                .ok_or_else(|| err("SEV metadata offset outside the image"))?;
             if ovmf.get(m..m + 4) != Some(b"ASEV") {
                 return Err(err("SEV metadata has no ASEV signature"));
             }
@@ -253,13 +281,20 @@ impl OvmfInfo {
             }
             for i in 0..n {
                 let o = m + 16 + 12 * i;
-                let (Some(gpa), Some(size), Some(kind)) = (u32_at(ovmf, o), u32_at(ovmf, o + 4), u32_at(ovmf, o + 8)) else {
+                let (Some(gpa), Some(size), Some(kind)) =
+                    (u32_at(ovmf, o), u32_at(ovmf, o + 4), u32_at(ovmf, o + 8))
+                else {
                     return Err(err("truncated SEV metadata section"));
                 };
                 sections.push(Section { gpa, size, kind });
             }
         }
-        Ok(OvmfInfo { ap_eip, hash_table_gpa, sections })
+        Ok(OvmfInfo {
+            entries: entries.clone(),
+            ap_eip,
+            hash_table_gpa,
+            sections,
+        })
     }
 }
 
@@ -290,14 +325,22 @@ fn vmsa_page(eip: u32, bsp: bool, inp: &LaunchInputs<'_>) -> [u8; PAGE] {
         v[off + 4..off + 8].copy_from_slice(&limit.to_le_bytes());
         v[off + 8..off + 16].copy_from_slice(&base.to_le_bytes());
     };
-    let put64 = |v: &mut [u8; PAGE], off: usize, x: u64| v[off..off + 8].copy_from_slice(&x.to_le_bytes());
+    let put64 =
+        |v: &mut [u8; PAGE], off: usize, x: u64| v[off..off + 8].copy_from_slice(&x.to_le_bytes());
     let ec2 = inp.vmm == VmmType::Ec2;
     let gce = inp.vmm == VmmType::Gce;
     for off in [0x00, 0x30, 0x40, 0x50] {
         seg(&mut v, off, 0, 0x93, 0xffff, 0);
     }
     let cs_attr = if ec2 && bsp { 0x9a } else { 0x9b };
-    seg(&mut v, 0x10, 0xf000, cs_attr, 0xffff, u64::from(eip & 0xffff_0000));
+    seg(
+        &mut v,
+        0x10,
+        0xf000,
+        cs_attr,
+        0xffff,
+        u64::from(eip & 0xffff_0000),
+    );
     seg(&mut v, 0x20, 0, if ec2 { 0x92 } else { 0x93 }, 0xffff, 0);
     seg(&mut v, 0x60, 0, 0, 0xffff, 0);
     seg(&mut v, 0x70, 0, 0x82, 0xffff, 0);
@@ -310,8 +353,24 @@ fn vmsa_page(eip: u32, bsp: bool, inp: &LaunchInputs<'_>) -> [u8; PAGE] {
     put64(&mut v, 0x168, 0xffff_0ff0);
     put64(&mut v, 0x170, 0x2);
     put64(&mut v, 0x178, u64::from(eip & 0xffff));
-    put64(&mut v, 0x268, if gce { 0x0007_0106 } else { 0x0007_0406_0007_0406 });
-    put64(&mut v, 0x310, if ec2 || gce { 0x600 } else { u64::from(inp.vcpu_sig) });
+    put64(
+        &mut v,
+        0x268,
+        if gce {
+            0x0007_0106
+        } else {
+            0x0007_0406_0007_0406
+        },
+    );
+    put64(
+        &mut v,
+        0x310,
+        if ec2 || gce {
+            0x600
+        } else {
+            u64::from(inp.vcpu_sig)
+        },
+    );
     put64(&mut v, 0x3B0, inp.guest_features);
     put64(&mut v, 0x3E8, 0x1);
     if inp.vmm == VmmType::Qemu {
@@ -325,7 +384,9 @@ fn vmsa_page(eip: u32, bsp: bool, inp: &LaunchInputs<'_>) -> [u8; PAGE] {
 pub fn launch_digest(inp: &LaunchInputs<'_>) -> Result<[u8; 48], MeasureError> {
     let len = inp.ovmf.len() as u64;
     if len == 0 || len % PAGE as u64 != 0 || len > FOUR_GIB {
-        return Err(err(format!("firmware image size {len} is not a positive multiple of 4096 below 4 GiB")));
+        return Err(err(format!(
+            "firmware image size {len} is not a positive multiple of 4096 below 4 GiB"
+        )));
     }
     let mut g = Gctx { ld: [0; 48] };
     g.normal_pages(FOUR_GIB - len, inp.ovmf);
@@ -342,7 +403,15 @@ pub fn launch_digest(inp: &LaunchInputs<'_>) -> Result<[u8; 48], MeasureError> {
     for s in &info.sections {
         let (gpa, size) = (u64::from(s.gpa), u64::from(s.size));
         match s.kind {
-            1 => g.empty_pages(if inp.vmm == VmmType::Gce { PageType::Unmeasured } else { PageType::Zero }, gpa, size),
+            1 => g.empty_pages(
+                if inp.vmm == VmmType::Gce {
+                    PageType::Unmeasured
+                } else {
+                    PageType::Zero
+                },
+                gpa,
+                size,
+            ),
             2 => g.update(PageType::Secrets, gpa, &[0; 48]),
             3 => {
                 if inp.vmm != VmmType::Ec2 {
@@ -353,9 +422,13 @@ pub fn launch_digest(inp: &LaunchInputs<'_>) -> Result<[u8; 48], MeasureError> {
             0x10 => match &inp.kernel {
                 Some(h) => {
                     if size as usize != PAGE {
-                        return Err(err(format!("SNP_KERNEL_HASHES section is {size} bytes, expected 4096")));
+                        return Err(err(format!(
+                            "SNP_KERNEL_HASHES section is {size} bytes, expected 4096"
+                        )));
                     }
-                    let table_gpa = info.hash_table_gpa.ok_or_else(|| err("no SEV_HASH_TABLE_RV entry for the kernel hashes"))?;
+                    let table_gpa = info
+                        .hash_table_gpa
+                        .ok_or_else(|| err("no SEV_HASH_TABLE_RV entry for the kernel hashes"))?;
                     let off = (table_gpa & 0xfff) as usize;
                     if off + 176 > PAGE {
                         return Err(err("kernel hashes table crosses its page"));
@@ -374,12 +447,18 @@ pub fn launch_digest(inp: &LaunchInputs<'_>) -> Result<[u8; 48], MeasureError> {
             g.update(PageType::Cpuid, u64::from(s.gpa), &[0; 48]);
         }
     }
-    let ap_eip = info.ap_eip.ok_or_else(|| err("firmware has no SEV_ES_RESET_BLOCK (AP reset address)"))?;
+    let ap_eip = info
+        .ap_eip
+        .ok_or_else(|| err("firmware has no SEV_ES_RESET_BLOCK (AP reset address)"))?;
     if inp.vcpus == 0 {
         return Err(err("at least one vCPU is needed"));
     }
     for i in 0..inp.vcpus {
-        let page = if i == 0 { vmsa_page(0xffff_fff0, true, inp) } else { vmsa_page(ap_eip, false, inp) };
+        let page = if i == 0 {
+            vmsa_page(0xffff_fff0, true, inp)
+        } else {
+            vmsa_page(ap_eip, false, inp)
+        };
         g.update(PageType::Vmsa, VMSA_GPA, &Sha384::digest(page).into());
     }
     Ok(g.ld)

@@ -27,19 +27,35 @@ fn all_cases() {
         let ovmf = std::fs::read(dir().join(c["ovmf"].as_str().unwrap())).unwrap();
         let kernel_given = c.get("kernel").and_then(|k| k.as_bool()) != Some(false);
         let append = c.get("append").and_then(|a| a.as_str());
-        let kernel = kernel_given.then(|| KernelHashes::from_readers(&b""[..], Some(&b""[..]), append).unwrap());
+        let kernel = kernel_given
+            .then(|| KernelHashes::from_readers(&b""[..], Some(&b""[..]), append).unwrap());
         let inp = LaunchInputs {
             ovmf: &ovmf,
             vcpus: c.get("vcpus").and_then(|v| v.as_integer()).unwrap_or(1) as u32,
             vcpu_sig: vcpu_signature("EPYC-v4").unwrap(),
-            guest_features: c.get("guest_features").and_then(|v| v.as_integer()).unwrap_or(1) as u64,
+            guest_features: c
+                .get("guest_features")
+                .and_then(|v| v.as_integer())
+                .unwrap_or(1) as u64,
             kernel,
-            vmm: c.get("vmm_type").and_then(|v| v.as_str()).unwrap_or("qemu").parse::<VmmType>().unwrap(),
-            ovmf_only: c.get("ovmf_only").and_then(|v| v.as_bool()).unwrap_or(false),
+            vmm: c
+                .get("vmm_type")
+                .and_then(|v| v.as_str())
+                .unwrap_or("qemu")
+                .parse::<VmmType>()
+                .unwrap(),
+            ovmf_only: c
+                .get("ovmf_only")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
         };
         let got = launch_digest(&inp);
         match (c.get("expected"), c.get("expected_error")) {
-            (Some(want), _) => assert_eq!(hex::encode(got.unwrap_or_else(|e| panic!("{name}: {e}"))), want.as_str().unwrap(), "{name}"),
+            (Some(want), _) => assert_eq!(
+                hex::encode(got.unwrap_or_else(|e| panic!("{name}: {e}"))),
+                want.as_str().unwrap(),
+                "{name}"
+            ),
             (_, Some(e)) => {
                 let err = got.unwrap_err().to_string();
                 assert!(err.contains(e.as_str().unwrap()), "{name}: {err}");
@@ -58,10 +74,41 @@ fn vcpu_types_and_bad_inputs() {
     assert_eq!(vcpu_signature("EPYC-Genoa").unwrap(), 0x00A1_0F10);
     assert!(vcpu_signature("Skylake").is_err());
     let ovmf = std::fs::read(dir().join("ovmf_AmdSev_suffix.bin")).unwrap();
-    let base = LaunchInputs { ovmf: &ovmf, vcpus: 1, vcpu_sig: 0x0080_0F12, guest_features: 1, kernel: None, vmm: VmmType::Qemu, ovmf_only: false };
-    assert!(launch_digest(&LaunchInputs { vcpus: 0, ..base.clone() }).is_err());
-    assert!(launch_digest(&LaunchInputs { ovmf: &ovmf[..4000], ..base.clone() }).is_err());
-    assert!(launch_digest(&LaunchInputs { ovmf: &[0u8; 8192], ..base.clone() }).unwrap_err().to_string().contains("footer"));
+    let base = LaunchInputs {
+        ovmf: &ovmf,
+        vcpus: 1,
+        vcpu_sig: 0x0080_0F12,
+        guest_features: 1,
+        kernel: None,
+        vmm: VmmType::Qemu,
+        ovmf_only: false,
+    };
+    assert!(
+        launch_digest(&LaunchInputs {
+            vcpus: 0,
+            ..base.clone()
+        })
+        .is_err()
+    );
+    assert!(
+        launch_digest(&LaunchInputs {
+            ovmf: &ovmf[..4000],
+            ..base.clone()
+        })
+        .is_err()
+    );
+    assert!(
+        launch_digest(&LaunchInputs {
+            ovmf: &[0u8; 8192],
+            ..base.clone()
+        })
+        .unwrap_err()
+        .to_string()
+        .contains("footer")
+    );
     // More vCPUs, another digest.
-    assert_ne!(launch_digest(&base).unwrap(), launch_digest(&LaunchInputs { vcpus: 2, ..base }).unwrap());
+    assert_ne!(
+        launch_digest(&base).unwrap(),
+        launch_digest(&LaunchInputs { vcpus: 2, ..base }).unwrap()
+    );
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{evidence_cmd, policy_cmd, serve_cmd};
+use crate::{evidence_cmd, image_cmd, policy_cmd, serve_cmd};
 
 /// Key management service for confidential VMs (Intel TDX, AMD SEV-SNP):
 /// one attestation path, one policy and one key derivation for every platform.
@@ -55,12 +55,116 @@ pub enum Command {
     #[command(subcommand)]
     Inspect(InspectCommand),
     /// Compute reference measurements (launch digests) of an OS image.
-    Measure,
+    #[command(subcommand)]
+    Measure(MeasureCommand),
     /// Manage the image registry (measurement -> os_image_hash).
-    Image,
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Check and explain policies.
     #[command(subcommand)]
     Policy(PolicyCommand),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SnpLaunchArgs {
+    /// The OVMF firmware image.
+    #[arg(long)]
+    pub ovmf: PathBuf,
+    /// vCPU type (EPYC, EPYC-v1..v4, EPYC-Rome, EPYC-Milan, EPYC-Genoa, EPYC-Turin, ...).
+    #[arg(long, default_value = "EPYC-v4", conflicts_with = "vcpu_sig")]
+    pub vcpu_type: String,
+    /// Raw CPUID(1).EAX signature instead of a type, hex.
+    #[arg(long)]
+    pub vcpu_sig: Option<String>,
+    /// VMSA SEV_FEATURES, hex.
+    #[arg(long, default_value = "0x1")]
+    pub guest_features: String,
+    /// Directly booted kernel (needs an OVMF with a kernel hashes section).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Initrd of the direct boot.
+    #[arg(long, requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line of the direct boot.
+    #[arg(long, requires = "kernel")]
+    pub append: Option<String>,
+    /// qemu, ec2 or gce.
+    #[arg(long, default_value = "qemu")]
+    pub vmm_type: String,
+    /// Coconut-SVSM image (not supported yet).
+    #[arg(long)]
+    pub svsm: Option<PathBuf>,
+    /// OVMF variables size in SVSM mode.
+    #[arg(long)]
+    pub vars_size: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MeasureCommand {
+    /// The SEV-SNP launch digest (MEASUREMENT) of an image, 96 hex digits.
+    SevSnp {
+        #[command(flatten)]
+        launch: SnpLaunchArgs,
+        /// vCPU count.
+        #[arg(long)]
+        vcpus: u32,
+        /// Only the firmware pages (the "OVMF hash").
+        #[arg(long)]
+        ovmf_only: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Record an image's boot measurements in the registry.
+    Add {
+        /// The image's os_image_hash (SHA-256 of its sha256sum.txt).
+        #[arg(long)]
+        os_image_hash: String,
+        /// The registry file (created if missing).
+        #[arg(long)]
+        registry: PathBuf,
+        #[command(subcommand)]
+        platform: ImageAddPlatform,
+    },
+    /// List the registry.
+    List {
+        /// The registry file.
+        #[arg(long)]
+        registry: PathBuf,
+    },
+    /// os_image_hash of an image directory: SHA-256 of its sha256sum.txt.
+    Hash {
+        /// The image directory.
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageAddPlatform {
+    /// Compute and add SEV-SNP launch digests, one per vCPU count.
+    SevSnp {
+        #[command(flatten)]
+        launch: SnpLaunchArgs,
+        /// vCPU counts, e.g. 1,2,4,8.
+        #[arg(long, value_delimiter = ',')]
+        vcpus: Vec<u32>,
+    },
+    /// Add a TDX boot: MRTD and RTMR0..2.
+    Tdx {
+        /// MRTD, hex.
+        #[arg(long)]
+        mrtd: String,
+        /// RTMR0, hex.
+        #[arg(long)]
+        rtmr0: String,
+        /// RTMR1, hex.
+        #[arg(long)]
+        rtmr1: String,
+        /// RTMR2, hex.
+        #[arg(long)]
+        rtmr2: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,25 +275,6 @@ pub enum PolicyCommand {
     Explain,
 }
 
-impl Command {
-    fn name(&self) -> &'static str {
-        match self {
-            #[cfg(feature = "demo")]
-            Command::Demo => "demo",
-            #[cfg(feature = "demo")]
-            Command::Bench { .. } => "bench",
-            Command::Serve { .. } => "serve",
-            Command::Config(_) => "config",
-            Command::Keys(_) => "keys",
-            Command::Verify(_) => "verify",
-            Command::Inspect(_) => "inspect",
-            Command::Measure => "measure",
-            Command::Image => "image",
-            Command::Policy(_) => "policy",
-        }
-    }
-}
-
 /// A command-level failure, printed as `error: <message>`; exit code 2 for
 /// usage-like failures where 1 means a negative answer.
 #[derive(Debug)]
@@ -258,6 +343,18 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Inspect(InspectCommand::Tdx { quote, event_log }) => {
             evidence_cmd::inspect_tdx(&quote, event_log.as_deref())
         }
+        Command::Measure(MeasureCommand::SevSnp {
+            launch,
+            vcpus,
+            ovmf_only,
+        }) => image_cmd::measure(&launch, vcpus, ovmf_only),
+        Command::Image(ImageCommand::Add {
+            os_image_hash,
+            registry,
+            platform,
+        }) => image_cmd::add(&os_image_hash, &registry, &platform),
+        Command::Image(ImageCommand::List { registry }) => image_cmd::list(&registry),
+        Command::Image(ImageCommand::Hash { dir }) => image_cmd::hash(&dir),
         Command::Policy(PolicyCommand::Explain) => {
             print!("{}", policy_cmd::EXPLAIN);
             Ok(ExitCode::SUCCESS)
@@ -276,9 +373,5 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             root_k256_key,
             config,
         }) => serve_cmd::import_dstack(&root_ca_key, &root_k256_key, config.as_deref()),
-        cmd => Err(CliError::new(format!(
-            "`kms {}` is not implemented yet",
-            cmd.name()
-        ))),
     }
 }

@@ -9,6 +9,7 @@ mod cli;
 #[cfg(feature = "demo")]
 mod demo_cmd;
 mod evidence_cmd;
+mod image_cmd;
 mod policy_cmd;
 mod serve_cmd;
 

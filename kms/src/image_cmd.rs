@@ -1,0 +1,183 @@
+//! `kms measure` and `kms image`: reference values for the image registry.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use attest_core::OsImageHash;
+use attest_core::image_registry::{BootEntry, ImageRegistry};
+use attest_snp::measure::{KernelHashes, LaunchInputs, launch_digest, vcpu_signature};
+use sha2::{Digest, Sha256};
+
+use crate::cli::{CliError, ImageAddPlatform, SnpLaunchArgs};
+
+fn parse_hex_u64(s: &str, what: &str) -> Result<u64, CliError> {
+    u64::from_str_radix(s.trim_start_matches("0x").trim_start_matches("0X"), 16)
+        .map_err(|_| CliError::new(format!("{what} must be hex, found {s:?}")))
+}
+
+fn open(p: &Path) -> Result<std::fs::File, CliError> {
+    std::fs::File::open(p).map_err(|e| CliError::new(format!("{}: {e}", p.display())))
+}
+
+/// The launch digests of `a` for each vCPU count.
+fn digests(a: &SnpLaunchArgs, vcpus: &[u32], ovmf_only: bool) -> Result<Vec<[u8; 48]>, CliError> {
+    if a.svsm.is_some() || a.vars_size.is_some() {
+        return Err(CliError::new(
+            "Coconut-SVSM mode (--svsm, --vars-size) is not supported yet",
+        ));
+    }
+    let ovmf =
+        std::fs::read(&a.ovmf).map_err(|e| CliError::new(format!("{}: {e}", a.ovmf.display())))?;
+    let vcpu_sig = match &a.vcpu_sig {
+        Some(s) => u32::try_from(parse_hex_u64(s, "--vcpu-sig")?)
+            .map_err(|_| CliError::new("--vcpu-sig is 32 bits"))?,
+        None => vcpu_signature(&a.vcpu_type).map_err(|e| CliError::new(e.to_string()))?,
+    };
+    let kernel = match &a.kernel {
+        None => None,
+        Some(k) => {
+            let initrd = a.initrd.as_deref().map(open).transpose()?;
+            Some(
+                KernelHashes::from_readers(open(k)?, initrd, a.append.as_deref())
+                    .map_err(|e| CliError::new(format!("hashing kernel/initrd: {e}")))?,
+            )
+        }
+    };
+    let vmm = a
+        .vmm_type
+        .parse()
+        .map_err(|e: attest_snp::measure::MeasureError| CliError::new(e.to_string()))?;
+    let guest_features = parse_hex_u64(&a.guest_features, "--guest-features")?;
+    vcpus
+        .iter()
+        .map(|n| {
+            launch_digest(&LaunchInputs {
+                ovmf: &ovmf,
+                vcpus: *n,
+                vcpu_sig,
+                guest_features,
+                kernel,
+                vmm,
+                ovmf_only,
+            })
+            .map_err(|e| CliError::new(e.to_string()))
+        })
+        .collect()
+}
+
+/// `kms measure sev-snp`.
+pub fn measure(a: &SnpLaunchArgs, vcpus: u32, ovmf_only: bool) -> Result<ExitCode, CliError> {
+    let d = digests(a, &[vcpus], ovmf_only)?;
+    println!("{}", hex::encode(d[0]));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load(registry: &Path) -> Result<ImageRegistry, CliError> {
+    match std::fs::read_to_string(registry) {
+        Ok(text) => ImageRegistry::parse(&text)
+            .map_err(|e| CliError::new(format!("{}: {e}", registry.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ImageRegistry::default()),
+        Err(e) => Err(CliError::new(format!("{}: {e}", registry.display()))),
+    }
+}
+
+/// `kms image add`.
+pub fn add(
+    os_image_hash: &str,
+    registry: &Path,
+    platform: &ImageAddPlatform,
+) -> Result<ExitCode, CliError> {
+    let hash = OsImageHash::from_hex(os_image_hash)
+        .map_err(|e| CliError::new(format!("--os-image-hash: {}", e.message())))?;
+    let mut reg = load(registry)?;
+    match platform {
+        ImageAddPlatform::SevSnp { launch, vcpus } => {
+            if vcpus.is_empty() {
+                return Err(CliError::new("--vcpus lists no vCPU count"));
+            }
+            for (n, d) in vcpus.iter().zip(digests(launch, vcpus, false)?) {
+                let mut info = std::collections::BTreeMap::new();
+                info.insert("vcpus".to_owned(), toml::Value::Integer(i64::from(*n)));
+                let vtype = launch
+                    .vcpu_sig
+                    .clone()
+                    .unwrap_or_else(|| launch.vcpu_type.clone());
+                info.insert("vcpu_type".to_owned(), toml::Value::String(vtype));
+                let entry = BootEntry {
+                    registers: [("measurement".to_owned(), hex::encode(d))].into(),
+                    info,
+                };
+                reg.add(hash, "sev-snp", entry).map_err(CliError::new)?;
+                println!("sev-snp vcpus={n} measurement={}", hex::encode(d));
+            }
+        }
+        ImageAddPlatform::Tdx {
+            mrtd,
+            rtmr0,
+            rtmr1,
+            rtmr2,
+        } => {
+            let mut registers = std::collections::BTreeMap::new();
+            for (name, v) in [
+                ("mrtd", mrtd),
+                ("rtmr0", rtmr0),
+                ("rtmr1", rtmr1),
+                ("rtmr2", rtmr2),
+            ] {
+                let b =
+                    hex::decode(v).map_err(|_| CliError::new(format!("--{name} is not hex")))?;
+                if b.len() != 48 {
+                    return Err(CliError::new(format!(
+                        "--{name} must be 48 bytes, found {}",
+                        b.len()
+                    )));
+                }
+                registers.insert(name.to_owned(), hex::encode(b));
+            }
+            reg.add(
+                hash,
+                "tdx",
+                BootEntry {
+                    registers,
+                    info: Default::default(),
+                },
+            )
+            .map_err(CliError::new)?;
+            println!("tdx boot added");
+        }
+    }
+    let tmp = registry.with_extension("toml.tmp");
+    std::fs::write(&tmp, reg.to_toml())
+        .map_err(|e| CliError::new(format!("{}: {e}", tmp.display())))?;
+    std::fs::rename(&tmp, registry)
+        .map_err(|e| CliError::new(format!("{}: {e}", registry.display())))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kms image list`.
+pub fn list(registry: &Path) -> Result<ExitCode, CliError> {
+    let reg = load(registry)?;
+    for img in reg.images() {
+        println!("{}", img.os_image_hash);
+        for (platform, boots) in &img.boots {
+            for b in boots {
+                let regs: Vec<String> = b
+                    .registers
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                let info: Vec<String> = b.info.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("  {platform}: {} {}", regs.join(" "), info.join(" "));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kms image hash DIR`: SHA-256 of DIR/sha256sum.txt (dstack's definition).
+pub fn hash(dir: &Path) -> Result<ExitCode, CliError> {
+    let p = dir.join("sha256sum.txt");
+    let bytes = std::fs::read(&p).map_err(|e| CliError::new(format!("{}: {e}", p.display())))?;
+    println!("{}", hex::encode(Sha256::digest(&bytes)));
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,251 @@
+//! `kms measure` and `kms image`: reference values computed from the
+//! measure fixtures resolve a testkit SNP report whose MEASUREMENT the
+//! calculator produced.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use attest_core::app_config::host_data;
+use attest_core::image_registry::ImageRegistry;
+use attest_core::{Attestation, Evidence, PlatformId, ReportData, UnixTime, VerifyContext};
+use attest_snp::measure::{KernelHashes, LaunchInputs, VmmType, launch_digest};
+use attest_snp::{Product, ProductRoots, Roots, SnpConfig, SnpVerifier};
+use attest_testkit::dstack::App;
+use attest_testkit::snp::{self as kit, FakeAmdPki, ReportFields};
+
+fn measure_dir() -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/snp/measure");
+    assert!(d.is_dir(), "test vectors missing: expected {}", d.display());
+    d
+}
+
+fn kms(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_kms"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn measure_prints_the_digest_or_a_precise_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let ovmf = measure_dir().join("ovmf_AmdSev_suffix.bin");
+    let out = kms(&[
+        "measure",
+        "sev-snp",
+        "--ovmf",
+        s(&ovmf),
+        "--vcpus",
+        "1",
+        "--guest-features",
+        "0x1",
+        "--kernel",
+        s(&empty),
+        "--initrd",
+        s(&empty),
+        "--append",
+        "console=ttyS0 loglevel=7",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        "6d287813eb5222d770f75005c664e34c204f385ce832cc2ce7d0d6f354454362f390ef83a92046c042e706363b4b08fa"
+    );
+    let plain = measure_dir().join("ovmf_OvmfX64_suffix.bin");
+    let out = kms(&[
+        "measure",
+        "sev-snp",
+        "--ovmf",
+        s(&plain),
+        "--vcpus",
+        "1",
+        "--kernel",
+        s(&empty),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no SNP_KERNEL_HASHES section"));
+    let out = kms(&[
+        "measure",
+        "sev-snp",
+        "--ovmf",
+        s(&ovmf),
+        "--vcpus",
+        "1",
+        "--vcpu-type",
+        "Pentium",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: unknown vCPU type"));
+}
+
+#[tokio::test]
+async fn registry_from_image_add_resolves_a_report_measured_by_the_calculator() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("images.toml");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, b"").unwrap();
+    let ovmf = measure_dir().join("ovmf_AmdSev_suffix.bin");
+    let image = "ab".repeat(32);
+    let out = kms(&[
+        "image",
+        "add",
+        "--os-image-hash",
+        &image,
+        "--registry",
+        s(&reg),
+        "sev-snp",
+        "--ovmf",
+        s(&ovmf),
+        "--kernel",
+        s(&empty),
+        "--initrd",
+        s(&empty),
+        "--append",
+        "",
+        "--vcpus",
+        "1,2,4",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = kms(&[
+        "image",
+        "add",
+        "--os-image-hash",
+        &image,
+        "--registry",
+        s(&reg),
+        "tdx",
+        "--mrtd",
+        &"11".repeat(48),
+        "--rtmr0",
+        &"22".repeat(48),
+        "--rtmr1",
+        &"33".repeat(48),
+        "--rtmr2",
+        &"44".repeat(48),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listing = String::from_utf8(kms(&["image", "list", "--registry", s(&reg)]).stdout).unwrap();
+    assert_eq!(
+        listing.matches("sev-snp: measurement=").count(),
+        3,
+        "{listing}"
+    );
+    assert!(listing.contains("vcpus=2"));
+    assert_eq!(listing.matches("tdx: ").count(), 1);
+
+    // The same measurement under another image is refused.
+    let out = kms(&[
+        "image",
+        "add",
+        "--os-image-hash",
+        &"cd".repeat(32),
+        "--registry",
+        s(&reg),
+        "sev-snp",
+        "--ovmf",
+        s(&ovmf),
+        "--kernel",
+        s(&empty),
+        "--initrd",
+        s(&empty),
+        "--append",
+        "",
+        "--vcpus",
+        "2",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("also listed under image abab"));
+
+    // A testkit report whose MEASUREMENT is the calculator's 2-vCPU digest.
+    let ovmf_bytes = std::fs::read(&ovmf).unwrap();
+    let kernel = KernelHashes::from_readers(&b""[..], Some(&b""[..]), Some("")).unwrap();
+    let measurement = launch_digest(&LaunchInputs {
+        ovmf: &ovmf_bytes,
+        vcpus: 2,
+        vcpu_sig: 0x0080_0F12,
+        guest_features: 1,
+        kernel: Some(kernel),
+        vmm: VmmType::Qemu,
+        ovmf_only: false,
+    })
+    .unwrap();
+    let pki = FakeAmdPki::new();
+    let app = App::example();
+    let registry = ImageRegistry::parse(&std::fs::read_to_string(&reg).unwrap()).unwrap();
+    let mut roots = HashMap::new();
+    roots.insert(
+        Product::Genoa,
+        ProductRoots::from_pem(
+            pki.ark_pem(kit::Product::Genoa).as_bytes(),
+            pki.ask_pem(kit::Product::Genoa).as_bytes(),
+            pki.asvk_pem(kit::Product::Genoa).as_bytes(),
+        )
+        .unwrap(),
+    );
+    let v = SnpVerifier::with_roots(Roots::custom(roots), vec![], SnpConfig::default());
+    for (m, want) in [(measurement, Some(image.clone())), ([0x77; 48], None)] {
+        let f = ReportFields {
+            measurement: m,
+            host_data: host_data(&app.app_config_v3()),
+            report_data: [1; 64],
+            ..Default::default()
+        };
+        let mut e = Evidence::new(PlatformId::SEV_SNP, pki.report(&f));
+        e.certificates = pki.vek_der(&f);
+        e.app_config = app.app_config_v3();
+        let id = v
+            .verify(
+                &e,
+                &VerifyContext::new(ReportData([1; 64]), UnixTime::now()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(registry.resolve(&id).map(|h| h.to_hex()), want);
+    }
+}
+
+#[test]
+fn malformed_registries_and_image_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = dir.path().join("bad.toml");
+    std::fs::write(&reg, "[[image]]\nos_image_hash = \"xyz\"\n").unwrap();
+    let out = kms(&["image", "list", "--registry", s(&reg)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("os_image_hash must be 32 bytes"));
+
+    std::fs::write(dir.path().join("sha256sum.txt"), "abc  rootfs.img\n").unwrap();
+    let out = kms(&["image", "hash", s(dir.path())]);
+    assert_eq!(out.status.code(), Some(0));
+    // SHA-256 of the file's bytes.
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        sha256_hex(b"abc  rootfs.img\n")
+    );
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(b))
+}
