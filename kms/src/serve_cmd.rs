@@ -85,6 +85,12 @@ pub fn serve(config: Option<&Path>) -> Result<ExitCode, CliError> {
 pub fn check(config: Option<&Path>) -> Result<ExitCode, CliError> {
     let (cfg, base) = load(config)?;
     policy::load(&cfg.policy, &base).map_err(|e| CliError::new(e.to_string()))?;
+    if let Some(reg) = &cfg.image_registry {
+        let path = base.join(reg);
+        let text = std::fs::read_to_string(&path).map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
+        attest_core::image_registry::ImageRegistry::parse(&text)
+            .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
+    }
     print!("{}", cfg.to_toml());
     Ok(ExitCode::SUCCESS)
 }
