@@ -95,8 +95,23 @@ fn refused(s: tonic::Status) -> ClientError {
 impl KmsClient {
     /// Connects to `url` (`http://host:port`).
     pub async fn connect(url: &str) -> Result<Self, ClientError> {
-        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-            .map_err(|e| ClientError::Transport(e.to_string()))?
+        Self::connect_with_ca(url, None).await
+    }
+
+    /// Connects to `url`; for `https://` URLs the server certificate must
+    /// chain to `ca_pem` (the KMS root CA certificate).
+    pub async fn connect_with_ca(url: &str, ca_pem: Option<&str>) -> Result<Self, ClientError> {
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        if let Some(ca) = ca_pem {
+            endpoint = endpoint
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(ca)),
+                )
+                .map_err(|e| ClientError::Transport(format!("TLS: {e}")))?;
+        }
+        let endpoint = endpoint
             .connect_timeout(std::time::Duration::from_secs(10))
             .tcp_nodelay(true)
             .timeout(std::time::Duration::from_secs(60));

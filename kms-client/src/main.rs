@@ -41,6 +41,9 @@ enum Command {
         /// SEV-SNP: the app config document HOST_DATA binds.
         #[arg(long)]
         app_config: Option<PathBuf>,
+        /// For an https:// KMS: its root CA certificate (PEM).
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
     },
 }
 
@@ -87,7 +90,7 @@ fn main() -> ExitCode {
         }
     };
     let result = rt.block_on(async {
-        let mut client = KmsClient::connect(&kms).await?;
+        let mut client = KmsClient::connect_with_ca(&kms, ca.as_deref()).await?;
         client
             .get_app_key(&key_provider_id, |rd| {
                 let cfg = cfg.clone();

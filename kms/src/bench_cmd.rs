@@ -41,15 +41,23 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
 }
 
 /// `kms bench`.
-pub fn bench(concurrency: usize, requests: usize) -> Result<ExitCode, CliError> {
+pub fn bench(
+    concurrency: usize,
+    requests: usize,
+    only: Option<String>,
+) -> Result<ExitCode, CliError> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| CliError::new(format!("runtime: {e}")))?;
-    rt.block_on(run(concurrency.max(1), requests.max(1)))
+    rt.block_on(run(concurrency.max(1), requests.max(1), only))
 }
 
-async fn run(concurrency: usize, requests: usize) -> Result<ExitCode, CliError> {
+async fn run(
+    concurrency: usize,
+    requests: usize,
+    only: Option<String>,
+) -> Result<ExitCode, CliError> {
     let dir = std::env::temp_dir().join(format!("kms-bench-{}", std::process::id()));
     let pkis = Arc::new(Pkis::new());
     let app = App::example();
@@ -127,6 +135,9 @@ async fn run(concurrency: usize, requests: usize) -> Result<ExitCode, CliError> 
     );
     let mut all_ok = true;
     for scenario in ["tdx", "sev-snp", "mixed"] {
+        if only.as_deref().is_some_and(|o| o != scenario) {
+            continue;
+        }
         let ceiling_cost = match scenario {
             "tdx" => verify_cost[0],
             "sev-snp" => verify_cost[1],

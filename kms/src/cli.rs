@@ -35,6 +35,9 @@ pub enum Command {
         /// Requests per scenario (tdx, sev-snp, mixed).
         #[arg(long, default_value_t = 2000)]
         requests: usize,
+        /// Run one scenario only: tdx, sev-snp or mixed.
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Run the gRPC key service (no config: 127.0.0.1:7000, ./kms-data, deny-all policy).
     Serve {
@@ -367,7 +370,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Bench {
             concurrency,
             requests,
-        } => crate::bench_cmd::bench(concurrency, requests),
+            only,
+        } => crate::bench_cmd::bench(concurrency, requests, only),
         Command::Serve { config } => serve_cmd::serve(config.as_deref()),
         Command::Config(ConfigCommand::Check { config }) => serve_cmd::check(config.as_deref()),
         Command::Keys(KeysCommand::ImportDstack {

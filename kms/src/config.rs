@@ -35,10 +35,22 @@ pub struct Config {
     pub image_registry: Option<PathBuf>,
     /// The policy (default: deny all).
     pub policy: PolicySpec,
+    /// TLS for the gRPC listener (off by default).
+    pub tls: TlsConfig,
     /// Intel TDX collateral.
     pub tdx: TdxConfig,
     /// AMD SEV-SNP endorsement keys and limits.
     pub sev_snp: SnpSection,
+}
+
+/// TLS: a server certificate issued by the KMS root CA at start.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// Serve gRPC over TLS.
+    pub enabled: bool,
+    /// DNS names / IP addresses the certificate covers (default: the listen address's IP).
+    pub server_names: Vec<String>,
 }
 
 /// Log output format.
@@ -118,6 +130,7 @@ impl Default for Config {
             audit_log: "audit.jsonl".into(),
             image_registry: None,
             policy: PolicySpec::DenyAll,
+            tls: TlsConfig::default(),
             tdx: TdxConfig::default(),
             sev_snp: SnpSection::default(),
         }

@@ -157,6 +157,17 @@ pub struct Server {
 impl Server {
     /// Starts a KMS on 127.0.0.1:0 whose data, policy and registry live in `dir`.
     pub async fn start(dir: &Path, pkis: &Pkis, app: &App) -> Result<Server, String> {
+        Self::start_with(dir, pkis, app, false).await
+    }
+
+    /// [`Server::start`], over TLS when `tls` (certificate for 127.0.0.1,
+    /// issued by the KMS root CA in `dir/data/root-ca.crt`).
+    pub async fn start_with(
+        dir: &Path,
+        pkis: &Pkis,
+        app: &App,
+        tls: bool,
+    ) -> Result<Server, String> {
         let e = |e: std::io::Error| e.to_string();
         std::fs::create_dir_all(dir).map_err(e)?;
         std::fs::write(dir.join("policy.toml"), policy(app)).map_err(e)?;
@@ -172,12 +183,15 @@ impl Server {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(e)?;
-        let url = format!("http://{}", listener.local_addr().map_err(e)?);
+        let scheme = if tls { "https" } else { "http" };
+        let url = format!("{scheme}://{}", listener.local_addr().map_err(e)?);
+        let tls_names = tls.then(|| vec!["127.0.0.1".to_owned()]);
         let (tx, rx) = oneshot::channel();
-        let join = tokio::spawn(crate::server::serve(
+        let join = tokio::spawn(crate::server::serve_with_tls(
             listener,
             state,
             config.max_request_bytes,
+            tls_names,
             async move {
                 let _ = rx.await;
             },

@@ -116,12 +116,8 @@ fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
         .map_err(|e| file_err(path, e.to_string()))
 }
 
-fn ca_cert(key: &p256::SecretKey) -> Result<String, KeyError> {
-    let der = key
-        .to_pkcs8_der()
-        .map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
-    let kp = rcgen::KeyPair::try_from(der.as_bytes())
-        .map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
+/// The root CA's name and constraints (also what issues TLS certificates).
+fn ca_params() -> rcgen::CertificateParams {
     let mut p = rcgen::CertificateParams::default();
     p.distinguished_name
         .push(rcgen::DnType::CommonName, "KMS Root CA");
@@ -133,6 +129,20 @@ fn ca_cert(key: &p256::SecretKey) -> Result<String, KeyError> {
         rcgen::KeyUsagePurpose::CrlSign,
         rcgen::KeyUsagePurpose::DigitalSignature,
     ];
+    p
+}
+
+fn rcgen_key(key: &p256::SecretKey) -> Result<rcgen::KeyPair, KeyError> {
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
+    rcgen::KeyPair::try_from(der.as_bytes())
+        .map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))
+}
+
+fn ca_cert(key: &p256::SecretKey) -> Result<String, KeyError> {
+    let kp = rcgen_key(key)?;
+    let mut p = ca_params();
     let now = time::OffsetDateTime::now_utc();
     p.not_before = now - time::Duration::days(1);
     p.not_after = now + time::Duration::days(3650);
@@ -281,6 +291,36 @@ impl RootKeys {
         std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e.to_string()))?;
         keys.write(dir)?;
         Ok(keys)
+    }
+
+    /// A TLS server certificate for `names`, issued by the root CA (valid
+    /// one year): (certificate chain PEM, private key PEM). Clients that
+    /// trust the root CA certificate can connect.
+    pub fn tls_server_cert(
+        &self,
+        names: &[String],
+    ) -> Result<(String, zeroize::Zeroizing<String>), KeyError> {
+        let ca_key = rcgen_key(&self.ca_key)?;
+        let issuer = rcgen::Issuer::new(ca_params(), &ca_key);
+        let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| KeyError::Invalid(format!("TLS key: {e}")))?;
+        let mut p = rcgen::CertificateParams::new(names.to_vec())
+            .map_err(|e| KeyError::Invalid(format!("TLS names: {e}")))?;
+        p.distinguished_name.push(
+            rcgen::DnType::CommonName,
+            names.first().map(String::as_str).unwrap_or("kms"),
+        );
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let now = time::OffsetDateTime::now_utc();
+        p.not_before = now - time::Duration::days(1);
+        p.not_after = now + time::Duration::days(365);
+        let cert = p
+            .signed_by(&leaf_key, &issuer)
+            .map_err(|e| KeyError::Invalid(format!("TLS certificate: {e}")))?;
+        Ok((
+            cert.pem(),
+            zeroize::Zeroizing::new(leaf_key.serialize_pem()),
+        ))
     }
 
     /// Hex of the root CA SubjectPublicKeyInfo DER, as dstack defines it.

@@ -108,3 +108,32 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.request("tdx", "allow");
+        m.request("tdx", "allow");
+        m.request("sev-snp", "deny");
+        m.deny("apps.compose_hashes");
+        m.verify_latency("tdx", Duration::from_micros(600));
+        let text = m.render(&[("kms_collateral_cache_hits_total", "counter", 7)]);
+        assert!(
+            text.contains("kms_get_app_key_requests_total{platform=\"tdx\",outcome=\"allow\"} 2\n")
+        );
+        assert!(
+            text.contains(
+                "kms_get_app_key_requests_total{platform=\"sev-snp\",outcome=\"deny\"} 1\n"
+            )
+        );
+        assert!(text.contains("kms_policy_denials_total{rule=\"apps.compose_hashes\"} 1\n"));
+        assert!(text.contains("kms_verify_seconds_bucket{platform=\"tdx\",le=\"0.0005\"} 0\n"));
+        assert!(text.contains("kms_verify_seconds_bucket{platform=\"tdx\",le=\"0.001\"} 1\n"));
+        assert!(text.contains("kms_verify_seconds_count{platform=\"tdx\"} 1\n"));
+        assert!(text.contains("kms_collateral_cache_hits_total 7\n"));
+    }
+}

@@ -87,7 +87,8 @@ pub fn check(config: Option<&Path>) -> Result<ExitCode, CliError> {
     policy::load(&cfg.policy, &base).map_err(|e| CliError::new(e.to_string()))?;
     if let Some(reg) = &cfg.image_registry {
         let path = base.join(reg);
-        let text = std::fs::read_to_string(&path).map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
         attest_core::image_registry::ImageRegistry::parse(&text)
             .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
     }

@@ -61,6 +61,18 @@ pub async fn serve(
     max_request_bytes: usize,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    serve_with_tls(listener, state, max_request_bytes, None, shutdown).await
+}
+
+/// [`serve`], optionally over TLS with a certificate issued by the root CA
+/// for `tls_names`.
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    state: Arc<KmsState>,
+    max_request_bytes: usize,
+    tls_names: Option<Vec<String>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<proto::kms_server::KmsServer<KmsService>>()
@@ -69,6 +81,15 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| e.to_string())?;
+    let tls_cert = match &tls_names {
+        Some(names) => Some(
+            state
+                .keys
+                .tls_server_cert(names)
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
     let svc = proto::kms_server::KmsServer::new(KmsService::new(state))
         .max_decoding_message_size(max_request_bytes)
         .max_encoding_message_size(1024 * 1024);
@@ -79,7 +100,14 @@ pub async fn serve(
             let _ = s.set_nodelay(true);
         })
     });
-    tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some((cert, key)) = tls_cert {
+        let identity = tonic::transport::Identity::from_pem(cert, key.as_bytes());
+        builder = builder
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .map_err(|e| format!("TLS: {e}"))?;
+    }
+    builder
         .add_service(health)
         .add_service(reflection)
         .add_service(svc)

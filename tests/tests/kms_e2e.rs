@@ -406,3 +406,41 @@ async fn restarts_and_replicas_serve_the_same_keys() {
     assert_eq!(first_line["app_id"], hex::encode(app.app_id));
     assert!(!audit.contains(&hex::encode(&*before.k256_key)));
 }
+
+#[tokio::test]
+async fn tls_with_a_certificate_from_the_root_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkis = Pkis::new();
+    let app = App::example();
+    let server = Server::start_with(dir.path(), &pkis, &app, true)
+        .await
+        .unwrap();
+    assert!(server.url.starts_with("https://127.0.0.1:"));
+    let ca = std::fs::read_to_string(dir.path().join("data/root-ca.crt")).unwrap();
+    let mut c = KmsClient::connect_with_ca(&server.url, Some(&ca))
+        .await
+        .unwrap();
+    let keys = c
+        .get_app_key(&server.key_provider_id, |rd| {
+            let e = pkis.tdx_evidence(&app, rd, false);
+            async move { Ok(e) }
+        })
+        .await
+        .unwrap();
+    assert_eq!(keys.app_id, app.app_id);
+    // Plaintext to a TLS listener fails.
+    let plain = server.url.replace("https://", "http://");
+    let r = match KmsClient::connect(&plain).await {
+        Ok(mut c) => c.meta().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(r.is_err());
+    // Another KMS's CA does not vouch for this server.
+    let other = kms::keys::RootKeys::generate().unwrap();
+    let r = match KmsClient::connect_with_ca(&server.url, Some(other.ca_cert_pem())).await {
+        Ok(mut c) => c.meta().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(r.is_err());
+    server.stop().await;
+}
