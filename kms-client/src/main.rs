@@ -71,7 +71,15 @@ fn main() -> ExitCode {
         ccel,
         runtime_events,
         app_config,
+        ca_cert,
     } = command;
+    let ca = match ca_cert.map(std::fs::read_to_string).transpose() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: --ca-cert: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let cfg = TsmConfig {
         tsm_dir,
         ccel,
