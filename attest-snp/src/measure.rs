@@ -179,17 +179,7 @@ impl KernelHashes {
     }
 }
 
-/// A GUID in the little-endian (Microsoft) byte order firmware uses.
-fn guid(s: &str) -> [u8; 16] {
-    let hexs: String = s.chars().filter(|c| *c != '-').collect();
-    let b = hex::decode(hexs).unwrap_or_else(|_| vec![0; 16]);
-    let mut g = [0u8; 16];
-    g[0..4].copy_from_slice(&[b[3], b[2], b[1], b[0]]);
-    g[4..6].copy_from_slice(&[b[5], b[4]]);
-    g[6..8].copy_from_slice(&[b[7], b[6]]);
-    g[8..16].copy_from_slice(&b[8..16]);
-    g
-}
+use crate::vcek::guid_le as guid;
 
 /// One SEV metadata section of OVMF.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -69,7 +69,9 @@ pub trait VcekSource: Send + Sync {
     async fn fetch(&self, req: &VekRequest) -> Result<Vec<u8>, AttestError>;
 }
 
-fn guid_le(s: &str) -> [u8; 16] {
+/// A GUID in the little-endian (Microsoft) byte order firmware and the
+/// GHCB certificate table use.
+pub(crate) fn guid_le(s: &str) -> [u8; 16] {
     let hexs: String = s.chars().filter(|c| *c != '-').collect();
     let b = hex::decode(hexs).unwrap_or_else(|_| vec![0; 16]);
     let mut g = [0u8; 16];
@@ -96,48 +98,13 @@ pub fn pem_certificates(pem: &[u8]) -> Vec<Vec<u8>> {
     pem_to_der(pem)
 }
 
-fn pem_to_der(pem: &[u8]) -> Vec<Vec<u8>> {
-    use std::io::Read;
-    let text = String::from_utf8_lossy(pem);
-    let mut out = Vec::new();
-    let mut b64 = String::new();
-    let mut inside = false;
-    for line in text.lines() {
-        if line.starts_with("-----BEGIN CERTIFICATE") {
-            inside = true;
-            b64.clear();
-        } else if line.starts_with("-----END CERTIFICATE") {
-            inside = false;
-            let mut der = Vec::new();
-            let decoded = base64_decode(b64.trim());
-            if let Some(d) = decoded {
-                let _ = d.as_slice().read_to_end(&mut der);
-                out.push(der);
-            }
-        } else if inside {
-            b64.push_str(line.trim());
-        }
-    }
-    out
-}
-
-fn base64_decode(s: &str) -> Option<Vec<u8>> {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes() {
-        if c == b'=' {
-            break;
-        }
-        let v = T.iter().position(|t| *t == c)? as u32;
-        acc = (acc << 6) | v;
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
+fn pem_to_der(pem_bytes: &[u8]) -> Vec<Vec<u8>> {
+    pem::parse_many(pem_bytes)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.tag() == "CERTIFICATE")
+        .map(|p| p.into_contents())
+        .collect()
 }
 
 /// The VCEK/VLEK carried with the evidence: a GHCB certificate table
