@@ -352,3 +352,48 @@ async fn no_app_config_and_wrong_platform() {
         ErrorKind::UnsupportedPlatform
     );
 }
+
+/// go-sev-guest's test keys (`../shared/vectors/snp/test-keys`): a chain
+/// forged with them is rejected by the production verifier and accepted
+/// only by a verifier pinned to that fake ARK.
+#[tokio::test]
+async fn a_chain_forged_from_the_shared_test_keys() {
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/vectors/snp/test-keys");
+    assert!(
+        dir.is_dir(),
+        "test vectors missing: expected {}",
+        dir.display()
+    );
+    let key = |n: &str| std::fs::read_to_string(dir.join(format!("{n}_private_key.pem"))).unwrap();
+    let pki = FakeAmdPki::from_pkcs8_pems(
+        &key("ark"),
+        &key("ask"),
+        &key("asvk"),
+        &key("vcek"),
+        &key("vlek"),
+    )
+    .unwrap();
+    let c = Case {
+        pki,
+        app: App::example(),
+        fields: case().fields,
+    };
+    for signer in [Signer::Vcek, Signer::Vlek] {
+        let f = ReportFields {
+            signer,
+            ..c.fields.clone()
+        };
+        let e = evidence(&c, &f);
+        let prod = SnpVerifier::new(vec![], SnpConfig::default()).unwrap();
+        let err = prod.verify(&e, &ctx(&f)).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UntrustedChain, "{signer:?}: {err}");
+        assert!(
+            verifier(&c.pki, SnpConfig::default())
+                .verify(&e, &ctx(&f))
+                .await
+                .is_ok(),
+            "{signer:?}"
+        );
+    }
+}

@@ -166,21 +166,27 @@ struct RsaCa {
     spki: Vec<u8>,
 }
 
-fn rsa_keys() -> &'static [RsaCa; 3] {
+impl RsaCa {
+    fn new(key: RsaPrivateKey) -> Self {
+        let spki = key
+            .to_public_key()
+            .to_public_key_der()
+            .expect("RSA SPKI")
+            .as_bytes()
+            .to_vec();
+        RsaCa { key, spki }
+    }
+}
+
+fn generated_rsa_keys() -> std::sync::Arc<[RsaCa; 3]> {
     // RSA key generation is slow; one set per process serves every PKI.
-    static KEYS: OnceLock<[RsaCa; 3]> = OnceLock::new();
+    static KEYS: OnceLock<std::sync::Arc<[RsaCa; 3]>> = OnceLock::new();
     KEYS.get_or_init(|| {
-        std::array::from_fn(|_| {
-            let key = RsaPrivateKey::new(&mut OsRng, 2048).expect("RSA key generation");
-            let spki = key
-                .to_public_key()
-                .to_public_key_der()
-                .expect("RSA SPKI")
-                .as_bytes()
-                .to_vec();
-            RsaCa { key, spki }
-        })
+        std::sync::Arc::new(std::array::from_fn(|_| {
+            RsaCa::new(RsaPrivateKey::new(&mut OsRng, 2048).expect("RSA key generation"))
+        }))
     })
+    .clone()
 }
 
 const AMD: [u64; 7] = [1, 3, 6, 1, 4, 1, 3704];
@@ -279,6 +285,8 @@ const LONG: (&str, &str) = ("200101000000Z", "491231235959Z");
 
 /// The fake AMD PKI.
 pub struct FakeAmdPki {
+    /// ARK, ASK and ASVK keys.
+    rsa: std::sync::Arc<[RsaCa; 3]>,
     vcek_key: SigningKey,
     vlek_key: SigningKey,
     /// Issued certificates, so that the same request gets the same bytes
@@ -298,6 +306,7 @@ impl FakeAmdPki {
     /// A PKI with fresh endorsement keys (the RSA CA keys are per process).
     pub fn new() -> Self {
         FakeAmdPki {
+            rsa: generated_rsa_keys(),
             vcek_key: SigningKey::random(&mut OsRng),
             vlek_key: SigningKey::random(&mut OsRng),
             issued: Default::default(),
@@ -307,11 +316,36 @@ impl FakeAmdPki {
 
     /// The fake ARK of `product` (PEM): what a test-only verifier pins.
     pub fn ark_pem(&self, product: Product) -> String {
-        let k = rsa_keys();
+        let k = &self.rsa;
         let cn = format!("ARK-{}", product.name());
         pem(&self.issue(format!("ark-{cn}"), || {
             certificate(1, &cn, &cn, LONG, &k[0].spki, &[], &k[0].key)
         }))
+    }
+
+    /// A PKI with given keys (PKCS#8 PEM): RSA ARK, ASK, ASVK and P-384
+    /// VCEK, VLEK, such as go-sev-guest's test keys.
+    pub fn from_pkcs8_pems(
+        ark: &str,
+        ask: &str,
+        asvk: &str,
+        vcek: &str,
+        vlek: &str,
+    ) -> Result<Self, String> {
+        use p384::pkcs8::DecodePrivateKey as _;
+        let rsa = |pem: &str| {
+            RsaPrivateKey::from_pkcs8_pem(pem)
+                .map(RsaCa::new)
+                .map_err(|e| e.to_string())
+        };
+        let ec = |pem: &str| SigningKey::from_pkcs8_pem(pem).map_err(|e| e.to_string());
+        Ok(FakeAmdPki {
+            rsa: std::sync::Arc::new([rsa(ark)?, rsa(ask)?, rsa(asvk)?]),
+            vcek_key: ec(vcek)?,
+            vlek_key: ec(vlek)?,
+            issued: Default::default(),
+            vlek_validity: (LONG.0.into(), LONG.1.into()),
+        })
     }
 
     fn issue(&self, key: String, make: impl FnOnce() -> Vec<u8>) -> Vec<u8> {
@@ -333,7 +367,7 @@ impl FakeAmdPki {
 
     /// The fake ASK of `product` (PEM).
     pub fn ask_pem(&self, product: Product) -> String {
-        let k = rsa_keys();
+        let k = &self.rsa;
         pem(&self.issue(format!("ask-{}", product.name()), || {
             certificate(
                 2,
@@ -349,7 +383,7 @@ impl FakeAmdPki {
 
     /// The fake ASVK of `product` (PEM).
     pub fn asvk_pem(&self, product: Product) -> String {
-        let k = rsa_keys();
+        let k = &self.rsa;
         pem(&self.issue(format!("asvk-{}", product.name()), || {
             certificate(
                 3,
@@ -406,7 +440,7 @@ impl FakeAmdPki {
                     LONG,
                     &ec_spki(&self.vcek_key),
                     &exts,
-                    &rsa_keys()[1].key,
+                    &self.rsa[1].key,
                 )
             },
         )
@@ -430,7 +464,7 @@ impl FakeAmdPki {
                     (&validity.0, &validity.1),
                     &ec_spki(&self.vlek_key),
                     &exts,
-                    &rsa_keys()[2].key,
+                    &self.rsa[2].key,
                 )
             },
         )
