@@ -133,6 +133,41 @@ async fn run(
         "{:<8} {:>8} {:>7} {:>10} {:>9} {:>9} {:>9} {:>12}",
         "scenario", "requests", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms", "of ceiling"
     );
+    // A few HTTP/2 connections, as a fleet of CVMs would open.
+    let mut conns = Vec::new();
+    for _ in 0..4 {
+        conns.push(
+            KmsClient::connect(&server.url)
+                .await
+                .map_err(|e| CliError::new(e.to_string()))?,
+        );
+    }
+    // Warm-up (not measured): connections, HTTP/2 windows, caches, allocator.
+    for (i, p) in tdx
+        .iter()
+        .chain(snp.iter())
+        .cycle()
+        .take(4 * concurrency.max(64))
+        .enumerate()
+    {
+        let mut c = conns[i % conns.len()].clone();
+        let e = &p.evidence;
+        let _ = c
+            .raw()
+            .get_app_key(proto::GetAppKeyRequest {
+                evidence: Some(proto::Evidence {
+                    platform: e.platform.to_string(),
+                    quote: e.quote.clone(),
+                    certificates: e.certificates.clone(),
+                    event_log: e.event_log.clone(),
+                    app_config: e.app_config.clone(),
+                }),
+                client_public_key: p.public_key.to_vec(),
+                challenge: challenge.clone(),
+            })
+            .await;
+    }
+
     let mut all_ok = true;
     for scenario in ["tdx", "sev-snp", "mixed"] {
         if only.as_deref().is_some_and(|o| o != scenario) {
@@ -147,9 +182,9 @@ async fn run(
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let started = Instant::now();
         let mut tasks = Vec::new();
-        for _ in 0..concurrency {
+        for t in 0..concurrency {
             let (mut c, next, tdx, snp, ch) = (
-                client.clone(),
+                conns[t % conns.len()].clone(),
                 next.clone(),
                 tdx.clone(),
                 snp.clone(),

@@ -51,6 +51,11 @@ pub fn state(
         collateral_cache: platforms.collateral_cache,
         images,
         key_cache: Default::default(),
+        verify_permits: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+        ),
     }))
 }
 

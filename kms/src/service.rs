@@ -45,6 +45,11 @@ pub struct KmsState {
     /// Derived keys by (app, instance): derivation is deterministic and its
     /// secp256k1 steps cost more than the rest of a request.
     pub key_cache: KeyCache,
+    /// One permit per core for verification. The semaphore is FIFO, so
+    /// under load requests are verified in arrival order instead of
+    /// whichever task the scheduler favours: the same throughput with a
+    /// short latency tail.
+    pub verify_permits: tokio::sync::Semaphore,
 }
 
 /// A bounded cache of derived app keys (zeroized when dropped).
@@ -210,7 +215,10 @@ impl KmsService {
             .map_err(|e| bad(&platform, Status::invalid_argument(e.message())))?;
         let ctx = VerifyContext::new(report_data, UnixTime::now());
         let t0 = Instant::now();
-        let verified = s.verifiers.verify(&evidence, &ctx).await;
+        let verified = {
+            let _permit = s.verify_permits.acquire().await;
+            s.verifiers.verify(&evidence, &ctx).await
+        };
         s.metrics.verify_latency(&platform, t0.elapsed());
         let mut identity = match verified {
             Ok(id) => id,
