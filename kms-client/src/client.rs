@@ -170,13 +170,7 @@ impl KmsClient {
         let resp = self
             .inner
             .get_app_key(proto::GetAppKeyRequest {
-                evidence: Some(proto::Evidence {
-                    platform: evidence.platform.to_string(),
-                    quote: evidence.quote,
-                    certificates: evidence.certificates,
-                    event_log: evidence.event_log,
-                    app_config: evidence.app_config,
-                }),
+                evidence: Some(proto::Evidence::from(&evidence)),
                 client_public_key: public.to_vec(),
                 challenge,
             })

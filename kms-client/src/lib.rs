@@ -15,4 +15,16 @@ pub mod proto {
     tonic::include_proto!("kms.v1");
     /// The encoded descriptor set, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("kms_descriptor");
+
+    impl From<&attest_core::Evidence> for Evidence {
+        fn from(e: &attest_core::Evidence) -> Self {
+            Evidence {
+                platform: e.platform.to_string(),
+                quote: e.quote.clone(),
+                certificates: e.certificates.clone(),
+                event_log: e.event_log.clone(),
+                app_config: e.app_config.clone(),
+            }
+        }
+    }
 }

@@ -21,6 +21,14 @@ struct Prepared {
     public_key: [u8; 32],
 }
 
+fn request(p: &Prepared, challenge: &[u8]) -> proto::GetAppKeyRequest {
+    proto::GetAppKeyRequest {
+        evidence: Some(proto::Evidence::from(&p.evidence)),
+        client_public_key: p.public_key.to_vec(),
+        challenge: challenge.to_vec(),
+    }
+}
+
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -151,21 +159,7 @@ async fn run(
         .enumerate()
     {
         let mut c = conns[i % conns.len()].clone();
-        let e = &p.evidence;
-        let _ = c
-            .raw()
-            .get_app_key(proto::GetAppKeyRequest {
-                evidence: Some(proto::Evidence {
-                    platform: e.platform.to_string(),
-                    quote: e.quote.clone(),
-                    certificates: e.certificates.clone(),
-                    event_log: e.event_log.clone(),
-                    app_config: e.app_config.clone(),
-                }),
-                client_public_key: p.public_key.to_vec(),
-                challenge: challenge.clone(),
-            })
-            .await;
+        let _ = c.raw().get_app_key(request(p, &challenge)).await;
     }
 
     let mut all_ok = true;
@@ -205,22 +199,8 @@ async fn run(
                         _ if i % 2 == 0 => &tdx[i % tdx.len()],
                         _ => &snp[i % snp.len()],
                     };
-                    let e = &p.evidence;
                     let t = Instant::now();
-                    let r = c
-                        .raw()
-                        .get_app_key(proto::GetAppKeyRequest {
-                            evidence: Some(proto::Evidence {
-                                platform: e.platform.to_string(),
-                                quote: e.quote.clone(),
-                                certificates: e.certificates.clone(),
-                                event_log: e.event_log.clone(),
-                                app_config: e.app_config.clone(),
-                            }),
-                            client_public_key: p.public_key.to_vec(),
-                            challenge: ch.clone(),
-                        })
-                        .await;
+                    let r = c.raw().get_app_key(request(p, &ch)).await;
                     lat.push(t.elapsed());
                     if r.is_err() {
                         errors += 1;

@@ -171,13 +171,7 @@ async fn raw_request(
     let mut c = KmsClient::connect(url).await.unwrap();
     c.raw()
         .get_app_key(proto::GetAppKeyRequest {
-            evidence: Some(proto::Evidence {
-                platform: evidence.platform.to_string(),
-                quote: evidence.quote,
-                certificates: evidence.certificates,
-                event_log: evidence.event_log,
-                app_config: evidence.app_config,
-            }),
+            evidence: Some(proto::Evidence::from(&evidence)),
             client_public_key,
             challenge,
         })
