@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::{BootValue, OsImageHash, PlatformId, VerifiedIdentity};
 
 /// Informational keys of a boot table (not registers).
-const INFO_KEYS: [&str; 3] = ["vcpus", "vcpu_type", "note"];
+const INFO_KEYS: [&str; 5] = ["vcpus", "vcpu_type", "launch", "vars_size", "note"];
 
 /// One registered boot.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@
 //! zero bytes otherwise. QEMU adds the OVMF image (ending at 4 GiB), the
 //! pages OVMF's SEV metadata lists (zero, secrets, CPUID, SVSM CAA, and the
 //! kernel hashes page that binds `-kernel/-initrd/-append`), then one VMSA
-//! per vCPU. Cost is linear in the input size: one SHA-384 pass over OVMF
+//! per vCPU. [`svsm_launch_digest`] covers the Coconut-SVSM launch. Cost is linear in the input size: one SHA-384 pass over OVMF
 //! and one SHA-256 pass over kernel and initrd (streamed from readers).
 
 use std::io::Read;
@@ -370,31 +370,19 @@ fn vmsa_page(eip: u32, bsp: bool, inp: &LaunchInputs<'_>) -> [u8; PAGE] {
     v
 }
 
-/// Computes the launch digest.
-pub fn launch_digest(inp: &LaunchInputs<'_>) -> Result<[u8; 48], MeasureError> {
-    let len = inp.ovmf.len() as u64;
-    if len == 0 || len % PAGE as u64 != 0 || len > FOUR_GIB {
-        return Err(err(format!(
-            "firmware image size {len} is not a positive multiple of 4096 below 4 GiB"
-        )));
-    }
-    let mut g = Gctx { ld: [0; 48] };
-    g.normal_pages(FOUR_GIB - len, inp.ovmf);
-    if inp.ovmf_only {
-        return Ok(g.ld);
-    }
-    let info = OvmfInfo::parse(inp.ovmf)?;
-    let has_hashes_section = info.sections.iter().any(|s| s.kind == 0x10);
-    if inp.kernel.is_some() && !has_hashes_section {
-        return Err(err(
-            "a kernel was given but the firmware has no SNP_KERNEL_HASHES section (kernel hashes cannot be measured)",
-        ));
-    }
+/// The pages an image's SEV metadata lists, in file order (what QEMU adds
+/// after the firmware pages and before the VMSAs).
+fn metadata_pages(
+    g: &mut Gctx,
+    info: &OvmfInfo,
+    kernel: Option<&KernelHashes>,
+    vmm: VmmType,
+) -> Result<(), MeasureError> {
     for s in &info.sections {
         let (gpa, size) = (u64::from(s.gpa), u64::from(s.size));
         match s.kind {
             1 => g.empty_pages(
-                if inp.vmm == VmmType::Gce {
+                if vmm == VmmType::Gce {
                     PageType::Unmeasured
                 } else {
                     PageType::Zero
@@ -404,12 +392,12 @@ pub fn launch_digest(inp: &LaunchInputs<'_>) -> Result<[u8; 48], MeasureError> {
             ),
             2 => g.update(PageType::Secrets, gpa, &[0; 48]),
             3 => {
-                if inp.vmm != VmmType::Ec2 {
+                if vmm != VmmType::Ec2 {
                     g.update(PageType::Cpuid, gpa, &[0; 48]);
                 }
             }
             4 => g.empty_pages(PageType::Zero, gpa, size),
-            0x10 => match &inp.kernel {
+            0x10 => match kernel {
                 Some(h) => {
                     if size as usize != PAGE {
                         return Err(err(format!(
@@ -432,11 +420,31 @@ pub fn launch_digest(inp: &LaunchInputs<'_>) -> Result<[u8; 48], MeasureError> {
             k => return Err(err(format!("unknown SEV metadata section type {k:#x}"))),
         }
     }
-    if inp.vmm == VmmType::Ec2 {
+    if vmm == VmmType::Ec2 {
         for s in info.sections.iter().filter(|s| s.kind == 3) {
             g.update(PageType::Cpuid, u64::from(s.gpa), &[0; 48]);
         }
     }
+    Ok(())
+}
+
+/// Computes the launch digest.
+pub fn launch_digest(inp: &LaunchInputs<'_>) -> Result<[u8; 48], MeasureError> {
+    let len = inp.ovmf.len() as u64;
+    page_multiple("firmware image", len)?;
+    let mut g = Gctx { ld: [0; 48] };
+    g.normal_pages(FOUR_GIB - len, inp.ovmf);
+    if inp.ovmf_only {
+        return Ok(g.ld);
+    }
+    let info = OvmfInfo::parse(inp.ovmf)?;
+    let has_hashes_section = info.sections.iter().any(|s| s.kind == 0x10);
+    if inp.kernel.is_some() && !has_hashes_section {
+        return Err(err(
+            "a kernel was given but the firmware has no SNP_KERNEL_HASHES section (kernel hashes cannot be measured)",
+        ));
+    }
+    metadata_pages(&mut g, &info, inp.kernel.as_ref(), inp.vmm)?;
     let ap_eip = info
         .ap_eip
         .ok_or_else(|| err("firmware has no SEV_ES_RESET_BLOCK (AP reset address)"))?;
@@ -450,6 +458,115 @@ pub fn launch_digest(inp: &LaunchInputs<'_>) -> Result<[u8; 48], MeasureError> {
             vmsa_page(ap_eip, false, inp)
         };
         g.update(PageType::Vmsa, VMSA_GPA, &Sha384::digest(page).into());
+    }
+    Ok(g.ld)
+}
+
+/// The Coconut-SVSM launch (sev-snp-measure `snp:svsm`, the pre-IGVM
+/// coconut-qemu flow): the SVSM runs at VMPL0 and starts OVMF itself.
+#[derive(Clone, Debug)]
+pub struct SvsmInputs<'a> {
+    /// The OVMF image (ends at 4 GiB; only its pages are measured, the SVSM
+    /// later launches it).
+    pub ovmf: &'a [u8],
+    /// The SVSM binary (`svsm.bin`).
+    pub svsm: &'a [u8],
+    /// Size of the OVMF variable store QEMU places just below OVMF; the SVSM
+    /// image ends where the store starts.
+    pub vars_size: u64,
+    /// vCPU count.
+    pub vcpus: u32,
+    /// CPUID(1).EAX of the vCPU model.
+    pub vcpu_sig: u32,
+}
+
+/// GUID table entry of the SVSM image whose first 4 bytes are the offset of
+/// its entry point from the image start.
+const SVSM_INFO_GUID: &str = "a789a612-0597-4c4b-a49f-cbb1fe9d1ddd";
+
+fn page_multiple(what: &str, len: u64) -> Result<(), MeasureError> {
+    if len == 0 || len % PAGE as u64 != 0 || len > FOUR_GIB {
+        return Err(err(format!(
+            "{what} size {len} is not a positive multiple of 4096 below 4 GiB"
+        )));
+    }
+    Ok(())
+}
+
+/// The VMSA every vCPU starts with under coconut-qemu: 32-bit protected
+/// mode with flat 4 GiB segments (CS selector 8, data selectors 16),
+/// CR0 = PE|ET, at the SVSM entry point. Unlike the OVMF VMSA, the x87
+/// control word is left 0 (sev-snp-measure never sets it in this mode, and
+/// its digests are what real launches were checked against).
+fn svsm_vmsa_page(rip: u64, vcpu_sig: u32) -> [u8; PAGE] {
+    let mut v = [0u8; PAGE];
+    let seg = |v: &mut [u8; PAGE], off: usize, sel: u16, attr: u16, limit: u32| {
+        v[off..off + 2].copy_from_slice(&sel.to_le_bytes());
+        v[off + 2..off + 4].copy_from_slice(&attr.to_le_bytes());
+        v[off + 4..off + 8].copy_from_slice(&limit.to_le_bytes());
+    };
+    let put64 =
+        |v: &mut [u8; PAGE], off: usize, x: u64| v[off..off + 8].copy_from_slice(&x.to_le_bytes());
+    for off in [0x00, 0x20, 0x30, 0x40] {
+        seg(&mut v, off, 16, 0xc93, 0xffff_ffff);
+    }
+    seg(&mut v, 0x10, 8, 0xc9b, 0xffff_ffff);
+    seg(&mut v, 0x50, 0, 0x93, 0xffff);
+    seg(&mut v, 0x60, 0, 0, 0xffff);
+    seg(&mut v, 0x70, 0, 0x82, 0xffff);
+    seg(&mut v, 0x80, 0, 0, 0xffff);
+    seg(&mut v, 0x90, 0, 0x8b, 0xffff);
+    put64(&mut v, 0xD0, 0x1000);
+    put64(&mut v, 0x148, 0x40);
+    put64(&mut v, 0x158, 0x11);
+    put64(&mut v, 0x160, 0x400);
+    put64(&mut v, 0x168, 0xffff_0ff0);
+    put64(&mut v, 0x170, 0x2);
+    put64(&mut v, 0x178, rip);
+    put64(&mut v, 0x268, 0x0007_0406_0007_0406);
+    put64(&mut v, 0x310, u64::from(vcpu_sig));
+    put64(&mut v, 0x3B0, 0x1);
+    put64(&mut v, 0x3E8, 0x1);
+    v[0x408..0x40C].copy_from_slice(&0x1f80u32.to_le_bytes());
+    v
+}
+
+/// Computes the launch digest of a Coconut-SVSM guest: the OVMF pages, the
+/// SVSM pages (ending where the OVMF variable store begins), the pages the
+/// SVSM image's own SEV metadata lists, then one identical VMSA per vCPU.
+/// Only QEMU launches SVSM this way, with SEV_FEATURES fixed to 0x1.
+pub fn svsm_launch_digest(inp: &SvsmInputs<'_>) -> Result<[u8; 48], MeasureError> {
+    page_multiple("firmware image", inp.ovmf.len() as u64)?;
+    page_multiple("SVSM image", inp.svsm.len() as u64)?;
+    if inp.vars_size % PAGE as u64 != 0 {
+        return Err(err(format!(
+            "OVMF variables size {} is not a multiple of 4096",
+            inp.vars_size
+        )));
+    }
+    if inp.vcpus == 0 {
+        return Err(err("at least one vCPU is needed"));
+    }
+    let ovmf_gpa = FOUR_GIB - inp.ovmf.len() as u64;
+    let svsm_gpa = ovmf_gpa
+        .checked_sub(inp.vars_size)
+        .and_then(|end| end.checked_sub(inp.svsm.len() as u64))
+        .ok_or_else(|| err("SVSM image and OVMF variables do not fit below the firmware image"))?;
+    let info = OvmfInfo::parse(inp.svsm).map_err(|e| err(format!("SVSM image: {e}")))?;
+    let entry = info
+        .entries
+        .iter()
+        .find(|(g, _)| *g == guid(SVSM_INFO_GUID))
+        .and_then(|(_, d)| u32_at(d, 0))
+        .ok_or_else(|| err("SVSM image has no SVSM_INFO entry (entry point) in its GUID table"))?;
+    let rip = svsm_gpa + u64::from(entry);
+    let mut g = Gctx { ld: [0; 48] };
+    g.normal_pages(ovmf_gpa, inp.ovmf);
+    g.normal_pages(svsm_gpa, inp.svsm);
+    metadata_pages(&mut g, &info, None, VmmType::Qemu)?;
+    let vmsa: [u8; 48] = Sha384::digest(svsm_vmsa_page(rip, inp.vcpu_sig)).into();
+    for _ in 0..inp.vcpus {
+        g.update(PageType::Vmsa, VMSA_GPA, &vmsa);
     }
     Ok(g.ld)
 }

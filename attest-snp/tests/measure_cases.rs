@@ -2,7 +2,10 @@
 
 use std::path::PathBuf;
 
-use attest_snp::measure::{KernelHashes, LaunchInputs, VmmType, launch_digest, vcpu_signature};
+use attest_snp::measure::{
+    KernelHashes, LaunchInputs, SvsmInputs, VmmType, launch_digest, svsm_launch_digest,
+    vcpu_signature,
+};
 
 fn dir() -> PathBuf {
     let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/snp/measure");
@@ -16,22 +19,34 @@ fn all_cases() {
     let doc: toml::Table = toml::from_str(&text).unwrap();
     let cases = doc["case"].as_array().unwrap();
     assert!(cases.len() >= 11);
-    let mut checked = 0;
+    let (mut checked, mut svsm_cases) = (0, 0);
     for c in cases {
         let c = c.as_table().unwrap();
         let name = c["name"].as_str().unwrap();
+        let ovmf = std::fs::read(dir().join(c["ovmf"].as_str().unwrap())).unwrap();
+        let vcpus = c.get("vcpus").and_then(|v| v.as_integer()).unwrap_or(1) as u32;
         if c.get("mode").and_then(|m| m.as_str()) == Some("svsm") {
-            // Coconut-SVSM mode is not implemented (see the closing note).
+            let svsm = std::fs::read(dir().join(c["svsm"].as_str().unwrap())).unwrap();
+            let got = svsm_launch_digest(&SvsmInputs {
+                ovmf: &ovmf,
+                svsm: &svsm,
+                vars_size: c["vars_size"].as_integer().unwrap() as u64,
+                vcpus,
+                vcpu_sig: vcpu_signature("EPYC-v4").unwrap(),
+            })
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(hex::encode(got), c["expected"].as_str().unwrap(), "{name}");
+            svsm_cases += 1;
+            checked += 1;
             continue;
         }
-        let ovmf = std::fs::read(dir().join(c["ovmf"].as_str().unwrap())).unwrap();
         let kernel_given = c.get("kernel").and_then(|k| k.as_bool()) != Some(false);
         let append = c.get("append").and_then(|a| a.as_str());
         let kernel = kernel_given
             .then(|| KernelHashes::from_readers(&b""[..], Some(&b""[..]), append).unwrap());
         let inp = LaunchInputs {
             ovmf: &ovmf,
-            vcpus: c.get("vcpus").and_then(|v| v.as_integer()).unwrap_or(1) as u32,
+            vcpus,
             vcpu_sig: vcpu_signature("EPYC-v4").unwrap(),
             guest_features: c
                 .get("guest_features")
@@ -64,7 +79,8 @@ fn all_cases() {
         }
         checked += 1;
     }
-    assert_eq!(checked, 10, "every non-SVSM case ran");
+    assert_eq!(checked, cases.len(), "every case ran");
+    assert!(svsm_cases >= 1, "the Coconut-SVSM case ran");
 }
 
 #[test]
@@ -111,4 +127,72 @@ fn vcpu_types_and_bad_inputs() {
         launch_digest(&base).unwrap(),
         launch_digest(&LaunchInputs { vcpus: 2, ..base }).unwrap()
     );
+}
+
+#[test]
+fn svsm_bad_inputs() {
+    let ovmf = std::fs::read(dir().join("svsm_ovmf.fd")).unwrap();
+    let svsm = std::fs::read(dir().join("svsm.bin")).unwrap();
+    let base = SvsmInputs {
+        ovmf: &ovmf,
+        svsm: &svsm,
+        vars_size: 540672,
+        vcpus: 4,
+        vcpu_sig: 0x0080_0F12,
+    };
+    let good = svsm_launch_digest(&base).unwrap();
+    let e = |inp: SvsmInputs<'_>| svsm_launch_digest(&inp).unwrap_err().to_string();
+    // Where the SVSM sits, how many vCPUs and which model are all measured.
+    for other in [
+        SvsmInputs {
+            vars_size: 540672 + 4096,
+            ..base.clone()
+        },
+        SvsmInputs {
+            vcpus: 2,
+            ..base.clone()
+        },
+        SvsmInputs {
+            vcpu_sig: 0x00A0_0F11,
+            ..base.clone()
+        },
+    ] {
+        assert_ne!(svsm_launch_digest(&other).unwrap(), good);
+    }
+    assert!(
+        e(SvsmInputs {
+            svsm: &ovmf,
+            ..base.clone()
+        })
+        .contains("SVSM_INFO")
+    );
+    assert!(
+        e(SvsmInputs {
+            svsm: &[0u8; 8192],
+            ..base.clone()
+        })
+        .starts_with("SVSM image: ")
+    );
+    assert!(
+        e(SvsmInputs {
+            svsm: &svsm[..svsm.len() - 100],
+            ..base.clone()
+        })
+        .contains("SVSM image size")
+    );
+    assert!(
+        e(SvsmInputs {
+            vars_size: 1000,
+            ..base.clone()
+        })
+        .contains("variables size")
+    );
+    assert!(
+        e(SvsmInputs {
+            vars_size: 1 << 32,
+            ..base.clone()
+        })
+        .contains("do not fit")
+    );
+    assert!(e(SvsmInputs { vcpus: 0, ..base }).contains("vCPU"));
 }

@@ -79,9 +79,9 @@ pub struct SnpLaunchArgs {
     /// Raw CPUID(1).EAX signature instead of a type, hex.
     #[arg(long)]
     pub vcpu_sig: Option<String>,
-    /// VMSA SEV_FEATURES, hex.
-    #[arg(long, default_value = "0x1")]
-    pub guest_features: String,
+    /// VMSA SEV_FEATURES, hex [default: 0x1].
+    #[arg(long)]
+    pub guest_features: Option<String>,
     /// Directly booted kernel (needs an OVMF with a kernel hashes section).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
@@ -91,14 +91,15 @@ pub struct SnpLaunchArgs {
     /// Kernel command line of the direct boot.
     #[arg(long, requires = "kernel")]
     pub append: Option<String>,
-    /// qemu, ec2 or gce.
-    #[arg(long, default_value = "qemu")]
-    pub vmm_type: String,
-    /// Coconut-SVSM image (not supported yet).
+    /// qemu, ec2 or gce [default: qemu].
     #[arg(long)]
+    pub vmm_type: Option<String>,
+    /// Coconut-SVSM binary: measure the SVSM launch (QEMU only, no direct
+    /// kernel boot; the SVSM starts OVMF).
+    #[arg(long, requires = "vars_size", conflicts_with_all = ["kernel", "initrd", "append"])]
     pub svsm: Option<PathBuf>,
-    /// OVMF variables size in SVSM mode.
-    #[arg(long)]
+    /// Size in bytes of the OVMF variable store below OVMF (SVSM mode).
+    #[arg(long, requires = "svsm")]
     pub vars_size: Option<u64>,
 }
 
@@ -112,7 +113,7 @@ pub enum MeasureCommand {
         #[arg(long)]
         vcpus: u32,
         /// Only the firmware pages (the "OVMF hash").
-        #[arg(long)]
+        #[arg(long, conflicts_with = "svsm")]
         ovmf_only: bool,
     },
 }

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use attest_core::OsImageHash;
 use attest_core::image_registry::{BootEntry, ImageRegistry};
-use attest_snp::measure::{KernelHashes, LaunchInputs, launch_digest, vcpu_signature};
+use attest_snp::measure::{
+    KernelHashes, LaunchInputs, SvsmInputs, VmmType, launch_digest, svsm_launch_digest,
+    vcpu_signature,
+};
 use sha2::{Digest, Sha256};
 
 use crate::cli::{CliError, ImageAddPlatform, SnpLaunchArgs};
@@ -21,18 +24,54 @@ fn open(p: &Path) -> Result<std::fs::File, CliError> {
 
 /// The launch digests of `a` for each vCPU count.
 fn digests(a: &SnpLaunchArgs, vcpus: &[u32], ovmf_only: bool) -> Result<Vec<[u8; 48]>, CliError> {
-    if a.svsm.is_some() || a.vars_size.is_some() {
-        return Err(CliError::new(
-            "Coconut-SVSM mode (--svsm, --vars-size) is not supported yet",
-        ));
-    }
-    let ovmf =
-        std::fs::read(&a.ovmf).map_err(|e| CliError::new(format!("{}: {e}", a.ovmf.display())))?;
+    let read =
+        |p: &Path| std::fs::read(p).map_err(|e| CliError::new(format!("{}: {e}", p.display())));
+    let ovmf = read(&a.ovmf)?;
     let vcpu_sig = match &a.vcpu_sig {
         Some(s) => u32::try_from(parse_hex_u64(s, "--vcpu-sig")?)
             .map_err(|_| CliError::new("--vcpu-sig is 32 bits"))?,
         None => vcpu_signature(&a.vcpu_type).map_err(|e| CliError::new(e.to_string()))?,
     };
+    let guest_features = match &a.guest_features {
+        Some(g) => Some(parse_hex_u64(g, "--guest-features")?),
+        None => None,
+    };
+    let vmm = match &a.vmm_type {
+        Some(v) => Some(
+            v.parse()
+                .map_err(|e: attest_snp::measure::MeasureError| CliError::new(e.to_string()))?,
+        ),
+        None => None,
+    };
+    if let Some(svsm) = &a.svsm {
+        // coconut-qemu launches an SVSM only one way; refuse options that
+        // would silently not apply instead of printing a digest for them.
+        if guest_features.is_some_and(|g| g != 1) {
+            return Err(CliError::new(
+                "--guest-features: the SVSM launch fixes SEV_FEATURES to 0x1",
+            ));
+        }
+        if vmm.is_some_and(|v| v != VmmType::Qemu) {
+            return Err(CliError::new(
+                "--vmm-type: only QEMU launches a Coconut-SVSM",
+            ));
+        }
+        let svsm = read(svsm)?;
+        let vars_size = a.vars_size.unwrap_or(0);
+        return vcpus
+            .iter()
+            .map(|n| {
+                svsm_launch_digest(&SvsmInputs {
+                    ovmf: &ovmf,
+                    svsm: &svsm,
+                    vars_size,
+                    vcpus: *n,
+                    vcpu_sig,
+                })
+                .map_err(|e| CliError::new(e.to_string()))
+            })
+            .collect();
+    }
     let kernel = match &a.kernel {
         None => None,
         Some(k) => {
@@ -43,11 +82,8 @@ fn digests(a: &SnpLaunchArgs, vcpus: &[u32], ovmf_only: bool) -> Result<Vec<[u8;
             )
         }
     };
-    let vmm = a
-        .vmm_type
-        .parse()
-        .map_err(|e: attest_snp::measure::MeasureError| CliError::new(e.to_string()))?;
-    let guest_features = parse_hex_u64(&a.guest_features, "--guest-features")?;
+    let vmm = vmm.unwrap_or_default();
+    let guest_features = guest_features.unwrap_or(1);
     vcpus
         .iter()
         .map(|n| {
@@ -103,6 +139,13 @@ pub fn add(
                     .clone()
                     .unwrap_or_else(|| launch.vcpu_type.clone());
                 info.insert("vcpu_type".to_owned(), toml::Value::String(vtype));
+                if let Some(vars_size) = launch.vars_size.filter(|_| launch.svsm.is_some()) {
+                    info.insert("launch".to_owned(), toml::Value::String("svsm".to_owned()));
+                    info.insert(
+                        "vars_size".to_owned(),
+                        toml::Value::Integer(i64::try_from(vars_size).unwrap_or(i64::MAX)),
+                    );
+                }
                 let entry = BootEntry {
                     registers: [("measurement".to_owned(), hex::encode(d))].into(),
                     info,

@@ -31,6 +31,63 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
+/// The expected digest of a named case of `cases.toml`.
+fn expected(name: &str) -> String {
+    let text = std::fs::read_to_string(measure_dir().join("cases.toml")).unwrap();
+    let doc: toml::Table = toml::from_str(&text).unwrap();
+    let case = doc["case"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"].as_str() == Some(name))
+        .unwrap_or_else(|| panic!("no case {name}"));
+    case["expected"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn measure_svsm_launch() {
+    let ovmf = measure_dir().join("svsm_ovmf.fd");
+    let svsm = measure_dir().join("svsm.bin");
+    let args = [
+        "measure",
+        "sev-snp",
+        "--ovmf",
+        s(&ovmf),
+        "--svsm",
+        s(&svsm),
+        "--vars-size",
+        "540672",
+        "--vcpus",
+        "4",
+    ];
+    let out = kms(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        expected("svsm-4vcpu")
+    );
+    // Options the SVSM launch cannot honour are refused, not ignored.
+    for (extra, msg) in [
+        (&["--guest-features", "0x5"][..], "SEV_FEATURES"),
+        (&["--vmm-type", "ec2"][..], "only QEMU"),
+    ] {
+        let out = kms(&[&args[..], extra].concat());
+        assert_eq!(out.status.code(), Some(1));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(msg));
+    }
+    // clap refuses --svsm without --vars-size and with a direct kernel boot.
+    let out = kms(&args[..6]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--vars-size"));
+    let out = kms(&[&args[..], &["--kernel", s(&ovmf)][..]].concat());
+    assert_eq!(out.status.code(), Some(2));
+}
+
 #[test]
 fn measure_prints_the_digest_or_a_precise_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -61,7 +118,7 @@ fn measure_prints_the_digest_or_a_precise_error() {
     );
     assert_eq!(
         String::from_utf8(out.stdout).unwrap().trim(),
-        "6d287813eb5222d770f75005c664e34c204f385ce832cc2ce7d0d6f354454362f390ef83a92046c042e706363b4b08fa"
+        expected("amdsev-1vcpu-gf1-console")
     );
     let plain = measure_dir().join("ovmf_OvmfX64_suffix.bin");
     let out = kms(&[
