@@ -54,9 +54,21 @@ pub fn seal(
     aad: &[u8; 32],
     plaintext: &[u8],
 ) -> Result<(Vec<u8>, Vec<u8>), SealError> {
-    let pk = <X25519HkdfSha256 as Kem>::PublicKey::from_bytes(client_public_key)
+    seal_with::<X25519HkdfSha256>(client_public_key, app_id, aad, plaintext)
+}
+
+/// [`seal`] with another implementation of KEM 0x0020 (DHKEM(X25519,
+/// HKDF-SHA256)); the KMS passes one with a faster X25519. Any KEM given
+/// here must produce what [`open`] accepts.
+pub fn seal_with<K: Kem>(
+    client_public_key: &[u8],
+    app_id: &AppId,
+    aad: &[u8; 32],
+    plaintext: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>), SealError> {
+    let pk = K::PublicKey::from_bytes(client_public_key)
         .map_err(|e| SealError(format!("client public key: {e}")))?;
-    let (enc, ct) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, X25519HkdfSha256, _>(
+    let (enc, ct) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, K, _>(
         &OpModeS::Base,
         &pk,
         &info(app_id),

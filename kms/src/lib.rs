@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 pub mod kdf;
+pub mod kem;
 pub mod keys;
 
 pub use kms_client::{proto, seal};

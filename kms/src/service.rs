@@ -290,9 +290,13 @@ impl KmsService {
             .encode_to_vec(),
         );
         let aad = seal::request_aad(&evidence, &req.client_public_key);
-        let (encapsulated_key, sealed) =
-            seal::seal(&req.client_public_key, &app_id, &aad, &plaintext)
-                .map_err(|e| bad(&platform, Status::invalid_argument(e.to_string())))?;
+        let (encapsulated_key, sealed) = seal::seal_with::<crate::kem::X25519AwsLc>(
+            &req.client_public_key,
+            &app_id,
+            &aad,
+            &plaintext,
+        )
+        .map_err(|e| bad(&platform, Status::invalid_argument(e.to_string())))?;
         let signature = s
             .keys
             .sign_with_ca(&seal::response_message(&aad, &encapsulated_key, &sealed))
