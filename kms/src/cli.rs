@@ -38,6 +38,13 @@ pub enum Command {
         /// Run one scenario only: tdx, sev-snp or mixed.
         #[arg(long)]
         only: Option<String>,
+        /// HTTP/2 connections the load is spread over.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Run the load generator on a thread of its own and print the KMS's
+        /// share of the CPU time (costs throughput: cross-thread wake-ups).
+        #[arg(long)]
+        attribute_cpu: bool,
     },
     /// Run the gRPC key service (no config: 127.0.0.1:7000, ./kms-data, deny-all policy).
     Serve {
@@ -372,7 +379,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             concurrency,
             requests,
             only,
-        } => crate::bench_cmd::bench(concurrency, requests, only),
+            connections,
+            attribute_cpu,
+        } => crate::bench_cmd::bench(concurrency, requests, only, connections, attribute_cpu),
         Command::Serve { config } => serve_cmd::serve(config.as_deref()),
         Command::Config(ConfigCommand::Check { config }) => serve_cmd::check(config.as_deref()),
         Command::Keys(KeysCommand::ImportDstack {
