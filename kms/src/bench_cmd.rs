@@ -268,12 +268,18 @@ async fn run(url: &str, pkis: &Pkis, app: &App, load: Load) -> Result<ExitCode, 
             .verify(&p.evidence, &ctx)
             .await
             .map_err(|e| CliError::new(e.to_string()))?;
-        let n = 300;
-        let t = Instant::now();
-        for _ in 0..n {
-            let _ = verifiers.verify(&p.evidence, &ctx).await;
+        // The fastest of five batches: a batch slowed down by anything else
+        // on the machine would raise the cost, lower the ceiling and flatter
+        // the fraction printed below.
+        let mut per = Duration::MAX;
+        for _ in 0..5 {
+            let n = 100;
+            let t = Instant::now();
+            for _ in 0..n {
+                let _ = verifiers.verify(&p.evidence, &ctx).await;
+            }
+            per = per.min(t.elapsed() / n);
         }
-        let per = t.elapsed() / n;
         println!(
             "verify-only cost {name:8} {:>8.1} us/request -> ceiling {:>7.0} req/s on {cores} cores",
             per.as_secs_f64() * 1e6,
