@@ -10,6 +10,7 @@ pub use kms_client::{proto, seal};
 pub mod audit;
 pub mod challenge;
 pub mod config;
+pub mod cork;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod metrics;

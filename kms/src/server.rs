@@ -101,8 +101,9 @@ pub async fn serve_with_tls(
     // Small request/response pairs: without TCP_NODELAY, Nagle and delayed
     // ACKs add ~40 ms stalls under load.
     let incoming = TcpListenerStream::new(listener).map(|s| {
-        s.inspect(|s| {
+        s.map(|s| {
             let _ = s.set_nodelay(true);
+            crate::cork::CorkedStream::new(s)
         })
     });
     let mut builder = tonic::transport::Server::builder();

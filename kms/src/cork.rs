@@ -1,0 +1,207 @@
+//! Write coalescing for accepted connections.
+//!
+//! hyper writes a gRPC answer as HEADERS+DATA and then, often from another
+//! worker's poll, a 10-byte trailers frame; each `writev` on a TCP socket is
+//! a segment, a wake-up of the peer and a system call on both sides. This
+//! wrapper buffers writes and, on a flush, yields to the scheduler once
+//! before sending, so frames queued in the same scheduling round leave in a
+//! single write. Nagle's algorithm stays off (no delayed-ACK stalls): the
+//! delay is one scheduler turn, not a timer.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+/// Buffered bytes above which a write goes out without waiting for a flush.
+const LIMIT: usize = 64 * 1024;
+
+/// A TCP stream whose writes leave in as few segments as the scheduler allows.
+pub struct CorkedStream {
+    inner: TcpStream,
+    buf: Vec<u8>,
+    sent: usize,
+    yielded: bool,
+}
+
+impl CorkedStream {
+    /// Wraps an accepted stream.
+    pub fn new(inner: TcpStream) -> Self {
+        CorkedStream {
+            inner,
+            buf: Vec::new(),
+            sent: 0,
+            yielded: false,
+        }
+    }
+
+    /// Writes out everything buffered.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.buf.len() {
+            let n = std::task::ready!(
+                Pin::new(&mut self.inner).poll_write(cx, &self.buf[self.sent..])
+            )?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.buf.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Connected for CorkedStream {
+    type ConnectInfo = TcpConnectInfo;
+    fn connect_info(&self) -> TcpConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for CorkedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for CorkedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[io::IoSlice::new(data)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let me = self.get_mut();
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if me.buf.len() + total > LIMIT {
+            // Backpressure: a full buffer goes out before more is taken.
+            std::task::ready!(me.poll_drain(cx))?;
+            if total > LIMIT {
+                // Bulk data gains nothing from buffering.
+                return Pin::new(&mut me.inner).poll_write_vectored(cx, bufs);
+            }
+        }
+        for b in bufs {
+            me.buf.extend_from_slice(b);
+        }
+        Poll::Ready(Ok(total))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        if me.buf.is_empty() {
+            return Pin::new(&mut me.inner).poll_flush(cx);
+        }
+        if !me.yielded {
+            me.yielded = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        std::task::ready!(me.poll_drain(cx))?;
+        me.yielded = false;
+        Pin::new(&mut me.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let me = self.get_mut();
+        std::task::ready!(me.poll_drain(cx))?;
+        Pin::new(&mut me.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn pair() -> (CorkedStream, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
+        let (server, _) = l.accept().await.unwrap();
+        (CorkedStream::new(server), client)
+    }
+
+    fn nothing_to_read(peer: &TcpStream) -> bool {
+        let mut b = [0u8; 64];
+        matches!(peer.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Writes stay buffered through the first flush poll (one scheduler
+    /// turn) and leave, in order, on the second.
+    #[tokio::test]
+    async fn a_flush_waits_one_turn_then_sends_everything_in_order() {
+        let (mut s, peer) = pair().await;
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(
+            Pin::new(&mut s).poll_write(&mut cx, b"HEADERS+DATA,"),
+            Poll::Ready(Ok(13))
+        ));
+        assert!(Pin::new(&mut s).poll_flush(&mut cx).is_pending());
+        // Frames queued during that turn join the same write.
+        let parts = [io::IoSlice::new(b"trai"), io::IoSlice::new(b"lers")];
+        assert!(matches!(
+            Pin::new(&mut s).poll_write_vectored(&mut cx, &parts),
+            Poll::Ready(Ok(8))
+        ));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        assert!(nothing_to_read(&peer), "nothing leaves before the flush");
+        assert!(matches!(
+            Pin::new(&mut s).poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        let mut got = vec![0u8; 21];
+        let mut peer = peer;
+        peer.read_exact(&mut got).await.unwrap();
+        assert_eq!(got, b"HEADERS+DATA,trailers");
+        // An empty buffer flushes at once.
+        assert!(matches!(
+            Pin::new(&mut s).poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+    }
+
+    /// Large writes, many small ones past the limit, and shutdown all
+    /// deliver every byte in order.
+    #[tokio::test]
+    async fn large_and_many_writes_and_shutdown_deliver_everything() {
+        let (mut s, mut peer) = pair().await;
+        let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let reader = tokio::spawn(async move {
+            let mut all = Vec::new();
+            peer.read_to_end(&mut all).await.unwrap();
+            all
+        });
+        let mut want = Vec::new();
+        for chunk in big.chunks(1000) {
+            s.write_all(chunk).await.unwrap();
+            want.extend_from_slice(chunk);
+        }
+        s.flush().await.unwrap();
+        s.write_all(&big).await.unwrap();
+        want.extend_from_slice(&big);
+        s.write_all(b"tail").await.unwrap();
+        want.extend_from_slice(b"tail");
+        s.shutdown().await.unwrap();
+        assert_eq!(reader.await.unwrap(), want);
+    }
+}
