@@ -44,6 +44,17 @@ fn expected(name: &str) -> String {
     case["expected"].as_str().unwrap().to_owned()
 }
 
+/// The digest `kms measure` printed; it must have succeeded.
+fn printed_digest(out: std::process::Output) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 #[test]
 fn measure_svsm_launch() {
     let ovmf = measure_dir().join("svsm_ovmf.fd");
@@ -60,17 +71,7 @@ fn measure_svsm_launch() {
         "--vcpus",
         "4",
     ];
-    let out = kms(&args);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap().trim(),
-        expected("svsm-4vcpu")
-    );
+    assert_eq!(printed_digest(kms(&args)), expected("svsm-4vcpu"));
     // Options the SVSM launch cannot honour are refused, not ignored.
     for (extra, msg) in [
         (&["--guest-features", "0x5"][..], "SEV_FEATURES"),
@@ -110,16 +111,7 @@ fn measure_prints_the_digest_or_a_precise_error() {
         "--append",
         "console=ttyS0 loglevel=7",
     ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap().trim(),
-        expected("amdsev-1vcpu-gf1-console")
-    );
+    assert_eq!(printed_digest(out), expected("amdsev-1vcpu-gf1-console"));
     let plain = measure_dir().join("ovmf_OvmfX64_suffix.bin");
     let out = kms(&[
         "measure",
