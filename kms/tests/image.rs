@@ -139,6 +139,35 @@ fn measure_prints_the_digest_or_a_precise_error() {
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("error: unknown vCPU type"));
 }
 
+/// `kms image add` of a direct boot with an empty kernel and initrd.
+fn image_add_snp(
+    image: &str,
+    reg: &Path,
+    ovmf: &Path,
+    empty: &Path,
+    vcpus: &str,
+) -> std::process::Output {
+    kms(&[
+        "image",
+        "add",
+        "--os-image-hash",
+        image,
+        "--registry",
+        s(reg),
+        "sev-snp",
+        "--ovmf",
+        s(ovmf),
+        "--kernel",
+        s(empty),
+        "--initrd",
+        s(empty),
+        "--append",
+        "",
+        "--vcpus",
+        vcpus,
+    ])
+}
+
 #[tokio::test]
 async fn registry_from_image_add_resolves_a_report_measured_by_the_calculator() {
     let dir = tempfile::tempdir().unwrap();
@@ -147,25 +176,7 @@ async fn registry_from_image_add_resolves_a_report_measured_by_the_calculator() 
     std::fs::write(&empty, b"").unwrap();
     let ovmf = measure_dir().join("ovmf_AmdSev_suffix.bin");
     let image = "ab".repeat(32);
-    let out = kms(&[
-        "image",
-        "add",
-        "--os-image-hash",
-        &image,
-        "--registry",
-        s(&reg),
-        "sev-snp",
-        "--ovmf",
-        s(&ovmf),
-        "--kernel",
-        s(&empty),
-        "--initrd",
-        s(&empty),
-        "--append",
-        "",
-        "--vcpus",
-        "1,2,4",
-    ]);
+    let out = image_add_snp(&image, &reg, &ovmf, &empty, "1,2,4");
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -205,25 +216,7 @@ async fn registry_from_image_add_resolves_a_report_measured_by_the_calculator() 
     assert_eq!(listing.matches("tdx: ").count(), 1);
 
     // The same measurement under another image is refused.
-    let out = kms(&[
-        "image",
-        "add",
-        "--os-image-hash",
-        &"cd".repeat(32),
-        "--registry",
-        s(&reg),
-        "sev-snp",
-        "--ovmf",
-        s(&ovmf),
-        "--kernel",
-        s(&empty),
-        "--initrd",
-        s(&empty),
-        "--append",
-        "",
-        "--vcpus",
-        "2",
-    ]);
+    let out = image_add_snp(&"cd".repeat(32), &reg, &ovmf, &empty, "2");
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("also listed under image abab"));
 
