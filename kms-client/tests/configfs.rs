@@ -19,7 +19,11 @@ fn b64(data: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(data)
 }
 
-/// Plays the kernel: attributes on mkdir, a signed report on inblob.
+/// Plays the kernel: attributes on mkdir, a signed report on inblob. Each
+/// entry is populated and answered once, as configfs does: the client's
+/// clean-up of a plain directory removes the files before the directory,
+/// and the helper must not put them back in between. Writes into an entry
+/// the client has just removed are ignored.
 fn fake_tsm(
     dir: PathBuf,
     provider: &'static str,
@@ -28,27 +32,32 @@ fn fake_tsm(
     stop: Arc<AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
+        let mut populated = std::collections::HashSet::new();
+        let mut answered = std::collections::HashSet::new();
         while !stop.load(Ordering::Relaxed) {
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let e = entry.path();
-                if !e.join("provider").exists() {
-                    std::fs::write(e.join("generation"), "0").unwrap();
-                    std::fs::write(e.join("provider"), provider).unwrap();
+                if populated.insert(e.clone()) {
+                    let _ = std::fs::write(e.join("generation"), "0");
+                    let _ = std::fs::write(e.join("provider"), provider);
                 }
-                let inblob = e.join("inblob");
-                if inblob.exists() && !e.join("outblob").exists() {
-                    let rd = std::fs::read(&inblob).unwrap();
-                    let Ok(rd) = <[u8; 64]>::try_from(rd.as_slice()) else {
-                        continue;
-                    };
-                    let ev = match provider {
-                        "tdx_guest" => pkis.tdx_evidence(&app, ReportData(rd), false),
-                        _ => pkis.snp_evidence(&app, ReportData(rd), ReportFields::default()),
-                    };
-                    std::fs::write(e.join("outblob"), &ev.quote).unwrap();
-                    std::fs::write(e.join("auxblob"), &ev.certificates).unwrap();
-                    std::fs::write(e.join("generation"), "1").unwrap();
+                if answered.contains(&e) {
+                    continue;
                 }
+                let Ok(rd) = std::fs::read(e.join("inblob")) else {
+                    continue;
+                };
+                let Ok(rd) = <[u8; 64]>::try_from(rd.as_slice()) else {
+                    continue;
+                };
+                answered.insert(e.clone());
+                let ev = match provider {
+                    "tdx_guest" => pkis.tdx_evidence(&app, ReportData(rd), false),
+                    _ => pkis.snp_evidence(&app, ReportData(rd), ReportFields::default()),
+                };
+                let _ = std::fs::write(e.join("outblob"), &ev.quote);
+                let _ = std::fs::write(e.join("auxblob"), &ev.certificates);
+                let _ = std::fs::write(e.join("generation"), "1");
             }
             std::thread::sleep(Duration::from_millis(2));
         }
