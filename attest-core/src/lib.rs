@@ -29,6 +29,7 @@ mod evidence;
 pub mod identity;
 pub mod image_registry;
 mod platform;
+pub mod reader;
 
 pub use attestation::{Attestation, Verifiers};
 pub use bytes::{AppId, ComposeHash, DeviceId, HexBytes, InstanceId, OsImageHash, ReportData};

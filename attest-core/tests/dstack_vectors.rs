@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
-use attest_core::eventlog::{self, LogEvent, RuntimeAppInfo};
+use attest_core::eventlog::{
+    self, EventBody, LogEvent, RegisterSet, ReplayedLog, RuntimeAppInfo, RuntimeEvent,
+};
 use attest_core::{ErrorKind, InstanceId};
 use sha2::Sha384;
 
@@ -48,8 +50,28 @@ fn quote_rtmrs(quote: &[u8]) -> [[u8; 48]; 4] {
     })
 }
 
+const RTMRS: RegisterSet = RegisterSet {
+    count: 4,
+    app_register: 3,
+    prefix: "rtmr",
+};
+
+fn name(e: &LogEvent) -> Option<&str> {
+    e.as_runtime().map(|r| r.name.as_str())
+}
+
+fn runtime_named<'a>(events: &'a mut [LogEvent], n: &str) -> &'a mut RuntimeEvent {
+    events
+        .iter_mut()
+        .find_map(|e| match &mut e.body {
+            EventBody::Runtime(r) if r.name == n => Some(r),
+            _ => None,
+        })
+        .unwrap()
+}
+
 fn replay4(events: &[LogEvent]) -> Vec<[u8; 48]> {
-    eventlog::replay::<Sha384>(events, 4)
+    eventlog::replay::<Sha384>(events, &RTMRS)
         .unwrap()
         .into_iter()
         .map(|r| r.into())
@@ -66,7 +88,9 @@ fn check_replay(name: &str) -> (Vec<LogEvent>, RuntimeAppInfo) {
     }
     // RTMR3 is not all zero in these quotes, so the check above is not vacuous.
     assert_ne!(want[3], [0u8; 48]);
-    let info = eventlog::runtime_app_info(&events, 3).unwrap();
+    let signed = want.each_ref().map(|r| Some(&r[..]));
+    let log = ReplayedLog::check::<Sha384>(events.clone(), &RTMRS, &signed).unwrap();
+    let info = log.app_info().unwrap();
     (events, info)
 }
 
@@ -97,7 +121,7 @@ fn quote_report_replays_all_rtmrs_and_yields_app_identity() {
     // This older image emits no os-image-hash event.
     assert_eq!(app.os_image_hash, None);
     // The application event after system-ready is in the log but not identity.
-    assert!(events.iter().any(|e| e.name == "LIUM_MINER_HOTKEY"));
+    assert!(events.iter().any(|e| name(e) == Some("LIUM_MINER_HOTKEY")));
 }
 
 #[test]
@@ -143,29 +167,27 @@ fn tampered_payload_breaks_the_replay() {
     let f = fixture("quote-report.json");
     let want = quote_rtmrs(&f.quote);
     let mut events = eventlog::parse_json_event_log(f.event_log.as_bytes()).unwrap();
-    let compose = events
-        .iter_mut()
-        .find(|e| e.name == "compose-hash")
-        .unwrap();
-    compose.payload[0] ^= 0x01;
+    runtime_named(&mut events, "compose-hash").payload[0] ^= 0x01;
     let got = replay4(&events);
     assert_eq!(got[..3], want[..3], "boot registers unaffected");
     assert_ne!(got[3], want[3], "RTMR3 must change");
 
     // Renaming an event changes its digest too.
     let mut events = eventlog::parse_json_event_log(f.event_log.as_bytes()).unwrap();
-    let ev = events.iter_mut().find(|e| e.name == "app-id").unwrap();
-    ev.name = "app-ie".into();
+    runtime_named(&mut events, "app-id").name = "app-ie".into();
     assert_ne!(replay4(&events)[3], want[3]);
 
     // Dropping an event breaks it as well.
     let mut events = eventlog::parse_json_event_log(f.event_log.as_bytes()).unwrap();
-    events.retain(|e| e.name != "instance-id");
+    events.retain(|e| name(e) != Some("instance-id"));
     assert_ne!(replay4(&events)[3], want[3]);
 
     // A boot event's stated digest is what is extended: flipping it breaks RTMR0.
     let mut events = eventlog::parse_json_event_log(f.event_log.as_bytes()).unwrap();
-    events[0].digest[5] ^= 0x80;
+    match &mut events[0].body {
+        EventBody::Boot(b) => b.digest[5] ^= 0x80,
+        EventBody::Runtime(_) => panic!("event 0 is a boot event"),
+    }
     assert_ne!(replay4(&events)[0], want[0]);
 }
 
@@ -175,4 +197,49 @@ fn truncated_log_is_malformed() {
     let cut = &f.event_log.as_bytes()[..f.event_log.len() / 2];
     let err = eventlog::parse_json_event_log(cut).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Malformed);
+}
+
+/// The real dstack quote's log with its `instance-id` event re-typed (the
+/// real digest stated under another type): before the fix RTMR3 still
+/// replayed and the identity lost its instance id, so one instance got the
+/// app-wide disk key. Now RTMR3 takes runtime events only.
+#[test]
+fn retyped_instance_id_event_is_refused() {
+    let f = fixture("quote-report.json");
+    let want = quote_rtmrs(&f.quote);
+    let mut raw: Vec<serde_json::Value> = serde_json::from_str(&f.event_log).unwrap();
+    let ev = raw
+        .iter_mut()
+        .find(|e| e["event"] == "instance-id")
+        .unwrap();
+    let payload = hex::decode(ev["event_payload"].as_str().unwrap()).unwrap();
+    let digest = eventlog::runtime_event_digest::<Sha384>(
+        "instance-id",
+        &payload,
+        eventlog::RuntimeEventVersion::V1,
+    );
+    ev["event_type"] = serde_json::json!(0x0800_0002);
+    ev["digest"] = serde_json::Value::String(hex::encode(digest));
+    let events = eventlog::parse_json_event_log(&serde_json::to_vec(&raw).unwrap()).unwrap();
+    let signed = want.each_ref().map(|r| Some(&r[..]));
+    let err = ReplayedLog::check::<Sha384>(events.clone(), &RTMRS, &signed).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Malformed);
+    assert_eq!(
+        err.to_string(),
+        "malformed: event 23 of type 0x8000002 extends rtmr3, which only dstack runtime events (type 0x8000001) may extend"
+    );
+    // Re-typed as EV_NO_ACTION (never extended) it is refused as well.
+    let mut raw2 = raw.clone();
+    let ev = raw2
+        .iter_mut()
+        .find(|e| e["event_type"] == 0x0800_0002)
+        .unwrap();
+    ev["event_type"] = serde_json::json!(3);
+    let events = eventlog::parse_json_event_log(&serde_json::to_vec(&raw2).unwrap()).unwrap();
+    assert_eq!(
+        ReplayedLog::check::<Sha384>(events, &RTMRS, &signed)
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Malformed
+    );
 }

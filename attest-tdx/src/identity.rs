@@ -1,7 +1,7 @@
 //! Turning a verified quote and its event log into the normalized identity.
 
 use attest_core::dstack::{DstackClaims, SECTION as DSTACK_SECTION};
-use attest_core::eventlog::{self, LogEvent, SYSTEM_READY};
+use attest_core::eventlog::{self, RegisterSet, ReplayedLog, RuntimeAppInfo};
 use attest_core::{
     AppIdentity, AttestError, BootMeasurements, DeviceId, HexBytes, PlatformClaims, PlatformId,
     ReportData, TcbInfo, TcbStatus, VerifiedIdentity, VerifyContext,
@@ -57,31 +57,20 @@ fn map_status(s: &str) -> TcbStatus {
     }
 }
 
-/// Replays the log and compares with the quote, naming the first register
-/// that differs.
-fn replay_and_check(quote: &TdQuote, events: &[LogEvent]) -> Result<(), AttestError> {
-    let replayed = eventlog::replay::<Sha384>(events, 4)?;
-    for (i, (want, got)) in quote.rtmrs().iter().zip(&replayed).enumerate() {
-        if want.as_slice() != got.as_slice() {
-            return Err(AttestError::identity_mismatch(
-                &format!("rtmr{i}"),
-                want,
-                got,
-            ));
-        }
-    }
-    Ok(())
-}
+/// TDX's runtime-extendable registers: RTMR0..3, the app identity in RTMR3.
+pub const RTMRS: RegisterSet = RegisterSet {
+    count: 4,
+    app_register: 3,
+    prefix: "rtmr",
+};
 
-/// The raw `key-provider` payload before `system-ready` (dstack's
-/// mr_system covers the exact bytes).
-fn key_provider_payload(events: &[LogEvent]) -> Option<&[u8]> {
-    events
-        .iter()
-        .filter(|e| e.is_runtime() && e.register == 3)
-        .take_while(|e| e.name != SYSTEM_READY)
-        .find(|e| e.name == "key-provider")
-        .map(|e| e.payload.as_slice())
+/// Replays the log and compares every RTMR with the quote's, naming the
+/// first register that differs.
+fn replay_and_check(quote: &TdQuote, log: &[u8]) -> Result<ReplayedLog, AttestError> {
+    let events = parse_event_log(log)?;
+    let rtmrs = quote.rtmrs();
+    let signed = rtmrs.each_ref().map(|r| Some(&r[..]));
+    ReplayedLog::check::<Sha384>(events, &RTMRS, &signed)
 }
 
 fn sha256(parts: &[&[u8]]) -> Vec<u8> {
@@ -110,9 +99,12 @@ fn boot_measurements(quote: &TdQuote) -> BootMeasurements {
         .with("mr_seam", &r.mr_seam[..])
 }
 
-fn dstack_claims(quote: &TdQuote, events: &[LogEvent]) -> DstackClaims {
+fn dstack_claims(quote: &TdQuote, info: &RuntimeAppInfo) -> DstackClaims {
     let r = quote.td10();
-    let mr_key_provider = key_provider_payload(events)
+    // dstack's mr_system covers the exact key-provider payload bytes.
+    let mr_key_provider = info
+        .key_provider_payload
+        .as_deref()
         .map(|p| sha256(&[p]))
         .unwrap_or_else(|| vec![0; 32]);
     let mr_system = sha256(&[&r.mr_td, &r.rt_mr0, &r.rt_mr1, &r.rt_mr2, &mr_key_provider]);
@@ -214,11 +206,11 @@ pub(crate) fn build(
                 .into(),
         ));
     }
-    let events = parse_event_log(event_log)?;
-    replay_and_check(quote, &events)?;
-    let app: AppIdentity = eventlog::runtime_app_info(&events, 3)?.app_identity()?;
+    let log = replay_and_check(quote, event_log)?;
+    let info = log.app_info()?;
+    let app: AppIdentity = info.app_identity()?;
     part.platform_claims
-        .insert(DSTACK_SECTION, &dstack_claims(quote, &events))?;
+        .insert(DSTACK_SECTION, &dstack_claims(quote, &info))?;
     Ok(VerifiedIdentity {
         platform: PlatformId::TDX,
         app,
@@ -327,7 +319,7 @@ pub fn inspect(raw: &[u8], event_log: Option<&[u8]>) -> Result<Inspection, Attes
     };
     if let Some(log) = event_log {
         let events = parse_event_log(log)?;
-        let replayed = eventlog::replay::<Sha384>(&events, 4)?;
+        let replayed = eventlog::replay::<Sha384>(&events, &RTMRS)?;
         out.replay = quote
             .rtmrs()
             .iter()
@@ -340,7 +332,8 @@ pub fn inspect(raw: &[u8], event_log: Option<&[u8]>) -> Result<Inspection, Attes
                 matches: q.as_slice() == got.as_slice(),
             })
             .collect();
-        match eventlog::runtime_app_info(&events, 3).and_then(|i| i.app_identity()) {
+        // What the log claims: shown, never acted on.
+        match eventlog::claimed_app_info(&events, &RTMRS).and_then(|i| i.app_identity()) {
             Ok(app) => {
                 out.app = Some(app);
                 out.app_error = None;

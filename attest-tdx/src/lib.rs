@@ -11,7 +11,6 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod ccel;
 pub mod collateral;
 mod errors;
 mod identity;
@@ -30,7 +29,7 @@ use sha2::{Digest, Sha256};
 pub use collateral::{
     CachedCollateral, Collateral, CollateralKey, CollateralSource, OfflineCollateral, PcsClient,
 };
-pub use identity::{Inspection, RegisterReplay, TdxClaims, inspect};
+pub use identity::{Inspection, RTMRS, RegisterReplay, TdxClaims, inspect};
 pub use quote::{TdQuote, parse_event_log};
 
 /// Intel's SGX/TDX root CA (DER), the DCAP trust anchor.

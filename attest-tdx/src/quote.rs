@@ -71,7 +71,7 @@ impl TdQuote {
 pub fn parse_event_log(bytes: &[u8]) -> Result<Vec<LogEvent>, AttestError> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[') => eventlog::parse_json_event_log(bytes),
-        Some(_) => crate::ccel::parse_ccel(bytes),
+        Some(_) => eventlog::tcg::parse_ccel(bytes),
         None => Err(AttestError::Malformed("the event log is empty".into())),
     }
 }

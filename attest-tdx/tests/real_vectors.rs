@@ -268,7 +268,10 @@ fn damaged_ccel_logs_fail_cleanly() {
     // A flipped digest byte: parses, but no longer replays.
     let mut bad = log.clone();
     let events = attest_tdx::parse_event_log(&log).unwrap();
-    let digest = &events[3].digest;
+    let digest = match &events[3].body {
+        attest_core::eventlog::EventBody::Boot(b) => &b.digest,
+        other => panic!("CCEL events are boot events, found {other:?}"),
+    };
     let pos = log
         .windows(48)
         .position(|w| w == digest.as_slice())

@@ -252,3 +252,113 @@ async fn tampered_quote_is_rejected() {
         ErrorKind::UnsupportedPlatform
     );
 }
+
+/// The first security review's critical finding, end to end: an app on an
+/// approved image extends RTMR3 (after `system-ready`) with runtime events
+/// naming a victim app, then sends a log in which its own identity events
+/// and `system-ready` are re-typed (another event type, their real digests
+/// stated). RTMR3 replays to the quoted value, so before the fix the
+/// identity came from the victim's events and the KMS released its keys.
+#[tokio::test]
+async fn retyped_identity_events_cannot_claim_another_app() {
+    use attest_core::eventlog::{
+        LogEvent, RuntimeEventVersion, runtime_event_digest, to_json_event_log,
+    };
+    let c = case();
+    let victim = App {
+        app_id: [0x77; 20],
+        compose_hash: [0x88; 32],
+        ..App::example()
+    };
+    // What the TD really extended: its own boot events, then, after
+    // system-ready, the victim's identity as app events.
+    let mut extended = c.app.runtime_events();
+    extended.extend([
+        LogEvent::runtime(3, "app-id", &victim.app_id),
+        LogEvent::runtime(3, "compose-hash", &victim.compose_hash),
+    ]);
+    let (_, rtmr3) = attest_testkit::dstack::events_to_json(&extended);
+    // The log it sends: every event before the victim's re-typed, with the
+    // digest it really extended.
+    let n_own = c.app.runtime_events().len();
+    let forged: Vec<LogEvent> = extended
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let r = e.as_runtime().unwrap();
+            if i < n_own {
+                let d = runtime_event_digest::<sha2::Sha384>(
+                    &r.name,
+                    &r.payload,
+                    RuntimeEventVersion::V1,
+                );
+                LogEvent::boot(3, 0x0800_0002, d.to_vec(), r.name.clone().into_bytes())
+            } else {
+                e.clone()
+            }
+        })
+        .collect();
+    let td = TdFields {
+        rtmrs: [[0; 48], [0; 48], [0; 48], rtmr3],
+        ..c.td.clone()
+    };
+    let v = verifier(&c.pki, &CollateralOptions::valid_from(ISSUED));
+    let err = v
+        .verify(
+            &evidence(c.pki.quote(&td), &to_json_event_log(&forged)),
+            &ctx(&c),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Malformed, "{err}");
+    assert!(
+        err.to_string()
+            .contains("extends rtmr3, which only dstack runtime events"),
+        "{err}"
+    );
+
+    // The honest log of the same TD verifies, with its own identity: the
+    // victim's events after system-ready do not count.
+    let id = v
+        .verify(
+            &evidence(c.pki.quote(&td), &to_json_event_log(&extended)),
+            &ctx(&c),
+        )
+        .await
+        .unwrap();
+    assert_eq!(id.app.app_id.0, c.app.app_id);
+    assert_eq!(id.app.compose_hash.0, c.app.compose_hash);
+}
+
+/// A second identity event before `system-ready` is ambiguous: refused.
+#[tokio::test]
+async fn duplicate_identity_events_before_system_ready_are_refused() {
+    use attest_core::eventlog::{LogEvent, to_json_event_log};
+    let c = case();
+    for name in ["app-id", "compose-hash", "instance-id", "key-provider"] {
+        let mut events = c.app.runtime_events();
+        let pos = events
+            .iter()
+            .position(|e| e.as_runtime().is_some_and(|r| r.name == name))
+            .unwrap();
+        let dup: LogEvent = events[pos].clone();
+        events.insert(pos + 1, dup);
+        let (_, rtmr3) = attest_testkit::dstack::events_to_json(&events);
+        let td = TdFields {
+            rtmrs: [[0; 48], [0; 48], [0; 48], rtmr3],
+            ..c.td.clone()
+        };
+        let v = verifier(&c.pki, &CollateralOptions::valid_from(ISSUED));
+        let err = v
+            .verify(
+                &evidence(c.pki.quote(&td), &to_json_event_log(&events)),
+                &ctx(&c),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("malformed: runtime event {name:?} appears twice before \"system-ready\""),
+        );
+    }
+}

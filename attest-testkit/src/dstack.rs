@@ -77,22 +77,15 @@ impl App {
 /// Serializes events as dstack's JSON list and replays them into RTMR3
 /// (only register 3 events are expected here).
 pub fn events_to_json(events: &[LogEvent]) -> (Vec<u8>, [u8; 48]) {
-    let list: Vec<serde_json::Value> = events
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "imr": e.register,
-                "event_type": e.event_type,
-                "digest": hex::encode(&e.digest),
-                "event": e.name,
-                "event_payload": hex::encode(&e.payload),
-            })
-        })
-        .collect();
-    let regs = eventlog::replay::<Sha384>(events, 4).unwrap_or_default();
+    let set = eventlog::RegisterSet {
+        count: 4,
+        app_register: 3,
+        prefix: "rtmr",
+    };
+    let regs = eventlog::replay::<Sha384>(events, &set).unwrap_or_default();
     let mut rtmr3 = [0u8; 48];
     if let Some(r) = regs.get(3) {
         rtmr3.copy_from_slice(r);
     }
-    (serde_json::to_vec(&list).unwrap_or_default(), rtmr3)
+    (eventlog::to_json_event_log(events), rtmr3)
 }

@@ -224,10 +224,16 @@ pub fn app_id_of(evidence: &Evidence) -> Result<AppId, ClientError> {
     })?;
     let register = events
         .iter()
-        .find(|e| e.is_runtime() && e.name == "app-id")
+        .find(|e| e.as_runtime().is_some_and(|r| r.name == "app-id"))
         .map(|e| e.register)
         .ok_or_else(|| ClientError::Evidence("the evidence declares no app id".into()))?;
-    attest_core::eventlog::runtime_app_info(&events, register)
+    // The guest reads what its own log claims; the KMS verifies it.
+    let set = attest_core::eventlog::RegisterSet {
+        count: register as usize + 1,
+        app_register: register,
+        prefix: "register",
+    };
+    attest_core::eventlog::claimed_app_info(&events, &set)
         .and_then(|i| i.app_identity())
         .map(|a| a.app_id)
         .map_err(|e| ClientError::Evidence(e.to_string()))

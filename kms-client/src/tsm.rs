@@ -163,7 +163,7 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 /// runtime events (RTMR3), as dstack's JSON list.
 pub fn tdx_event_log(cfg: &TsmConfig) -> Result<Vec<u8>, ClientError> {
     let mut events = if cfg.ccel.exists() {
-        attest_tdx::ccel::parse_ccel(&read_bounded(&cfg.ccel)?)
+        attest_core::eventlog::tcg::parse_ccel(&read_bounded(&cfg.ccel)?)
             .map_err(|e| err(format!("CCEL: {e}")))?
     } else {
         Vec::new()
@@ -184,16 +184,7 @@ pub fn tdx_event_log(cfg: &TsmConfig) -> Result<Vec<u8>, ClientError> {
             events.push(attest_core::eventlog::LogEvent::runtime(3, name, &payload));
         }
     }
-    let list: Vec<serde_json::Value> = events
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "imr": e.register, "event_type": e.event_type, "digest": hex::encode(&e.digest),
-                "event": e.name, "event_payload": hex::encode(&e.payload),
-            })
-        })
-        .collect();
-    serde_json::to_vec(&list).map_err(|e| err(e.to_string()))
+    Ok(attest_core::eventlog::to_json_event_log(&events))
 }
 
 /// Collects the whole evidence for `report_data`.

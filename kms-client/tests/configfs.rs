@@ -103,6 +103,7 @@ async fn both_platforms_through_configfs_tsm() {
         let lines: Vec<String> = app
             .runtime_events()
             .iter()
+            .filter_map(|e| e.as_runtime())
             .map(|e| {
                 format!(
                     "{{\"event\":\"{}\",\"payload\":\"{}\"}}",

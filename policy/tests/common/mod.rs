@@ -55,19 +55,23 @@ fn claims(variant: &str, agg: Vec<u8>, sys: Vec<u8>) -> PlatformClaims {
     c
 }
 
+const RTMRS: eventlog::RegisterSet = eventlog::RegisterSet {
+    count: 4,
+    app_register: 3,
+    prefix: "rtmr",
+};
+
 pub fn tdx_identity() -> VerifiedIdentity {
     let text = std::fs::read_to_string(vectors().join("tdx/dstack/quote-report.json")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let quote = hex::decode(v["quote"].as_str().unwrap()).unwrap();
     let events =
         eventlog::parse_json_event_log(v["event_log"].as_str().unwrap().as_bytes()).unwrap();
-    let rtmrs = eventlog::replay::<Sha384>(&events, 4).unwrap();
     let body = &quote[48..48 + 584];
-    assert_eq!(&body[0x148..0x178], rtmrs[0].as_slice(), "fixture replay");
-    let mut app = eventlog::runtime_app_info(&events, 3)
-        .unwrap()
-        .app_identity()
-        .unwrap();
+    let signed: [Option<&[u8]>; 4] =
+        std::array::from_fn(|i| Some(&body[0x148 + 48 * i..0x178 + 48 * i]));
+    let log = eventlog::ReplayedLog::check::<Sha384>(events, &RTMRS, &signed).unwrap();
+    let mut app = log.app_info().unwrap().app_identity().unwrap();
     app.os_image_hash = Some(OsImageHash::from_hex(OS_IMAGE).unwrap());
     let mrtd = &body[0x88..0xB8];
     let boot_digest = Sha384::digest([mrtd, &body[0x148..0x1D8]].concat()).to_vec();

@@ -1,0 +1,323 @@
+//! Extending registers from a log, and checking them against the values the
+//! hardware signed.
+
+use ::digest::{Digest, Output};
+
+use super::identity::{self, RuntimeAppInfo};
+use super::{EV_NO_ACTION, EventBody, LogEvent, RuntimeEvent, runtime_event_digest};
+use crate::AttestError;
+
+/// A platform's bank of hash-chained registers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RegisterSet {
+    /// How many registers exist (TDX: 4 RTMRs; a TPM bank: 24 PCRs).
+    pub count: usize,
+    /// The register that carries the dstack app identity (TDX: RTMR3).
+    /// Only runtime events may extend it.
+    pub app_register: u32,
+    /// Register names are `{prefix}{index}` (`rtmr3`, `pcr14`).
+    pub prefix: &'static str,
+}
+
+impl RegisterSet {
+    /// The name of register `i`.
+    pub fn name(&self, i: usize) -> String {
+        format!("{}{i}", self.prefix)
+    }
+}
+
+fn extend<D: Digest>(reg: &mut Output<D>, digest: &[u8]) {
+    let mut h = D::new();
+    h.update(&*reg);
+    h.update(digest);
+    *reg = h.finalize();
+}
+
+/// Replays `events` into `set.count` registers that start at zero:
+/// `R[i] = H(R[i] ‖ digest)` for every event except `EV_NO_ACTION` boot
+/// events. Runtime events are extended with their recomputed digest, boot
+/// events with the digest the log states (which must have the hash's size).
+///
+/// The app register takes runtime events only: a boot event there (even
+/// `EV_NO_ACTION`) is an error, since its stated digest could stand for
+/// anything, including an identity event re-typed to hide it.
+pub fn replay<D: Digest>(
+    events: &[LogEvent],
+    set: &RegisterSet,
+) -> Result<Vec<Output<D>>, AttestError> {
+    let mut regs = vec![Output::<D>::default(); set.count];
+    for (i, ev) in events.iter().enumerate() {
+        let reg = usize::try_from(ev.register)
+            .ok()
+            .and_then(|r| regs.get_mut(r))
+            .ok_or_else(|| {
+                AttestError::Malformed(format!(
+                    "event {i} targets register {}, only {} exist",
+                    ev.register, set.count
+                ))
+            })?;
+        match &ev.body {
+            EventBody::Runtime(r) => {
+                extend::<D>(
+                    reg,
+                    &runtime_event_digest::<D>(&r.name, &r.payload, r.version),
+                );
+            }
+            EventBody::Boot(b) => {
+                if ev.register == set.app_register {
+                    return Err(AttestError::Malformed(format!(
+                        "event {i} of type {:#x} extends {}, which only dstack runtime events (type {:#x}) may extend",
+                        b.event_type,
+                        set.name(ev.register as usize),
+                        super::DSTACK_RUNTIME_EVENT_TYPE
+                    )));
+                }
+                if b.event_type == EV_NO_ACTION {
+                    continue;
+                }
+                if b.digest.len() != <D as Digest>::output_size() {
+                    return Err(AttestError::Malformed(format!(
+                        "event {i} of type {:#x} in {} has a {}-byte digest, expected {}",
+                        b.event_type,
+                        set.name(ev.register as usize),
+                        b.digest.len(),
+                        <D as Digest>::output_size()
+                    )));
+                }
+                extend::<D>(reg, &b.digest);
+            }
+        }
+    }
+    Ok(regs)
+}
+
+/// A log whose replay reproduced the registers the hardware signed.
+///
+/// The only way to read an app identity from a log: [`ReplayedLog::check`]
+/// is its one constructor, so code that has not compared the replay with the
+/// signed registers cannot hold one.
+#[derive(Clone, Debug)]
+pub struct ReplayedLog {
+    events: Vec<LogEvent>,
+    set: RegisterSet,
+}
+
+impl ReplayedLog {
+    /// Replays `events` and compares each register with `signed[i]`, the
+    /// value the hardware signed. `None` leaves a register unchecked (a
+    /// stripped log that carries only the app register's events); the app
+    /// register must always be checked. The first register that differs is
+    /// reported as [`AttestError::IdentityMismatch`].
+    pub fn check<D: Digest>(
+        events: Vec<LogEvent>,
+        set: &RegisterSet,
+        signed: &[Option<&[u8]>],
+    ) -> Result<Self, AttestError> {
+        if signed.len() != set.count {
+            return Err(AttestError::Malformed(format!(
+                "{} signed register values given for {} registers",
+                signed.len(),
+                set.count
+            )));
+        }
+        if signed
+            .get(set.app_register as usize)
+            .is_none_or(Option::is_none)
+        {
+            return Err(AttestError::Malformed(format!(
+                "the app register {} must be checked",
+                set.name(set.app_register as usize)
+            )));
+        }
+        let replayed = replay::<D>(&events, set)?;
+        for (i, (want, got)) in signed.iter().zip(&replayed).enumerate() {
+            if let Some(want) = want {
+                if *want != got.as_slice() {
+                    return Err(AttestError::identity_mismatch(&set.name(i), want, got));
+                }
+            }
+        }
+        Ok(ReplayedLog { events, set: *set })
+    }
+
+    /// Every event of the log, in order.
+    pub fn events(&self) -> &[LogEvent] {
+        &self.events
+    }
+
+    /// The runtime events on the app register, in order.
+    pub fn runtime_events(&self) -> impl Iterator<Item = &RuntimeEvent> {
+        app_events(&self.events, &self.set)
+    }
+
+    /// The app identity the runtime events carry, before `system-ready`.
+    pub fn app_info(&self) -> Result<RuntimeAppInfo, AttestError> {
+        identity::extract(self.runtime_events())
+    }
+
+    /// The app register replayed up to and including the first runtime
+    /// event named `name` (dstack's boot-time `boot_mr`, up to
+    /// `boot-mr-done`); `None` when no such event exists.
+    pub fn app_register_until<D: Digest>(&self, name: &str) -> Option<Output<D>> {
+        let mut reg = Output::<D>::default();
+        for ev in self.runtime_events() {
+            extend::<D>(
+                &mut reg,
+                &runtime_event_digest::<D>(&ev.name, &ev.payload, ev.version),
+            );
+            if ev.name == name {
+                return Some(reg);
+            }
+        }
+        None
+    }
+}
+
+/// The runtime events on the app register. Every event there is one once
+/// [`replay`] accepted the log.
+pub(super) fn app_events<'a>(
+    events: &'a [LogEvent],
+    set: &RegisterSet,
+) -> impl Iterator<Item = &'a RuntimeEvent> {
+    let app = set.app_register;
+    events
+        .iter()
+        .filter(move |e| e.register == app)
+        .filter_map(LogEvent::as_runtime)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+    use sha2::{Sha256, Sha384};
+
+    const SET: RegisterSet = RegisterSet {
+        count: 4,
+        app_register: 3,
+        prefix: "rtmr",
+    };
+
+    #[test]
+    fn replay_is_generic_over_the_hash() {
+        let set = RegisterSet {
+            count: 2,
+            app_register: 1,
+            prefix: "pcr",
+        };
+        let events = vec![
+            LogEvent::runtime(0, "x", b"1"),
+            LogEvent::runtime(1, "y", b""),
+        ];
+        let regs = replay::<Sha256>(&events, &set).unwrap();
+        let d = runtime_event_digest::<Sha256>("x", b"1", super::super::RuntimeEventVersion::V1);
+        let mut h = Sha256::new();
+        h.update([0u8; 32]);
+        h.update(d);
+        assert_eq!(regs[0], h.finalize());
+        assert_eq!(regs[0].len(), 32);
+    }
+
+    #[test]
+    fn replay_rejects_out_of_range_register_and_bad_digest_size() {
+        let err = replay::<Sha384>(&[LogEvent::runtime(4, "x", b"")], &SET).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "malformed: event 0 targets register 4, only 4 exist"
+        );
+        let ev = LogEvent::boot(0, 0x8000_0001, vec![0; 32], vec![]);
+        let err = replay::<Sha384>(std::slice::from_ref(&ev), &SET).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "malformed: event 0 of type 0x80000001 in rtmr0 has a 32-byte digest, expected 48"
+        );
+        // EV_NO_ACTION is skipped whatever its digest.
+        let noop = LogEvent::boot(0, EV_NO_ACTION, vec![1], vec![]);
+        assert_eq!(
+            replay::<Sha384>(&[noop], &SET).unwrap(),
+            vec![Output::<Sha384>::default(); 4]
+        );
+    }
+
+    #[test]
+    fn the_app_register_takes_runtime_events_only() {
+        // A re-typed identity event: its real digest, stated under another type.
+        let digest = runtime_event_digest::<Sha384>(
+            "instance-id",
+            &[1; 20],
+            super::super::RuntimeEventVersion::V1,
+        );
+        for ty in [0x0800_0002, EV_NO_ACTION, 0x8000_0001] {
+            let ev = LogEvent::boot(3, ty, digest.to_vec(), b"instance-id".to_vec());
+            let err = replay::<Sha384>(&[ev], &SET).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Malformed);
+            assert!(
+                err.to_string()
+                    .contains("which only dstack runtime events (type 0x8000001) may extend"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn check_names_the_register_and_requires_the_app_register() {
+        let events = vec![LogEvent::runtime(3, "app-id", &[1; 20])];
+        let regs = replay::<Sha384>(&events, &SET).unwrap();
+        let zero = [0u8; 48];
+        let good = [
+            Some(&zero[..]),
+            Some(&zero[..]),
+            Some(&zero[..]),
+            Some(&regs[3][..]),
+        ];
+        assert!(ReplayedLog::check::<Sha384>(events.clone(), &SET, &good).is_ok());
+        let stripped = [None, None, None, Some(&regs[3][..])];
+        assert!(ReplayedLog::check::<Sha384>(events.clone(), &SET, &stripped).is_ok());
+        let bad = [
+            Some(&zero[..]),
+            Some(&zero[..]),
+            Some(&zero[..]),
+            Some(&zero[..]),
+        ];
+        let err = ReplayedLog::check::<Sha384>(events.clone(), &SET, &bad).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::IdentityMismatch);
+        assert!(err.to_string().starts_with("identity_mismatch: rtmr3: "));
+        let unchecked = [Some(&zero[..]), None, None, None];
+        assert_eq!(
+            ReplayedLog::check::<Sha384>(events.clone(), &SET, &unchecked)
+                .unwrap_err()
+                .to_string(),
+            "malformed: the app register rtmr3 must be checked"
+        );
+        assert!(ReplayedLog::check::<Sha384>(events, &SET, &good[..3]).is_err());
+    }
+
+    #[test]
+    fn app_register_until_stops_at_the_named_event() {
+        let events = vec![
+            LogEvent::runtime(3, "a", b""),
+            LogEvent::runtime(3, "boot-mr-done", b""),
+            LogEvent::runtime(3, "later", b"x"),
+        ];
+        let full = replay::<Sha384>(&events, &SET).unwrap();
+        let upto = replay::<Sha384>(&events[..2], &SET).unwrap();
+        let zero = [0u8; 48];
+        let log = ReplayedLog::check::<Sha384>(
+            events,
+            &SET,
+            &[
+                Some(&zero[..]),
+                Some(&zero[..]),
+                Some(&zero[..]),
+                Some(&full[3][..]),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            log.app_register_until::<Sha384>("boot-mr-done"),
+            Some(upto[3])
+        );
+        assert_eq!(log.app_register_until::<Sha384>("missing"), None);
+        assert_eq!(log.runtime_events().count(), 3);
+    }
+}
