@@ -21,6 +21,23 @@ pub trait Attestation: Send + Sync {
     /// The platform this plug-in verifies.
     fn platform(&self) -> PlatformId;
 
+    /// Obtains, without verifying the evidence, whatever endorsements
+    /// [`Attestation::verify`] will need from the network (collateral,
+    /// endorsement keys, CRLs), so that `verify` runs from caches.
+    ///
+    /// The key service calls this outside its CPU permits: a network wait
+    /// never holds one. Implementations fetch only for evidence whose
+    /// signer chain leads to a pinned root where the evidence lets them
+    /// check that first, and keep every fetch bounded (budget, single
+    /// flight, negative cache). The default does nothing.
+    async fn fetch_endorsements(
+        &self,
+        _evidence: &Evidence,
+        _ctx: &VerifyContext,
+    ) -> Result<(), AttestError> {
+        Ok(())
+    }
+
     /// Verifies `evidence` and returns the identity it proves.
     async fn verify(
         &self,
@@ -67,6 +84,20 @@ impl Verifiers {
     /// The plug-in for a platform.
     pub fn get(&self, platform: &PlatformId) -> Option<&Arc<dyn Attestation>> {
         self.by_platform.get(platform)
+    }
+
+    /// Dispatches [`Attestation::fetch_endorsements`] to the plug-in for
+    /// `evidence.platform`.
+    pub async fn fetch_endorsements(
+        &self,
+        evidence: &Evidence,
+        ctx: &VerifyContext,
+    ) -> Result<(), AttestError> {
+        self.by_platform
+            .get(&evidence.platform)
+            .ok_or_else(|| AttestError::UnsupportedPlatform(evidence.platform.clone()))?
+            .fetch_endorsements(evidence, ctx)
+            .await
     }
 
     /// Dispatches to the plug-in for `evidence.platform`.

@@ -17,7 +17,8 @@
 //!     "os_image_hash": hex32 | null
 //!   },
 //!   "boot": { "<register>": hex | number | {component: number}, ..., "boot_digest": hex },
-//!   "tcb": { "status": "UpToDate" | ..., "advisory_ids": [str], "tcb_date": RFC 3339 | null },
+//!   "tcb": { "status": "UpToDate" | ..., "advisory_ids": [str],
+//!            "tcb_date": RFC 3339 | null, "out_of_date_since": RFC 3339 | null },
 //!   "debug": bool,
 //!   "report_data": hex64, "report_data_checked": bool,
 //!   "device_id": hex32 | null,
@@ -245,10 +246,16 @@ pub struct TcbInfo {
     pub status: TcbStatus,
     /// Vendor advisories that apply (`INTEL-SA-00837`, ...).
     pub advisory_ids: Vec<String>,
-    /// The TCB date of the matched TCB level, when the vendor publishes one.
-    /// A policy's grace period for `OutOfDate` counts from it.
+    /// The TCB date of the level the platform matched (the TCB recovery it
+    /// is at), when the vendor publishes one.
     #[serde(with = "time::serde::rfc3339::option")]
     pub tcb_date: Option<OffsetDateTime>,
+    /// When the platform's level was superseded: the earliest TCB date of a
+    /// level above it (the first recovery it did not take). A policy's grace
+    /// period for `OutOfDate` counts from it. `None` when the platform meets
+    /// every published level, or the vendor publishes no dates (SEV-SNP).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub out_of_date_since: Option<OffsetDateTime>,
 }
 
 impl TcbInfo {
@@ -258,6 +265,7 @@ impl TcbInfo {
             status,
             advisory_ids: Vec::new(),
             tcb_date: None,
+            out_of_date_since: None,
         }
     }
 }

@@ -26,6 +26,7 @@ pub mod dstack;
 mod error;
 pub mod eventlog;
 mod evidence;
+pub mod fetch;
 pub mod identity;
 pub mod image_registry;
 mod platform;

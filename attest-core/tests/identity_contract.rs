@@ -49,6 +49,7 @@ fn sample() -> VerifiedIdentity {
             status: TcbStatus::SwHardeningNeeded,
             advisory_ids: vec!["INTEL-SA-00837".into()],
             tcb_date: Some(time::macros::datetime!(2024-03-13 0:00 UTC)),
+            out_of_date_since: Some(time::macros::datetime!(2024-11-13 0:00 UTC)),
         },
         debug: false,
         report_data: ReportData([0x44; 64]),
@@ -78,7 +79,8 @@ fn json_names_are_pinned() {
         "tcb": {
             "status": "SWHardeningNeeded",
             "advisory_ids": ["INTEL-SA-00837"],
-            "tcb_date": "2024-03-13T00:00:00Z"
+            "tcb_date": "2024-03-13T00:00:00Z",
+            "out_of_date_since": "2024-11-13T00:00:00Z"
         },
         "debug": false,
         "report_data": "44".repeat(64),

@@ -39,10 +39,14 @@ fn bench(c: &mut Criterion) {
 
     // Warm cache: the first fetch fills it, every later one is a hit.
     let collateral = Arc::new(Collateral::from_json(&json).unwrap());
-    let cache = Arc::new(CachedCollateral::new(Arc::new(StaticCollateral(
-        collateral,
-    ))));
-    let verifier = TdxVerifier::new(cache);
+    let cache = Arc::new(
+        CachedCollateral::new(
+            Arc::new(StaticCollateral(collateral)),
+            attest_tdx::INTEL_ROOT_CA_DER,
+        )
+        .unwrap(),
+    );
+    let verifier = TdxVerifier::new(cache).unwrap();
     rt.block_on(verifier.verify_quote(&quote, UnixTime(AT)))
         .unwrap();
     let ctx = VerifyContext::without_report_data(UnixTime(AT));
@@ -77,7 +81,8 @@ fn bench(c: &mut Criterion) {
     let fake = TdxVerifier::with_root(
         pki.root_der(),
         Arc::new(StaticCollateral(Arc::new(fake_collateral.clone()))),
-    );
+    )
+    .unwrap();
     let mut evidence = Evidence::new(PlatformId::TDX, pki.quote(&td));
     evidence.event_log = log;
     let fctx = VerifyContext::new(ReportData([7; 64]), UnixTime(1_751_000_000));

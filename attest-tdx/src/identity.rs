@@ -38,23 +38,30 @@ pub struct TdxClaims {
 /// The `platform_claims` section name.
 pub const SECTION: &str = "tdx";
 
-/// dcap-qvl's converged status, by name.
-fn map_status(s: &str) -> TcbStatus {
+/// dcap-qvl's converged status.
+fn map_status(s: dcap_qvl::TcbStatus) -> TcbStatus {
+    use dcap_qvl::TcbStatus as Q;
     match s {
-        "UpToDate" => TcbStatus::UpToDate,
-        "SWHardeningNeeded" => TcbStatus::SwHardeningNeeded,
-        "ConfigurationNeeded" => TcbStatus::ConfigurationNeeded,
-        "ConfigurationAndSWHardeningNeeded" => TcbStatus::ConfigurationAndSwHardeningNeeded,
+        Q::UpToDate => TcbStatus::UpToDate,
+        Q::SWHardeningNeeded => TcbStatus::SwHardeningNeeded,
+        Q::ConfigurationNeeded => TcbStatus::ConfigurationNeeded,
+        Q::ConfigurationAndSWHardeningNeeded => TcbStatus::ConfigurationAndSwHardeningNeeded,
         // A TD that launched on an out-of-date TCB must relaunch: until it
         // does, it is out of date whatever its current TCB says.
-        "OutOfDate" | "TDRelaunchAdvised" => TcbStatus::OutOfDate,
-        "OutOfDateConfigurationNeeded" | "TDRelaunchAdvisedConfigurationNeeded" => {
+        Q::OutOfDate | Q::TDRelaunchAdvised => TcbStatus::OutOfDate,
+        Q::OutOfDateConfigurationNeeded | Q::TDRelaunchAdvisedConfigurationNeeded => {
             TcbStatus::OutOfDateConfigurationNeeded
         }
-        // dcap-qvl rejects Revoked before we get here; anything unknown is
-        // never mapped to a status a policy could allow by accident.
-        _ => TcbStatus::Unknown,
+        // dcap-qvl rejects Revoked before we get here; never map it to a
+        // status a policy could allow by accident.
+        Q::Revoked => TcbStatus::Unknown,
     }
+}
+
+fn date(secs: u64) -> Option<time::OffsetDateTime> {
+    i64::try_from(secs)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
 }
 
 /// TDX's runtime-extendable registers: RTMR0..3, the app identity in RTMR3.
@@ -134,7 +141,8 @@ struct QuotePart {
 }
 
 fn quote_part(v: &VerifiedQuote, ctx: &VerifyContext) -> Result<QuotePart, AttestError> {
-    let (quote, collateral, report, key) = (&v.quote, &v.collateral, &v.report, &v.key);
+    let (quote, collateral, claims, key) =
+        (v.quote(), v.collateral(), v.claims(), v.collateral_key());
     let r = quote.td10();
     if r.mr_signer_seam.iter().any(|b| *b != 0) {
         return Err(AttestError::Insecure(format!(
@@ -151,16 +159,18 @@ fn quote_part(v: &VerifiedQuote, ctx: &VerifyContext) -> Result<QuotePart, Attes
     let report_data = ReportData(r.report_data);
     let report_data_checked = ctx.check_report_data(&report_data)?;
 
-    let status = map_status(&report.status);
-    // The collateral's TCB date: its newest level, the TCB recovery the
-    // verdict was made against (a policy's grace period counts from it).
-    let tcb_date = collateral
-        .latest_tcb_date
-        .and_then(|s| i64::try_from(s).ok())
-        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok());
-
-    let ppid = &report.ppid;
-    let device_id = (!ppid.is_empty()).then(|| DeviceId(Sha256::digest(ppid).into()));
+    let pck = &claims.platform.pck;
+    let out_of_date_since = crate::tcb_date::out_of_date_since(
+        &collateral.tcb_info,
+        &collateral.qe_identity,
+        &crate::tcb_date::PlatformSvns {
+            cpu_svn: &pck.cpu_svn,
+            pce_svn: pck.pce_svn,
+            tee_tcb_svn: &r.tee_tcb_svn,
+            qe_isvsvn: claims.qe.report.isv_svn,
+        },
+    )?;
+    let device_id = (!pck.ppid.is_empty()).then(|| DeviceId(Sha256::digest(&pck.ppid).into()));
 
     let td15 = quote.quote.report.as_td15();
     let mut platform_claims = PlatformClaims::default();
@@ -172,7 +182,7 @@ fn quote_part(v: &VerifiedQuote, ctx: &VerifyContext) -> Result<QuotePart, Attes
             fmspc: key.fmspc_hex(),
             pck_ca: key.ca_str().to_owned(),
             tcb_eval_data_number: collateral.tcb_eval_data_number,
-            collateral_expires: collateral.next_update,
+            collateral_expires: claims.earliest_expiration_date,
             seam_attributes: HexBytes(r.seam_attributes.to_vec()),
             tee_tcb_svn2: td15.map(|t| HexBytes(t.tee_tcb_svn2.to_vec())),
             mr_service_td: td15.map(|t| HexBytes(t.mr_service_td.to_vec())),
@@ -181,9 +191,10 @@ fn quote_part(v: &VerifiedQuote, ctx: &VerifyContext) -> Result<QuotePart, Attes
     Ok(QuotePart {
         boot: boot_measurements(quote),
         tcb: TcbInfo {
-            status,
-            advisory_ids: report.advisory_ids.clone(),
-            tcb_date,
+            status: map_status(claims.tcb.status),
+            advisory_ids: claims.tcb.advisory_ids.clone(),
+            tcb_date: date(claims.platform.tcb_date_tag),
+            out_of_date_since: out_of_date_since.and_then(date),
         },
         debug,
         report_data,
@@ -198,7 +209,7 @@ pub(crate) fn build(
     event_log: &[u8],
     ctx: &VerifyContext,
 ) -> Result<VerifiedIdentity, AttestError> {
-    let quote = &v.quote;
+    let quote = v.quote();
     let mut part = quote_part(v, ctx)?;
     if event_log.is_empty() {
         return Err(AttestError::Malformed(

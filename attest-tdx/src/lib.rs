@@ -14,17 +14,19 @@
 pub mod collateral;
 mod errors;
 mod identity;
+mod pck;
+mod pki;
 mod quote;
+mod tcb_date;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use attest_core::{
-    AttestError, Attestation, Evidence, PlatformId, VerifiedIdentity, VerifyContext,
+    AttestError, Attestation, Evidence, PlatformId, UnixTime, VerifiedIdentity, VerifyContext,
 };
-use dcap_qvl::verify::{QuoteVerifier, VerifiedReport};
-use sha2::{Digest, Sha256};
+use dcap_qvl::QuoteClaims;
+use dcap_qvl::verify::QuoteVerifier;
 
 pub use collateral::{
     CachedCollateral, Collateral, CollateralKey, CollateralSource, OfflineCollateral, PcsClient,
@@ -40,53 +42,85 @@ pub const MAX_QUOTE_LEN: usize = 64 * 1024;
 /// Largest event log accepted (a CCEL area is 256 KiB).
 pub const MAX_EVENT_LOG_LEN: usize = 2 * 1024 * 1024;
 
-/// A quote whose signatures, chain and collateral dcap-qvl accepted.
+/// A quote whose signatures, chains and collateral dcap-qvl accepted.
+///
+/// Built only by [`TdxVerifier::verify_quote`]; its fields are private so
+/// that no code can hold one for a quote that was not verified.
 pub struct VerifiedQuote {
+    quote: TdQuote,
+    key: CollateralKey,
+    collateral: Arc<Collateral>,
+    claims: QuoteClaims,
+}
+
+impl VerifiedQuote {
     /// The parsed quote.
-    pub quote: TdQuote,
-    /// Its collateral key (FMSPC, PCK CA).
-    pub key: CollateralKey,
+    pub fn quote(&self) -> &TdQuote {
+        &self.quote
+    }
+
+    /// The collateral key (FMSPC, PCK CA) of the verified PCK leaf.
+    pub fn collateral_key(&self) -> &CollateralKey {
+        &self.key
+    }
+
     /// The collateral it was verified with.
-    pub collateral: Arc<Collateral>,
-    /// dcap-qvl's result (TCB status, advisories, PPID).
-    pub report: VerifiedReport,
+    pub fn collateral(&self) -> &Arc<Collateral> {
+        &self.collateral
+    }
+
+    /// What dcap-qvl established: the TCB verdict and matched levels, the
+    /// PCK identity, the QE report, the collateral window.
+    pub fn claims(&self) -> &QuoteClaims {
+        &self.claims
+    }
+}
+
+/// dcap-qvl's policy hook, accepting every verdict: the TCB status is for
+/// the KMS policy to judge (Revoked is rejected by dcap-qvl itself).
+struct VerdictToPolicy;
+
+impl dcap_qvl::Policy for VerdictToPolicy {
+    fn validate(&self, _claims: &QuoteClaims) -> anyhow::Result<()> {
+        Ok(())
+    }
 }
 
 /// The TDX verifier.
 pub struct TdxVerifier {
     qvl: QuoteVerifier,
     collateral: Arc<dyn CollateralSource>,
-    /// PCK chain digest -> collateral key: a platform sends the same chain
-    /// in every quote, and parsing it costs more than a tenth of a verify.
-    keys: Mutex<HashMap<[u8; 32], CollateralKey>>,
+    /// PCK chains checked to the pinned root, by digest.
+    pck: pck::PckChains,
 }
-
-/// Most remembered PCK chains before the map is cleared.
-const MAX_REMEMBERED_CHAINS: usize = 4096;
 
 impl TdxVerifier {
     /// A verifier anchored at Intel's production root.
-    pub fn new(collateral: Arc<dyn CollateralSource>) -> Self {
+    pub fn new(collateral: Arc<dyn CollateralSource>) -> Result<Self, AttestError> {
         Self::with_root(INTEL_ROOT_CA_DER.to_vec(), collateral)
     }
 
     /// A verifier anchored at another root. Only tests (the testkit's fake
     /// Intel PKI) and an explicit insecure setting use this.
-    pub fn with_root(root_ca_der: Vec<u8>, collateral: Arc<dyn CollateralSource>) -> Self {
-        TdxVerifier {
+    pub fn with_root(
+        root_ca_der: Vec<u8>,
+        collateral: Arc<dyn CollateralSource>,
+    ) -> Result<Self, AttestError> {
+        Ok(TdxVerifier {
+            pck: pck::PckChains::new(&root_ca_der)?,
             qvl: QuoteVerifier::new(root_ca_der),
             collateral,
-            keys: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
-    /// Verifies the quote and its collateral only (no event log, no report
-    /// data): the part the benchmark compares with raw dcap-qvl.
-    pub async fn verify_quote(
+    /// Parses the quote, checks its PCK chain to the pinned root and
+    /// obtains its collateral: the only steps that may wait on the network,
+    /// and they run only for a chain that leads to Intel's root.
+    async fn quote_and_collateral(
         &self,
         raw: &[u8],
-        now: attest_core::UnixTime,
-    ) -> Result<VerifiedQuote, AttestError> {
+        now: UnixTime,
+    ) -> Result<(TdQuote, CollateralKey, Arc<Collateral>), AttestError> {
         if raw.len() > MAX_QUOTE_LEN {
             return Err(AttestError::Malformed(format!(
                 "quote is {} bytes, at most {MAX_QUOTE_LEN} accepted",
@@ -94,47 +128,34 @@ impl TdxVerifier {
             )));
         }
         let quote = TdQuote::parse(raw)?;
-        let key = self.collateral_key(&quote)?;
+        let key = self.pck.check(&quote.quote, now)?.key;
         let collateral = self.collateral.fetch(&key, now).await?;
+        Ok((quote, key, collateral))
+    }
+
+    /// Verifies the quote and its collateral only (no event log, no report
+    /// data): the part the benchmark compares with raw dcap-qvl.
+    pub async fn verify_quote(
+        &self,
+        raw: &[u8],
+        now: UnixTime,
+    ) -> Result<VerifiedQuote, AttestError> {
+        let (quote, key, collateral) = self.quote_and_collateral(raw, now).await?;
         // dcap-qvl's own checks (signatures, chains, CRLs, collateral
         // windows, Revoked, debug and TD attributes) all run here; the TCB
         // status itself is left to the KMS policy.
-        let report = self
+        let claims = self
             .qvl
-            .verify(raw, &collateral.data, now.as_secs())
+            .verify_with_policy(raw, &collateral.data, now.as_secs(), &VerdictToPolicy)
             .map_err(|e| errors::map_qvl_error(&e))?;
         Ok(VerifiedQuote {
             quote,
             key,
             collateral,
-            report,
+            claims,
         })
     }
 
-    fn collateral_key(&self, quote: &TdQuote) -> Result<CollateralKey, AttestError> {
-        let Ok(chain) = quote.quote.raw_cert_chain() else {
-            return quote.collateral_key();
-        };
-        let digest: [u8; 32] = Sha256::digest(chain).into();
-        if let Some(k) = self
-            .keys
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&digest)
-        {
-            return Ok(*k);
-        }
-        let key = quote.collateral_key()?;
-        let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
-        if keys.len() >= MAX_REMEMBERED_CHAINS {
-            keys.clear();
-        }
-        keys.insert(digest, key);
-        Ok(key)
-    }
-}
-
-impl TdxVerifier {
     /// Verifies a quote without an event log and returns the identity JSON
     /// with `app: null` (see [`Attestation::verify`] for the full identity).
     pub async fn verify_quote_only(
@@ -151,6 +172,16 @@ impl TdxVerifier {
 impl Attestation for TdxVerifier {
     fn platform(&self) -> PlatformId {
         PlatformId::TDX
+    }
+
+    async fn fetch_endorsements(
+        &self,
+        evidence: &Evidence,
+        ctx: &VerifyContext,
+    ) -> Result<(), AttestError> {
+        self.quote_and_collateral(&evidence.quote, ctx.time)
+            .await
+            .map(|_| ())
     }
 
     async fn verify(

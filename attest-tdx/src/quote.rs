@@ -4,8 +4,6 @@ use attest_core::AttestError;
 use attest_core::eventlog::{self, LogEvent};
 use dcap_qvl::quote::{Quote, Report};
 
-use crate::collateral::CollateralKey;
-
 /// A parsed (not yet verified) TDX quote.
 pub struct TdQuote {
     /// Quote version (4 or 5).
@@ -55,15 +53,6 @@ impl TdQuote {
             Report::TD15Ex(_) => "td15ex",
             Report::SgxEnclave(_) => "sgx",
         }
-    }
-
-    /// The collateral this quote needs, from its PCK leaf certificate.
-    pub fn collateral_key(&self) -> Result<CollateralKey, AttestError> {
-        let fmspc = dcap_qvl::intel::quote_fmspc(&self.quote)
-            .map_err(|e| AttestError::Malformed(format!("PCK certificate FMSPC: {e:#}")))?;
-        let ca = dcap_qvl::intel::quote_ca(&self.quote)
-            .map_err(|e| AttestError::Malformed(format!("PCK certificate issuer: {e:#}")))?;
-        Ok(CollateralKey { fmspc, ca })
     }
 }
 

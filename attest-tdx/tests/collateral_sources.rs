@@ -11,7 +11,7 @@ use attest_core::{ErrorKind, UnixTime};
 use attest_tdx::collateral::{PcsConfig, QuoteCollateralV3};
 use attest_tdx::{
     CachedCollateral, Collateral, CollateralKey, CollateralSource, OfflineCollateral, PcsClient,
-    TdQuote, TdxVerifier,
+    TdxVerifier,
 };
 use axum::Router;
 use axum::extract::{Query, State};
@@ -42,7 +42,11 @@ fn quote() -> Vec<u8> {
 }
 
 fn key() -> CollateralKey {
-    TdQuote::parse(&quote()).unwrap().collateral_key().unwrap()
+    // The FMSPC and CA of the vector quote's PCK leaf.
+    CollateralKey {
+        fmspc: [0xB0, 0xC0, 0x6F, 0, 0, 0],
+        ca: attest_tdx::collateral::PckCa::Platform,
+    }
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -52,6 +56,9 @@ enum Mode {
     Hang,
     Slow,
     NoHeaders,
+    /// A poisoned answer: the TCB info's nextUpdate moved far into the
+    /// future, the signature left as it was.
+    Tampered,
 }
 
 struct Pcs {
@@ -59,6 +66,14 @@ struct Pcs {
     mode: Mutex<Mode>,
     requests: AtomicUsize,
     last_query: Mutex<Vec<String>>,
+}
+
+fn tampered_tcb_info(tcb_info: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(tcb_info).unwrap();
+    let old = v["nextUpdate"].as_str().unwrap().to_owned();
+    let out = tcb_info.replace(&old, "2099-01-01T00:00:00Z");
+    assert_ne!(out, tcb_info);
+    out
 }
 
 fn chain_header(name: &'static str, chain: &str) -> HeaderMap {
@@ -100,9 +115,14 @@ async fn tcb(State(s): State<Arc<Pcs>>, Query(q): Query<Vec<(String, String)>>) 
         return r;
     }
     s.last_query.lock().unwrap().push(format!("tcb {q:?}"));
+    let tcb_info = if *s.mode.lock().unwrap() == Mode::Tampered {
+        tampered_tcb_info(&s.c.tcb_info)
+    } else {
+        s.c.tcb_info.clone()
+    };
     let body = format!(
         "{{\"tcbInfo\":{},\"signature\":\"{}\"}}",
-        s.c.tcb_info,
+        tcb_info,
         hex::encode(&s.c.tcb_info_signature)
     );
     (
@@ -216,9 +236,9 @@ async fn pccs_client_fetches_collateral_that_verifies() {
         "{queries}"
     );
 
-    let v = TdxVerifier::new(Arc::new(pcs));
+    let v = TdxVerifier::new(Arc::new(pcs)).unwrap();
     let verified = v.verify_quote(&quote(), UnixTime(AT)).await.unwrap();
-    assert_eq!(verified.report.status, "UpToDate");
+    assert_eq!(verified.claims().tcb.status, dcap_qvl::TcbStatus::UpToDate);
 }
 
 #[tokio::test]
@@ -274,7 +294,8 @@ async fn failing_and_hanging_servers_are_unavailable() {
 #[tokio::test]
 async fn cache_hits_refreshes_and_falls_back_to_a_valid_set_only() {
     let (url, state) = start().await;
-    let cache = CachedCollateral::new(Arc::new(client(&url)));
+    let cache =
+        CachedCollateral::new(Arc::new(client(&url)), attest_tdx::INTEL_ROOT_CA_DER).unwrap();
     let c = cache
         .fetch(&key(), UnixTime(AT - 20 * 86_400))
         .await
@@ -320,7 +341,9 @@ async fn cache_hits_refreshes_and_falls_back_to_a_valid_set_only() {
 async fn concurrent_misses_are_coalesced_into_one_fetch() {
     let (url, state) = start().await;
     *state.mode.lock().unwrap() = Mode::Slow;
-    let cache = Arc::new(CachedCollateral::new(Arc::new(client(&url))));
+    let cache = Arc::new(
+        CachedCollateral::new(Arc::new(client(&url)), attest_tdx::INTEL_ROOT_CA_DER).unwrap(),
+    );
     let tasks: Vec<_> = (0..20)
         .map(|_| {
             let cache = cache.clone();
@@ -342,7 +365,9 @@ async fn concurrent_misses_are_coalesced_into_one_fetch() {
 async fn cache_persists_to_disk_for_the_next_start() {
     let (url, state) = start().await;
     let dir = tempfile::tempdir().unwrap();
-    let first = CachedCollateral::new(Arc::new(client(&url))).with_dir(dir.path());
+    let first = CachedCollateral::new(Arc::new(client(&url)), attest_tdx::INTEL_ROOT_CA_DER)
+        .unwrap()
+        .with_dir(dir.path());
     first
         .fetch(&key(), UnixTime(AT - 20 * 86_400))
         .await
@@ -352,8 +377,10 @@ async fn cache_persists_to_disk_for_the_next_start() {
 
     // A restart with the source down still verifies.
     *state.mode.lock().unwrap() = Mode::Fail;
-    let second = CachedCollateral::new(Arc::new(client(&url))).with_dir(dir.path());
-    let v = TdxVerifier::new(Arc::new(second));
+    let second = CachedCollateral::new(Arc::new(client(&url)), attest_tdx::INTEL_ROOT_CA_DER)
+        .unwrap()
+        .with_dir(dir.path());
+    let v = TdxVerifier::new(Arc::new(second)).unwrap();
     assert!(v.verify_quote(&quote(), UnixTime(AT)).await.is_ok());
 }
 
@@ -370,7 +397,7 @@ async fn offline_directory_by_fmspc_and_ca() {
     .unwrap();
     let c = src.fetch(&key(), UnixTime(AT)).await.unwrap();
     assert_eq!(c.next_update, 1_752_919_235);
-    let v = TdxVerifier::new(Arc::new(src));
+    let v = TdxVerifier::new(Arc::new(src)).unwrap();
     assert!(v.verify_quote(&quote(), UnixTime(AT)).await.is_ok());
 
     std::fs::write(dir.path().join("b0c06f000000-platform.json"), b"{not json").unwrap();
@@ -381,4 +408,135 @@ async fn offline_directory_by_fmspc_and_ca() {
         .unwrap();
     assert_eq!(err.kind(), ErrorKind::Malformed);
     let _ = Collateral::from_json(b"{}").unwrap_err();
+}
+
+/// A PCCS answering with a bad set (signature broken, far-future
+/// nextUpdate): the set never enters the cache, in memory or on disk, and
+/// never replaces a good one.
+#[tokio::test]
+async fn poisoned_collateral_never_enters_the_cache() {
+    let (url, state) = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("B0C06F000000-platform.json");
+    let cache = CachedCollateral::new(Arc::new(client(&url)), attest_tdx::INTEL_ROOT_CA_DER)
+        .unwrap()
+        .with_dir(dir.path());
+    let t = UnixTime(AT - 20 * 86_400);
+    *state.mode.lock().unwrap() = Mode::Tampered;
+    let err = cache.fetch(&key(), t).await.err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("does not verify"), "{err}");
+    assert!(!file.exists(), "nothing written on failure");
+    assert_eq!(cache.stats().rejected_sets.load(Ordering::Relaxed), 1);
+
+    // A good set, then a poisoned refresh inside the margin: the good set
+    // stays, in memory and on disk.
+    *state.mode.lock().unwrap() = Mode::Normal;
+    let good = cache.fetch(&key(), t).await.unwrap();
+    let on_disk = std::fs::read(&file).unwrap();
+    *state.mode.lock().unwrap() = Mode::Tampered;
+    let inside = UnixTime(good.next_update - 86_400);
+    let served = cache.fetch(&key(), inside).await.unwrap();
+    assert!(Arc::ptr_eq(&served, &good));
+    assert_eq!(std::fs::read(&file).unwrap(), on_disk);
+    assert_eq!(cache.stats().rejected_sets.load(Ordering::Relaxed), 2);
+
+    // A poisoned file on disk (from an older release) is not served after
+    // a restart, even with the source down.
+    let mut c: serde_json::Value = serde_json::from_slice(&on_disk).unwrap();
+    c["tcb_info"] = serde_json::Value::String(tampered_tcb_info(c["tcb_info"].as_str().unwrap()));
+    std::fs::write(&file, serde_json::to_vec(&c).unwrap()).unwrap();
+    *state.mode.lock().unwrap() = Mode::Fail;
+    let restarted = CachedCollateral::new(Arc::new(client(&url)), attest_tdx::INTEL_ROOT_CA_DER)
+        .unwrap()
+        .with_dir(dir.path());
+    assert!(restarted.fetch(&key(), t).await.is_err());
+    assert_eq!(restarted.stats().rejected_sets.load(Ordering::Relaxed), 1);
+}
+
+/// A quote under a foreign PKI must not make the KMS ask the PCS for
+/// anything: its PCK chain is checked to the pinned root first.
+#[tokio::test]
+async fn foreign_pki_quotes_trigger_no_fetch() {
+    use attest_core::{Attestation, Evidence, PlatformId, VerifyContext};
+    let (url, state) = start().await;
+    let cache =
+        CachedCollateral::new(Arc::new(client(&url)), attest_tdx::INTEL_ROOT_CA_DER).unwrap();
+    let v = TdxVerifier::new(Arc::new(cache)).unwrap();
+    let pki = attest_testkit::tdx::FakeIntelPki::new();
+    let quote = pki.quote(&attest_testkit::tdx::TdFields::default());
+    let ev = Evidence::new(PlatformId::TDX, quote.clone());
+    let ctx = VerifyContext::without_report_data(UnixTime(AT));
+    let err = v.fetch_endorsements(&ev, &ctx).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UntrustedChain, "{err}");
+    let err = v.verify_quote(&quote, UnixTime(AT)).await.err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::UntrustedChain, "{err}");
+    assert_eq!(state.requests.load(Ordering::SeqCst), 0);
+
+    // The real quote's chain leads to Intel's root: its collateral is fetched.
+    let ev = Evidence::new(PlatformId::TDX, quote_bytes_with_bad_signature());
+    v.fetch_endorsements(&ev, &ctx).await.unwrap();
+    assert_eq!(state.requests.load(Ordering::SeqCst), 4);
+}
+
+/// The real quote with its body changed: the quote signature no longer
+/// verifies, but its PCK chain is Intel's.
+fn quote_bytes_with_bad_signature() -> Vec<u8> {
+    let mut q = quote();
+    q[200] ^= 1;
+    q
+}
+
+/// Fetches for platforms never seen are budgeted, and a "not found" answer
+/// is remembered, so forged FMSPCs cannot drive a stream of PCS requests.
+#[tokio::test]
+async fn unknown_platforms_are_budgeted_and_not_found_is_remembered() {
+    struct Missing(AtomicUsize);
+    #[async_trait::async_trait]
+    impl CollateralSource for Missing {
+        async fn fetch(
+            &self,
+            key: &CollateralKey,
+            _now: UnixTime,
+        ) -> Result<Arc<Collateral>, attest_core::AttestError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Err(attest_core::AttestError::CollateralMissing(format!(
+                "no collateral for {key:?}"
+            )))
+        }
+    }
+    let src = Arc::new(Missing(AtomicUsize::new(0)));
+    let cache = CachedCollateral::new(src.clone(), attest_tdx::INTEL_ROOT_CA_DER)
+        .unwrap()
+        .with_fetch_budget(3);
+    let k = |i: u8| CollateralKey {
+        fmspc: [i, 0, 0, 0, 0, 0],
+        ca: attest_tdx::collateral::PckCa::Platform,
+    };
+    let mut kinds = Vec::new();
+    for i in 0..10 {
+        kinds.push(cache.fetch(&k(i), UnixTime(AT)).await.unwrap_err().kind());
+    }
+    assert_eq!(src.0.load(Ordering::SeqCst), 3);
+    assert_eq!(&kinds[..3], &[ErrorKind::CollateralMissing; 3]);
+    assert_eq!(&kinds[3..], &[ErrorKind::Unavailable; 7]);
+    // Asking again for a key known to be missing costs no fetch.
+    let err = cache.fetch(&k(0), UnixTime(AT)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::CollateralMissing);
+    assert_eq!(src.0.load(Ordering::SeqCst), 3);
+    assert_eq!(cache.fetches_in_flight(), 0);
+}
+
+#[test]
+fn plain_http_pccs_is_refused_off_loopback() {
+    let err = PcsClient::new(PcsConfig::new("http://pccs.example.com:8081"))
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Malformed);
+    assert!(err.to_string().contains("insecure_http"), "{err}");
+    let mut cfg = PcsConfig::new("http://pccs.example.com:8081");
+    cfg.insecure_http = true;
+    assert!(PcsClient::new(cfg).is_ok());
+    assert!(PcsClient::new(PcsConfig::new("http://127.0.0.1:8081")).is_ok());
+    assert!(PcsClient::new(PcsConfig::new("https://pccs.example.com")).is_ok());
 }

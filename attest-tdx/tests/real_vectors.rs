@@ -25,7 +25,7 @@ fn read(rel: &str) -> Vec<u8> {
 
 fn verifier(collateral: &str) -> TdxVerifier {
     let c = Collateral::from_json(&read(collateral)).unwrap();
-    TdxVerifier::new(Arc::new(StaticCollateral(Arc::new(c))))
+    TdxVerifier::new(Arc::new(StaticCollateral(Arc::new(c)))).unwrap()
 }
 
 const TDX_QUOTE_AT: u64 = 1_752_919_234;
@@ -45,7 +45,7 @@ async fn v4_quote_verifies_up_to_date() {
         .verify_quote(&quote, UnixTime(TDX_QUOTE_AT))
         .await
         .unwrap();
-    let (q, collateral) = (&verified.quote, &verified.collateral);
+    let (q, collateral) = (verified.quote(), verified.collateral());
     assert_eq!(q.version, 4);
     assert_eq!(q.body_type(), "td10");
     assert_eq!(hex::encode(q.td10().mr_td), mrtd_at_offset(&quote));
@@ -53,9 +53,9 @@ async fn v4_quote_verifies_up_to_date() {
         hex::encode(q.td10().mr_td),
         "91eb2b44d141d4ece09f0c75c2c53d247a3c68edd7fafe8a3520c942a604a407de03ae6dc5f87f27428b2538873118b7"
     );
-    assert_eq!(verified.key.fmspc_hex(), "B0C06F000000");
-    assert_eq!(verified.report.status, "UpToDate");
-    assert!(verified.report.advisory_ids.is_empty());
+    assert_eq!(verified.collateral_key().fmspc_hex(), "B0C06F000000");
+    assert_eq!(verified.claims().tcb.status, dcap_qvl::TcbStatus::UpToDate);
+    assert!(verified.claims().tcb.advisory_ids.is_empty());
     assert!(collateral.valid_at(UnixTime(TDX_QUOTE_AT)));
 
     let json = v

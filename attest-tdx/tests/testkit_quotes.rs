@@ -38,7 +38,7 @@ fn case() -> Case {
 
 fn verifier(pki: &FakeIntelPki, o: &CollateralOptions) -> TdxVerifier {
     let c = Collateral::new(pki.collateral(o)).unwrap();
-    TdxVerifier::with_root(pki.root_der(), Arc::new(StaticCollateral(Arc::new(c))))
+    TdxVerifier::with_root(pki.root_der(), Arc::new(StaticCollateral(Arc::new(c)))).unwrap()
 }
 
 fn evidence(quote: Vec<u8>, log: &[u8]) -> Evidence {
@@ -88,7 +88,7 @@ async fn the_production_verifier_rejects_fake_pki_quotes() {
     let c = case();
     let collateral =
         Collateral::new(c.pki.collateral(&CollateralOptions::valid_from(ISSUED))).unwrap();
-    let prod = TdxVerifier::new(Arc::new(StaticCollateral(Arc::new(collateral))));
+    let prod = TdxVerifier::new(Arc::new(StaticCollateral(Arc::new(collateral)))).unwrap();
     let err = prod
         .verify(&evidence(c.pki.quote(&c.td), &c.log), &ctx(&c))
         .await
@@ -216,10 +216,20 @@ async fn out_of_date_platform_is_reported_with_the_recovery_date() {
         .unwrap();
     assert_eq!(id.tcb.status, TcbStatus::OutOfDate);
     assert_eq!(id.tcb.advisory_ids, ["INTEL-SA-00999"]);
-    // The date of the newer level that made the platform OutOfDate.
+    // The platform's own level is dated 400 days back; it was superseded
+    // by the newer level 10 days back, which is what a grace period counts
+    // from.
     assert_eq!(
         id.tcb.tcb_date.unwrap().unix_timestamp(),
+        ISSUED - 400 * 86_400
+    );
+    assert_eq!(
+        id.tcb.out_of_date_since.unwrap().unix_timestamp(),
         ISSUED - 10 * 86_400
+    );
+    assert_eq!(
+        id.to_json()["tcb"]["out_of_date_since"],
+        "2025-06-05T15:06:40Z"
     );
 }
 
@@ -361,4 +371,88 @@ async fn duplicate_identity_events_before_system_ready_are_refused() {
             format!("malformed: runtime event {name:?} appears twice before \"system-ready\""),
         );
     }
+}
+
+/// The check a set must pass to enter the cache: every signature to the
+/// pinned root, the window around the check's time. Each part tampered
+/// with is refused.
+#[test]
+fn collateral_is_verified_part_by_part_before_caching() {
+    let pki = FakeIntelPki::new();
+    let good = pki.collateral(&CollateralOptions::valid_from(ISSUED));
+    let root = pki.root_der();
+    let now = UnixTime(NOW);
+    Collateral::new(good.clone())
+        .unwrap()
+        .verify(&root, now)
+        .unwrap();
+    // Another root: nothing verifies.
+    let err = Collateral::new(good.clone())
+        .unwrap()
+        .verify(attest_tdx::INTEL_ROOT_CA_DER, now)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.kind(),
+            ErrorKind::UntrustedChain | ErrorKind::BadSignature
+        ),
+        "{err}"
+    );
+    // Outside the window.
+    for t in [ISSUED as u64 - 1, ISSUED as u64 + 30 * 86_400] {
+        let err = Collateral::new(good.clone())
+            .unwrap()
+            .verify(&root, UnixTime(t))
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::CollateralExpired, "{t}: {err}");
+    }
+    type Tamper = Box<dyn Fn(&mut attest_tdx::collateral::QuoteCollateralV3)>;
+    let tampered: Vec<(&str, Tamper)> = vec![
+        (
+            "tcb_info",
+            Box::new(|c| c.tcb_info = c.tcb_info.replace("\"version\":3", "\"version\":3 ")),
+        ),
+        (
+            "tcb_info_signature",
+            Box::new(|c| c.tcb_info_signature[3] ^= 1),
+        ),
+        (
+            "qe_identity",
+            Box::new(|c| c.qe_identity = c.qe_identity.replace("\"version\":2", "\"version\":2 ")),
+        ),
+        (
+            "qe_identity_signature",
+            Box::new(|c| c.qe_identity_signature[40] ^= 1),
+        ),
+        (
+            "pck_crl",
+            Box::new(|c| {
+                let n = c.pck_crl.len();
+                c.pck_crl[n - 5] ^= 1
+            }),
+        ),
+        (
+            "root_ca_crl",
+            Box::new(|c| {
+                let n = c.root_ca_crl.len();
+                c.root_ca_crl[n - 5] ^= 1
+            }),
+        ),
+    ];
+    for (what, f) in tampered {
+        let mut c = good.clone();
+        f(&mut c);
+        let r = Collateral::new(c).and_then(|c| c.verify(&root, now));
+        let err = r.expect_err(what);
+        assert!(
+            matches!(err.kind(), ErrorKind::BadSignature | ErrorKind::Malformed),
+            "{what}: {err}"
+        );
+    }
+    // Another PKI's signer chain swapped in.
+    let other = FakeIntelPki::new().collateral(&CollateralOptions::valid_from(ISSUED));
+    let mut c = good.clone();
+    c.tcb_info_issuer_chain = other.tcb_info_issuer_chain;
+    let err = Collateral::new(c).unwrap().verify(&root, now).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::UntrustedChain, "{err}");
 }

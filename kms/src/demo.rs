@@ -55,7 +55,8 @@ impl Pkis {
         let tdx = TdxVerifier::with_root(
             self.intel.root_der(),
             Arc::new(StaticCollateral(Arc::new(collateral))),
-        );
+        )
+        .expect("testkit Intel root");
         let mut roots = HashMap::new();
         for (p, k) in [
             (Product::Milan, kit::Product::Milan),

@@ -71,7 +71,8 @@ pub fn verify_tdx(
     let quote = read_evidence_file(quote)?;
     let collateral = Collateral::from_json(&read_plain(collateral)?)
         .map_err(|e| CliError::new(e.to_string()))?;
-    let verifier = TdxVerifier::new(Arc::new(StaticCollateral(Arc::new(collateral))));
+    let verifier = TdxVerifier::new(Arc::new(StaticCollateral(Arc::new(collateral))))
+        .map_err(|e| CliError::new(e.to_string()))?;
     let ctx = VerifyContext {
         expected_report_data: parse_report_data(report_data)?,
         time: UnixTime(at),

@@ -59,10 +59,11 @@ pub fn build(config: &Config, base: &Path) -> Result<Platforms, String> {
         sources.push(Arc::new(PcsClient::new(pcs).map_err(|e| e.to_string())?));
     }
     let cache = Arc::new(
-        CachedCollateral::new(Arc::new(FirstOf(sources)))
+        CachedCollateral::new(Arc::new(FirstOf(sources)), attest_tdx::INTEL_ROOT_CA_DER)
+            .map_err(|e| e.to_string())?
             .with_dir(data.join(&config.tdx.cache_dir)),
     );
-    let tdx = TdxVerifier::new(cache.clone());
+    let tdx = TdxVerifier::new(cache.clone()).map_err(|e| e.to_string())?;
 
     // SEV-SNP: VCEKs from the evidence, then an offline directory, then KDS.
     let mut veks: Vec<Arc<dyn VcekSource>> = Vec::new();

@@ -7,7 +7,7 @@
 //!
 //! [tcb]
 //! allow = ["UpToDate"]               # accepted TCB statuses (default: UpToDate)
-//! grace_days = 30                    # accept OutOfDate for N days after tcb_date (default: 0)
+//! grace_days = 30                    # accept OutOfDate for N days after tcb.out_of_date_since (default: 0)
 //!
 //! [[apps]]
 //! app_id = "<hex20>"
@@ -343,31 +343,34 @@ impl TomlPolicy {
             ));
             return;
         };
-        let Some(tcb_date) = tcb.tcb_date else {
+        // The grace period counts from when the platform's level was
+        // superseded, never from the newest recovery (which would renew it
+        // for platforms that have been behind for years).
+        let Some(since) = tcb.out_of_date_since else {
             reasons.push(Reason::new(
                 "tcb.grace_days",
-                "a tcb_date to count the grace period from",
-                format!("{} without a tcb_date", tcb.status),
+                "an out_of_date_since date to count the grace period from",
+                format!("{} without an out_of_date_since date", tcb.status),
             ));
             return;
         };
-        let deadline = tcb_date + time::Duration::days(i64::from(self.grace_days));
+        let deadline = since + time::Duration::days(i64::from(self.grace_days));
         let now = i64::try_from(input.request.time.as_secs())
             .ok()
             .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok());
         match now {
             Some(now) if now < deadline => warnings.push(format!(
-                "tcb.grace_days: {} accepted as {} until {} ({} days after tcb_date {})",
+                "tcb.grace_days: {} accepted as {} until {} ({} days after out_of_date_since {})",
                 tcb.status,
                 as_if,
                 rfc3339(deadline),
                 self.grace_days,
-                rfc3339(tcb_date)
+                rfc3339(since)
             )),
             _ => reasons.push(Reason::new(
                 "tcb.grace_days",
                 format!(
-                    "{} before {} (tcb_date + {} days)",
+                    "{} before {} (out_of_date_since + {} days)",
                     tcb.status,
                     rfc3339(deadline),
                     self.grace_days

@@ -158,7 +158,7 @@ fn tcb_grace_period_boundaries() {
     assert_eq!(
         inside.warnings,
         [
-            "tcb.grace_days: OutOfDate accepted as UpToDate until 2024-01-31T00:00:00Z (30 days after tcb_date 2024-01-01T00:00:00Z)"
+            "tcb.grace_days: OutOfDate accepted as UpToDate until 2024-01-31T00:00:00Z (30 days after out_of_date_since 2024-01-01T00:00:00Z)"
         ]
     );
     let at = p.decide(&input_at(&id, deadline));
@@ -166,19 +166,24 @@ fn tcb_grace_period_boundaries() {
     assert_eq!(
         reasons(&at),
         [format!(
-            "tcb.grace_days: expected OutOfDate before 2024-01-31T00:00:00Z (tcb_date + 30 days), found request at {deadline}"
+            "tcb.grace_days: expected OutOfDate before 2024-01-31T00:00:00Z (out_of_date_since + 30 days), found request at {deadline}"
         )]
     );
     assert!(at.warnings.is_empty());
 
     // No date: no grace.
-    id.tcb.tcb_date = None;
+    id.tcb.out_of_date_since = None;
     assert_eq!(
         reasons(&p.decide(&input_at(&id, deadline - 1))),
         [
-            "tcb.grace_days: expected a tcb_date to count the grace period from, found OutOfDate without a tcb_date"
+            "tcb.grace_days: expected an out_of_date_since date to count the grace period from, found OutOfDate without an out_of_date_since date"
         ]
     );
+    // The matched level's own (old) date plays no part: only when it was
+    // superseded counts.
+    id.tcb.out_of_date_since = Some(time::OffsetDateTime::from_unix_timestamp(TCB_DATE).unwrap());
+    assert!(id.tcb.tcb_date.unwrap().unix_timestamp() < TCB_DATE - 300 * 86_400);
+    assert!(p.decide(&input_at(&id, deadline - 1)).allow);
     // Grace only stretches OutOfDate, never e.g. Unknown or SWHardeningNeeded.
     id.tcb.status = TcbStatus::SwHardeningNeeded;
     assert_eq!(

@@ -10,17 +10,27 @@
 //!   never is.
 //! - Fetched sets are written atomically to `<dir>/<FMSPC>-<ca>.json`, so a
 //!   restarted replica verifies without reaching Intel.
+//! - A set enters the cache (memory or disk, and again when read back from
+//!   disk) only after its signatures verify to the pinned root and its
+//!   window contains the current time; a set that fails never replaces a
+//!   good one (cache poisoning by a bad PCCS answer).
+//! - Fetches for platforms the cache has never held are budgeted per
+//!   minute, and "not found" answers are remembered for a while, so quotes
+//!   cannot drive an unbounded stream of requests to the PCS.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use attest_core::{AttestError, UnixTime};
+use attest_core::fetch::{FetchBudget, NegativeCache, SingleFlight};
+use attest_core::{AttestError, ErrorKind, UnixTime};
 
 use super::offline::read_bounded;
 use super::{Collateral, CollateralKey, CollateralSource};
+use crate::pki::Cert;
 
 struct Entry {
     collateral: Arc<Collateral>,
@@ -35,18 +45,23 @@ pub struct CacheStats {
     pub hits: AtomicU64,
     /// Needed a fetch (miss or refresh).
     pub misses: AtomicU64,
-    /// Fetches that failed.
+    /// Fetches that failed, and fetched sets that did not verify.
     pub fetch_errors: AtomicU64,
+    /// Fetched or stored sets refused because they did not verify.
+    pub rejected_sets: AtomicU64,
 }
 
 /// A cache in front of any [`CollateralSource`].
 pub struct CachedCollateral {
     source: Arc<dyn CollateralSource>,
+    root: Cert,
     dir: Option<PathBuf>,
     refresh_margin: u64,
     retry_interval: u64,
     entries: Mutex<HashMap<CollateralKey, Entry>>,
-    fetch_locks: Mutex<HashMap<CollateralKey, Arc<tokio::sync::Mutex<()>>>>,
+    flights: SingleFlight<CollateralKey>,
+    budget: FetchBudget,
+    not_found: NegativeCache<CollateralKey>,
     stats: CacheStats,
 }
 
@@ -57,17 +72,35 @@ impl CachedCollateral {
     /// While refreshing inside the margin fails, retry at most this often.
     pub const DEFAULT_RETRY_INTERVAL: u64 = 300;
 
-    /// A memory-only cache.
-    pub fn new(source: Arc<dyn CollateralSource>) -> Self {
-        CachedCollateral {
+    /// Fetches for platforms never held, per minute, by default.
+    pub const DEFAULT_FETCH_BUDGET: u32 = 30;
+    /// How long a "not found" answer is remembered.
+    pub const NOT_FOUND_TTL: Duration = Duration::from_secs(600);
+    /// Most platforms the cache holds (Intel has a few hundred FMSPCs).
+    pub const MAX_ENTRIES: usize = 4096;
+
+    /// A memory-only cache whose sets must verify to the pinned root
+    /// `root_der` (Intel's: [`crate::INTEL_ROOT_CA_DER`]).
+    pub fn new(source: Arc<dyn CollateralSource>, root_der: &[u8]) -> Result<Self, AttestError> {
+        Ok(CachedCollateral {
             source,
+            root: Cert::parse(root_der, "pinned Intel root")?,
             dir: None,
             refresh_margin: Self::DEFAULT_REFRESH_MARGIN,
             retry_interval: Self::DEFAULT_RETRY_INTERVAL,
             entries: Mutex::new(HashMap::new()),
-            fetch_locks: Mutex::new(HashMap::new()),
+            flights: SingleFlight::default(),
+            budget: FetchBudget::per_minute(Self::DEFAULT_FETCH_BUDGET),
+            not_found: NegativeCache::new(Self::NOT_FOUND_TTL, Self::MAX_ENTRIES),
             stats: CacheStats::default(),
-        }
+        })
+    }
+
+    /// Sets how many fetches per minute may start for platforms the cache
+    /// has never held (refreshes of held sets are not counted).
+    pub fn with_fetch_budget(mut self, per_minute: u32) -> Self {
+        self.budget = FetchBudget::per_minute(per_minute);
+        self
     }
 
     /// Also persist to (and load from) `dir`, created if missing.
@@ -102,6 +135,9 @@ impl CachedCollateral {
 
     fn store(&self, key: CollateralKey, collateral: Arc<Collateral>, attempt: u64) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if entries.len() >= Self::MAX_ENTRIES && !entries.contains_key(&key) {
+            entries.clear();
+        }
         entries.insert(
             key,
             Entry {
@@ -118,14 +154,19 @@ impl CachedCollateral {
         }
     }
 
-    fn load_from_disk(&self, key: &CollateralKey) -> Option<Arc<Collateral>> {
+    fn load_from_disk(&self, key: &CollateralKey, now: UnixTime) -> Option<Arc<Collateral>> {
         let dir = self.dir.as_ref()?;
         let path = dir.join(format!("{}.json", key.file_stem()));
         match read_bounded(&path) {
-            Ok(Some(bytes)) => match Collateral::from_json(&bytes) {
+            Ok(Some(bytes)) => match Collateral::from_json(&bytes)
+                .and_then(|c| c.verify_with(&self.root, now).map(|()| c))
+            {
                 Ok(c) => Some(Arc::new(c)),
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable cached collateral");
+                    if e.kind() != ErrorKind::CollateralExpired {
+                        self.stats.rejected_sets.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tracing::warn!(path = %path.display(), error = %e, "ignoring cached collateral that does not verify now");
                     None
                 }
             },
@@ -152,9 +193,25 @@ impl CachedCollateral {
         }
     }
 
-    fn fetch_lock(&self, key: &CollateralKey) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.fetch_locks.lock().unwrap_or_else(|p| p.into_inner());
-        locks.entry(*key).or_default().clone()
+    /// Fetches from the source and checks the answer before it is kept.
+    async fn fetch_verified(
+        &self,
+        key: &CollateralKey,
+        now: UnixTime,
+    ) -> Result<Arc<Collateral>, AttestError> {
+        let fetched = self.source.fetch(key, now).await?;
+        if let Err(e) = fetched.verify_with(&self.root, now) {
+            self.stats.rejected_sets.fetch_add(1, Ordering::Relaxed);
+            return Err(AttestError::Unavailable(format!(
+                "the collateral source answered for {key:?} with a set that does not verify: {e}"
+            )));
+        }
+        Ok(fetched)
+    }
+
+    /// How many platforms have a fetch in flight (bounded by requests).
+    pub fn fetches_in_flight(&self) -> usize {
+        self.flights.len()
     }
 }
 
@@ -170,13 +227,15 @@ impl CollateralSource for CachedCollateral {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(c);
         }
-        let lock = self.fetch_lock(key);
-        let _guard = lock.lock().await;
+        if let Some(m) = self.not_found.get(key) {
+            return Err(AttestError::CollateralMissing(m));
+        }
+        let _flight = self.flights.enter(key).await;
 
         // Someone else may have fetched while we waited.
         let mut held = self.lookup(key);
         if held.is_none() {
-            if let Some(c) = self.load_from_disk(key) {
+            if let Some(c) = self.load_from_disk(key, now) {
                 self.store(*key, c.clone(), 0);
                 held = Some((c, 0));
             }
@@ -197,8 +256,11 @@ impl CollateralSource for CachedCollateral {
             }
         }
 
+        if held.is_none() {
+            self.budget.take("TDX platforms (FMSPCs)")?;
+        }
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
-        match self.source.fetch(key, now).await {
+        match self.fetch_verified(key, now).await {
             Ok(fetched) => {
                 // Never replace a set with an older one.
                 if let Some((c, _)) = &held {
@@ -219,7 +281,12 @@ impl CollateralSource for CachedCollateral {
                         self.mark_attempt(key, t);
                         Ok(c)
                     }
-                    _ => Err(e),
+                    _ => {
+                        if e.kind() == ErrorKind::CollateralMissing {
+                            self.not_found.insert(*key, e.message());
+                        }
+                        Err(e)
+                    }
                 }
             }
         }

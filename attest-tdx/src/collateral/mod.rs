@@ -8,6 +8,7 @@
 mod cache;
 mod offline;
 mod pcs;
+mod verify;
 
 use std::fmt;
 use std::sync::Arc;
@@ -17,7 +18,6 @@ use attest_core::{AttestError, UnixTime};
 pub use dcap_qvl::QuoteCollateralV3;
 pub use dcap_qvl::config::PckCa;
 use der::Decode;
-use serde::Deserialize;
 
 pub use cache::CachedCollateral;
 pub use offline::OfflineCollateral;
@@ -56,7 +56,8 @@ impl fmt::Debug for CollateralKey {
     }
 }
 
-/// A collateral set with the dates the cache needs.
+/// A collateral set with the dates the cache needs and its parsed TCB
+/// levels.
 #[derive(Clone, Debug)]
 pub struct Collateral {
     /// The collateral as dcap-qvl consumes it.
@@ -66,32 +67,18 @@ pub struct Collateral {
     pub next_update: u64,
     /// Latest `issueDate`/`thisUpdate` across the set.
     pub issued: u64,
-    /// The newest `tcbDate` among the TCB info's levels: the TCB recovery
-    /// the verdict is made against (for an OutOfDate platform, the one that
-    /// made it so).
-    pub latest_tcb_date: Option<u64>,
     /// The lower `tcbEvaluationDataNumber` of TCB info and QE identity.
     pub tcb_eval_data_number: u32,
+    /// SHA-256 over every part of the set: its identity (a replaced set
+    /// has another).
+    pub digest: [u8; 32],
+    /// The TCB info, parsed (the levels date a platform's standing).
+    pub tcb_info: Arc<dcap_qvl::TcbInfo>,
+    /// The QE identity, parsed.
+    pub qe_identity: Arc<dcap_qvl::QeIdentity>,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Dated {
-    issue_date: String,
-    next_update: String,
-    #[serde(default)]
-    tcb_levels: Vec<LevelDate>,
-    #[serde(default)]
-    tcb_evaluation_data_number: u32,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct LevelDate {
-    tcb_date: String,
-}
-
-fn rfc3339(what: &str, s: &str) -> Result<u64, AttestError> {
+pub(crate) fn rfc3339(what: &str, s: &str) -> Result<u64, AttestError> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .ok()
         .and_then(|t| u64::try_from(t.unix_timestamp()).ok())
@@ -115,9 +102,9 @@ fn crl_dates(what: &str, der_bytes: &[u8]) -> Result<(u64, u64), AttestError> {
 impl Collateral {
     /// Wraps collateral, reading its validity dates.
     pub fn new(data: QuoteCollateralV3) -> Result<Self, AttestError> {
-        let tcb: Dated = serde_json::from_str(&data.tcb_info)
+        let tcb: dcap_qvl::TcbInfo = serde_json::from_str(&data.tcb_info)
             .map_err(|e| AttestError::Malformed(format!("collateral tcb_info: {e}")))?;
-        let qe: Dated = serde_json::from_str(&data.qe_identity)
+        let qe: dcap_qvl::QeIdentity = serde_json::from_str(&data.qe_identity)
             .map_err(|e| AttestError::Malformed(format!("collateral qe_identity: {e}")))?;
         let (root_this, root_next) = crl_dates("root_ca_crl", &data.root_ca_crl)?;
         let (pck_this, pck_next) = crl_dates("pck_crl", &data.pck_crl)?;
@@ -139,20 +126,41 @@ impl Collateral {
         .into_iter()
         .max()
         .unwrap_or(0);
-        let latest_tcb_date = tcb
-            .tcb_levels
-            .iter()
-            .filter_map(|l| rfc3339("tcbDate", &l.tcb_date).ok())
-            .max();
+        for l in &tcb.tcb_levels {
+            rfc3339("tcbDate", &l.tcb_date)?;
+        }
         Ok(Collateral {
-            data,
-            next_update,
-            issued,
-            latest_tcb_date,
+            digest: set_digest(&data),
             tcb_eval_data_number: tcb
                 .tcb_evaluation_data_number
                 .min(qe.tcb_evaluation_data_number),
+            data,
+            next_update,
+            issued,
+            tcb_info: Arc::new(tcb),
+            qe_identity: Arc::new(qe),
         })
+    }
+
+    /// Checks every signature of the set to the pinned root `root_der` and
+    /// that `now` is inside its window: what the cache requires before it
+    /// keeps a set.
+    pub fn verify(&self, root_der: &[u8], now: UnixTime) -> Result<(), AttestError> {
+        let root = crate::pki::Cert::parse(root_der, "pinned Intel root")?;
+        self.verify_with(&root, now)
+    }
+
+    pub(crate) fn verify_with(
+        &self,
+        root: &crate::pki::Cert,
+        now: UnixTime,
+    ) -> Result<(), AttestError> {
+        verify::verify_collateral(
+            &self.data,
+            root,
+            (self.issued, self.next_update),
+            now.as_secs(),
+        )
     }
 
     /// Parses dcap-qvl's `QuoteCollateralV3` JSON.
@@ -162,11 +170,32 @@ impl Collateral {
         Self::new(data)
     }
 
-    /// Whether the set can still verify at `now` (a CRL is expired at its
-    /// `nextUpdate` instant, as webpki counts).
+    /// Whether the set can verify at `now`: issued, and not expired (a CRL
+    /// is expired at its `nextUpdate` instant, as webpki counts).
     pub fn valid_at(&self, now: UnixTime) -> bool {
-        now.as_secs() < self.next_update
+        self.issued <= now.as_secs() && now.as_secs() < self.next_update
     }
+}
+
+fn set_digest(d: &QuoteCollateralV3) -> [u8; 32] {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for part in [
+        d.pck_crl_issuer_chain.as_bytes(),
+        &d.root_ca_crl,
+        &d.pck_crl,
+        d.tcb_info_issuer_chain.as_bytes(),
+        d.tcb_info.as_bytes(),
+        &d.tcb_info_signature,
+        d.qe_identity_issuer_chain.as_bytes(),
+        d.qe_identity.as_bytes(),
+        &d.qe_identity_signature,
+        d.pck_certificate_chain.as_deref().unwrap_or("").as_bytes(),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
 }
 
 /// A source of collateral.

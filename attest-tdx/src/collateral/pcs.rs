@@ -68,6 +68,9 @@ pub struct PcsConfig {
     pub root_ca_crl_url: Option<String>,
     /// Bound on each request, connection included.
     pub timeout: Duration,
+    /// Allow plain HTTP to a host that is not loopback (answers can then
+    /// be rewritten on the path; collateral is still verified before use).
+    pub insecure_http: bool,
 }
 
 impl PcsConfig {
@@ -78,6 +81,7 @@ impl PcsConfig {
             update: UpdatePolicy::Standard,
             root_ca_crl_url: None,
             timeout: Duration::from_secs(10),
+            insecure_http: false,
         }
     }
 }
@@ -119,11 +123,7 @@ impl PcsClient {
     /// A client for `config`.
     pub fn new(config: PcsConfig) -> Result<Self, AttestError> {
         let base = config.base_url.trim_end_matches('/').to_owned();
-        if !(base.starts_with("https://") || base.starts_with("http://")) {
-            return Err(AttestError::Malformed(format!(
-                "PCS URL must be http(s): {base:?}"
-            )));
-        }
+        attest_core::fetch::check_service_url(&base, config.insecure_http)?;
         let root_ca_crl_url = config.root_ca_crl_url.unwrap_or_else(|| {
             if base == INTEL_PCS {
                 INTEL_ROOT_CA_CRL.to_owned()
@@ -131,6 +131,7 @@ impl PcsClient {
                 format!("{base}/sgx/certification/v4/rootcacrl")
             }
         });
+        attest_core::fetch::check_service_url(&root_ca_crl_url, config.insecure_http)?;
         let http = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)

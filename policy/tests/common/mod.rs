@@ -92,7 +92,10 @@ pub fn tdx_identity() -> VerifiedIdentity {
         tcb: TcbInfo {
             status: TcbStatus::UpToDate,
             advisory_ids: vec![],
-            tcb_date: Some(time::OffsetDateTime::from_unix_timestamp(TCB_DATE).unwrap()),
+            tcb_date: Some(
+                time::OffsetDateTime::from_unix_timestamp(TCB_DATE - 400 * 86_400).unwrap(),
+            ),
+            out_of_date_since: Some(time::OffsetDateTime::from_unix_timestamp(TCB_DATE).unwrap()),
         },
         debug: false,
         report_data: ReportData::from_slice(&body[0x208..0x248]).unwrap(),

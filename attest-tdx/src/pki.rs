@@ -1,0 +1,283 @@
+//! Intel's SGX/TDX PKI, checked directly where dcap-qvl's one-shot
+//! verification cannot be used: before a fetch (the PCK chain of a quote
+//! must lead to the pinned root before its FMSPC may trigger a PCS request)
+//! and when collateral enters the cache (its signatures must verify).
+//!
+//! Every certificate and CRL in Intel's PKI is ECDSA P-256 with SHA-256.
+//! Signatures are checked over the exact received `tbs` bytes (the DER
+//! element as it appears in the input, never a re-encoding).
+
+use attest_core::AttestError;
+use attest_core::reader::Reader;
+use der::Decode;
+use ring::signature::{ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
+use x509_cert::Certificate;
+use x509_cert::crl::CertificateList;
+
+/// DER of the OID ecdsa-with-SHA256 (1.2.840.10045.4.3.2).
+const ECDSA_WITH_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02];
+/// The OID ecdsa-with-SHA256, as x509-cert names it.
+const ECDSA_WITH_SHA256_OID: der::oid::ObjectIdentifier =
+    der::oid::ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+
+fn untrusted(m: impl Into<String>) -> AttestError {
+    AttestError::UntrustedChain(m.into())
+}
+
+/// One DER element: (tag, the whole element, its contents).
+fn tlv<'a>(r: &mut Reader<'a>) -> Result<(u8, &'a [u8], &'a [u8]), AttestError> {
+    let start = r.rest();
+    let tag = r.u8("DER tag")?;
+    let first = r.u8("DER length")?;
+    let len = match first {
+        0..=0x7f => usize::from(first),
+        0x81 => {
+            let l = r.u8("DER length")?;
+            if l < 0x80 {
+                return Err(AttestError::Malformed("non-minimal DER length".into()));
+            }
+            usize::from(l)
+        }
+        0x82 => {
+            let l = usize::from(r.u16_be("DER length")?);
+            if l < 0x100 {
+                return Err(AttestError::Malformed("non-minimal DER length".into()));
+            }
+            l
+        }
+        _ => return Err(AttestError::Malformed("unsupported DER length".into())),
+    };
+    let header = start.len() - r.remaining();
+    let contents = r.take(len, "DER contents")?;
+    Ok((tag, &start[..header + len], contents))
+}
+
+/// A `SIGNED{...}` structure (certificate or CRL) split into the signed
+/// bytes and the DER ECDSA signature; the algorithm must be
+/// ecdsa-with-SHA256.
+fn split_signed(der: &[u8]) -> Result<(&[u8], &[u8]), AttestError> {
+    let mut outer = Reader::new(der, "signed DER structure");
+    let (tag, _, body) = tlv(&mut outer)?;
+    outer.finish()?;
+    if tag != 0x30 {
+        return Err(AttestError::Malformed(
+            "a signed structure is a SEQUENCE".into(),
+        ));
+    }
+    let mut r = Reader::new(body, "signed DER structure");
+    let (_, tbs, _) = tlv(&mut r)?;
+    let (alg_tag, _, alg) = tlv(&mut r)?;
+    let (sig_tag, _, sig) = tlv(&mut r)?;
+    r.finish()?;
+    let mut a = Reader::new(alg, "signature algorithm");
+    let (oid_tag, _, oid) = tlv(&mut a)?;
+    if alg_tag != 0x30 || oid_tag != 0x06 || oid != ECDSA_WITH_SHA256 || !a.is_empty() {
+        return Err(untrusted(
+            "signature algorithm is not ecdsa-with-SHA256 (Intel's PKI uses nothing else)",
+        ));
+    }
+    match sig.split_first() {
+        Some((0, sig)) if sig_tag == 0x03 => Ok((tbs, sig)),
+        _ => Err(AttestError::Malformed(
+            "signature is not a BIT STRING without unused bits".into(),
+        )),
+    }
+}
+
+/// Checks that `der` (a certificate or a CRL) is signed by the holder of
+/// `issuer_key` (an uncompressed SEC1 P-256 point).
+pub(crate) fn check_signed(der: &[u8], issuer_key: &[u8], what: &str) -> Result<(), AttestError> {
+    let (tbs, sig) = split_signed(der)?;
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, issuer_key)
+        .verify(tbs, sig)
+        .map_err(|_| {
+            AttestError::BadSignature(format!("the signature over the {what} does not verify"))
+        })
+}
+
+/// Checks a raw `r ‖ s` signature over `msg` (the form of collateral
+/// signatures and quote signatures).
+pub(crate) fn check_raw_signature(
+    msg: &[u8],
+    sig: &[u8],
+    key: &[u8],
+    what: &str,
+) -> Result<(), AttestError> {
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key)
+        .verify(msg, sig)
+        .map_err(|_| {
+            AttestError::BadSignature(format!("the signature over the {what} does not verify"))
+        })
+}
+
+/// A parsed certificate with its exact bytes.
+pub(crate) struct Cert {
+    pub(crate) der: Vec<u8>,
+    pub(crate) parsed: Certificate,
+}
+
+impl Cert {
+    pub(crate) fn parse(der: &[u8], what: &str) -> Result<Self, AttestError> {
+        let parsed = Certificate::from_der(der)
+            .map_err(|e| AttestError::Malformed(format!("{what} certificate: {e}")))?;
+        if parsed.signature_algorithm().oid != ECDSA_WITH_SHA256_OID
+            || parsed.tbs_certificate().signature().oid != ECDSA_WITH_SHA256_OID
+        {
+            return Err(untrusted(format!(
+                "{what} certificate is not signed with ecdsa-with-SHA256"
+            )));
+        }
+        Ok(Cert {
+            der: der.to_vec(),
+            parsed,
+        })
+    }
+
+    /// The subject public key (uncompressed SEC1 point).
+    pub(crate) fn public_key(&self) -> &[u8] {
+        self.parsed
+            .tbs_certificate()
+            .subject_public_key_info()
+            .subject_public_key
+            .raw_bytes()
+    }
+
+    /// notBefore and notAfter, Unix seconds.
+    pub(crate) fn validity(&self) -> (u64, u64) {
+        let v = self.parsed.tbs_certificate().validity();
+        (
+            v.not_before.to_unix_duration().as_secs(),
+            v.not_after.to_unix_duration().as_secs(),
+        )
+    }
+
+    /// Checks that `issuer` signed this certificate, that the names chain,
+    /// and that both are valid at `now`.
+    pub(crate) fn check_issued_by(
+        &self,
+        issuer: &Cert,
+        now: u64,
+        what: &str,
+    ) -> Result<(), AttestError> {
+        if self.parsed.tbs_certificate().issuer() != issuer.parsed.tbs_certificate().subject() {
+            return Err(untrusted(format!(
+                "{what} certificate's issuer is not the expected CA"
+            )));
+        }
+        check_signed(
+            &self.der,
+            issuer.public_key(),
+            &format!("{what} certificate"),
+        )?;
+        for (c, name) in [(self, what), (issuer, "issuing CA")] {
+            let (nb, na) = c.validity();
+            if now < nb || now > na {
+                return Err(untrusted(format!(
+                    "{name} certificate is valid {nb}..{na}, not at {now}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The serial number's bytes.
+    pub(crate) fn serial(&self) -> &[u8] {
+        self.parsed.tbs_certificate().serial_number().as_bytes()
+    }
+}
+
+/// A CRL whose signature was checked against its issuer.
+pub(crate) struct Crl {
+    parsed: CertificateList,
+    /// thisUpdate, nextUpdate (Unix seconds).
+    pub(crate) window: (u64, u64),
+}
+
+impl Crl {
+    /// Parses `der` and checks that `issuer` signed it.
+    pub(crate) fn verify(der: &[u8], issuer: &Cert, what: &str) -> Result<Self, AttestError> {
+        let parsed = CertificateList::from_der(der)
+            .map_err(|e| AttestError::Malformed(format!("{what}: {e}")))?;
+        if parsed.tbs_cert_list.issuer != *issuer.parsed.tbs_certificate().subject() {
+            return Err(untrusted(format!(
+                "{what} is not issued by the expected CA"
+            )));
+        }
+        check_signed(der, issuer.public_key(), what)?;
+        let this = parsed
+            .tbs_cert_list
+            .this_update
+            .to_unix_duration()
+            .as_secs();
+        let next = parsed
+            .tbs_cert_list
+            .next_update
+            .ok_or_else(|| AttestError::Malformed(format!("{what} has no nextUpdate")))?
+            .to_unix_duration()
+            .as_secs();
+        Ok(Crl {
+            parsed,
+            window: (this, next),
+        })
+    }
+
+    /// Whether the CRL lists `cert` (by serial; the CRL is its issuer's).
+    pub(crate) fn revokes(&self, cert: &Cert) -> bool {
+        self.parsed
+            .tbs_cert_list
+            .revoked_certificates
+            .iter()
+            .flatten()
+            .any(|r| r.serial_number.as_bytes() == cert.serial())
+    }
+}
+
+/// The DER certificates of a PEM chain, in order.
+pub(crate) fn pem_chain(pem: &[u8], what: &str) -> Result<Vec<Vec<u8>>, AttestError> {
+    let blocks =
+        ::pem::parse_many(pem).map_err(|e| AttestError::Malformed(format!("{what}: {e}")))?;
+    let certs: Vec<Vec<u8>> = blocks
+        .into_iter()
+        .filter(|p| p.tag() == "CERTIFICATE")
+        .map(|p| p.into_contents())
+        .collect();
+    if certs.is_empty() || certs.len() > 4 {
+        return Err(AttestError::Malformed(format!(
+            "{what} holds {} certificates, expected 1 to 4",
+            certs.len()
+        )));
+    }
+    Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn der_lengths_are_minimal_and_bounded() {
+        let mut r = Reader::new(&[0x30, 0x81, 0x05, 1, 2, 3, 4, 5], "t");
+        assert!(tlv(&mut r).is_err(), "0x81 with a short length");
+        let mut r = Reader::new(&[0x30, 0x03, 1, 2, 3], "t");
+        let (tag, all, body) = tlv(&mut r).unwrap();
+        assert_eq!((tag, all.len(), body), (0x30, 5, &[1u8, 2, 3][..]));
+        let mut r = Reader::new(&[0x30, 0x84, 0, 0, 0, 1, 0], "t");
+        assert!(tlv(&mut r).is_err());
+        let mut r = Reader::new(&[0x30, 0x05, 1], "t");
+        assert_eq!(
+            tlv(&mut r).unwrap_err().kind(),
+            attest_core::ErrorKind::Malformed
+        );
+    }
+
+    #[test]
+    fn the_pinned_root_is_self_signed() {
+        let root = Cert::parse(crate::INTEL_ROOT_CA_DER, "root").unwrap();
+        root.check_issued_by(&root, 1_750_000_000, "root").unwrap();
+        let mut bad = crate::INTEL_ROOT_CA_DER.to_vec();
+        let n = bad.len();
+        bad[n - 10] ^= 1;
+        let err = check_signed(&bad, root.public_key(), "root").unwrap_err();
+        assert_eq!(err.kind(), attest_core::ErrorKind::BadSignature);
+    }
+}
