@@ -254,7 +254,8 @@ pub struct TcbInfo {
     /// level above it (the first recovery it did not take). A policy's grace
     /// period for `OutOfDate` counts from it. `None` when the platform meets
     /// every published level, or the vendor publishes no dates (SEV-SNP).
-    #[serde(with = "time::serde::rfc3339::option")]
+    /// Identities written before this field existed read as `None`.
+    #[serde(default, with = "time::serde::rfc3339::option")]
     pub out_of_date_since: Option<OffsetDateTime>,
 }
 

@@ -71,7 +71,9 @@ tcb.status                     string                  UpToDate | SWHardeningNee
                                                        ConfigurationAndSWHardeningNeeded | OutOfDate |
                                                        OutOfDateConfigurationNeeded | Unknown
 tcb.advisory_ids               [string]                vendor advisories (INTEL-SA-...)
-tcb.tcb_date                   RFC 3339 | null         TCB date the grace period counts from
+tcb.tcb_date                   RFC 3339 | null         TCB date of the level the platform matched
+tcb.out_of_date_since          RFC 3339 | null         when that level was superseded (the earliest date of a
+                                                       level above it); the grace period counts from it
 debug                          bool                    debug TEE (memory readable by the host)
 report_data                    hex (64 bytes)          the report data the evidence carries
 report_data_checked            bool                    whether it was checked against the request binding

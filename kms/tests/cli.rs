@@ -163,6 +163,7 @@ fn policy_explain_names_every_field() {
         "tcb.status",
         "tcb.advisory_ids",
         "tcb.tcb_date",
+        "tcb.out_of_date_since",
         "debug",
         "report_data",
         "report_data_checked",
