@@ -298,6 +298,16 @@ type ChainKey = ([u8; 32], Product, Signer);
 const MAX_CACHED: usize = 16_384;
 
 impl ChainCache {
+    /// A certificate already verified for `signer` under some product, if
+    /// any: its public key may be used before the chain is checked again.
+    pub fn peek(&self, vek_der: &[u8], signer: Signer) -> Option<Arc<Vek>> {
+        let digest: [u8; 32] = Sha256::digest(vek_der).into();
+        let map = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        [Product::Milan, Product::Genoa, Product::Turin]
+            .into_iter()
+            .find_map(|p| map.get(&(digest, p, signer)).cloned())
+    }
+
     /// Verifies `vek_der` under the pinned roots (ASK for a VCEK, ASVK for a
     /// VLEK), once per certificate; validity is checked at `now` every time.
     pub fn verify(

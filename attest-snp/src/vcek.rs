@@ -5,7 +5,12 @@
 //!   VCEK/VLEK is taken from it; ARK and ASK are always the pinned ones.
 //! - [`OfflineVceks`]: a directory of DER files.
 //! - [`KdsClient`]: AMD KDS, with a persistent cache that never fetches the
-//!   same VCEK twice and backs off when KDS answers 429.
+//!   same VCEK twice and backs off when KDS answers 429. A report names its
+//!   own CHIP_ID and TCB, unsigned until its VCEK is known, so fetches for
+//!   chips never seen are budgeted per minute (a flood of forged reports
+//!   exhausts the budget, never KDS's rate limit, and chips already cached
+//!   keep verifying), "not found" answers are remembered, and the per-name
+//!   locks live only while a fetch is in flight.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -14,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use attest_core::AttestError;
+use attest_core::fetch::{FetchBudget, NegativeCache, SingleFlight};
 
 use crate::Product;
 use crate::report::Signer;
@@ -212,18 +218,41 @@ pub struct KdsClient {
     http: reqwest::Client,
     cache_dir: Option<PathBuf>,
     memory: Mutex<HashMap<String, Arc<Vec<u8>>>>,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    flights: SingleFlight<String>,
+    budget: FetchBudget,
+    not_found: NegativeCache<String>,
     backoff: Mutex<Option<(Instant, Duration)>>,
     fetches: std::sync::atomic::AtomicU64,
 }
 
+/// Most VCEKs held in memory (the disk cache keeps the rest).
+const MAX_IN_MEMORY: usize = 16_384;
+
 impl KdsClient {
+    /// Fetches per minute for chips never seen, by default (AMD KDS
+    /// throttles at a few requests per second per client).
+    pub const DEFAULT_FETCH_BUDGET: u32 = 30;
+    /// How long a 404 from KDS is remembered.
+    pub const NOT_FOUND_TTL: Duration = Duration::from_secs(600);
+
     /// A client for `base` (normally [`AMD_KDS`]), persisting to `cache_dir`.
+    /// `base` must be https, or http to a loopback host.
     pub fn new(
         base: &str,
         cache_dir: Option<PathBuf>,
         timeout: Duration,
     ) -> Result<Self, AttestError> {
+        Self::with_options(base, cache_dir, timeout, false)
+    }
+
+    /// [`KdsClient::new`], optionally allowing plain HTTP to any host.
+    pub fn with_options(
+        base: &str,
+        cache_dir: Option<PathBuf>,
+        timeout: Duration,
+        insecure_http: bool,
+    ) -> Result<Self, AttestError> {
+        attest_core::fetch::check_service_url(base, insecure_http)?;
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -235,10 +264,23 @@ impl KdsClient {
             http,
             cache_dir,
             memory: Mutex::new(HashMap::new()),
-            locks: Mutex::new(HashMap::new()),
+            flights: SingleFlight::default(),
+            budget: FetchBudget::per_minute(Self::DEFAULT_FETCH_BUDGET),
+            not_found: NegativeCache::new(Self::NOT_FOUND_TTL, MAX_IN_MEMORY),
             backoff: Mutex::new(None),
             fetches: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// Sets how many fetches per minute may start for chips never seen.
+    pub fn with_fetch_budget(mut self, per_minute: u32) -> Self {
+        self.budget = FetchBudget::per_minute(per_minute);
+        self
+    }
+
+    /// How many names have a fetch in flight (bounded by requests).
+    pub fn fetches_in_flight(&self) -> usize {
+        self.flights.len()
     }
 
     /// How many requests reached KDS (for tests and metrics).
@@ -325,10 +367,13 @@ impl KdsClient {
     }
 
     fn remember(&self, name: &str, der: &[u8]) {
-        self.memory
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_owned(), Arc::new(der.to_vec()));
+        {
+            let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+            if memory.len() >= MAX_IN_MEMORY {
+                memory.clear();
+            }
+            memory.insert(name.to_owned(), Arc::new(der.to_vec()));
+        }
         if let Some(dir) = &self.cache_dir {
             let write = || -> std::io::Result<()> {
                 std::fs::create_dir_all(dir)?;
@@ -379,17 +424,22 @@ impl VcekSource for KdsClient {
             if let Some(der) = self.recall(&name) {
                 return Ok(der);
             }
-            let lock = {
-                let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
-                locks.entry(name.clone()).or_default().clone()
-            };
-            let _guard = lock.lock().await;
+            if self.not_found.get(&name).is_some() {
+                continue;
+            }
+            let _flight = self.flights.enter(&name).await;
             if let Some(der) = self.recall(&name) {
                 return Ok(der);
             }
-            if let Some(der) = self.get(&self.vcek_url(req, product)).await? {
-                self.remember(&name, &der);
-                return Ok(der);
+            self.budget.take("AMD chips")?;
+            match self.get(&self.vcek_url(req, product)).await? {
+                Some(der) => {
+                    self.remember(&name, &der);
+                    return Ok(der);
+                }
+                None => self
+                    .not_found
+                    .insert(name, "AMD KDS has no VCEK for this chip and TCB".into()),
             }
         }
         Err(AttestError::CollateralMissing(

@@ -33,7 +33,11 @@ enum Mode {
     Normal,
     Throttle,
     Down,
+    /// Like AMD KDS: 429 once more than `RATE_LIMIT` requests arrived.
+    RateLimited,
 }
+
+const RATE_LIMIT: usize = 8;
 
 struct Kds {
     mode: Mutex<Mode>,
@@ -46,7 +50,12 @@ async fn vcek(
     Path((product, hwid)): Path<(String, String)>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    s.hits.fetch_add(1, Ordering::SeqCst);
+    let n = s.hits.fetch_add(1, Ordering::SeqCst) + 1;
+    if *s.mode.lock().unwrap() == Mode::RateLimited && n > RATE_LIMIT {
+        let mut h = HeaderMap::new();
+        h.insert("Retry-After", "300".parse().unwrap());
+        return (StatusCode::TOO_MANY_REQUESTS, h, "rate limited").into_response();
+    }
     s.paths
         .lock()
         .unwrap()
@@ -58,7 +67,7 @@ async fn vcek(
             return (StatusCode::TOO_MANY_REQUESTS, h, "slow down").into_response();
         }
         Mode::Down => return (StatusCode::BAD_GATEWAY, "down").into_response(),
-        Mode::Normal => {}
+        Mode::Normal | Mode::RateLimited => {}
     }
     let report = std::fs::read(vectors().join("reports/milan-v2-a.report.bin")).unwrap();
     if product == "Milan" && hwid == hex::encode(&report[0x1A0..0x1E0]) {
@@ -251,5 +260,99 @@ fn turin_url_uses_8_byte_hwid_and_fmc() {
     assert_eq!(
         kds.vcek_url(&req, Product::Turin),
         "https://kds.example/vcek/v1/Turin/6bb1229b7692b710?fmcSPL=01&blSPL=01&teeSPL=01&snpSPL=04&ucodeSPL=82"
+    );
+}
+
+/// The first review's finding: about 20 forged reports (random CHIP_ID, no
+/// VCEK) tripped KDS's rate limit, and the back-off then refused genuine
+/// guests. Now fetches for unknown chips are budgeted below KDS's limit,
+/// 404s are remembered, and a guest whose VCEK is cached keeps verifying
+/// through the flood.
+#[tokio::test]
+async fn a_flood_of_forged_reports_cannot_lock_out_genuine_guests() {
+    let (url, state) = start().await;
+    *state.mode.lock().unwrap() = Mode::RateLimited;
+    let kds = Arc::new(
+        KdsClient::new(&url, None, Duration::from_millis(500))
+            .unwrap()
+            .with_fetch_budget(4),
+    );
+    let v = Arc::new(SnpVerifier::new(vec![kds.clone()], SnpConfig::default()).unwrap());
+    let (report, _) = milan_request();
+    let genuine = Evidence::new(PlatformId::SEV_SNP, report.clone());
+    let ctx = VerifyContext::without_report_data(UnixTime(AT));
+    v.verify_report(&genuine, &ctx).await.unwrap();
+    assert_eq!(state.hits.load(Ordering::SeqCst), 1);
+
+    let flood: Vec<_> = (0..60u8)
+        .map(|i| {
+            let v = v.clone();
+            let mut forged = report.clone();
+            forged[0x1A0] = i;
+            forged[0x1A1] = 0xee;
+            tokio::spawn(async move {
+                let e = Evidence::new(PlatformId::SEV_SNP, forged);
+                let ctx = VerifyContext::without_report_data(UnixTime(AT));
+                v.verify_report(&e, &ctx).await.err().unwrap().kind()
+            })
+        })
+        .collect();
+    // Genuine guests verify during the flood.
+    for _ in 0..20 {
+        v.verify_report(&genuine, &ctx).await.unwrap();
+    }
+    let mut kinds = Vec::new();
+    for f in flood {
+        kinds.push(f.await.unwrap());
+    }
+    // Three forged lookups reached KDS (404), the rest were refused at
+    // once; KDS's own limit was never reached, so no back-off started.
+    assert_eq!(state.hits.load(Ordering::SeqCst), 4);
+    assert!(state.hits.load(Ordering::SeqCst) <= RATE_LIMIT);
+    assert!(
+        kinds
+            .iter()
+            .all(|k| matches!(k, ErrorKind::CollateralMissing | ErrorKind::Unavailable)),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds
+            .iter()
+            .filter(|k| **k == ErrorKind::Unavailable)
+            .count()
+            >= 57,
+        "{kinds:?}"
+    );
+    assert_eq!(kds.fetches_in_flight(), 0, "no lock left behind");
+    // The genuine guest still verifies, without asking KDS.
+    v.verify_report(&genuine, &ctx).await.unwrap();
+    assert_eq!(state.hits.load(Ordering::SeqCst), 4);
+}
+
+/// A chip KDS does not know is asked for once, then remembered.
+#[tokio::test]
+async fn not_found_answers_are_remembered() {
+    let (url, state) = start().await;
+    let kds = KdsClient::new(&url, None, Duration::from_millis(500)).unwrap();
+    let (_, mut req) = milan_request();
+    req.chip_id[0] ^= 0x55;
+    for _ in 0..5 {
+        assert_eq!(
+            kds.fetch(&req).await.unwrap_err().kind(),
+            ErrorKind::CollateralMissing
+        );
+    }
+    // One request per candidate product (a v2 report names none).
+    assert_eq!(state.hits.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn plain_http_kds_is_refused_off_loopback() {
+    let err = KdsClient::new("http://kds.example", None, Duration::from_secs(1))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("insecure_http"), "{err}");
+    assert!(
+        KdsClient::with_options("http://kds.example", None, Duration::from_secs(1), true).is_ok()
     );
 }

@@ -224,27 +224,28 @@ async fn signature_and_padding_tampering_is_rejected() {
 #[tokio::test]
 async fn wrong_or_missing_endorsement_key_is_rejected() {
     let v = verifier(0);
-    // Another chip's VCEK.
+    // Another chip's VCEK: the report's signature is checked first, with
+    // the key the certificate names, before any chain work.
     let e = evidence(
         "reports/milan-v2-a.report.bin",
         "reports/milan-v2-b.vcek.der",
     );
     let err = v.verify_report(&e, &ctx()).await.err().unwrap();
-    assert_eq!(err.kind(), ErrorKind::IdentityMismatch, "{err}");
+    assert_eq!(err.kind(), ErrorKind::BadSignature, "{err}");
     // No certificate and no source.
     let e = Evidence::new(PlatformId::SEV_SNP, read("reports/milan-v2-a.report.bin"));
     assert_eq!(
         v.verify_report(&e, &ctx()).await.err().unwrap().kind(),
         ErrorKind::CollateralMissing
     );
-    // A VCEK-signed report with a VLEK certificate: the pinned ASK does not sign it.
+    // A VCEK-signed report with a VLEK certificate: its key did not sign it.
     let e = evidence(
         "reports/milan-v2-a.report.bin",
         "reports/milan-v3-vlek.vlek.der",
     );
     assert_eq!(
         v.verify_report(&e, &ctx()).await.err().unwrap().kind(),
-        ErrorKind::UntrustedChain
+        ErrorKind::BadSignature
     );
 }
 
@@ -263,8 +264,10 @@ async fn bad_signature_vceks_parse_but_are_rejected() {
         assert_eq!(vek.product(), Some(Product::Milan), "{file}");
         let mut e = Evidence::new(PlatformId::SEV_SNP, read("reports/milan-v2-a.report.bin"));
         e.certificates = der;
+        // Their keys did not sign this report: refused on the signature,
+        // before their own (bad) certificate signature is looked at.
         let err = verifier(0).verify_report(&e, &ctx()).await.err().unwrap();
-        assert_eq!(err.kind(), ErrorKind::UntrustedChain, "{file}: {err}");
+        assert_eq!(err.kind(), ErrorKind::BadSignature, "{file}: {err}");
     }
 }
 

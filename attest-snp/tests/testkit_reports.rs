@@ -283,11 +283,12 @@ async fn signer_type_must_match_the_certificate() {
         signer: Signer::Vlek,
         ..c.fields.clone()
     };
-    // Report says VLEK, the table holds a VCEK only.
+    // Report says VLEK (and is signed by the VLEK), the table holds a VCEK
+    // only: the VCEK's key does not verify the report.
     let mut e = evidence(&c, &f);
     e.certificates = c.pki.vcek_der(kit::Product::Genoa, &f.chip_id, &f.tcb);
     let err = reject(&c, &f, e, SnpConfig::default()).await;
-    assert_eq!(err.kind(), ErrorKind::UntrustedChain, "{err}");
+    assert_eq!(err.kind(), ErrorKind::BadSignature, "{err}");
 }
 
 #[tokio::test]
