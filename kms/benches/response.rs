@@ -7,9 +7,9 @@ use std::hint::black_box;
 
 use attest_core::AppId;
 use criterion::{Criterion, criterion_group, criterion_main};
-use kms::kem::X25519AwsLc;
-use kms::keys::RootKeys;
 use kms::seal;
+use kms::service::kem::X25519AwsLc;
+use kms::service::keys::RootKeys;
 
 fn bench(c: &mut Criterion) {
     let (_, pk) = seal::client_keypair();

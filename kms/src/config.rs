@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use policy::PolicySpec;
 use serde::{Deserialize, Serialize};
 
-use crate::kdf::KdfProfile;
+use crate::service::kdf::KdfProfile;
 
 /// The whole configuration.
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -41,6 +41,8 @@ pub struct Config {
     pub tdx: TdxConfig,
     /// AMD SEV-SNP endorsement keys and limits.
     pub sev_snp: SnpSection,
+    /// Connection, stream, time and memory limits of every listener.
+    pub limits: crate::service::limits::Limits,
 }
 
 /// TLS: a server certificate issued by the KMS root CA at start.
@@ -76,6 +78,10 @@ pub struct TdxConfig {
     pub offline_dir: Option<PathBuf>,
     /// Collateral cache directory, relative to `data_dir`.
     pub cache_dir: PathBuf,
+    /// Fetches per minute for platforms (FMSPCs) never seen before.
+    pub fetches_per_minute: u32,
+    /// Allow `pccs_url` over plain HTTP to a host that is not loopback.
+    pub insecure_http: bool,
 }
 
 impl Default for TdxConfig {
@@ -85,6 +91,8 @@ impl Default for TdxConfig {
             update: Default::default(),
             offline_dir: None,
             cache_dir: "collateral".into(),
+            fetches_per_minute: attest_tdx::CachedCollateral::DEFAULT_FETCH_BUDGET,
+            insecure_http: false,
         }
     }
 }
@@ -103,6 +111,10 @@ pub struct SnpSection {
     pub vmpl: u32,
     /// Minimum REPORTED_TCB per product (`Milan`, `Genoa`, `Turin`).
     pub min_tcb: HashMap<attest_snp::Product, attest_snp::Tcb>,
+    /// KDS fetches per minute for chips never seen before.
+    pub fetches_per_minute: u32,
+    /// Allow `kds_url` over plain HTTP to a host that is not loopback.
+    pub insecure_http: bool,
 }
 
 impl Default for SnpSection {
@@ -113,6 +125,8 @@ impl Default for SnpSection {
             vcek_cache_dir: "vcek".into(),
             vmpl: 0,
             min_tcb: HashMap::new(),
+            fetches_per_minute: attest_snp::KdsClient::DEFAULT_FETCH_BUDGET,
+            insecure_http: false,
         }
     }
 }
@@ -133,6 +147,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             tdx: TdxConfig::default(),
             sev_snp: SnpSection::default(),
+            limits: Default::default(),
         }
     }
 }
@@ -145,6 +160,19 @@ impl Config {
         let cfg: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok((cfg, base))
+    }
+
+    /// The names the TLS certificate covers when TLS is enabled: the
+    /// configured ones, else the listen address's IP.
+    pub fn tls_names(&self) -> Option<Vec<String>> {
+        if !self.tls.enabled {
+            return None;
+        }
+        Some(if self.tls.server_names.is_empty() {
+            vec![self.listen.ip().to_string()]
+        } else {
+            self.tls.server_names.clone()
+        })
     }
 
     /// The configuration as TOML (what `kms config check` prints).

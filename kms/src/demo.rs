@@ -7,8 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::keys::RootKeys;
 use crate::platforms::Platforms;
+use crate::service::keys::RootKeys;
 use attest_core::app_config::host_data;
 use attest_core::{Evidence, PlatformId, ReportData, UnixTime, Verifiers};
 use attest_snp::{Product, ProductRoots, Roots, SnpConfig, SnpVerifier};
@@ -180,7 +180,7 @@ impl Server {
             verifiers: pkis.verifiers(),
             collateral_cache: None,
         };
-        let state = crate::server::state(&config, dir, keys, platforms)?;
+        let state = crate::service::KmsState::from_config(&config, dir, keys, platforms)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(e)?;
@@ -188,7 +188,7 @@ impl Server {
         let url = format!("{scheme}://{}", listener.local_addr().map_err(e)?);
         let tls_names = tls.then(|| vec!["127.0.0.1".to_owned()]);
         let (tx, rx) = oneshot::channel();
-        let join = tokio::spawn(crate::server::serve_with_tls(
+        let join = tokio::spawn(crate::service::listener::serve_with_tls(
             listener,
             state,
             config.max_request_bytes,

@@ -1,19 +1,19 @@
-//! The key management service: one `GetAppKey` path for every TEE platform.
+//! The key management service: one key-release path for every TEE platform.
+//!
+//! - [`service`]: the running service, by role (state, the key-release
+//!   core, the `kms.v1` front end, root keys, derivation, sealing, audit,
+//!   metrics, the listener);
+//! - [`config`]: the `kms.toml` configuration;
+//! - [`platforms`]: the one place that names platforms (building the
+//!   plug-ins from the configuration);
+//! - [`demo`] (feature `demo`): a KMS on the testkit's FAKE roots, for the
+//!   demo and the load benchmark.
 #![forbid(unsafe_code)]
 
-pub mod kdf;
-pub mod kem;
-pub mod keys;
-
-pub use kms_client::{proto, seal};
-
-pub mod audit;
-pub mod challenge;
 pub mod config;
-pub mod cork;
 #[cfg(feature = "demo")]
 pub mod demo;
-pub mod metrics;
 pub mod platforms;
-pub mod server;
 pub mod service;
+
+pub use kms_proto::{proto, seal};

@@ -3,15 +3,7 @@
 //! measurements, manage the image registry, test policies).
 #![forbid(unsafe_code)]
 
-#[cfg(feature = "demo")]
-mod bench_cmd;
 mod cli;
-#[cfg(feature = "demo")]
-mod demo_cmd;
-mod evidence_cmd;
-mod image_cmd;
-mod policy_cmd;
-mod serve_cmd;
 
 use std::process::ExitCode;
 

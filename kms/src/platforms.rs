@@ -56,12 +56,14 @@ pub fn build(config: &Config, base: &Path) -> Result<Platforms, String> {
     if let Some(url) = &config.tdx.pccs_url {
         let mut pcs = PcsConfig::new(url.clone());
         pcs.update = config.tdx.update;
+        pcs.insecure_http = config.tdx.insecure_http;
         sources.push(Arc::new(PcsClient::new(pcs).map_err(|e| e.to_string())?));
     }
     let cache = Arc::new(
         CachedCollateral::new(Arc::new(FirstOf(sources)), attest_tdx::INTEL_ROOT_CA_DER)
             .map_err(|e| e.to_string())?
-            .with_dir(data.join(&config.tdx.cache_dir)),
+            .with_dir(data.join(&config.tdx.cache_dir))
+            .with_fetch_budget(config.tdx.fetches_per_minute),
     );
     let tdx = TdxVerifier::new(cache.clone()).map_err(|e| e.to_string())?;
 
@@ -72,12 +74,14 @@ pub fn build(config: &Config, base: &Path) -> Result<Platforms, String> {
     }
     if let Some(url) = &config.sev_snp.kds_url {
         veks.push(Arc::new(
-            KdsClient::new(
+            KdsClient::with_options(
                 url,
                 Some(data.join(&config.sev_snp.vcek_cache_dir)),
                 Duration::from_secs(10),
+                config.sev_snp.insecure_http,
             )
-            .map_err(|e| e.to_string())?,
+            .map_err(|e| e.to_string())?
+            .with_fetch_budget(config.sev_snp.fetches_per_minute),
         ));
     }
     let snp = SnpVerifier::new(

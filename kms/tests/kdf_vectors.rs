@@ -2,8 +2,8 @@
 //! and the published `v2` vectors.
 
 use attest_core::{AppId, InstanceId};
-use kms::kdf::{self, KdfProfile};
-use kms::keys::RootKeys;
+use kms::service::kdf::{self, KdfProfile};
+use kms::service::keys::RootKeys;
 
 fn vectors() -> serde_json::Value {
     let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -3,7 +3,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 
-use kms::keys::RootKeys;
+use kms::service::keys::RootKeys;
 
 #[test]
 fn generated_once_then_reloaded() {

@@ -75,7 +75,7 @@ async fn tdx_and_snp_of_one_app_get_the_same_app_keys() {
         .into_inner();
     assert_eq!(
         pk.public_key,
-        kms::kdf::x25519_public(&<[u8; 32]>::try_from(&tdx.env_crypt_key[..]).unwrap())
+        kms::service::kdf::x25519_public(&<[u8; 32]>::try_from(&tdx.env_crypt_key[..]).unwrap())
     );
     assert_eq!(pk.signature.len(), 65);
     let meta = raw.meta().await.unwrap();
@@ -198,10 +198,10 @@ async fn challenges_bindings_and_sizes() {
     let (_, pk) = seal::client_keypair();
 
     // Expired: a challenge of this KMS issued two minutes ago.
-    let keys = kms::keys::RootKeys::load_or_generate(&dir.path().join("data"))
+    let keys = kms::service::keys::RootKeys::load_or_generate(&dir.path().join("data"))
         .unwrap()
         .0;
-    let (old, _) = kms::challenge::Challenges::new(keys.root_secret(), 60)
+    let (old, _) = kms::service::challenge::Challenges::new(keys.root_secret(), 60)
         .issue(UnixTime::now().as_secs() - 120);
     let rd = app_key_report_data(&pk, &old).unwrap();
     let st = raw_request(
@@ -430,7 +430,7 @@ async fn tls_with_a_certificate_from_the_root_ca() {
     };
     assert!(r.is_err());
     // Another KMS's CA does not vouch for this server.
-    let other = kms::keys::RootKeys::generate().unwrap();
+    let other = kms::service::keys::RootKeys::generate().unwrap();
     let r = match KmsClient::connect_with_ca(&server.url, Some(other.ca_cert_pem())).await {
         Ok(mut c) => c.meta().await.map(|_| ()),
         Err(e) => Err(e),

@@ -11,7 +11,11 @@ use attest_snp::measure::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::cli::{CliError, ImageAddPlatform, SnpLaunchArgs};
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use super::error::CliError;
 
 fn parse_hex_u64(s: &str, what: &str) -> Result<u64, CliError> {
     u64::from_str_radix(s.trim_start_matches("0x").trim_start_matches("0X"), 16)
@@ -223,4 +227,66 @@ pub fn hash(dir: &Path) -> Result<ExitCode, CliError> {
     let bytes = std::fs::read(&p).map_err(|e| CliError::new(format!("{}: {e}", p.display())))?;
     println!("{}", hex::encode(Sha256::digest(&bytes)));
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SnpLaunchArgs {
+    /// The OVMF firmware image.
+    #[arg(long)]
+    pub ovmf: PathBuf,
+    /// vCPU type (EPYC, EPYC-v1..v4, EPYC-Rome, EPYC-Milan, EPYC-Genoa, EPYC-Turin, ...).
+    #[arg(long, default_value = "EPYC-v4", conflicts_with = "vcpu_sig")]
+    pub vcpu_type: String,
+    /// Raw CPUID(1).EAX signature instead of a type, hex.
+    #[arg(long)]
+    pub vcpu_sig: Option<String>,
+    /// VMSA SEV_FEATURES, hex [default: 0x1].
+    #[arg(long)]
+    pub guest_features: Option<String>,
+    /// Directly booted kernel (needs an OVMF with a kernel hashes section).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Initrd of the direct boot.
+    #[arg(long, requires = "kernel")]
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line of the direct boot.
+    #[arg(long, requires = "kernel")]
+    pub append: Option<String>,
+    /// qemu, ec2 or gce [default: qemu].
+    #[arg(long)]
+    pub vmm_type: Option<String>,
+    /// Coconut-SVSM binary: measure the SVSM launch (QEMU only, no direct
+    /// kernel boot; the SVSM starts OVMF).
+    #[arg(long, requires = "vars_size", conflicts_with_all = ["kernel", "initrd", "append"])]
+    pub svsm: Option<PathBuf>,
+    /// Size in bytes of the OVMF variable store below OVMF (SVSM mode).
+    #[arg(long, requires = "svsm")]
+    pub vars_size: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageAddPlatform {
+    /// Compute and add SEV-SNP launch digests, one per vCPU count.
+    SevSnp {
+        #[command(flatten)]
+        launch: SnpLaunchArgs,
+        /// vCPU counts, e.g. 1,2,4,8.
+        #[arg(long, value_delimiter = ',')]
+        vcpus: Vec<u32>,
+    },
+    /// Add a TDX boot: MRTD and RTMR0..2.
+    Tdx {
+        /// MRTD, hex.
+        #[arg(long)]
+        mrtd: String,
+        /// RTMR0, hex.
+        #[arg(long)]
+        rtmr0: String,
+        /// RTMR1, hex.
+        #[arg(long)]
+        rtmr1: String,
+        /// RTMR2, hex.
+        #[arg(long)]
+        rtmr2: String,
+    },
 }

@@ -9,7 +9,7 @@ use attest_core::{Attestation, Evidence, PlatformId, ReportData, UnixTime, Verif
 use attest_tdx::collateral::StaticCollateral;
 use attest_tdx::{Collateral, TdxVerifier};
 
-use crate::cli::CliError;
+use super::error::CliError;
 
 /// Largest evidence file read.
 const MAX_FILE: u64 = 16 * 1024 * 1024;

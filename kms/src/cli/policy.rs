@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use attest_core::{UnixTime, VerifiedIdentity};
 use policy::{PolicyInput, RequestContext};
 
-use crate::cli::CliError;
+use super::error::CliError;
 
 /// `kms policy check`: 0 allow, 1 deny, 2 when the inputs cannot be used.
 pub fn check(

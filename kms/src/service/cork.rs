@@ -7,13 +7,21 @@
 //! before sending, so frames queued in the same scheduling round leave in a
 //! single write. Nagle's algorithm stays off (no delayed-ACK stalls): the
 //! delay is one scheduler turn, not a timer.
+//!
+//! It also carries two of the listener's limits: the connection's slot
+//! (released when the connection closes) and the idle timeout (a read that
+//! waits longer than it fails, and the connection closes).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::time::Duration;
+
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// Buffered bytes above which a write goes out without waiting for a flush.
@@ -25,6 +33,8 @@ pub struct CorkedStream {
     buf: Vec<u8>,
     sent: usize,
     yielded: bool,
+    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl CorkedStream {
@@ -35,7 +45,22 @@ impl CorkedStream {
             buf: Vec::new(),
             sent: 0,
             yielded: false,
+            idle: None,
+            _slot: None,
         }
+    }
+
+    /// Closes the connection (reads fail) after `timeout` without a byte
+    /// from the peer.
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle = Some((timeout, Box::pin(tokio::time::sleep(timeout))));
+        self
+    }
+
+    /// Holds `slot` (a connection-limit permit) for the connection's life.
+    pub fn holding(mut self, slot: OwnedSemaphorePermit) -> Self {
+        self._slot = Some(slot);
+        self
     }
 
     /// Writes out everything buffered.
@@ -68,7 +93,32 @@ impl AsyncRead for CorkedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+        let me = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut me.inner).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                if let Some((timeout, sleep)) = &mut me.idle {
+                    if buf.filled().len() > before {
+                        sleep.as_mut().reset(tokio::time::Instant::now() + *timeout);
+                    }
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let idle_over = match &mut me.idle {
+                    Some((_, sleep)) => sleep.as_mut().poll(cx).is_ready(),
+                    None => false,
+                };
+                if idle_over {
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "connection idle too long",
+                    )))
+                } else {
+                    Poll::Pending
+                }
+            }
+        }
     }
 }
 
@@ -178,6 +228,16 @@ mod tests {
             Pin::new(&mut s).poll_flush(&mut cx),
             Poll::Ready(Ok(()))
         ));
+    }
+
+    /// A peer that sends nothing is cut off after the idle timeout.
+    #[tokio::test]
+    async fn an_idle_peer_is_cut_off() {
+        let (s, _peer) = pair().await;
+        let mut s = s.with_idle_timeout(std::time::Duration::from_millis(50));
+        let mut b = [0u8; 8];
+        let err = s.read(&mut b).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 
     /// Large writes, many small ones past the limit, and shutdown all

@@ -1,6 +1,11 @@
 //! Prometheus metrics, served on their own address.
+//!
+//! Every label value comes from a closed set: platforms are the registered
+//! ones or `other`, outcomes a fixed list, deny rules at most
+//! [`MAX_RULES`] names (then `other`). A request's bytes never become a
+//! label, so unauthenticated requests cannot grow the page.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -28,10 +33,27 @@ impl Histogram {
     }
 }
 
+/// Most distinct deny-rule labels.
+pub const MAX_RULES: usize = 64;
+
+/// The label for anything outside a closed set.
+pub const OTHER: &str = "other";
+
+/// The outcomes a request is counted under.
+pub const OUTCOMES: [&str; 6] = [
+    "allow",
+    "deny",
+    "invalid",
+    "unavailable",
+    "unsupported",
+    "error",
+];
+
 /// The KMS's metrics.
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String), u64>>,
+    platforms: BTreeSet<String>,
+    requests: Mutex<BTreeMap<(String, &'static str), u64>>,
     deny_reasons: Mutex<BTreeMap<String, u64>>,
     verify: Mutex<BTreeMap<String, Histogram>>,
     total: Mutex<BTreeMap<String, Histogram>>,
@@ -42,30 +64,59 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Metrics {
-    /// Counts a GetAppKey request by platform and outcome.
-    pub fn request(&self, platform: &str, outcome: &str) {
+    /// Metrics whose platform labels are `platforms` (the registered ones).
+    pub fn new<I: IntoIterator<Item = String>>(platforms: I) -> Self {
+        Metrics {
+            platforms: platforms.into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
+    /// The label for a platform named in a request: itself when registered,
+    /// else `other`.
+    pub fn platform_label(&self, platform: &str) -> String {
+        if self.platforms.contains(platform) {
+            platform.to_owned()
+        } else {
+            OTHER.to_owned()
+        }
+    }
+
+    /// Counts a key request by platform and outcome (one of [`OUTCOMES`]).
+    pub fn request(&self, platform: &str, outcome: &'static str) {
+        let outcome = OUTCOMES
+            .iter()
+            .find(|o| **o == outcome)
+            .copied()
+            .unwrap_or(OTHER);
         *lock(&self.requests)
-            .entry((platform.to_owned(), outcome.to_owned()))
+            .entry((self.platform_label(platform), outcome))
             .or_default() += 1;
     }
 
-    /// Counts a deny reason (the rule name).
+    /// Counts a deny reason (the rule name, from the policy).
     pub fn deny(&self, rule: &str) {
-        *lock(&self.deny_reasons).entry(rule.to_owned()).or_default() += 1;
+        let mut map = lock(&self.deny_reasons);
+        let key = if map.contains_key(rule) || map.len() < MAX_RULES {
+            rule.to_owned()
+        } else {
+            OTHER.to_owned()
+        };
+        *map.entry(key).or_default() += 1;
     }
 
     /// Observes verification latency.
     pub fn verify_latency(&self, platform: &str, d: Duration) {
         lock(&self.verify)
-            .entry(platform.to_owned())
+            .entry(self.platform_label(platform))
             .or_default()
             .observe(d.as_secs_f64());
     }
 
-    /// Observes end-to-end GetAppKey latency.
+    /// Observes end-to-end key request latency.
     pub fn total_latency(&self, platform: &str, d: Duration) {
         lock(&self.total)
-            .entry(platform.to_owned())
+            .entry(self.platform_label(platform))
             .or_default()
             .observe(d.as_secs_f64());
     }
@@ -115,7 +166,7 @@ mod tests {
 
     #[test]
     fn renders_prometheus_text() {
-        let m = Metrics::default();
+        let m = Metrics::new(["tdx".to_owned(), "sev-snp".to_owned()]);
         m.request("tdx", "allow");
         m.request("tdx", "allow");
         m.request("sev-snp", "deny");
@@ -135,5 +186,23 @@ mod tests {
         assert!(text.contains("kms_verify_seconds_bucket{platform=\"tdx\",le=\"0.001\"} 1\n"));
         assert!(text.contains("kms_verify_seconds_count{platform=\"tdx\"} 1\n"));
         assert!(text.contains("kms_collateral_cache_hits_total 7\n"));
+    }
+
+    #[test]
+    fn labels_come_from_closed_sets() {
+        let m = Metrics::new(["tdx".to_owned()]);
+        for i in 0..5000 {
+            m.request(&format!("forged-{i}"), "invalid");
+            m.verify_latency(&format!("forged-{i}"), Duration::from_micros(1));
+            m.deny(&format!("rule-{i}"));
+        }
+        m.request("tdx", "allow");
+        let text = m.render(&[]);
+        assert!(text.contains(
+            "kms_get_app_key_requests_total{platform=\"other\",outcome=\"invalid\"} 5000\n"
+        ));
+        assert!(!text.contains("forged"));
+        assert!(text.contains("kms_policy_denials_total{rule=\"other\"} 4936\n"));
+        assert!(text.len() < 20_000, "{} bytes", text.len());
     }
 }

@@ -8,7 +8,7 @@ use attest_testkit::snp::ReportFields;
 use kms::demo::{OS_IMAGE, Pkis, Server};
 use kms_client::{AppKeys, ClientError, KmsClient};
 
-use crate::cli::CliError;
+use super::error::CliError;
 
 fn short(h: &str) -> String {
     if h.len() > 16 {
@@ -30,7 +30,7 @@ fn k256_public(keys: &AppKeys) -> String {
 
 fn env_public(keys: &AppKeys) -> String {
     <[u8; 32]>::try_from(&keys.env_crypt_key[..])
-        .map(|k| hex::encode(kms::kdf::x25519_public(&k)))
+        .map(|k| hex::encode(kms::service::kdf::x25519_public(&k)))
         .unwrap_or_else(|_| "<invalid>".into())
 }
 

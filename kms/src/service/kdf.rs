@@ -26,7 +26,7 @@ use zeroize::Zeroizing;
 
 use attest_core::{AppId, InstanceId};
 
-use crate::keys::RootKeys;
+use super::keys::RootKeys;
 
 /// Which derivation to use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -165,6 +165,21 @@ pub fn derive_app_keys(
         disk_crypt_key: disk,
         env_crypt_key: env,
         k256_key: k256_bytes,
+    })
+}
+
+/// The env decryption key of `app_id` alone (what `GetAppEnvEncryptPubKey`
+/// needs), the same value [`derive_app_keys`] gives.
+pub fn derive_env_key(
+    profile: KdfProfile,
+    root: &RootKeys,
+    app_id: &AppId,
+) -> Result<Zeroizing<[u8; 32]>, KdfError> {
+    Ok(match profile {
+        KdfProfile::Dstack => {
+            dstack_derive_dh_secret(root.ca_key(), &[&app_id.0, b"env-encrypt-key"])?
+        }
+        KdfProfile::V2 => v2_derive(root.root_secret(), "env-crypt-key", app_id, None),
     })
 }
 

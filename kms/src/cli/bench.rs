@@ -17,7 +17,7 @@ use prost::Message;
 use prost::bytes::Bytes;
 use tonic::codegen::http;
 
-use crate::cli::CliError;
+use super::error::CliError;
 
 struct Prepared {
     evidence: Evidence,

@@ -1,14 +1,14 @@
-//! `kms serve`, `kms config check`, `kms keys import-dstack`.
+//! `kms serve` and `kms config check`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use kms::config::{Config, LogFormat};
-use kms::keys::RootKeys;
+use kms::service::keys::RootKeys;
 
-use crate::cli::CliError;
+use super::error::CliError;
 
-fn load(config: Option<&Path>) -> Result<(Config, PathBuf), CliError> {
+pub(super) fn load(config: Option<&Path>) -> Result<(Config, PathBuf), CliError> {
     match config {
         Some(p) => Config::load(p).map_err(CliError::new),
         None => Ok((Config::default(), PathBuf::new())),
@@ -45,14 +45,16 @@ pub fn serve(config: Option<&Path>) -> Result<ExitCode, CliError> {
         }
         let key_provider_id = keys.key_provider_id();
         let platforms = kms::platforms::build(&cfg, &base).map_err(CliError::new)?;
-        let state = kms::server::state(&cfg, &base, keys, platforms).map_err(CliError::new)?;
+        let state = kms::service::KmsState::from_config(&cfg, &base, keys, platforms)
+            .map_err(CliError::new)?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
             .map_err(|e| CliError::new(format!("cannot listen on {}: {e}", cfg.listen)))?;
         let addr = listener
             .local_addr()
             .map_err(|e| CliError::new(e.to_string()))?;
-        println!("kms listening on {addr}");
+        let scheme = if cfg.tls.enabled { "https" } else { "http" };
+        println!("kms listening on {scheme}://{addr}");
         println!("key provider id: {key_provider_id}");
         println!(
             "policy: {} ({})",
@@ -61,18 +63,24 @@ pub fn serve(config: Option<&Path>) -> Result<ExitCode, CliError> {
         );
         if let Some(m) = cfg.metrics_listen {
             let s = state.clone();
+            let limits = cfg.limits.clone();
             tokio::spawn(async move {
-                if let Err(e) = kms::server::serve_metrics(m, s).await {
+                if let Err(e) = kms::service::listener::serve_metrics(m, s, &limits).await {
                     tracing::error!("metrics: {e}");
                 }
             });
             println!("metrics on http://{m}/metrics");
         }
-        kms::server::serve(
+        let listener_cfg = kms::service::listener::ListenerConfig {
+            max_request_bytes: cfg.max_request_bytes,
+            limits: cfg.limits.clone(),
+            tls_names: cfg.tls_names(),
+        };
+        kms::service::listener::serve_with(
             listener,
             state,
-            cfg.max_request_bytes,
-            kms::server::shutdown_signal(),
+            &listener_cfg,
+            kms::service::listener::shutdown_signal(),
         )
         .await
         .map_err(CliError::new)?;
@@ -93,18 +101,5 @@ pub fn check(config: Option<&Path>) -> Result<ExitCode, CliError> {
             .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
     }
     print!("{}", cfg.to_toml());
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `kms keys import-dstack`.
-pub fn import_dstack(ca: &Path, k256: &Path, config: Option<&Path>) -> Result<ExitCode, CliError> {
-    let (cfg, base) = load(config)?;
-    let read =
-        |p: &Path| std::fs::read(p).map_err(|e| CliError::new(format!("{}: {e}", p.display())));
-    let data = base.join(&cfg.data_dir);
-    let keys = RootKeys::import_dstack(&data, &read(ca)?, &read(k256)?)
-        .map_err(|e| CliError::new(e.to_string()))?;
-    println!("imported into {}", data.display());
-    println!("key provider id: {}", keys.key_provider_id());
     Ok(ExitCode::SUCCESS)
 }

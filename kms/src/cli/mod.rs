@@ -1,13 +1,24 @@
 //! The command tree. Each subcommand's work lives in its own module; commands
 //! that are not built yet say so in one line and exit non-zero.
 
-use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{evidence_cmd, image_cmd, policy_cmd, serve_cmd};
+#[cfg(feature = "demo")]
+mod bench;
+#[cfg(feature = "demo")]
+mod demo;
+mod error;
+mod evidence;
+mod image;
+mod keys;
+mod policy;
+mod serve;
+
+pub use error::CliError;
+use image::{ImageAddPlatform, SnpLaunchArgs};
 
 /// Key management service for confidential VMs (Intel TDX, AMD SEV-SNP):
 /// one attestation path, one policy and one key derivation for every platform.
@@ -75,41 +86,6 @@ pub enum Command {
     Policy(PolicyCommand),
 }
 
-#[derive(Debug, clap::Args)]
-pub struct SnpLaunchArgs {
-    /// The OVMF firmware image.
-    #[arg(long)]
-    pub ovmf: PathBuf,
-    /// vCPU type (EPYC, EPYC-v1..v4, EPYC-Rome, EPYC-Milan, EPYC-Genoa, EPYC-Turin, ...).
-    #[arg(long, default_value = "EPYC-v4", conflicts_with = "vcpu_sig")]
-    pub vcpu_type: String,
-    /// Raw CPUID(1).EAX signature instead of a type, hex.
-    #[arg(long)]
-    pub vcpu_sig: Option<String>,
-    /// VMSA SEV_FEATURES, hex [default: 0x1].
-    #[arg(long)]
-    pub guest_features: Option<String>,
-    /// Directly booted kernel (needs an OVMF with a kernel hashes section).
-    #[arg(long)]
-    pub kernel: Option<PathBuf>,
-    /// Initrd of the direct boot.
-    #[arg(long, requires = "kernel")]
-    pub initrd: Option<PathBuf>,
-    /// Kernel command line of the direct boot.
-    #[arg(long, requires = "kernel")]
-    pub append: Option<String>,
-    /// qemu, ec2 or gce [default: qemu].
-    #[arg(long)]
-    pub vmm_type: Option<String>,
-    /// Coconut-SVSM binary: measure the SVSM launch (QEMU only, no direct
-    /// kernel boot; the SVSM starts OVMF).
-    #[arg(long, requires = "vars_size", conflicts_with_all = ["kernel", "initrd", "append"])]
-    pub svsm: Option<PathBuf>,
-    /// Size in bytes of the OVMF variable store below OVMF (SVSM mode).
-    #[arg(long, requires = "svsm")]
-    pub vars_size: Option<u64>,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum MeasureCommand {
     /// The SEV-SNP launch digest (MEASUREMENT) of an image, 96 hex digits.
@@ -150,33 +126,6 @@ pub enum ImageCommand {
     Hash {
         /// The image directory.
         dir: PathBuf,
-    },
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ImageAddPlatform {
-    /// Compute and add SEV-SNP launch digests, one per vCPU count.
-    SevSnp {
-        #[command(flatten)]
-        launch: SnpLaunchArgs,
-        /// vCPU counts, e.g. 1,2,4,8.
-        #[arg(long, value_delimiter = ',')]
-        vcpus: Vec<u32>,
-    },
-    /// Add a TDX boot: MRTD and RTMR0..2.
-    Tdx {
-        /// MRTD, hex.
-        #[arg(long)]
-        mrtd: String,
-        /// RTMR0, hex.
-        #[arg(long)]
-        rtmr0: String,
-        /// RTMR1, hex.
-        #[arg(long)]
-        rtmr1: String,
-        /// RTMR2, hex.
-        #[arg(long)]
-        rtmr2: String,
     },
 }
 
@@ -288,48 +237,20 @@ pub enum PolicyCommand {
     Explain,
 }
 
-/// A command-level failure, printed as `error: <message>`; exit code 2 for
-/// usage-like failures where 1 means a negative answer.
-#[derive(Debug)]
-pub struct CliError {
-    pub message: String,
-    pub code: u8,
-}
-
-impl CliError {
-    pub fn new(message: impl Into<String>) -> Self {
-        CliError {
-            message: message.into(),
-            code: 1,
-        }
-    }
-
-    pub fn with_code(mut self, code: u8) -> Self {
-        self.code = code;
-        self
-    }
-}
-
-impl fmt::Display for CliError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
 pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Policy(PolicyCommand::Check {
             policy,
             identity,
             at,
-        }) => policy_cmd::check(&policy, &identity, at),
+        }) => policy::check(&policy, &identity, at),
         Command::Verify(VerifyCommand::Tdx {
             quote,
             collateral,
             at,
             event_log,
             report_data,
-        }) => evidence_cmd::verify_tdx(
+        }) => evidence::verify_tdx(
             &quote,
             &collateral,
             at,
@@ -344,7 +265,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             at,
             report_data,
             vmpl,
-        }) => evidence_cmd::verify_snp(&evidence_cmd::SnpArgs {
+        }) => evidence::verify_snp(&evidence::SnpArgs {
             report,
             vcek,
             cert_chain,
@@ -354,26 +275,26 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             vmpl,
         }),
         Command::Inspect(InspectCommand::Tdx { quote, event_log }) => {
-            evidence_cmd::inspect_tdx(&quote, event_log.as_deref())
+            evidence::inspect_tdx(&quote, event_log.as_deref())
         }
         Command::Measure(MeasureCommand::SevSnp {
             launch,
             vcpus,
             ovmf_only,
-        }) => image_cmd::measure(&launch, vcpus, ovmf_only),
+        }) => image::measure(&launch, vcpus, ovmf_only),
         Command::Image(ImageCommand::Add {
             os_image_hash,
             registry,
             platform,
-        }) => image_cmd::add(&os_image_hash, &registry, &platform),
-        Command::Image(ImageCommand::List { registry }) => image_cmd::list(&registry),
-        Command::Image(ImageCommand::Hash { dir }) => image_cmd::hash(&dir),
+        }) => image::add(&os_image_hash, &registry, &platform),
+        Command::Image(ImageCommand::List { registry }) => image::list(&registry),
+        Command::Image(ImageCommand::Hash { dir }) => image::hash(&dir),
         Command::Policy(PolicyCommand::Explain) => {
-            print!("{}", policy_cmd::EXPLAIN);
+            print!("{}", policy::EXPLAIN);
             Ok(ExitCode::SUCCESS)
         }
         #[cfg(feature = "demo")]
-        Command::Demo => crate::demo_cmd::demo(),
+        Command::Demo => demo::demo(),
         #[cfg(feature = "demo")]
         Command::Bench {
             concurrency,
@@ -381,13 +302,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             only,
             connections,
             attribute_cpu,
-        } => crate::bench_cmd::bench(concurrency, requests, only, connections, attribute_cpu),
-        Command::Serve { config } => serve_cmd::serve(config.as_deref()),
-        Command::Config(ConfigCommand::Check { config }) => serve_cmd::check(config.as_deref()),
+        } => bench::bench(concurrency, requests, only, connections, attribute_cpu),
+        Command::Serve { config } => serve::serve(config.as_deref()),
+        Command::Config(ConfigCommand::Check { config }) => serve::check(config.as_deref()),
         Command::Keys(KeysCommand::ImportDstack {
             root_ca_key,
             root_k256_key,
             config,
-        }) => serve_cmd::import_dstack(&root_ca_key, &root_k256_key, config.as_deref()),
+        }) => keys::import_dstack(&root_ca_key, &root_k256_key, config.as_deref()),
     }
 }
