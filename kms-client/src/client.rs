@@ -100,7 +100,17 @@ impl KmsClient {
 
     /// Connects to `url`; for `https://` URLs the server certificate must
     /// chain to `ca_pem` (the KMS root CA certificate).
+    /// A CA with a plain `http://` URL is an error: the caller asked for a
+    /// verified TLS connection and would silently get plaintext.
     pub async fn connect_with_ca(url: &str, ca_pem: Option<&str>) -> Result<Self, ClientError> {
+        let https = url
+            .get(..8)
+            .is_some_and(|p| p.eq_ignore_ascii_case("https://"));
+        if ca_pem.is_some() && !https {
+            return Err(ClientError::Transport(format!(
+                "a CA certificate was given but {url:?} is not an https:// URL: refusing to connect in plaintext"
+            )));
+        }
         let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
             .map_err(|e| ClientError::Transport(e.to_string()))?;
         if let Some(ca) = ca_pem {

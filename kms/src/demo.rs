@@ -151,6 +151,8 @@ pub fn policy(app: &App) -> String {
 pub struct Server {
     pub url: String,
     pub key_provider_id: String,
+    /// The running service's state (tests read its metrics and caches).
+    pub state: std::sync::Arc<crate::service::KmsState>,
     stop: Option<oneshot::Sender<()>>,
     join: Option<tokio::task::JoinHandle<Result<(), String>>>,
 }
@@ -169,11 +171,23 @@ impl Server {
         app: &App,
         tls: bool,
     ) -> Result<Server, String> {
+        Self::start_configured(dir, pkis, app, tls, "").await
+    }
+
+    /// [`Server::start_with`], with `extra` TOML appended to the demo
+    /// configuration (tests set limits, an audit log path, ...).
+    pub async fn start_configured(
+        dir: &Path,
+        pkis: &Pkis,
+        app: &App,
+        tls: bool,
+        extra: &str,
+    ) -> Result<Server, String> {
         let e = |e: std::io::Error| e.to_string();
         std::fs::create_dir_all(dir).map_err(e)?;
         std::fs::write(dir.join("policy.toml"), policy(app)).map_err(e)?;
         std::fs::write(dir.join("images.toml"), registry()).map_err(e)?;
-        let config: Config = toml_config(dir)?;
+        let config: Config = toml_config_with(dir, extra)?;
         let (keys, _) = RootKeys::load_or_generate(&dir.join("data")).map_err(|e| e.to_string())?;
         let key_provider_id = keys.key_provider_id();
         let platforms = Platforms {
@@ -188,18 +202,22 @@ impl Server {
         let url = format!("{scheme}://{}", listener.local_addr().map_err(e)?);
         let tls_names = tls.then(|| vec!["127.0.0.1".to_owned()]);
         let (tx, rx) = oneshot::channel();
-        let join = tokio::spawn(crate::service::listener::serve_with_tls(
-            listener,
-            state,
-            config.max_request_bytes,
+        let listener_cfg = crate::service::listener::ListenerConfig {
+            max_request_bytes: config.max_request_bytes,
+            limits: config.limits.clone(),
             tls_names,
-            async move {
+        };
+        let served = state.clone();
+        let join = tokio::spawn(async move {
+            crate::service::listener::serve_with(listener, served, &listener_cfg, async move {
                 let _ = rx.await;
-            },
-        ));
+            })
+            .await
+        });
         Ok(Server {
             url,
             key_provider_id,
+            state,
             stop: Some(tx),
             join: Some(join),
         })
@@ -218,8 +236,14 @@ impl Server {
 
 /// The demo KMS configuration over `dir`.
 pub fn toml_config(dir: &Path) -> Result<Config, String> {
+    toml_config_with(dir, "")
+}
+
+/// The demo KMS configuration over `dir`, with `extra` top-level keys and
+/// tables placed before the policy table.
+pub fn toml_config_with(dir: &Path, extra: &str) -> Result<Config, String> {
     let text = format!(
-        "data_dir = \"{}\"\nimage_registry = \"images.toml\"\n[policy]\ntype = \"toml\"\nfile = \"policy.toml\"\n",
+        "data_dir = \"{}\"\nimage_registry = \"images.toml\"\n{extra}\n[policy]\ntype = \"toml\"\nfile = \"policy.toml\"\n",
         dir.join("data").display()
     );
     toml::from_str(&text).map_err(|e| e.to_string())

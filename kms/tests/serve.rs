@@ -1,0 +1,244 @@
+//! The `kms serve` process itself, attacked and used over real sockets:
+//! what it configures is what it serves, and what one client can make it
+//! hold is bounded.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+/// A `kms serve` child process, killed on drop.
+struct Serve {
+    child: Child,
+    /// The address it printed.
+    addr: SocketAddr,
+    /// `http` or `https`.
+    scheme: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    /// Starts `kms serve` on 127.0.0.1:0 with `extra` appended to a
+    /// configuration whose data directory is a fresh temporary one.
+    fn start(extra: &str) -> Serve {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{extra}",
+            dir.path().join("data").display()
+        );
+        let path = dir.path().join("kms.toml");
+        std::fs::write(&path, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kms"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run kms serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let line = loop {
+            let l = lines
+                .next()
+                .expect("kms serve exited before listening")
+                .unwrap();
+            if l.starts_with("kms listening on ") {
+                break l;
+            }
+            assert!(Instant::now() < deadline, "kms serve did not start");
+        };
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let url = line.trim_start_matches("kms listening on ");
+        let (scheme, addr) = url.split_once("://").unwrap();
+        Serve {
+            child,
+            addr: addr.parse().unwrap(),
+            scheme: scheme.to_owned(),
+            dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    /// The process's resident memory, bytes.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+}
+
+/// `[tls] enabled = true` was accepted and ignored by the first release:
+/// the listener spoke plaintext. It is served now, with a certificate
+/// issued by the root CA for `server_names`.
+#[tokio::test]
+async fn configured_tls_is_served() {
+    let s = Serve::start("[tls]\nenabled = true\nserver_names = [\"127.0.0.1\"]\n");
+    assert_eq!(s.scheme, "https");
+    let ca = std::fs::read_to_string(s.dir.path().join("data/root-ca.crt")).unwrap();
+    let mut c = kms_client::KmsClient::connect_with_ca(&s.url(), Some(&ca))
+        .await
+        .unwrap();
+    let meta = c.meta().await.unwrap();
+    assert!(meta.ca_cert.starts_with("-----BEGIN CERTIFICATE-----"));
+    // A plaintext client gets nothing.
+    let plain = format!("http://{}", s.addr);
+    let r = match kms_client::KmsClient::connect(&plain).await {
+        Ok(mut c) => c.meta().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    assert!(r.is_err(), "plaintext to a TLS listener must fail");
+    // And a CA with an http:// URL is refused by the client, not downgraded.
+    let err = match kms_client::KmsClient::connect_with_ca(&plain, Some(&ca)).await {
+        Ok(_) => panic!("connected in plaintext although a CA was given"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("not an https:// URL"), "{err}");
+}
+
+/// The first review: 400 streams on one connection, each sending most of a
+/// 256 KiB body and then stalling, held about 100 MiB for ever. Now the
+/// server grows by at most 32 MiB, serves other clients meanwhile, and
+/// answers the stalled streams when their receive deadline passes.
+#[tokio::test]
+async fn stalled_streams_are_bounded_in_memory_and_time() {
+    let s = Serve::start("[limits]\nrequest_timeout_secs = 3\nhandler_timeout_secs = 5\n");
+    // Warm up: one ordinary call.
+    let mut other = kms_client::KmsClient::connect(&s.url()).await.unwrap();
+    other.meta().await.unwrap();
+    let before = s.rss();
+
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let (client, conn) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut stalled = Vec::new();
+    let mut sender = client;
+    for _ in 0..400 {
+        sender =
+            match tokio::time::timeout(Duration::from_millis(300), sender.clone().ready()).await {
+                Ok(Ok(s)) => s,
+                _ => break,
+            };
+        let req = http::Request::post(format!("http://{}/kms.v1.Kms/GetAppKey", s.addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .unwrap();
+        let Ok((resp, mut body)) = sender.send_request(req, false) else {
+            break;
+        };
+        // A gRPC frame announcing 256000 bytes, of which 250000 arrive.
+        let mut data = vec![0u8; 5 + 250_000];
+        data[1..5].copy_from_slice(&256_000u32.to_be_bytes());
+        body.reserve_capacity(data.len());
+        if body.send_data(Bytes::from(data), false).is_err() {
+            break;
+        }
+        stalled.push((resp, body));
+    }
+    // The client may open all 400 before it learns the server's limit;
+    // the server refuses every stream past its 64th.
+    let opened = stalled.len();
+    assert!(opened >= 64, "the attack opened {opened} streams");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let grown = s.rss().saturating_sub(before);
+    eprintln!(
+        "{opened} stalled streams: server grew by {:.1} MiB",
+        grown as f64 / (1024.0 * 1024.0)
+    );
+    assert!(
+        grown <= 32 * 1024 * 1024,
+        "{opened} stalled streams grew the server by {} MiB",
+        grown / (1024 * 1024)
+    );
+
+    // Another client is served meanwhile.
+    let mut fresh = kms_client::KmsClient::connect(&s.url()).await.unwrap();
+    let t = Instant::now();
+    fresh.meta().await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2));
+
+    // The stalled streams are answered once their receive deadline passes.
+    let (resp, _body) = stalled.swap_remove(0);
+    let resp = tokio::time::timeout(Duration::from_secs(8), resp)
+        .await
+        .expect("a stalled stream is answered after its deadline");
+    if let Ok(r) = resp {
+        let status = r
+            .headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        // Trailers-only answer: DEADLINE_EXCEEDED (4) or CANCELLED (1).
+        if let Some(st) = status {
+            assert!(st == "4" || st == "1", "grpc-status {st}");
+        }
+    }
+}
+
+/// The metrics listener has limits too: a client that opens a connection
+/// and sends nothing is cut off.
+#[tokio::test]
+async fn metrics_listener_cuts_off_silent_clients() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let s = Serve::start(&format!(
+        "metrics_listen = \"127.0.0.1:{port}\"\n[limits]\nrequest_timeout_secs = 1\nhandler_timeout_secs = 2\n"
+    ));
+    // The endpoint works.
+    let mut ok = None;
+    for _ in 0..50 {
+        if let Ok(mut c) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            c.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut body = String::new();
+            c.read_to_string(&mut body).await.unwrap();
+            ok = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let body = ok.expect("metrics listener up");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    assert!(body.contains("kms_get_app_key_requests_total"));
+    // A silent client is closed after the header deadline.
+    use tokio::io::AsyncReadExt;
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut b = [0u8; 64];
+    let t = Instant::now();
+    let n = tokio::time::timeout(Duration::from_secs(10), silent.read(&mut b))
+        .await
+        .expect("the silent connection is closed")
+        .unwrap_or(0);
+    let _ = n;
+    assert!(t.elapsed() < Duration::from_secs(5));
+    drop(s);
+}
