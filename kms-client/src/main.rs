@@ -47,18 +47,11 @@ enum Command {
     },
 }
 
+/// The keys are written to a new 0600 file created exclusively beside the
+/// target, fsynced and renamed over it: an existing file's mode, a symlink
+/// at the path, or a crash mid-write can never expose them.
 fn write_keys(path: &std::path::Path, json: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path)?;
-    f.write_all(json)?;
-    f.sync_all()
+    keyfile::write_secret(path, json)
 }
 
 fn main() -> ExitCode {

@@ -114,6 +114,17 @@ async fn both_platforms_through_configfs_tsm() {
             .collect();
         std::fs::write(work.join("runtime_events.log"), lines.join("\n")).unwrap();
         std::fs::write(work.join("app-config.json"), app.app_config_v3()).unwrap();
+        // A world-readable file already at the output path: the first
+        // release kept its 0666 mode and wrote the keys into it.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(work.join("keys.json"), b"old").unwrap();
+            std::fs::set_permissions(
+                work.join("keys.json"),
+                std::fs::Permissions::from_mode(0o666),
+            )
+            .unwrap();
+        }
 
         let stop = Arc::new(AtomicBool::new(false));
         let helper = fake_tsm(
@@ -213,5 +224,38 @@ async fn both_platforms_through_configfs_tsm() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!work.join("keys.json").exists());
+
+    // A symlink at the output path (pointing where an attacker can read):
+    // refused, nothing written through it.
+    let work = dir.path().join("symlink");
+    let tsm = work.join("tsm");
+    std::fs::create_dir_all(&tsm).unwrap();
+    std::fs::write(work.join("app-config.json"), app.app_config_v3()).unwrap();
+    let exposed = work.join("readable-by-attacker");
+    std::fs::write(&exposed, b"").unwrap();
+    std::os::unix::fs::symlink(&exposed, work.join("keys.json")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let helper = fake_tsm(
+        tsm.clone(),
+        "sev_guest",
+        pkis.clone(),
+        app.clone(),
+        stop.clone(),
+    );
+    let extra = [
+        "--app-config".to_owned(),
+        work.join("app-config.json").display().to_string(),
+    ];
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let out = tokio::task::block_in_place(|| run_client(&server, &tsm, &work, &extra));
+    stop.store(true, Ordering::Relaxed);
+    helper.join().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("symbolic link"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&exposed).unwrap(), b"");
     server.stop().await;
 }

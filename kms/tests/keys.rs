@@ -96,3 +96,94 @@ fn dstack_keys_import_with_their_key_provider_id() {
     assert!(RootKeys::import_dstack(&dir.path().join("x"), b"not pem", &k256).is_err());
     assert!(RootKeys::import_dstack(&dir.path().join("y"), pem.as_bytes(), &k256[..31]).is_err());
 }
+
+/// The first release created keys through the predictable temporary name
+/// `.root-ca.key.tmp` without exclusive create: a pre-existing 0666 file
+/// there kept its owner and mode, and became a 0666 `root-ca.key`.
+#[test]
+fn a_planted_temporary_file_cannot_widen_a_key_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    for name in ["root-ca.key", "root-k256.key", "root-secret"] {
+        let planted = data.join(format!(".{name}.tmp"));
+        std::fs::write(&planted, b"").unwrap();
+        std::fs::set_permissions(&planted, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    RootKeys::load_or_generate(&data).unwrap();
+    for name in ["root-ca.key", "root-k256.key", "root-secret"] {
+        let mode = std::fs::metadata(data.join(name))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{name}");
+    }
+}
+
+/// The data directory is created 0700, and a directory others can write
+/// (or another user owns) is refused at start.
+#[test]
+fn the_data_directory_must_be_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("new/data");
+    RootKeys::load_or_generate(&data).unwrap();
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    for bad in [0o777, 0o770, 0o702] {
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(bad)).unwrap();
+        let err = RootKeys::load_or_generate(&data).unwrap_err().to_string();
+        assert!(err.contains("refusing to start"), "{bad:o}: {err}");
+    }
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o750)).unwrap();
+    RootKeys::load_or_generate(&data).unwrap();
+    if rustix_is_root() {
+        std::os::unix::fs::chown(&data, Some(65534), None).unwrap();
+        let err = RootKeys::load_or_generate(&data).unwrap_err().to_string();
+        assert!(err.contains("owned by uid 65534"), "{err}");
+    }
+}
+
+fn rustix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+}
+
+/// Replicas that import the same dstack keys separately must agree: the
+/// root secret (challenge MAC root, `v2` derivation root) is derived from
+/// the imported keys, not drawn at random on each import.
+#[test]
+fn separate_imports_of_the_same_keys_agree() {
+    use p256::pkcs8::EncodePrivateKey;
+    let ca = p256::SecretKey::from_slice(&[7u8; 32]).unwrap();
+    let pem = ca.to_pkcs8_pem(p256::pkcs8::LineEnding::LF).unwrap();
+    let k256 = [9u8; 32];
+    let a_dir = tempfile::tempdir().unwrap();
+    let b_dir = tempfile::tempdir().unwrap();
+    let a = RootKeys::import_dstack(&a_dir.path().join("d"), pem.as_bytes(), &k256).unwrap();
+    let b = RootKeys::import_dstack(&b_dir.path().join("d"), pem.as_bytes(), &k256).unwrap();
+    assert_eq!(a.root_secret(), b.root_secret());
+    // One replica's challenge is accepted by the other.
+    let ca_a = kms::service::challenge::Challenges::new(a.root_secret(), 60);
+    let ca_b = kms::service::challenge::Challenges::new(b.root_secret(), 60);
+    let (ch, _) = ca_a.issue(1000);
+    ca_b.check(&ch, 1001).unwrap();
+    // Other keys, another secret.
+    let c = RootKeys::import_dstack(
+        &tempfile::tempdir().unwrap().path().join("d"),
+        pem.as_bytes(),
+        &[8u8; 32],
+    )
+    .unwrap();
+    assert_ne!(a.root_secret(), c.root_secret());
+    // The imported directory is private.
+    let mode = std::fs::metadata(a_dir.path().join("d"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700);
+}

@@ -8,13 +8,15 @@
 //! | `root-k256.key` | secp256k1 root key, raw 32 bytes (dstack's format) |
 //! | `root-secret` | 32 random bytes: the `v2` derivation root and the challenge MAC root |
 //!
-//! Key files are written atomically with mode 0600 and refused at load when
-//! group or world can read them. Secrets are zeroized on drop and never
-//! appear in `Debug` output or logs.
+//! Key files are written atomically under an unpredictable exclusive
+//! temporary name with mode 0600 from the first byte ([`keyfile`]), and
+//! refused at load when group or world can read them. The data directory
+//! is created 0700, and the service refuses to start when it is group- or
+//! world-writable or owned by another user. Secrets are zeroized on drop
+//! and never appear in `Debug` output or logs.
 
 use std::fmt;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use p256::pkcs8::{DecodePrivateKey, EncodePrivateKey, EncodePublicKey, LineEnding};
 use rand_core::{OsRng, RngCore};
@@ -68,52 +70,36 @@ const CA_CERT: &str = "root-ca.crt";
 const K256_KEY: &str = "root-k256.key";
 const ROOT_SECRET: &str = "root-secret";
 
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename), mode 0600.
+/// Writes a key file (see [`keyfile::write_secret`]: exclusive random
+/// temporary name, 0600 from the first byte, fsync, rename, directory fsync).
 pub fn write_secret_file(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp: PathBuf = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("key")
-    ));
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(&tmp).map_err(|e| file_err(&tmp, e.to_string()))?;
-    f.write_all(bytes)
-        .map_err(|e| file_err(&tmp, e.to_string()))?;
-    f.sync_all().map_err(|e| file_err(&tmp, e.to_string()))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(|e| file_err(path, e.to_string()))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    keyfile::write_secret(path, bytes).map_err(|e| file_err(path, e.to_string()))
 }
 
 /// Reads a key file, refusing one that group or world can read.
 fn read_secret_file(path: &Path) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-    let meta = std::fs::metadata(path).map_err(|e| file_err(path, e.to_string()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = meta.permissions().mode() & 0o777;
-        if mode & 0o077 != 0 {
-            return Err(file_err(
-                path,
-                format!("mode {mode:o} lets group or others read a secret key; chmod 600 it"),
-            ));
-        }
-    }
-    if meta.len() > 64 * 1024 {
-        return Err(file_err(path, "larger than 64 KiB"));
-    }
-    std::fs::read(path)
-        .map(Zeroizing::new)
-        .map_err(|e| file_err(path, e.to_string()))
+    keyfile::read_secret(path, 64 * 1024).map_err(|e| file_err(path, e.to_string()))
+}
+
+/// Creates the data directory 0700 if missing, and refuses one that group
+/// or others can write, or that another user owns.
+fn private_data_dir(dir: &Path) -> Result<(), KeyError> {
+    keyfile::create_private_dir(dir).map_err(|e| file_err(dir, e.to_string()))?;
+    keyfile::check_private_dir(dir)
+        .map_err(|e| KeyError::Invalid(format!("{e}; refusing to start")))
+}
+
+/// The root secret of imported dstack keys:
+/// `HKDF-SHA256(salt = "kms-root-secret/v1", ikm = ca scalar ‖ k256 scalar, info = "dstack-import")`.
+fn imported_root_secret(ca: &p256::SecretKey, k256: &k256::SecretKey) -> Zeroizing<[u8; 32]> {
+    let mut ikm = Zeroizing::new(Vec::with_capacity(64));
+    ikm.extend_from_slice(&ca.to_bytes());
+    ikm.extend_from_slice(&k256.to_bytes());
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"kms-root-secret/v1"), &ikm);
+    let mut out = Zeroizing::new([0u8; 32]);
+    // 32 bytes is always a valid HKDF-SHA256 output length.
+    let _ = hk.expand(b"dstack-import", out.as_mut());
+    out
 }
 
 /// The root CA's name and constraints (also what issues TLS certificates).
@@ -196,15 +182,10 @@ impl RootKeys {
     /// A directory holding only some of the files is refused (never a half
     /// set of keys).
     pub fn load_or_generate(dir: &Path) -> Result<(Self, bool), KeyError> {
+        private_data_dir(dir)?;
         let files = [CA_KEY, CA_CERT, K256_KEY, ROOT_SECRET].map(|f| dir.join(f));
         let present = files.iter().filter(|p| p.exists()).count();
         if present == 0 {
-            std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e.to_string()))?;
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-            }
             let keys = Self::generate()?;
             keys.write(dir)?;
             return Ok((keys, true));
@@ -252,8 +233,7 @@ impl RootKeys {
             .map_err(|e| KeyError::Invalid(format!("root CA key: {e}")))?;
         // Certificate first: a crash leaves no key without its certificate
         // unnoticed (load refuses incomplete sets).
-        std::fs::write(dir.join(CA_CERT), &self.ca_cert_pem)
-            .map_err(|e| file_err(&dir.join(CA_CERT), e.to_string()))?;
+        write_secret_file(&dir.join(CA_CERT), self.ca_cert_pem.as_bytes())?;
         write_secret_file(&dir.join(CA_KEY), pem.as_bytes())?;
         write_secret_file(
             &dir.join(K256_KEY),
@@ -264,8 +244,11 @@ impl RootKeys {
     }
 
     /// Imports a dstack KMS's root keys (`root-ca.key` PKCS#8 PEM,
-    /// `root-k256.key` raw 32 bytes) into `dir`, with a new root secret.
-    /// Refuses to overwrite existing keys.
+    /// `root-k256.key` raw 32 bytes) into `dir`. The root secret (the `v2`
+    /// derivation root and the challenge MAC root, which dstack has no
+    /// equivalent of) is derived from the imported keys, so replicas that
+    /// import the same keys separately accept each other's challenges and
+    /// derive the same `v2` keys. Refuses to overwrite existing keys.
     pub fn import_dstack(dir: &Path, ca_key_pem: &[u8], k256_raw: &[u8]) -> Result<Self, KeyError> {
         if dir.join(CA_KEY).exists() || dir.join(K256_KEY).exists() {
             return Err(KeyError::Invalid(format!(
@@ -285,10 +268,9 @@ impl RootKeys {
         }
         let k256 = k256::SecretKey::from_slice(k256_raw)
             .map_err(|_| KeyError::Invalid("root k256 key must be 32 raw bytes".into()))?;
-        let mut secret = [0u8; 32];
-        OsRng.fill_bytes(&mut secret);
-        let keys = Self::from_parts(ca_key.clone(), ca_cert(&ca_key)?, k256, secret)?;
-        std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e.to_string()))?;
+        let secret = imported_root_secret(&ca_key, &k256);
+        let keys = Self::from_parts(ca_key.clone(), ca_cert(&ca_key)?, k256, *secret)?;
+        private_data_dir(dir)?;
         keys.write(dir)?;
         Ok(keys)
     }
