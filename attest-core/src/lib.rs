@@ -22,6 +22,7 @@ pub mod app_config;
 mod attestation;
 pub mod binding;
 mod bytes;
+pub mod der;
 pub mod dstack;
 mod error;
 pub mod eventlog;

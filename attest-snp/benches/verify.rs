@@ -49,7 +49,7 @@ fn bench(c: &mut Criterion) {
             black_box(
                 rt.block_on(verifier.verify_report(black_box(&evidence), &ctx))
                     .unwrap()
-                    .1,
+                    .product(),
             )
         })
     });

@@ -21,6 +21,12 @@ pub struct ProductRoots {
     ask: Certificate,
     asvk: Certificate,
     validity: [(u64, u64); 3],
+    /// ARK subject (a CRL's issuer must equal it) and RSA public key
+    /// (PKCS#1, what CRL signatures are checked with).
+    ark_subject: x509_cert::name::Name,
+    ark_public_key: Vec<u8>,
+    /// Serial numbers of ASK and ASVK (what AMD's CRLs list).
+    serials: [Vec<u8>; 2],
 }
 
 fn validity_of(der: &[u8], what: &str) -> Result<(u64, u64), AttestError> {
@@ -59,7 +65,27 @@ impl ProductRoots {
             validity_of(&der(&ask, "ASK")?, "ASK")?,
             validity_of(&der(&asvk, "ASVK")?, "ASVK")?,
         ];
+        let parse = |c: &Certificate, w: &str| -> Result<x509_cert::Certificate, AttestError> {
+            x509_cert::Certificate::from_der(&der(c, w)?)
+                .map_err(|e| AttestError::UntrustedChain(format!("{w}: {e}")))
+        };
+        let ark_x = parse(&ark, "ARK")?;
+        let serial = |c: &Certificate, w: &str| -> Result<Vec<u8>, AttestError> {
+            Ok(parse(c, w)?
+                .tbs_certificate()
+                .serial_number()
+                .as_bytes()
+                .to_vec())
+        };
         Ok(ProductRoots {
+            ark_subject: ark_x.tbs_certificate().subject().clone(),
+            ark_public_key: ark_x
+                .tbs_certificate()
+                .subject_public_key_info()
+                .subject_public_key
+                .raw_bytes()
+                .to_vec(),
+            serials: [serial(&ask, "ASK")?, serial(&asvk, "ASVK")?],
             ark,
             ask,
             asvk,
@@ -82,6 +108,25 @@ impl ProductRoots {
             }
         }
         Ok(())
+    }
+
+    /// The ARK's subject name.
+    pub fn ark_subject(&self) -> &x509_cert::name::Name {
+        &self.ark_subject
+    }
+
+    /// The ARK's RSA public key (PKCS#1 DER).
+    pub fn ark_public_key(&self) -> &[u8] {
+        &self.ark_public_key
+    }
+
+    /// The serial number of the intermediate that signs `signer`'s keys
+    /// (ASK for VCEKs, ASVK for VLEKs).
+    pub fn intermediate_serial(&self, signer: Signer) -> &[u8] {
+        match signer {
+            Signer::Vcek => &self.serials[0],
+            Signer::Vlek => &self.serials[1],
+        }
     }
 
     /// The ARK (for tests comparing chains).
@@ -167,6 +212,8 @@ impl Roots {
 pub struct Vek {
     /// SHA-256 of the DER.
     pub digest: [u8; 32],
+    /// Serial number (what a CRL lists).
+    pub serial: Vec<u8>,
     /// SEC1 P-384 public key.
     pub public_key: Vec<u8>,
     /// Validity window.
@@ -264,6 +311,7 @@ impl Vek {
             fmc: comps.get(&9).copied(),
         };
         Ok(Vek {
+            serial: tbs.serial_number().as_bytes().to_vec(),
             digest: Sha256::digest(der_bytes).into(),
             public_key,
             not_before: v.not_before.to_unix_duration().as_secs(),

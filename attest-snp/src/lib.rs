@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod certs;
+pub mod crl;
 pub mod measure;
 pub mod report;
 pub mod vcek;
@@ -38,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use certs::{ChainCache, ProductRoots, Roots, Vek};
+pub use crl::{AmdCrl, CrlSource, Crls};
 pub use report::{Report, Signer, Tcb};
 pub use vcek::{KdsClient, OfflineVceks, VcekSource, VekRequest, certs_from_evidence};
 
@@ -94,6 +96,10 @@ pub struct SnpClaims {
     pub id_key_digest: HexBytes,
     /// AUTHOR_KEY_DIGEST.
     pub author_key_digest: HexBytes,
+    /// Whether an AMD CRL, signed by the pinned ARK and valid at the
+    /// verification time, was checked (the intermediate and the
+    /// endorsement key are not on it). A policy can require it.
+    pub revocation_checked: bool,
 }
 
 /// The `platform_claims` section name.
@@ -105,6 +111,38 @@ pub struct SnpVerifier {
     sources: Vec<Arc<dyn VcekSource>>,
     config: SnpConfig,
     chains: ChainCache,
+    crls: Crls,
+}
+
+/// A report whose signature, chain, key bindings, policy bits, VMPL and
+/// report data were checked. Built only by [`SnpVerifier::verify_report`].
+pub struct VerifiedReport<'a> {
+    report: Report<'a>,
+    product: Product,
+    vek: Arc<Vek>,
+    revocation_checked: bool,
+}
+
+impl<'a> VerifiedReport<'a> {
+    /// The report.
+    pub fn report(&self) -> &Report<'a> {
+        &self.report
+    }
+
+    /// The product its key certificate and roots are for.
+    pub fn product(&self) -> Product {
+        self.product
+    }
+
+    /// The endorsement key that signed it.
+    pub fn vek(&self) -> &Vek {
+        &self.vek
+    }
+
+    /// Whether an AMD CRL was checked.
+    pub fn revocation_checked(&self) -> bool {
+        self.revocation_checked
+    }
 }
 
 const POLICY_MIGRATE_MA: u64 = 1 << 18;
@@ -125,7 +163,15 @@ impl SnpVerifier {
             sources,
             config,
             chains: ChainCache::default(),
+            crls: Crls::default(),
         }
+    }
+
+    /// Checks reports against AMD's CRLs from `crls` (a report verifies
+    /// without one, with `revocation_checked: false`).
+    pub fn with_crls(mut self, crls: Crls) -> Self {
+        self.crls = crls;
+        self
     }
 
     async fn endorsement_key(
@@ -157,7 +203,7 @@ impl SnpVerifier {
         &self,
         evidence: &'a Evidence,
         ctx: &VerifyContext,
-    ) -> Result<(Report<'a>, Product, Arc<Vek>), AttestError> {
+    ) -> Result<VerifiedReport<'a>, AttestError> {
         let report = Report::parse(&evidence.quote)?;
         let req = vek_request(&report)?;
         let named = req.product;
@@ -217,6 +263,33 @@ impl SnpVerifier {
             ));
         }
 
+        // Revocation: from a CRL already held, or in a local source (the
+        // network was asked, if at all, in the endorsement step).
+        self.crls
+            .refresh(roots, product, report.signer, ctx.time, false)
+            .await;
+        let revocation_checked = match self.crls.current(product, report.signer, ctx.time) {
+            Some(crl) => {
+                let (name, intermediate) = match report.signer {
+                    Signer::Vcek => ("ASK", roots.intermediate_serial(Signer::Vcek)),
+                    Signer::Vlek => ("ASVK", roots.intermediate_serial(Signer::Vlek)),
+                };
+                if crl.revokes(intermediate) {
+                    return Err(AttestError::Revoked(format!(
+                        "AMD's {product:?} CRL revokes the {name}"
+                    )));
+                }
+                if crl.revokes(&vek.serial) {
+                    return Err(AttestError::Revoked(format!(
+                        "AMD's {product:?} CRL revokes this {}",
+                        vek.common_name
+                    )));
+                }
+                true
+            }
+            None => false,
+        };
+
         let policy = u64::from(report.parsed.policy);
         if policy & POLICY_DEBUG != 0 {
             return Err(AttestError::Insecure(
@@ -235,7 +308,12 @@ impl SnpVerifier {
             )));
         }
         ctx.check_report_data(&ReportData(report.parsed.report_data))?;
-        Ok((report, product, vek))
+        Ok(VerifiedReport {
+            report,
+            product,
+            vek,
+            revocation_checked,
+        })
     }
 }
 
@@ -283,10 +361,10 @@ struct ReportPart {
 impl SnpVerifier {
     fn report_part(
         &self,
-        report: &Report<'_>,
-        product: Product,
+        verified: &VerifiedReport<'_>,
         ctx: &VerifyContext,
     ) -> Result<ReportPart, AttestError> {
+        let (report, product) = (&verified.report, verified.product);
         let p = &report.parsed;
         let reported = report.tcb_at(product, 0x180);
         let status = match self.config.min_tcb.get(&product) {
@@ -324,6 +402,7 @@ impl SnpVerifier {
                 committed_firmware: version(&report.raw[0x1EC..0x1EF]),
                 id_key_digest: HexBytes(p.id_key_digest.to_vec()),
                 author_key_digest: HexBytes(p.author_key_digest.to_vec()),
+                revocation_checked: verified.revocation_checked,
             },
         )?;
         let sha = |parts: &[&[u8]]| {
@@ -379,8 +458,8 @@ impl SnpVerifier {
         evidence: &Evidence,
         ctx: &VerifyContext,
     ) -> Result<serde_json::Value, AttestError> {
-        let (report, product, _) = self.verify_report(evidence, ctx).await?;
-        let part = self.report_part(&report, product, ctx)?;
+        let verified = self.verify_report(evidence, ctx).await?;
+        let part = self.report_part(&verified, ctx)?;
         Ok(serde_json::json!({
             "platform": PlatformId::SEV_SNP,
             "app": null,
@@ -404,12 +483,24 @@ impl Attestation for SnpVerifier {
     async fn fetch_endorsements(
         &self,
         evidence: &Evidence,
-        _ctx: &VerifyContext,
+        ctx: &VerifyContext,
     ) -> Result<(), AttestError> {
         let report = Report::parse(&evidence.quote)?;
-        self.endorsement_key(evidence, &vek_request(&report)?)
-            .await
-            .map(|_| ())
+        let req = vek_request(&report)?;
+        let der = self.endorsement_key(evidence, &req).await?;
+        // The CRL of the report's product, when a network source has it.
+        let product = match req.product {
+            Some(p) => Some(p),
+            None => Vek::parse(&der).ok().and_then(|v| v.product()),
+        };
+        if let Some(product) = product {
+            if let Ok(roots) = self.roots.get(product) {
+                self.crls
+                    .refresh(roots, product, report.signer, ctx.time, true)
+                    .await;
+            }
+        }
+        Ok(())
     }
 
     async fn verify(
@@ -420,14 +511,15 @@ impl Attestation for SnpVerifier {
         if evidence.platform != PlatformId::SEV_SNP {
             return Err(AttestError::UnsupportedPlatform(evidence.platform.clone()));
         }
-        let (report, product, _vek) = self.verify_report(evidence, ctx).await?;
+        let verified = self.verify_report(evidence, ctx).await?;
+        let report = verified.report();
         if evidence.app_config.is_empty() {
             return Err(AttestError::Malformed(
                 "SEV-SNP evidence carries no app_config: the app identity is the document HOST_DATA binds".into(),
             ));
         }
         let app = verify_app_config(&evidence.app_config, &report.parsed.host_data)?.app_identity();
-        let part = self.report_part(&report, product, ctx)?;
+        let part = self.report_part(&verified, ctx)?;
         Ok(VerifiedIdentity {
             platform: PlatformId::SEV_SNP,
             app,

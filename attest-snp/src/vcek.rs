@@ -194,6 +194,32 @@ fn read_cert(path: &std::path::Path) -> Result<Option<Vec<u8>>, AttestError> {
 }
 
 #[async_trait]
+impl crate::crl::CrlSource for OfflineVceks {
+    /// `{dir}/{Product}-{vcek|vlek}.crl`, as KDS serves it (DER).
+    async fn fetch_crl(
+        &self,
+        product: Product,
+        signer: Signer,
+    ) -> Result<Option<Vec<u8>>, AttestError> {
+        let path = self.dir.join(crate::crl::crl_name(product, signer));
+        match std::fs::read(&path) {
+            Ok(b) if b.len() <= crate::crl::MAX_CRL => Ok(Some(b)),
+            Ok(_) => Err(AttestError::Malformed(format!(
+                "{}: larger than {} bytes",
+                path.display(),
+                crate::crl::MAX_CRL
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(AttestError::Unavailable(format!("{}: {e}", path.display()))),
+        }
+    }
+
+    fn is_network(&self) -> bool {
+        false
+    }
+}
+
+#[async_trait]
 impl VcekSource for OfflineVceks {
     async fn fetch(&self, req: &VekRequest) -> Result<Vec<u8>, AttestError> {
         for p in req.candidates() {
@@ -320,7 +346,20 @@ impl KdsClient {
         *b = Some((Instant::now() + next, next));
     }
 
+    /// The KDS URL of a product's CRL.
+    pub fn crl_url(&self, product: Product, signer: Signer) -> String {
+        let kind = match signer {
+            Signer::Vcek => "vcek",
+            Signer::Vlek => "vlek",
+        };
+        format!("{}/{kind}/v1/{}/crl", self.base, product.kds_name())
+    }
+
     async fn get(&self, url: &str) -> Result<Option<Vec<u8>>, AttestError> {
+        self.get_bounded(url, MAX_CERT).await
+    }
+
+    async fn get_bounded(&self, url: &str, max: usize) -> Result<Option<Vec<u8>>, AttestError> {
         if let Some(left) = self.in_backoff() {
             return Err(AttestError::Unavailable(format!(
                 "AMD KDS throttled us; not asking again for {}s",
@@ -356,14 +395,16 @@ impl KdsClient {
         if !status.is_success() {
             return Err(unavailable(format!("HTTP {status}")));
         }
-        let body = resp.bytes().await.map_err(|e| unavailable(e.to_string()))?;
-        if body.len() > MAX_CERT {
-            return Err(unavailable(format!(
-                "response larger than {MAX_CERT} bytes"
-            )));
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| unavailable(e.to_string()))? {
+            if body.len() + chunk.len() > max {
+                return Err(unavailable(format!("response larger than {max} bytes")));
+            }
+            body.extend_from_slice(&chunk);
         }
         *self.backoff.lock().unwrap_or_else(|p| p.into_inner()) = None;
-        Ok(Some(body.to_vec()))
+        Ok(Some(body))
     }
 
     fn remember(&self, name: &str, der: &[u8]) {
@@ -403,6 +444,22 @@ impl KdsClient {
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_owned(), Arc::new(der.clone()));
         Some(der)
+    }
+}
+
+#[async_trait]
+impl crate::crl::CrlSource for KdsClient {
+    async fn fetch_crl(
+        &self,
+        product: Product,
+        signer: Signer,
+    ) -> Result<Option<Vec<u8>>, AttestError> {
+        self.get_bounded(&self.crl_url(product, signer), crate::crl::MAX_CRL)
+            .await
+    }
+
+    fn is_network(&self) -> bool {
+        true
     }
 }
 

@@ -52,7 +52,8 @@ async fn milan_v2_a_verifies_with_its_exact_values() {
         "reports/milan-v2-a.report.bin",
         "reports/milan-v2-a.vcek.der",
     );
-    let (r, product, vek) = verifier(0).verify_report(&e, &ctx()).await.unwrap();
+    let v = verifier(0).verify_report(&e, &ctx()).await.unwrap();
+    let (r, product, vek) = (v.report(), v.product(), v.vek());
     assert_eq!(product, Product::Milan);
     assert_eq!(r.version, 2);
     assert_eq!(
@@ -82,7 +83,8 @@ async fn milan_v2_b_verifies() {
         "reports/milan-v2-b.report.bin",
         "reports/milan-v2-b.vcek.der",
     );
-    let (r, _, _) = verifier(0).verify_report(&e, &ctx()).await.unwrap();
+    let v = verifier(0).verify_report(&e, &ctx()).await.unwrap();
+    let r = v.report();
     assert_eq!(
         hex::encode(r.parsed.measurement),
         "a1f3930413247bb38cfc171579ea3c12d5fe4901f0c792f63fd75d98f1ef827c23500644e0e692e6be917f9050d3d38c"
@@ -93,7 +95,8 @@ async fn milan_v2_b_verifies() {
 #[tokio::test]
 async fn genoa_v3_verifies_with_a_pem_vcek() {
     let e = evidence("reports/genoa-v3.report.bin", "reports/genoa-v3.vcek.pem");
-    let (r, product, _) = verifier(0).verify_report(&e, &ctx()).await.unwrap();
+    let v = verifier(0).verify_report(&e, &ctx()).await.unwrap();
+    let (r, product) = (v.report(), v.product());
     assert_eq!(product, Product::Genoa);
     assert_eq!(
         hex::encode(r.parsed.measurement),
@@ -118,7 +121,8 @@ async fn milan_v3_vlek_needs_vmpl_1_and_its_validity_window() {
         "reports/milan-v3-vlek.report.bin",
         "reports/milan-v3-vlek.vlek.der",
     );
-    let (r, product, vek) = verifier(1).verify_report(&e, &ctx()).await.unwrap();
+    let v = verifier(1).verify_report(&e, &ctx()).await.unwrap();
+    let (r, product, vek) = (v.report(), v.product(), v.vek());
     assert_eq!(product, Product::Milan);
     assert_eq!(r.version, 3);
     assert_eq!(vek.common_name, "SEV-VLEK");

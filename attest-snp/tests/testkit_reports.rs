@@ -398,3 +398,129 @@ async fn a_chain_forged_from_the_shared_test_keys() {
         );
     }
 }
+
+/// A verifier whose CRLs come from an offline directory holding `crl`
+/// (DER) for Genoa's VCEK chain.
+fn verifier_with_crl(c: &Case, crl: Option<Vec<u8>>) -> (SnpVerifier, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(crl) = crl {
+        std::fs::write(dir.path().join("Genoa-vcek.crl"), crl).unwrap();
+    }
+    let offline = std::sync::Arc::new(attest_snp::OfflineVceks::new(dir.path()));
+    let v = verifier(&c.pki, SnpConfig::default())
+        .with_crls(attest_snp::Crls::new(vec![offline], None));
+    (v, dir)
+}
+
+const DAY: i64 = 86_400;
+
+/// AMD's CRLs (signed by the ARK) revoke ASKs, ASVKs and endorsement
+/// keys: a listed one is refused, and a report checked against a CRL says
+/// so in its claims.
+#[tokio::test]
+async fn amd_crls_revoke_intermediates_and_endorsement_keys() {
+    use kit::CrlEntry;
+    let c = case();
+    let now = NOW as i64;
+    let e = evidence(&c, &c.fields);
+
+    // No CRL: verifies, unchecked.
+    let (v, _d) = verifier_with_crl(&c, None);
+    let id = v.verify(&e, &ctx(&c.fields)).await.unwrap();
+    assert_eq!(id.platform_claims.0["sev_snp"]["revocation_checked"], false);
+
+    // A clean CRL: verifies, checked.
+    let clean = c
+        .pki
+        .crl_der(kit::Product::Genoa, &[99], now - DAY, now + 30 * DAY);
+    let (v, _d) = verifier_with_crl(&c, Some(clean));
+    let id = v.verify(&e, &ctx(&c.fields)).await.unwrap();
+    assert_eq!(id.platform_claims.0["sev_snp"]["revocation_checked"], true);
+
+    // The ASK revoked.
+    let ask = c.pki.serial_of(CrlEntry::Ask, &c.fields.tcb);
+    let crl = c
+        .pki
+        .crl_der(kit::Product::Genoa, &[ask], now - DAY, now + 30 * DAY);
+    let (v, _d) = verifier_with_crl(&c, Some(crl));
+    let err = v.verify(&e, &ctx(&c.fields)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Revoked, "{err}");
+    assert!(err.to_string().contains("revokes the ASK"), "{err}");
+
+    // The VCEK revoked.
+    let vcek = c.pki.serial_of(CrlEntry::Vcek, &c.fields.tcb);
+    let crl = c
+        .pki
+        .crl_der(kit::Product::Genoa, &[vcek], now - DAY, now + 30 * DAY);
+    let (v, _d) = verifier_with_crl(&c, Some(crl));
+    let err = v.verify(&e, &ctx(&c.fields)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Revoked, "{err}");
+    assert!(err.to_string().contains("SEV-VCEK"), "{err}");
+
+    // A CRL not signed by the ARK (here: the ASK's key), or outside its
+    // window, is not used: the report verifies, unchecked.
+    for forged in [
+        c.pki
+            .crl_signed_by(kit::Product::Genoa, &[ask], now - DAY, now + 30 * DAY, 1),
+        c.pki
+            .crl_der(kit::Product::Genoa, &[ask], now - 60 * DAY, now - 30 * DAY),
+        c.pki
+            .crl_der(kit::Product::Genoa, &[ask], now + DAY, now + 30 * DAY),
+        b"not a CRL".to_vec(),
+    ] {
+        let (v, _d) = verifier_with_crl(&c, Some(forged));
+        let id = v.verify(&e, &ctx(&c.fields)).await.unwrap();
+        assert_eq!(id.platform_claims.0["sev_snp"]["revocation_checked"], false);
+    }
+}
+
+/// The same check on the AMD CRL as KDS serves it, fetched in the
+/// endorsement step (never during verification), once, and kept on disk.
+#[tokio::test]
+async fn crls_come_from_kds_in_the_endorsement_step() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let c = case();
+    let now = NOW as i64;
+    let ask = c.pki.serial_of(kit::CrlEntry::Ask, &c.fields.tcb);
+    let crl = c
+        .pki
+        .crl_der(kit::Product::Genoa, &[ask], now - DAY, now + 30 * DAY);
+    let hits = Arc::new(AtomicUsize::new(0));
+    let served = crl.clone();
+    let h = hits.clone();
+    let app = axum::Router::new().route(
+        "/vcek/v1/Genoa/crl",
+        axum::routing::get(move || {
+            h.fetch_add(1, Ordering::SeqCst);
+            let b = served.clone();
+            async move { b }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let kds = Arc::new(
+        attest_snp::KdsClient::new(&url, None, std::time::Duration::from_secs(2)).unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let v = verifier(&c.pki, SnpConfig::default()).with_crls(attest_snp::Crls::new(
+        vec![kds],
+        Some(dir.path().to_path_buf()),
+    ));
+    let e = evidence(&c, &c.fields);
+    // Verification alone never asks the network.
+    let id = v.verify(&e, &ctx(&c.fields)).await.unwrap();
+    assert_eq!(id.platform_claims.0["sev_snp"]["revocation_checked"], false);
+    assert_eq!(hits.load(Ordering::SeqCst), 0);
+    // The endorsement step fetches it; then the ASK is revoked.
+    v.fetch_endorsements(&e, &ctx(&c.fields)).await.unwrap();
+    v.fetch_endorsements(&e, &ctx(&c.fields)).await.unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 1);
+    let err = v.verify(&e, &ctx(&c.fields)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Revoked);
+    assert_eq!(
+        std::fs::read(dir.path().join("Genoa-vcek.crl")).unwrap(),
+        crl
+    );
+}

@@ -8,7 +8,6 @@
 //! element as it appears in the input, never a re-encoding).
 
 use attest_core::AttestError;
-use attest_core::reader::Reader;
 use der::Decode;
 use ring::signature::{ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use x509_cert::Certificate;
@@ -24,72 +23,17 @@ fn untrusted(m: impl Into<String>) -> AttestError {
     AttestError::UntrustedChain(m.into())
 }
 
-/// One DER element: (tag, the whole element, its contents).
-fn tlv<'a>(r: &mut Reader<'a>) -> Result<(u8, &'a [u8], &'a [u8]), AttestError> {
-    let start = r.rest();
-    let tag = r.u8("DER tag")?;
-    let first = r.u8("DER length")?;
-    let len = match first {
-        0..=0x7f => usize::from(first),
-        0x81 => {
-            let l = r.u8("DER length")?;
-            if l < 0x80 {
-                return Err(AttestError::Malformed("non-minimal DER length".into()));
-            }
-            usize::from(l)
-        }
-        0x82 => {
-            let l = usize::from(r.u16_be("DER length")?);
-            if l < 0x100 {
-                return Err(AttestError::Malformed("non-minimal DER length".into()));
-            }
-            l
-        }
-        _ => return Err(AttestError::Malformed("unsupported DER length".into())),
-    };
-    let header = start.len() - r.remaining();
-    let contents = r.take(len, "DER contents")?;
-    Ok((tag, &start[..header + len], contents))
-}
-
-/// A `SIGNED{...}` structure (certificate or CRL) split into the signed
-/// bytes and the DER ECDSA signature; the algorithm must be
-/// ecdsa-with-SHA256.
-fn split_signed(der: &[u8]) -> Result<(&[u8], &[u8]), AttestError> {
-    let mut outer = Reader::new(der, "signed DER structure");
-    let (tag, _, body) = tlv(&mut outer)?;
-    outer.finish()?;
-    if tag != 0x30 {
-        return Err(AttestError::Malformed(
-            "a signed structure is a SEQUENCE".into(),
-        ));
-    }
-    let mut r = Reader::new(body, "signed DER structure");
-    let (_, tbs, _) = tlv(&mut r)?;
-    let (alg_tag, _, alg) = tlv(&mut r)?;
-    let (sig_tag, _, sig) = tlv(&mut r)?;
-    r.finish()?;
-    let mut a = Reader::new(alg, "signature algorithm");
-    let (oid_tag, _, oid) = tlv(&mut a)?;
-    if alg_tag != 0x30 || oid_tag != 0x06 || oid != ECDSA_WITH_SHA256 || !a.is_empty() {
-        return Err(untrusted(
-            "signature algorithm is not ecdsa-with-SHA256 (Intel's PKI uses nothing else)",
-        ));
-    }
-    match sig.split_first() {
-        Some((0, sig)) if sig_tag == 0x03 => Ok((tbs, sig)),
-        _ => Err(AttestError::Malformed(
-            "signature is not a BIT STRING without unused bits".into(),
-        )),
-    }
-}
-
 /// Checks that `der` (a certificate or a CRL) is signed by the holder of
 /// `issuer_key` (an uncompressed SEC1 P-256 point).
 pub(crate) fn check_signed(der: &[u8], issuer_key: &[u8], what: &str) -> Result<(), AttestError> {
-    let (tbs, sig) = split_signed(der)?;
+    let signed = attest_core::der::split_signed(der)?;
+    if signed.algorithm != ECDSA_WITH_SHA256 || !signed.parameters.is_empty() {
+        return Err(untrusted(format!(
+            "the {what} is not signed with ecdsa-with-SHA256 (Intel's PKI uses nothing else)"
+        )));
+    }
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, issuer_key)
-        .verify(tbs, sig)
+        .verify(signed.tbs, signed.signature)
         .map_err(|_| {
             AttestError::BadSignature(format!("the signature over the {what} does not verify"))
         })
@@ -253,22 +197,6 @@ pub(crate) fn pem_chain(pem: &[u8], what: &str) -> Result<Vec<Vec<u8>>, AttestEr
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn der_lengths_are_minimal_and_bounded() {
-        let mut r = Reader::new(&[0x30, 0x81, 0x05, 1, 2, 3, 4, 5], "t");
-        assert!(tlv(&mut r).is_err(), "0x81 with a short length");
-        let mut r = Reader::new(&[0x30, 0x03, 1, 2, 3], "t");
-        let (tag, all, body) = tlv(&mut r).unwrap();
-        assert_eq!((tag, all.len(), body), (0x30, 5, &[1u8, 2, 3][..]));
-        let mut r = Reader::new(&[0x30, 0x84, 0, 0, 0, 1, 0], "t");
-        assert!(tlv(&mut r).is_err());
-        let mut r = Reader::new(&[0x30, 0x05, 1], "t");
-        assert_eq!(
-            tlv(&mut r).unwrap_err().kind(),
-            attest_core::ErrorKind::Malformed
-        );
-    }
 
     #[test]
     fn the_pinned_root_is_self_signed() {

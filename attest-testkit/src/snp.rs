@@ -102,6 +102,19 @@ impl Default for Tcb {
     }
 }
 
+/// A certificate an AMD CRL can list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrlEntry {
+    /// The ASK (signs VCEKs).
+    Ask,
+    /// The ASVK (signs VLEKs).
+    Asvk,
+    /// A VCEK.
+    Vcek,
+    /// A VLEK.
+    Vlek,
+}
+
 /// VCEK or VLEK.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Signer {
@@ -528,6 +541,75 @@ impl FakeAmdPki {
             r[0x2E8 + i] = ss[47 - i];
         }
         r
+    }
+
+    /// The serial numbers the fake PKI gives the certificates a CRL can list.
+    pub fn serial_of(&self, what: CrlEntry, tcb: &Tcb) -> u64 {
+        match what {
+            CrlEntry::Ask => 2,
+            CrlEntry::Asvk => 3,
+            CrlEntry::Vcek => 0x1000 + u64::from(tcb.snp),
+            CrlEntry::Vlek => 0x2000,
+        }
+    }
+
+    /// An AMD CRL (DER) of `product` for `signer`'s chain, issued by the
+    /// fake ARK (RSASSA-PSS/SHA-384, as AMD's), valid `this_update` ..
+    /// `next_update` (Unix seconds), listing `revoked` serial numbers.
+    pub fn crl_der(
+        &self,
+        product: Product,
+        revoked: &[u64],
+        this_update: i64,
+        next_update: i64,
+    ) -> Vec<u8> {
+        self.crl_signed_by(product, revoked, this_update, next_update, 0)
+    }
+
+    /// [`FakeAmdPki::crl_der`] signed by another of the fake PKI's RSA keys
+    /// (0 ARK, 1 ASK, 2 ASVK): a forged CRL when not 0.
+    pub fn crl_signed_by(
+        &self,
+        product: Product,
+        revoked: &[u64],
+        this_update: i64,
+        next_update: i64,
+        key: usize,
+    ) -> Vec<u8> {
+        let t = |secs: i64| {
+            let d = time::OffsetDateTime::from_unix_timestamp(secs)
+                .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+            utc(&format!(
+                "{:02}{:02}{:02}{:02}{:02}{:02}Z",
+                d.year() % 100,
+                u8::from(d.month()),
+                d.day(),
+                d.hour(),
+                d.minute(),
+                d.second()
+            ))
+        };
+        let mut tbs = vec![
+            der::int(1),
+            pss_alg(),
+            name(&format!("ARK-{}", product.name())),
+            t(this_update),
+            t(next_update),
+        ];
+        if !revoked.is_empty() {
+            tbs.push(der::seq(
+                &revoked
+                    .iter()
+                    .map(|s| der::seq(&[der::int(*s), t(this_update - 60)]))
+                    .collect::<Vec<_>>(),
+            ));
+        }
+        let tbs = der::seq(&tbs);
+        let signer = rsa::pss::BlindedSigningKey::<Sha384>::new(self.rsa[key.min(2)].key.clone());
+        let sig = signer.sign_with_rng(&mut OsRng, &tbs).to_vec();
+        let mut bits = vec![0u8];
+        bits.extend(sig);
+        der::seq(&[tbs, pss_alg(), der::tlv(0x03, &bits)])
     }
 
     /// A GHCB certificate table (what `auxblob` holds) with ARK, ASK and the VEK.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use attest_core::Verifiers;
-use attest_snp::{KdsClient, OfflineVceks, SnpConfig, SnpVerifier, VcekSource};
+use attest_snp::{CrlSource, Crls, KdsClient, OfflineVceks, SnpConfig, SnpVerifier, VcekSource};
 use attest_tdx::collateral::PcsConfig;
 use attest_tdx::{CachedCollateral, CollateralSource, OfflineCollateral, PcsClient, TdxVerifier};
 
@@ -67,13 +67,17 @@ pub fn build(config: &Config, base: &Path) -> Result<Platforms, String> {
     );
     let tdx = TdxVerifier::new(cache.clone()).map_err(|e| e.to_string())?;
 
-    // SEV-SNP: VCEKs from the evidence, then an offline directory, then KDS.
+    // SEV-SNP: VCEKs from the evidence, then an offline directory, then
+    // KDS; AMD's CRLs from the same two sources.
     let mut veks: Vec<Arc<dyn VcekSource>> = Vec::new();
+    let mut crls: Vec<Arc<dyn CrlSource>> = Vec::new();
     if let Some(dir) = &config.sev_snp.offline_dir {
-        veks.push(Arc::new(OfflineVceks::new(base.join(dir))));
+        let offline = Arc::new(OfflineVceks::new(base.join(dir)));
+        veks.push(offline.clone());
+        crls.push(offline);
     }
     if let Some(url) = &config.sev_snp.kds_url {
-        veks.push(Arc::new(
+        let kds = Arc::new(
             KdsClient::with_options(
                 url,
                 Some(data.join(&config.sev_snp.vcek_cache_dir)),
@@ -82,7 +86,9 @@ pub fn build(config: &Config, base: &Path) -> Result<Platforms, String> {
             )
             .map_err(|e| e.to_string())?
             .with_fetch_budget(config.sev_snp.fetches_per_minute),
-        ));
+        );
+        veks.push(kds.clone());
+        crls.push(kds);
     }
     let snp = SnpVerifier::new(
         veks,
@@ -92,7 +98,11 @@ pub fn build(config: &Config, base: &Path) -> Result<Platforms, String> {
             min_tcb: config.sev_snp.min_tcb.clone(),
         },
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| e.to_string())?
+    .with_crls(Crls::new(
+        crls,
+        Some(data.join(&config.sev_snp.vcek_cache_dir).join("crl")),
+    ));
 
     let verifiers = Verifiers::new().with(Arc::new(tdx)).with(Arc::new(snp));
     Ok(Platforms {

@@ -143,6 +143,8 @@ struct SnpRules {
     family_ids: Option<Vec<Hex<16>>>,
     #[serde(default)]
     image_ids: Option<Vec<Hex<16>>>,
+    #[serde(default)]
+    require_revocation_check: bool,
 }
 
 #[derive(Deserialize)]
@@ -508,6 +510,23 @@ fn check_snp(
         id,
         reasons,
     );
+    if rules.require_revocation_check {
+        let checked = id
+            .platform_claims
+            .0
+            .get("sev_snp")
+            .and_then(|c| c.get("revocation_checked"))
+            .and_then(serde_json::Value::as_bool);
+        if checked != Some(true) {
+            reasons.push(Reason::new(
+                "platform.sev-snp.require_revocation_check",
+                "platform_claims.sev_snp.revocation_checked = true (an AMD CRL was checked)",
+                checked
+                    .map(|c| c.to_string())
+                    .unwrap_or_else(|| "none".into()),
+            ));
+        }
+    }
 }
 
 #[async_trait]

@@ -357,3 +357,30 @@ fn reason_display_and_digest() {
         TomlPolicy::parse(&base_toml()).unwrap().digest()
     );
 }
+
+#[test]
+fn snp_revocation_check_can_be_required() {
+    let policy = format!(
+        "{}\n[platform.sev-snp]\nrequire_revocation_check = true\n",
+        base_toml()
+    );
+    let mut snp = snp_identity();
+    assert_eq!(
+        reasons(&decide(&policy, &snp)),
+        [
+            "platform.sev-snp.require_revocation_check: expected platform_claims.sev_snp.revocation_checked = true (an AMD CRL was checked), found none"
+        ]
+    );
+    snp.platform_claims.0.insert(
+        "sev_snp".into(),
+        serde_json::json!({"revocation_checked": false}),
+    );
+    assert!(!decide(&policy, &snp).allow);
+    snp.platform_claims.0.insert(
+        "sev_snp".into(),
+        serde_json::json!({"revocation_checked": true}),
+    );
+    assert!(decide(&policy, &snp).allow);
+    // TDX identities are not affected by the SNP section.
+    assert!(decide(&policy, &tdx_identity()).allow);
+}
