@@ -47,6 +47,9 @@ pub enum PolicySpec {
         /// Timeout in milliseconds (default 5000).
         #[serde(default)]
         timeout_ms: Option<u64>,
+        /// Allow plain HTTP to a host that is not loopback.
+        #[serde(default)]
+        insecure_http: bool,
     },
     /// Every inner policy must allow.
     AllOf {
@@ -96,11 +99,16 @@ pub fn load(spec: &PolicySpec, base_dir: &Path) -> Result<Arc<dyn Policy>, Polic
             rego_policy(&read(&path)?, data.as_deref(), *eval_limit_ms)
                 .map_err(|e| with_path(e, &path))?
         }
-        PolicySpec::Webhook { url, timeout_ms } => Arc::new(WebhookPolicy::new(
+        PolicySpec::Webhook {
+            url,
+            timeout_ms,
+            insecure_http,
+        } => Arc::new(WebhookPolicy::with_options(
             url,
             timeout_ms
                 .map(Duration::from_millis)
                 .unwrap_or(crate::webhook::DEFAULT_TIMEOUT),
+            *insecure_http,
         )?),
         PolicySpec::AllOf { policies } => Arc::new(AllOf::new(
             policies

@@ -114,8 +114,19 @@ pub struct WebhookPolicy {
 }
 
 impl WebhookPolicy {
-    /// A webhook at `url` (its `/bootAuth/app` route is called).
+    /// A webhook at `url` (its `/bootAuth/app` route is called): https, or
+    /// plain http to a loopback host.
     pub fn new(url: &str, timeout: Duration) -> Result<Self, PolicyError> {
+        Self::with_options(url, timeout, false)
+    }
+
+    /// [`WebhookPolicy::new`]; `insecure_http` allows plain HTTP to any
+    /// host (its answers can then be rewritten on the path).
+    pub fn with_options(
+        url: &str,
+        timeout: Duration,
+        insecure_http: bool,
+    ) -> Result<Self, PolicyError> {
         let invalid = |message: String| PolicyError::Invalid {
             backend: "webhook",
             path: None,
@@ -127,6 +138,8 @@ impl WebhookPolicy {
                 "url must start with http:// or https://, found {url:?}"
             )));
         }
+        attest_core::fetch::check_service_url(base, insecure_http)
+            .map_err(|e| invalid(e.message()))?;
         let endpoint = format!("{base}/bootAuth/app");
         reqwest::Url::parse(&endpoint).map_err(|e| invalid(format!("url {url:?}: {e}")))?;
         let client = reqwest::Client::builder()

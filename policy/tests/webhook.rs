@@ -300,4 +300,15 @@ async fn all_of_keeps_a_local_floor_under_the_webhook() {
 fn bad_urls_are_rejected() {
     assert!(WebhookPolicy::new("ftp://x", Duration::from_secs(1)).is_err());
     assert!(WebhookPolicy::new("localhost:8000", Duration::from_secs(1)).is_err());
+    // Plain HTTP only to loopback, unless explicitly allowed.
+    let err = WebhookPolicy::new("http://auth.example.com", Duration::from_secs(1))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("insecure_http"), "{err}");
+    assert!(
+        WebhookPolicy::with_options("http://auth.example.com", Duration::from_secs(1), true)
+            .is_ok()
+    );
+    assert!(WebhookPolicy::new("https://auth.example.com", Duration::from_secs(1)).is_ok());
 }
