@@ -21,6 +21,13 @@ pub trait Attestation: Send + Sync {
     /// The platform this plug-in verifies.
     fn platform(&self) -> PlatformId;
 
+    /// The boot registers that identify an OS image on this platform:
+    /// every image registry entry for it must list them (the default, none,
+    /// means the platform takes no registry entries).
+    fn image_registers(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// Obtains, without verifying the evidence, whatever endorsements
     /// [`Attestation::verify`] will need from the network (collateral,
     /// endorsement keys, CRLs), so that `verify` runs from caches.

@@ -25,6 +25,14 @@
 //! with hex values, plus the informational `vcpus`, `vcpu_type` and `note`.
 //! A boot matches when every listed register equals the identity's. The same
 //! registers listed under two images is a load error.
+//!
+//! Every entry must name the registers that identify an OS image on its
+//! platform ([`RegistryRules`], declared by each plug-in through
+//! [`crate::Attestation::image_registers`]: TDX's MRTD and RTMR0..2, SNP's
+//! MEASUREMENT). An entry keyed only on values the host chooses
+//! (`mr_config_id`, `host_data`, `family_id`, ...) or on MRTD alone (which
+//! resolves any kernel and command line) is refused at load: it would give
+//! an image hash to boots the operator never measured.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -53,12 +61,68 @@ pub struct ImageEntry {
     pub boots: BTreeMap<String, Vec<BootEntry>>,
 }
 
+/// Which registers an entry of each platform must list.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RegistryRules {
+    required: BTreeMap<String, Vec<&'static str>>,
+}
+
+impl RegistryRules {
+    /// No platform takes entries.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// `platform`'s entries must list every one of `registers`.
+    pub fn with(mut self, platform: &str, registers: &[&'static str]) -> Self {
+        self.required
+            .insert(platform.to_owned(), registers.to_vec());
+        self
+    }
+
+    /// The rules the registered plug-ins declare.
+    pub fn from_verifiers(v: &crate::Verifiers) -> Self {
+        let mut rules = Self::new();
+        for p in v.platforms() {
+            if let Some(plugin) = v.get(&p) {
+                let regs = plugin.image_registers();
+                if !regs.is_empty() {
+                    rules = rules.with(p.as_str(), regs);
+                }
+            }
+        }
+        rules
+    }
+
+    fn check(&self, platform: &str, entry: &BootEntry) -> Result<(), String> {
+        let Some(required) = self.required.get(platform) else {
+            return Err(format!(
+                "no registered platform {platform:?} identifies OS images by boot registers"
+            ));
+        };
+        let missing: Vec<&str> = required
+            .iter()
+            .filter(|r| !entry.registers.contains_key(**r))
+            .copied()
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "a {platform} boot must list {} (the registers that identify an OS image); it lacks {}",
+                required.join(", "),
+                missing.join(", ")
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The loaded registry.
 #[derive(Clone, Debug, Default)]
 pub struct ImageRegistry {
     images: Vec<ImageEntry>,
     /// (platform, registers) → image index.
     index: HashMap<BootKey, usize>,
+    rules: RegistryRules,
 }
 
 /// A platform and its listed registers (name, bytes), sorted by name.
@@ -73,8 +137,8 @@ fn line_of(text: &str, offset: usize) -> usize {
 }
 
 impl ImageRegistry {
-    /// Parses and validates a registry file.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    /// Parses and validates a registry file against `rules`.
+    pub fn parse(text: &str, rules: &RegistryRules) -> Result<Self, String> {
         #[derive(Deserialize)]
         struct File {
             #[serde(default)]
@@ -84,7 +148,10 @@ impl ImageRegistry {
             Some(s) => format!("line {}: {}", line_of(text, s.start), e.message()),
             None => e.message().to_owned(),
         })?;
-        let mut reg = ImageRegistry::default();
+        let mut reg = ImageRegistry {
+            rules: rules.clone(),
+            ..Default::default()
+        };
         for spanned in file.image {
             let line = line_of(text, spanned.span().start);
             let table = spanned.into_inner();
@@ -130,7 +197,9 @@ impl ImageRegistry {
                     if registers.is_empty() {
                         return Err(at(format!("a {platform} boot lists no registers")));
                     }
-                    entries.push(BootEntry { registers, info });
+                    let entry = BootEntry { registers, info };
+                    rules.check(platform, &entry).map_err(at)?;
+                    entries.push(entry);
                 }
                 boots.insert(platform.clone(), entries);
             }
@@ -144,11 +213,23 @@ impl ImageRegistry {
                             .map(|(k, v)| (k.clone(), hex::decode(v).unwrap_or_default()))
                             .collect(),
                     );
-                    if let Some(other) = reg.index.insert(key, idx) {
-                        return Err(at(format!(
-                            "a {platform} boot is also listed under image {} (a measurement must identify one image)",
-                            reg.images[other].os_image_hash
-                        )));
+                    match reg.index.insert(key, idx) {
+                        None => {}
+                        Some(other) if other == idx => {
+                            return Err(at(format!(
+                                "a {platform} boot is listed twice under this image"
+                            )));
+                        }
+                        Some(other) => {
+                            let owner = reg
+                                .images
+                                .get(other)
+                                .map(|i| i.os_image_hash.to_hex())
+                                .unwrap_or_default();
+                            return Err(at(format!(
+                                "a {platform} boot is also listed under image {owner} (a measurement must identify one image)"
+                            )));
+                        }
                     }
                 }
             }
@@ -223,13 +304,15 @@ impl ImageRegistry {
         toml::to_string_pretty(&root).unwrap_or_default()
     }
 
-    /// Adds a boot to an image (created if new); refuses a boot another image has.
+    /// Adds a boot to an image (created if new). Adding a boot the image
+    /// already lists changes nothing; a boot another image has is refused.
+    /// Returns whether the registry changed.
     pub fn add(
         &mut self,
         os_image_hash: OsImageHash,
         platform: &str,
         entry: BootEntry,
-    ) -> Result<(), String> {
+    ) -> Result<bool, String> {
         let text = {
             let mut copy = self.clone();
             match copy
@@ -237,11 +320,13 @@ impl ImageRegistry {
                 .iter_mut()
                 .find(|i| i.os_image_hash == os_image_hash)
             {
-                Some(img) => img
-                    .boots
-                    .entry(platform.to_owned())
-                    .or_default()
-                    .push(entry),
+                Some(img) => {
+                    let list = img.boots.entry(platform.to_owned()).or_default();
+                    if list.iter().any(|e| e.registers == entry.registers) {
+                        return Ok(false);
+                    }
+                    list.push(entry)
+                }
                 None => copy.images.push(ImageEntry {
                     os_image_hash,
                     boots: BTreeMap::from([(platform.to_owned(), vec![entry])]),
@@ -249,8 +334,8 @@ impl ImageRegistry {
             }
             copy.to_toml()
         };
-        *self = Self::parse(&text)?;
-        Ok(())
+        *self = Self::parse(&text, &self.rules)?;
+        Ok(true)
     }
 }
 
@@ -272,12 +357,63 @@ vcpus = 4
 vcpu_type = "EPYC-v4"
 "#;
 
+    fn rules() -> RegistryRules {
+        RegistryRules::new()
+            .with("tdx", &["mrtd", "rtmr0"])
+            .with("sev-snp", &["measurement"])
+    }
+
     #[test]
     fn parses_resolves_and_round_trips() {
-        let r = ImageRegistry::parse(REG).unwrap();
+        let r = ImageRegistry::parse(REG, &rules()).unwrap();
         assert_eq!(r.images().len(), 1);
-        let back = ImageRegistry::parse(&r.to_toml()).unwrap();
+        let back = ImageRegistry::parse(&r.to_toml(), &rules()).unwrap();
         assert_eq!(back.images(), r.images());
+    }
+
+    #[test]
+    fn a_boot_listed_twice_is_an_error_not_a_panic() {
+        let twice = format!("{REG}\n[[image.sev-snp]]\nmeasurement = \"cc\"\n");
+        let e = ImageRegistry::parse(&twice, &rules()).unwrap_err();
+        assert!(e.contains("listed twice under this image"), "{e}");
+    }
+
+    #[test]
+    fn adding_the_same_boot_twice_changes_nothing() {
+        let mut r = ImageRegistry::parse(REG, &rules()).unwrap();
+        let entry = BootEntry {
+            registers: [("measurement".to_owned(), "cc".to_owned())].into(),
+            info: Default::default(),
+        };
+        let hash = r.images()[0].os_image_hash;
+        assert!(!r.add(hash, "sev-snp", entry.clone()).unwrap());
+        assert!(!r.add(hash, "sev-snp", entry).unwrap());
+        assert_eq!(r.images()[0].boots["sev-snp"].len(), 1);
+    }
+
+    #[test]
+    fn entries_must_name_the_identifying_registers() {
+        // Only host-chosen values, or MRTD alone: refused.
+        for (platform, regs) in [
+            ("tdx", "mr_config_id = \"aa\"\nmr_owner = \"bb\""),
+            ("tdx", "mrtd = \"aa\""),
+            ("sev-snp", "host_data = \"aa\""),
+            ("sev-snp", "family_id = \"aa\"\nimage_id = \"bb\""),
+        ] {
+            let text = format!(
+                "[[image]]\nos_image_hash = \"{}\"\n[[image.{platform}]]\n{regs}\n",
+                "11".repeat(32)
+            );
+            let e = ImageRegistry::parse(&text, &rules()).unwrap_err();
+            assert!(e.contains("the registers that identify an OS image"), "{e}");
+        }
+        // A platform no plug-in identifies images for.
+        let text = format!(
+            "[[image]]\nos_image_hash = \"{}\"\n[[image.nitro]]\npcr0 = \"aa\"\n",
+            "11".repeat(32)
+        );
+        let e = ImageRegistry::parse(&text, &rules()).unwrap_err();
+        assert!(e.contains("no registered platform \"nitro\""), "{e}");
     }
 
     #[test]
@@ -286,23 +422,25 @@ vcpu_type = "EPYC-v4"
             "{REG}\n[[image]]\nos_image_hash = \"{}\"\n[[image.sev-snp]]\nmeasurement = \"CC\"\n",
             "22".repeat(32)
         );
-        let e = ImageRegistry::parse(&dup).unwrap_err();
+        let e = ImageRegistry::parse(&dup, &rules()).unwrap_err();
         assert!(e.contains("also listed under image 1111"), "{e}");
         assert!(
-            ImageRegistry::parse("[[image]]\nos_image_hash = \"11\"\n")
+            ImageRegistry::parse("[[image]]\nos_image_hash = \"11\"\n", &rules())
                 .unwrap_err()
                 .contains("os_image_hash must be 32 bytes")
         );
         assert!(
-            ImageRegistry::parse(&REG.replace("\"aa\"", "\"zz\""))
+            ImageRegistry::parse(&REG.replace("\"aa\"", "\"zz\""), &rules())
                 .unwrap_err()
                 .contains("tdx.mrtd must be a hex string")
         );
         assert!(
-            ImageRegistry::parse("[[image]\n")
+            ImageRegistry::parse("[[image]\n", &rules())
                 .unwrap_err()
                 .starts_with("line 1")
         );
-        assert!(ImageRegistry::parse(&REG.replace("[[image.tdx]]", "[[image.TDX]]")).is_err());
+        assert!(
+            ImageRegistry::parse(&REG.replace("[[image.tdx]]", "[[image.TDX]]"), &rules()).is_err()
+        );
     }
 }

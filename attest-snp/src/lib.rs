@@ -102,6 +102,10 @@ pub struct SnpClaims {
     pub revocation_checked: bool,
 }
 
+/// The register that identifies an OS image on SEV-SNP (image registry
+/// entries must list it).
+pub const IMAGE_REGISTERS: &[&str] = &["measurement"];
+
 /// The `platform_claims` section name.
 pub const SECTION: &str = "sev_snp";
 
@@ -478,6 +482,10 @@ impl SnpVerifier {
 impl Attestation for SnpVerifier {
     fn platform(&self) -> PlatformId {
         PlatformId::SEV_SNP
+    }
+
+    fn image_registers(&self) -> &'static [&'static str] {
+        IMAGE_REGISTERS
     }
 
     async fn fetch_endorsements(

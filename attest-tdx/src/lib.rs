@@ -37,6 +37,10 @@ pub use quote::{TdQuote, parse_event_log};
 /// Intel's SGX/TDX root CA (DER), the DCAP trust anchor.
 pub const INTEL_ROOT_CA_DER: &[u8] = include_bytes!("../roots/intel-sgx-root-ca.der");
 
+/// The registers that identify an OS image on TDX (image registry entries
+/// must list them): MRTD alone would resolve any kernel and command line.
+pub const IMAGE_REGISTERS: &[&str] = &["mrtd", "rtmr0", "rtmr1", "rtmr2"];
+
 /// Largest quote accepted (real ones are about 5 KiB; cos-113 pads to 8000).
 pub const MAX_QUOTE_LEN: usize = 64 * 1024;
 /// Largest event log accepted (a CCEL area is 256 KiB).
@@ -172,6 +176,10 @@ impl TdxVerifier {
 impl Attestation for TdxVerifier {
     fn platform(&self) -> PlatformId {
         PlatformId::TDX
+    }
+
+    fn image_registers(&self) -> &'static [&'static str] {
+        IMAGE_REGISTERS
     }
 
     async fn fetch_endorsements(

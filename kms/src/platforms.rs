@@ -110,3 +110,17 @@ pub fn build(config: &Config, base: &Path) -> Result<Platforms, String> {
         collateral_cache: Some(cache),
     })
 }
+
+/// The image registry rules of the production plug-ins (what `kms image`
+/// and `kms config check` validate entries with).
+pub fn registry_rules() -> attest_core::image_registry::RegistryRules {
+    attest_core::image_registry::RegistryRules::new()
+        .with(
+            attest_core::PlatformId::TDX.as_str(),
+            attest_tdx::IMAGE_REGISTERS,
+        )
+        .with(
+            attest_core::PlatformId::SEV_SNP.as_str(),
+            attest_snp::IMAGE_REGISTERS,
+        )
+}

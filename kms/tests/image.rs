@@ -215,6 +215,20 @@ async fn registry_from_image_add_resolves_a_report_measured_by_the_calculator() 
     assert!(listing.contains("vcpus=2"));
     assert_eq!(listing.matches("tdx: ").count(), 1);
 
+    // Running the same add again changes nothing (the first release
+    // crashed here: a boot listed twice made the registry index out of
+    // bounds).
+    let before = std::fs::read_to_string(&reg).unwrap();
+    let out = image_add_snp(&image, &reg, &ovmf, &empty, "2");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("(already listed)"));
+    assert_eq!(std::fs::read_to_string(&reg).unwrap(), before);
+
     // The same measurement under another image is refused.
     let out = image_add_snp(&"cd".repeat(32), &reg, &ovmf, &empty, "2");
     assert_eq!(out.status.code(), Some(1));
@@ -235,7 +249,11 @@ async fn registry_from_image_add_resolves_a_report_measured_by_the_calculator() 
     .unwrap();
     let pki = FakeAmdPki::new();
     let app = App::example();
-    let registry = ImageRegistry::parse(&std::fs::read_to_string(&reg).unwrap()).unwrap();
+    let registry = ImageRegistry::parse(
+        &std::fs::read_to_string(&reg).unwrap(),
+        &kms::platforms::registry_rules(),
+    )
+    .unwrap();
     let mut roots = HashMap::new();
     roots.insert(
         Product::Genoa,

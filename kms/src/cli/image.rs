@@ -114,9 +114,11 @@ pub fn measure(a: &SnpLaunchArgs, vcpus: u32, ovmf_only: bool) -> Result<ExitCod
 
 fn load(registry: &Path) -> Result<ImageRegistry, CliError> {
     match std::fs::read_to_string(registry) {
-        Ok(text) => ImageRegistry::parse(&text)
+        Ok(text) => ImageRegistry::parse(&text, &kms::platforms::registry_rules())
             .map_err(|e| CliError::new(format!("{}: {e}", registry.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ImageRegistry::default()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            ImageRegistry::parse("", &kms::platforms::registry_rules()).map_err(CliError::new)
+        }
         Err(e) => Err(CliError::new(format!("{}: {e}", registry.display()))),
     }
 }
@@ -154,8 +156,12 @@ pub fn add(
                     registers: [("measurement".to_owned(), hex::encode(d))].into(),
                     info,
                 };
-                reg.add(hash, "sev-snp", entry).map_err(CliError::new)?;
-                println!("sev-snp vcpus={n} measurement={}", hex::encode(d));
+                let added = reg.add(hash, "sev-snp", entry).map_err(CliError::new)?;
+                println!(
+                    "sev-snp vcpus={n} measurement={}{}",
+                    hex::encode(d),
+                    if added { "" } else { " (already listed)" }
+                );
             }
         }
         ImageAddPlatform::Tdx {
@@ -181,16 +187,24 @@ pub fn add(
                 }
                 registers.insert(name.to_owned(), hex::encode(b));
             }
-            reg.add(
-                hash,
-                "tdx",
-                BootEntry {
-                    registers,
-                    info: Default::default(),
-                },
-            )
-            .map_err(CliError::new)?;
-            println!("tdx boot added");
+            let added = reg
+                .add(
+                    hash,
+                    "tdx",
+                    BootEntry {
+                        registers,
+                        info: Default::default(),
+                    },
+                )
+                .map_err(CliError::new)?;
+            println!(
+                "{}",
+                if added {
+                    "tdx boot added"
+                } else {
+                    "tdx boot already listed"
+                }
+            );
         }
     }
     let tmp = registry.with_extension("toml.tmp");

@@ -171,7 +171,11 @@ impl KmsState {
                 let path = base.join(p);
                 let text = std::fs::read_to_string(&path)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
-                ImageRegistry::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?
+                let rules = attest_core::image_registry::RegistryRules::from_verifiers(
+                    &platforms.verifiers,
+                );
+                ImageRegistry::parse(&text, &rules)
+                    .map_err(|e| format!("{}: {e}", path.display()))?
             }
         };
         let metrics = Metrics::new(
