@@ -72,8 +72,9 @@ pub struct SnpConfig {
     pub vmpl: u32,
     /// Accept guests whose policy allows a migration agent.
     pub allow_migrate_ma: bool,
-    /// Minimum REPORTED_TCB per product: at or above is UpToDate, below
-    /// OutOfDate; a product without one gives Unknown.
+    /// Minimum TCB per product, judged on the lowest of each component
+    /// across REPORTED, COMMITTED, LAUNCH and CURRENT TCB: at or above is
+    /// UpToDate, below OutOfDate; a product without one gives Unknown.
     pub min_tcb: HashMap<Product, Tcb>,
 }
 
@@ -100,7 +101,21 @@ pub struct SnpClaims {
     /// verification time, was checked (the intermediate and the
     /// endorsement key are not on it). A policy can require it.
     pub revocation_checked: bool,
+    /// The four TCB versions (REPORTED, COMMITTED, LAUNCH, CURRENT).
+    pub tcbs: report::ReportTcbs,
+    /// The lowest of each component across them: what the TCB verdict and
+    /// a policy's minimum judge.
+    pub effective_tcb: Tcb,
+    /// LAUNCH_TCB is below REPORTED_TCB: the guest was launched on older
+    /// firmware and updated live; it should be relaunched (the
+    /// `SNP-RELAUNCH-ADVISED` advisory id).
+    pub relaunch_advised: bool,
 }
+
+/// The advisory id an identity carries when its LAUNCH_TCB is below its
+/// REPORTED_TCB (the SEV-SNP counterpart of TDX's TDRelaunchAdvised); a
+/// policy's advisory rules decide on it like on any vendor advisory.
+pub const RELAUNCH_ADVISED: &str = "SNP-RELAUNCH-ADVISED";
 
 /// The register that identifies an OS image on SEV-SNP (image registry
 /// entries must list it).
@@ -251,7 +266,7 @@ impl SnpVerifier {
                 }
             }
         }
-        let tcb = report.tcb_at(product, 0x180);
+        let tcb = report.reported_tcb(product);
         if vek.tcb != tcb {
             return Err(AttestError::IdentityMismatch {
                 what: "reported_tcb".into(),
@@ -370,12 +385,17 @@ impl SnpVerifier {
     ) -> Result<ReportPart, AttestError> {
         let (report, product) = (&verified.report, verified.product);
         let p = &report.parsed;
-        let reported = report.tcb_at(product, 0x180);
+        // A platform is only as current as the oldest TCB it reports: a
+        // guest launched below the minimum and live-updated since is not
+        // up to date.
+        let tcbs = report.tcbs(product);
+        let effective = tcbs.lowest();
         let status = match self.config.min_tcb.get(&product) {
             None => TcbStatus::Unknown,
-            Some(min) if reported.at_least(min) => TcbStatus::UpToDate,
+            Some(min) if effective.at_least(min) => TcbStatus::UpToDate,
             Some(_) => TcbStatus::OutOfDate,
         };
+        let relaunch_advised = tcbs.relaunch_advised();
         let chip_id = report.chip_id();
         let masked = chip_id.iter().all(|b| *b == 0);
         let tcb_value = |off| BootValue::Components(report.tcb_at(product, off).components());
@@ -387,10 +407,10 @@ impl SnpVerifier {
             .with("guest_svn", u64::from(p.guest_svn))
             .with("policy", u64::from(p.policy))
             .with("vmpl", u64::from(p.vmpl))
-            .with("reported_tcb", tcb_value(0x180))
-            .with("committed_tcb", tcb_value(0x1E0))
-            .with("launch_tcb", tcb_value(0x1F0))
-            .with("current_tcb", tcb_value(0x38))
+            .with("reported_tcb", tcb_value(report::REPORTED_TCB))
+            .with("committed_tcb", tcb_value(report::COMMITTED_TCB))
+            .with("launch_tcb", tcb_value(report::LAUNCH_TCB))
+            .with("current_tcb", tcb_value(report::CURRENT_TCB))
             .with("platform_info", u64::from(p.plat_info))
             .with("chip_id", chip_id);
 
@@ -407,6 +427,9 @@ impl SnpVerifier {
                 id_key_digest: HexBytes(p.id_key_digest.to_vec()),
                 author_key_digest: HexBytes(p.author_key_digest.to_vec()),
                 revocation_checked: verified.revocation_checked,
+                tcbs,
+                effective_tcb: effective,
+                relaunch_advised,
             },
         )?;
         let sha = |parts: &[&[u8]]| {
@@ -425,9 +448,13 @@ impl SnpVerifier {
             },
         )?;
         let report_data = ReportData(p.report_data);
+        let mut tcb = TcbInfo::new(status);
+        if relaunch_advised {
+            tcb.advisory_ids.push(RELAUNCH_ADVISED.to_owned());
+        }
         Ok(ReportPart {
             boot,
-            tcb: TcbInfo::new(status),
+            tcb,
             report_data_checked: ctx.check_report_data(&report_data)?,
             report_data,
             device_id: (!masked).then(|| DeviceId(Sha256::digest(chip_id).into())),

@@ -30,6 +30,7 @@ pub enum Signer {
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
 )]
+#[serde(deny_unknown_fields)]
 pub struct Tcb {
     /// PSP bootloader SPL.
     pub bootloader: u8,
@@ -64,6 +65,23 @@ impl Tcb {
         }
     }
 
+    /// The lowest of each component across `tcbs` (a platform is only as
+    /// current as the oldest TCB it reports).
+    pub fn lowest(tcbs: &[Tcb]) -> Tcb {
+        let mut out = tcbs.first().copied().unwrap_or_default();
+        for t in tcbs {
+            out.bootloader = out.bootloader.min(t.bootloader);
+            out.tee = out.tee.min(t.tee);
+            out.snp = out.snp.min(t.snp);
+            out.microcode = out.microcode.min(t.microcode);
+            out.fmc = match (out.fmc, t.fmc) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        out
+    }
+
     /// Whether every component is at least `min`'s.
     pub fn at_least(&self, min: &Tcb) -> bool {
         self.bootloader >= min.bootloader
@@ -85,6 +103,44 @@ impl Tcb {
             m.insert("fmc".into(), u64::from(f));
         }
         m
+    }
+}
+
+/// Offset of CURRENT_TCB.
+pub const CURRENT_TCB: usize = 0x38;
+/// Offset of REPORTED_TCB.
+pub const REPORTED_TCB: usize = 0x180;
+/// Offset of COMMITTED_TCB.
+pub const COMMITTED_TCB: usize = 0x1E0;
+/// Offset of LAUNCH_TCB.
+pub const LAUNCH_TCB: usize = 0x1F0;
+
+/// The four TCB versions of a report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReportTcbs {
+    /// REPORTED_TCB: what the VCEK is derived for (the hypervisor may
+    /// report an older TCB than it runs).
+    pub reported: Tcb,
+    /// COMMITTED_TCB: the firmware the platform cannot roll back below.
+    pub committed: Tcb,
+    /// LAUNCH_TCB: the TCB when the guest was launched.
+    pub launch: Tcb,
+    /// CURRENT_TCB: the TCB running now (may be newer after a live update).
+    pub current: Tcb,
+}
+
+impl ReportTcbs {
+    /// The lowest of each component across the four: what a TCB minimum
+    /// and the TCB verdict judge.
+    pub fn lowest(&self) -> Tcb {
+        Tcb::lowest(&[self.reported, self.committed, self.launch, self.current])
+    }
+
+    /// Whether the guest launched on a TCB below the one it reports: it
+    /// keeps running on keys and state set up by the older firmware until
+    /// it is relaunched.
+    pub fn relaunch_advised(&self) -> bool {
+        !self.launch.at_least(&self.reported)
     }
 }
 
@@ -211,6 +267,21 @@ impl<'a> Report<'a> {
             _ => Err(AttestError::Malformed(format!(
                 "unknown AMD processor: CPUID family {family:#x} model {model:#x}"
             ))),
+        }
+    }
+
+    /// REPORTED_TCB (what the VCEK is derived for).
+    pub fn reported_tcb(&self, product: Product) -> Tcb {
+        self.tcb_at(product, REPORTED_TCB)
+    }
+
+    /// The four TCB versions the report carries.
+    pub fn tcbs(&self, product: Product) -> ReportTcbs {
+        ReportTcbs {
+            reported: self.tcb_at(product, REPORTED_TCB),
+            committed: self.tcb_at(product, COMMITTED_TCB),
+            launch: self.tcb_at(product, LAUNCH_TCB),
+            current: self.tcb_at(product, CURRENT_TCB),
         }
     }
 

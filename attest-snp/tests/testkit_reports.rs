@@ -524,3 +524,75 @@ async fn crls_come_from_kds_in_the_endorsement_step() {
         crl
     );
 }
+
+/// The second review: the verdict read REPORTED_TCB only, so a guest
+/// launched on firmware below the minimum and then live-updated reported
+/// UpToDate. The verdict now judges the lowest of each component across
+/// the four TCBs, the claims carry all four, and a launch TCB below the
+/// reported one is flagged.
+#[tokio::test]
+async fn the_tcb_verdict_judges_all_four_tcbs() {
+    let c = case();
+    let min = Tcb {
+        bootloader: 4,
+        tee: 0,
+        snp: 22,
+        microcode: 213,
+        fmc: None,
+    };
+    let config = || SnpConfig {
+        min_tcb: HashMap::from([(Product::Genoa, min)]),
+        ..Default::default()
+    };
+    // All four at the minimum: up to date, nothing flagged.
+    let id = verifier(&c.pki, config())
+        .verify(&evidence(&c, &c.fields), &ctx(&c.fields))
+        .await
+        .unwrap();
+    assert_eq!(id.tcb.status, TcbStatus::UpToDate);
+    assert!(id.tcb.advisory_ids.is_empty());
+    assert_eq!(id.platform_claims.0["sev_snp"]["relaunch_advised"], false);
+
+    // Launched on older firmware (snp 20), updated live to 22: the
+    // reported TCB (and the VCEK) say 22, the verdict says OutOfDate.
+    let old = kit::Tcb {
+        snp: 20,
+        ..c.fields.tcb
+    };
+    let f = ReportFields {
+        launch_tcb: Some(old),
+        ..c.fields.clone()
+    };
+    let id = verifier(&c.pki, config())
+        .verify(&evidence(&c, &f), &ctx(&f))
+        .await
+        .unwrap();
+    assert_eq!(id.tcb.status, TcbStatus::OutOfDate);
+    assert_eq!(id.tcb.advisory_ids, [attest_snp::RELAUNCH_ADVISED]);
+    let claims = &id.platform_claims.0["sev_snp"];
+    assert_eq!(claims["relaunch_advised"], true);
+    assert_eq!(claims["effective_tcb"]["snp"], 20);
+    assert_eq!(claims["tcbs"]["reported"]["snp"], 22);
+    assert_eq!(claims["tcbs"]["launch"]["snp"], 20);
+    assert_eq!(id.to_json()["boot"]["launch_tcb"]["snp"], 20);
+
+    // A committed TCB below the minimum (rollback possible): OutOfDate,
+    // but no relaunch advised.
+    let f = ReportFields {
+        committed_tcb: Some(kit::Tcb {
+            microcode: 200,
+            ..c.fields.tcb
+        }),
+        ..c.fields.clone()
+    };
+    let id = verifier(&c.pki, config())
+        .verify(&evidence(&c, &f), &ctx(&f))
+        .await
+        .unwrap();
+    assert_eq!(id.tcb.status, TcbStatus::OutOfDate);
+    assert_eq!(id.platform_claims.0["sev_snp"]["relaunch_advised"], false);
+    assert_eq!(
+        id.platform_claims.0["sev_snp"]["effective_tcb"]["microcode"],
+        200
+    );
+}

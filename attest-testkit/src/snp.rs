@@ -143,8 +143,14 @@ pub struct ReportFields {
     pub report_data: [u8; 64],
     /// CHIP_ID (zero = masked; Turin uses the first 8 bytes).
     pub chip_id: [u8; 64],
-    /// REPORTED_TCB (also current, committed and launch).
+    /// REPORTED_TCB (also current, committed and launch unless set below).
     pub tcb: Tcb,
+    /// LAUNCH_TCB, when it differs from `tcb`.
+    pub launch_tcb: Option<Tcb>,
+    /// CURRENT_TCB, when it differs from `tcb`.
+    pub current_tcb: Option<Tcb>,
+    /// COMMITTED_TCB, when it differs from `tcb`.
+    pub committed_tcb: Option<Tcb>,
     /// Who signs.
     pub signer: Signer,
 }
@@ -161,6 +167,9 @@ impl Default for ReportFields {
             report_data: [0; 64],
             chip_id: [0xc1; 64],
             tcb: Tcb::default(),
+            launch_tcb: None,
+            current_tcb: None,
+            committed_tcb: None,
             signer: Signer::Vcek,
         }
     }
@@ -501,7 +510,8 @@ impl FakeAmdPki {
         put32(&mut r, 0x30, f.vmpl);
         put32(&mut r, 0x34, 1);
         let tcb = f.tcb.encode(f.product);
-        r[0x38..0x40].copy_from_slice(&tcb);
+        let or = |t: Option<Tcb>| t.unwrap_or(f.tcb).encode(f.product);
+        r[0x38..0x40].copy_from_slice(&or(f.current_tcb));
         let signer_bits = match f.signer {
             Signer::Vcek => 0,
             Signer::Vlek => 1 << 2,
@@ -524,10 +534,10 @@ impl FakeAmdPki {
             chip[8..].fill(0);
         }
         r[0x1A0..0x1E0].copy_from_slice(&chip);
-        r[0x1E0..0x1E8].copy_from_slice(&tcb);
+        r[0x1E0..0x1E8].copy_from_slice(&or(f.committed_tcb));
         r[0x1E8..0x1EB].copy_from_slice(&[3, 55, 1]);
         r[0x1EC..0x1EF].copy_from_slice(&[3, 55, 1]);
-        r[0x1F0..0x1F8].copy_from_slice(&tcb);
+        r[0x1F0..0x1F8].copy_from_slice(&or(f.launch_tcb));
 
         let key = match f.signer {
             Signer::Vcek => &self.vcek_key,

@@ -153,13 +153,39 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Longest challenge lifetime accepted (seconds).
+    pub const MAX_CHALLENGE_TTL: u64 = 3600;
+    /// Largest request size accepted (bytes).
+    pub const MAX_REQUEST_BYTES: usize = 16 * 1024 * 1024;
+
     /// Parses a configuration file; relative paths in it resolve against
-    /// the file's directory.
+    /// the file's directory. Unknown keys in any table are errors.
     pub fn load(path: &Path) -> Result<(Self, PathBuf), String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let cfg: Config = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        cfg.validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Ok((cfg, base))
+    }
+
+    /// Checks values a type cannot: ranges, and limits that must not be off.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.challenge_ttl_secs == 0 || self.challenge_ttl_secs > Self::MAX_CHALLENGE_TTL {
+            return Err(format!(
+                "challenge_ttl_secs must be 1..={}, found {}",
+                Self::MAX_CHALLENGE_TTL,
+                self.challenge_ttl_secs
+            ));
+        }
+        if self.max_request_bytes < 4096 || self.max_request_bytes > Self::MAX_REQUEST_BYTES {
+            return Err(format!(
+                "max_request_bytes must be 4096..={}, found {}",
+                Self::MAX_REQUEST_BYTES,
+                self.max_request_bytes
+            ));
+        }
+        self.limits.validate()
     }
 
     /// The names the TLS certificate covers when TLS is enabled: the

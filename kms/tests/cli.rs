@@ -380,6 +380,54 @@ fn config_check_prints_the_effective_configuration() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read policy"));
 }
 
+/// The second review: `[sev_snp] min_tcb.<Product>` dropped unknown keys
+/// (`fcm = 9` for `fmc`, so Turin's FMC minimum was not enforced), and a
+/// huge `challenge_ttl_secs` overflowed into challenges that never expire.
+#[test]
+fn configuration_typos_and_out_of_range_values_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, want) in [
+        (
+            "[sev_snp.min_tcb.Turin]\nbootloader = 1\ntee = 1\nsnp = 1\nmicrocode = 1\nfcm = 9\n",
+            "unknown field `fcm`",
+        ),
+        (
+            "challenge_ttl_secs = 18446744073709551615\n",
+            "challenge_ttl_secs must be 1..=3600",
+        ),
+        (
+            "challenge_ttl_secs = 0\n",
+            "challenge_ttl_secs must be 1..=3600",
+        ),
+        (
+            "[limits]\nmax_concurrent_streams = 0\n",
+            "limits.max_concurrent_streams must be greater than 0",
+        ),
+        ("[limits]\nstreams = 5\n", "unknown field `streams`"),
+        ("[tdx]\npccs = \"x\"\n", "unknown field `pccs`"),
+        ("max_request_bytes = 1\n", "max_request_bytes must be"),
+    ] {
+        let p = write(dir.path(), "kms.toml", text);
+        let out = kms(&["config", "check", "--config", p.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}: {err}");
+        assert!(err.contains(want), "{text}: {err}");
+    }
+    // The right spelling loads.
+    let p = write(
+        dir.path(),
+        "kms.toml",
+        "[sev_snp.min_tcb.Turin]\nbootloader = 1\ntee = 1\nsnp = 1\nmicrocode = 1\nfmc = 9\n",
+    );
+    let out = kms(&["config", "check", "--config", p.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn demo_runs_both_platforms_and_both_refusals() {
     let out = kms(&["demo"]);

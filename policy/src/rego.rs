@@ -82,6 +82,24 @@ impl RegoPolicy {
         });
         engine.set_strict_builtin_errors(true);
         if let Some(data) = data_json {
+            // regorus lets `data.kms.allow` in the data document take
+            // precedence over the module's `allow` rule: a data file (the
+            // file meant for allowlists) could then allow everything. The
+            // policy's own package is the module's alone.
+            let parsed: serde_json::Value =
+                serde_json::from_str(data).map_err(|e| invalid(format!("data document: {e}")))?;
+            match &parsed {
+                serde_json::Value::Object(m) if m.contains_key("kms") => {
+                    return Err(invalid(
+                        "the data document defines `kms`, the policy's own package: its values would override the module's rules; put data under another key"
+                            .into(),
+                    ));
+                }
+                serde_json::Value::Object(_) => {}
+                _ => {
+                    return Err(invalid("the data document must be a JSON object".into()));
+                }
+            }
             let value =
                 Value::from_json_str(data).map_err(|e| invalid(format!("data document: {e}")))?;
             engine
@@ -110,7 +128,12 @@ impl RegoPolicy {
             .map_err(|e| invalid(format!("evaluating data.kms.allow on an empty input: {e}")))?;
         Ok(RegoPolicy {
             engine,
-            digest: sha256(&[b"rego", source.as_bytes()]),
+            // The digest covers every byte that decides: module and data.
+            digest: sha256(&[
+                b"rego",
+                source.as_bytes(),
+                data_json.unwrap_or("").as_bytes(),
+            ]),
         })
     }
 

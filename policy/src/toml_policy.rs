@@ -19,7 +19,7 @@
 //! mr_seams = ["<hex48>", ...]        # allowed boot.mr_seam (TDX module)
 //!
 //! [platform.sev-snp]                 # optional, applies to SNP identities only
-//! min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }   # boot.reported_tcb
+//! min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }   # lowest of boot.{reported,committed,launch,current}_tcb
 //! vmpls = [0]                        # allowed boot.vmpl
 //! family_ids = ["<hex16>"]           # allowed boot.family_id
 //! image_ids = ["<hex16>"]            # allowed boot.image_id
@@ -456,6 +456,9 @@ fn check_tdx(rules: &TdxRules, id: &VerifiedIdentity, reasons: &mut Vec<Reason>)
     );
 }
 
+/// The SEV-SNP TCB registers a TCB minimum judges.
+const SNP_TCB_REGISTERS: [&str; 4] = ["reported_tcb", "committed_tcb", "launch_tcb", "current_tcb"];
+
 fn check_snp(
     mins: &[(&'static str, u8)],
     rules: &SnpRules,
@@ -463,17 +466,30 @@ fn check_snp(
     reasons: &mut Vec<Reason>,
 ) {
     if !mins.is_empty() {
-        let empty = BTreeMap::new();
-        let tcb = match id.boot.get("reported_tcb") {
-            Some(BootValue::Components(c)) => c,
-            _ => &empty,
-        };
+        // A platform is only as current as the oldest of the TCBs it
+        // reports: the lowest of each component across them is judged.
+        let tcbs: Vec<&BTreeMap<String, u64>> = SNP_TCB_REGISTERS
+            .iter()
+            .filter_map(|r| match id.boot.get(r) {
+                Some(BootValue::Components(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
         for (name, min) in mins {
-            let found = tcb.get(*name);
-            if found.is_none_or(|f| *f < u64::from(*min)) {
+            let found = if tcbs.is_empty() {
+                None
+            } else {
+                tcbs.iter()
+                    .map(|t| t.get(*name).copied())
+                    .collect::<Option<Vec<u64>>>()
+                    .and_then(|v| v.into_iter().min())
+            };
+            if found.is_none_or(|f| f < u64::from(*min)) {
                 reasons.push(Reason::new(
                     format!("platform.sev-snp.min_tcb.{name}"),
-                    format!("boot.reported_tcb.{name} >= {min}"),
+                    format!(
+                        "the lowest {name} of boot.{{reported,committed,launch,current}}_tcb >= {min}"
+                    ),
                     found
                         .map(|f| f.to_string())
                         .unwrap_or_else(|| "none".into()),

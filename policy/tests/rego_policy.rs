@@ -178,3 +178,44 @@ async fn trait_object_and_digest() {
     let b = RegoPolicy::parse(&format!("{}\n", rego_source())).unwrap();
     assert_ne!(a.digest(), b.digest());
 }
+
+/// The second review: a data document with `{"kms": {"allow": true}}` (the
+/// file meant for allowlists) overrode the module's `allow` rule and
+/// allowed every request. Such a document is refused at load.
+#[test]
+fn data_cannot_override_the_module() {
+    use std::time::Duration;
+    let deny_all = "package kms\n\ndefault allow := false\n";
+    for data in [
+        r#"{"kms":{"allow":true}}"#,
+        r#"{"kms":{"deny_reasons":[]}}"#,
+        r#"{"kms":{}}"#,
+        r#"[1]"#,
+    ] {
+        let err = match RegoPolicy::with_data(deny_all, Some(data), Duration::from_millis(50)) {
+            Ok(p) => {
+                // Even if it loaded, it must not allow.
+                assert!(!p.decide(&input(&tdx_identity())).allow, "{data}");
+                panic!("{data} loaded")
+            }
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("data document"), "{data}: {err}");
+    }
+    // Data under its own key works, and decides through the module only.
+    let module = "package kms\n\ndefault allow := false\nallow if { input.app.app_id in data.allowlist.apps }\n";
+    let app = tdx_identity().app.app_id.to_hex();
+    let good = format!(r#"{{"allowlist":{{"apps":["{app}"]}}}}"#);
+    let p = RegoPolicy::with_data(module, Some(&good), Duration::from_millis(50)).unwrap();
+    assert!(p.decide(&input(&tdx_identity())).allow);
+    // The digest covers the data: two replicas with different data files
+    // publish different digests.
+    let other = RegoPolicy::with_data(
+        module,
+        Some(r#"{"allowlist":{"apps":[]}}"#),
+        Duration::from_millis(50),
+    )
+    .unwrap();
+    assert!(!other.decide(&input(&tdx_identity())).allow);
+    assert_ne!(p.digest(), other.digest());
+}

@@ -241,7 +241,7 @@ fn platform_sections_apply_to_their_platform_only() {
     assert_eq!(
         reasons(&d),
         [
-            "platform.sev-snp.min_tcb.snp: expected boot.reported_tcb.snp >= 9, found 8".to_owned(),
+            "platform.sev-snp.min_tcb.snp: expected the lowest snp of boot.{reported,committed,launch,current}_tcb >= 9, found 8".to_owned(),
             "platform.sev-snp.vmpls: expected boot.vmpl one of [1], found 0".to_owned(),
             format!(
                 "platform.sev-snp.family_ids: expected boot.family_id one of [{}], found {}",
@@ -264,7 +264,9 @@ fn platform_sections_apply_to_their_platform_only() {
     );
     assert_eq!(
         reasons(&decide(&fmc, &snp_identity())),
-        ["platform.sev-snp.min_tcb.fmc: expected boot.reported_tcb.fmc >= 1, found none"]
+        [
+            "platform.sev-snp.min_tcb.fmc: expected the lowest fmc of boot.{reported,committed,launch,current}_tcb >= 1, found none"
+        ]
     );
 }
 
@@ -383,4 +385,29 @@ fn snp_revocation_check_can_be_required() {
     assert!(decide(&policy, &snp).allow);
     // TDX identities are not affected by the SNP section.
     assert!(decide(&policy, &tdx_identity()).allow);
+}
+
+/// The minimum judges the lowest component across the four SNP TCBs: a
+/// launch TCB below it denies even when the reported one is current.
+#[test]
+fn snp_min_tcb_judges_the_lowest_of_the_four() {
+    let policy = format!(
+        "{}\n[platform.sev-snp]\nmin_tcb = {{ snp = 8 }}\n",
+        base_toml()
+    );
+    let mut snp = snp_identity();
+    assert!(decide(&policy, &snp).allow);
+    let old = attest_core::BootValue::Components(std::collections::BTreeMap::from([
+        ("bootloader".to_owned(), 3),
+        ("tee".to_owned(), 0),
+        ("snp".to_owned(), 7),
+        ("microcode".to_owned(), 115),
+    ]));
+    snp.boot.registers.insert("launch_tcb".into(), old);
+    assert_eq!(
+        reasons(&decide(&policy, &snp)),
+        [
+            "platform.sev-snp.min_tcb.snp: expected the lowest snp of boot.{reported,committed,launch,current}_tcb >= 8, found 7"
+        ]
+    );
 }

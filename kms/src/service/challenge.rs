@@ -53,7 +53,7 @@ impl Challenges {
         c.extend_from_slice(&random);
         let tag = self.mac(&c).finalize().into_bytes();
         c.extend_from_slice(&tag);
-        (c, now + self.ttl)
+        (c, now.saturating_add(self.ttl))
     }
 
     /// Checks a challenge at `now`.
@@ -70,7 +70,7 @@ impl Challenges {
         let mut t = [0u8; 8];
         t.copy_from_slice(&c[1..9]);
         let issued = u64::from_be_bytes(t);
-        if issued > now + MAX_SKEW {
+        if issued > now.saturating_add(MAX_SKEW) {
             return Err(format!("challenge issued in the future ({issued} > {now})"));
         }
         if now.saturating_sub(issued) > self.ttl {
