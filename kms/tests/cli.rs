@@ -74,6 +74,85 @@ fn identity_json(compose: &str) -> String {
     .to_string()
 }
 
+/// `kms policy check --config` decides with exactly what the server loads:
+/// every backend of an `all_of` (TOML, and Rego with its data file), and
+/// the image registry resolving `os_image_hash`.
+#[test]
+fn policy_check_with_a_configuration_decides_as_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = "55".repeat(32);
+    write(
+        dir.path(),
+        "p.toml",
+        &format!(
+            "platforms = [\"sev-snp\"]\nos_images = [\"{image}\"]\n[[apps]]\napp_id = \"{}\"\ncompose_hashes = [\"{}\"]\n",
+            "11".repeat(20),
+            "33".repeat(32)
+        ),
+    );
+    write(
+        dir.path(),
+        "p.rego",
+        "package kms\n\ndefault allow := false\nallow if { input.app.compose_hash in data.allowlist.composes }\n",
+    );
+    write(
+        dir.path(),
+        "data.json",
+        &format!(
+            "{{\"allowlist\":{{\"composes\":[\"{}\"]}}}}",
+            "33".repeat(32)
+        ),
+    );
+    write(
+        dir.path(),
+        "images.toml",
+        &format!(
+            "[[image]]\nos_image_hash = \"{image}\"\n[[image.sev-snp]]\nmeasurement = \"{}\"\n",
+            "ab".repeat(48)
+        ),
+    );
+    let config = write(
+        dir.path(),
+        "kms.toml",
+        "image_registry = \"images.toml\"\n[policy]\ntype = \"all_of\"\npolicies = [\n  { type = \"toml\", file = \"p.toml\" },\n  { type = \"rego\", file = \"p.rego\", data = \"data.json\" },\n]\n",
+    );
+    let run = |compose: &str| {
+        let id = write(dir.path(), "id.json", &identity_json(compose));
+        kms(&[
+            "policy",
+            "check",
+            "--config",
+            config.to_str().unwrap(),
+            "--identity",
+            id.to_str().unwrap(),
+            "--at",
+            "1750000000",
+        ])
+    };
+    // The identity file names os_image_hash 22..; the registry resolves
+    // the measurement to 55.., which the TOML policy lists.
+    let out = run(&"33".repeat(32));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["policy"]["backend"], "all_of");
+    // Another compose hash: both backends deny.
+    let out = run(&"44".repeat(32));
+    assert_eq!(out.status.code(), Some(1));
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rules: Vec<&str> = d["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules, ["apps.compose_hashes", "rego"]);
+}
+
 #[test]
 fn policy_check_allows_denies_and_reports() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,6 +8,8 @@
 //! [tcb]
 //! allow = ["UpToDate"]               # accepted TCB statuses (default: UpToDate)
 //! grace_days = 30                    # accept OutOfDate for N days after tcb.out_of_date_since (default: 0)
+//! allowed_advisories = ["INTEL-SA-00837"]  # advisories accepted (default: none; "*" = any)
+//! denied_advisories = ["INTEL-SA-01036"]   # advisories always refused
 //!
 //! [[apps]]
 //! app_id = "<hex20>"
@@ -26,7 +28,10 @@
 //! ```
 //!
 //! Every key is optional, and every default denies: an empty file denies
-//! everything. Unknown keys, bad hex and wrong lengths are load errors that
+//! everything. In particular an identity with any advisory id (Intel's
+//! `INTEL-SA-*` on `SWHardeningNeeded` platforms, `SNP-RELAUNCH-ADVISED`) is
+//! denied unless `tcb.allowed_advisories` lists it, as dstack's default
+//! webhook denies any advisory. Unknown keys, bad hex and wrong lengths are load errors that
 //! name the line. All rules are evaluated, so a denial lists every failing
 //! rule. The common rules speak only normalized names, so the same text
 //! decides a TDX and an SNP identity of one app identically.
@@ -89,6 +94,10 @@ struct TcbRules {
     allow: Vec<TcbStatus>,
     #[serde(default)]
     grace_days: u32,
+    #[serde(default)]
+    allowed_advisories: Vec<String>,
+    #[serde(default)]
+    denied_advisories: Vec<String>,
 }
 
 fn default_tcb_allow() -> Vec<TcbStatus> {
@@ -100,6 +109,8 @@ impl Default for TcbRules {
         TcbRules {
             allow: default_tcb_allow(),
             grace_days: 0,
+            allowed_advisories: Vec::new(),
+            denied_advisories: Vec::new(),
         }
     }
 }
@@ -169,6 +180,9 @@ pub struct TomlPolicy {
     os_images: HashSet<OsImageHash>,
     tcb_allow: Vec<TcbStatus>,
     grace_days: u32,
+    allowed_advisories: HashSet<String>,
+    any_advisory: bool,
+    denied_advisories: HashSet<String>,
     apps: HashMap<AppId, CompiledApp>,
     tdx: Option<TdxRules>,
     snp: Option<(Vec<(&'static str, u8)>, SnpRules)>,
@@ -240,6 +254,14 @@ impl TomlPolicy {
             platforms: file.platforms,
             debug: file.debug,
             os_images: file.os_images.into_iter().collect(),
+            any_advisory: file.tcb.allowed_advisories.iter().any(|a| a == "*"),
+            allowed_advisories: file
+                .tcb
+                .allowed_advisories
+                .into_iter()
+                .filter(|a| a != "*")
+                .collect(),
+            denied_advisories: file.tcb.denied_advisories.into_iter().collect(),
             tcb_allow: file.tcb.allow,
             grace_days: file.tcb.grace_days,
             apps,
@@ -266,6 +288,7 @@ impl TomlPolicy {
             reasons.push(Reason::new("debug", "false", "true"));
         }
         self.check_tcb(input, &mut reasons, &mut warnings);
+        self.check_advisories(id, &mut reasons);
         match &id.app.os_image_hash {
             None => reasons.push(Reason::new(
                 "os_images",
@@ -317,6 +340,24 @@ impl TomlPolicy {
             }
         }
         Decision::from_reasons(reasons, warnings)
+    }
+
+    fn check_advisories(&self, id: &VerifiedIdentity, reasons: &mut Vec<Reason>) {
+        for a in &id.tcb.advisory_ids {
+            if self.denied_advisories.contains(a) {
+                reasons.push(Reason::new(
+                    "tcb.denied_advisories",
+                    "no advisory on the deny list",
+                    a.clone(),
+                ));
+            } else if !self.any_advisory && !self.allowed_advisories.contains(a) {
+                reasons.push(Reason::new(
+                    "tcb.allowed_advisories",
+                    "only advisories the policy lists as accepted",
+                    a.clone(),
+                ));
+            }
+        }
     }
 
     fn check_tcb(

@@ -411,3 +411,48 @@ fn snp_min_tcb_judges_the_lowest_of_the_four() {
         ]
     );
 }
+
+/// Advisories: denied unless the policy lists them (dstack's default
+/// webhook denies any advisory); `*` accepts any; a deny list always wins.
+#[test]
+fn advisories_are_denied_unless_allowed() {
+    let mut id = tdx_identity();
+    id.tcb.status = TcbStatus::SwHardeningNeeded;
+    id.tcb.advisory_ids = vec!["INTEL-SA-00837".into(), "INTEL-SA-00615".into()];
+    let with = |tcb: &str| base_toml().replace("allow = [\"UpToDate\"]", tcb);
+    // The status is allowed, the advisories are not (the default).
+    let p = with("allow = [\"UpToDate\", \"SWHardeningNeeded\"]");
+    assert_eq!(
+        reasons(&decide(&p, &id)),
+        [
+            "tcb.allowed_advisories: expected only advisories the policy lists as accepted, found INTEL-SA-00837",
+            "tcb.allowed_advisories: expected only advisories the policy lists as accepted, found INTEL-SA-00615",
+        ]
+    );
+    // Listing one is not enough.
+    let p = with(
+        "allow = [\"UpToDate\", \"SWHardeningNeeded\"]\nallowed_advisories = [\"INTEL-SA-00837\"]",
+    );
+    assert_eq!(
+        reasons(&decide(&p, &id)),
+        [
+            "tcb.allowed_advisories: expected only advisories the policy lists as accepted, found INTEL-SA-00615"
+        ]
+    );
+    let p = with(
+        "allow = [\"UpToDate\", \"SWHardeningNeeded\"]\nallowed_advisories = [\"INTEL-SA-00837\", \"INTEL-SA-00615\"]",
+    );
+    assert!(decide(&p, &id).allow);
+    // "*" accepts any; the deny list still wins.
+    let p = with(
+        "allow = [\"UpToDate\", \"SWHardeningNeeded\"]\nallowed_advisories = [\"*\"]\ndenied_advisories = [\"INTEL-SA-00615\"]",
+    );
+    assert_eq!(
+        reasons(&decide(&p, &id)),
+        ["tcb.denied_advisories: expected no advisory on the deny list, found INTEL-SA-00615"]
+    );
+    // No advisories: nothing to decide.
+    id.tcb.advisory_ids.clear();
+    let p = with("allow = [\"UpToDate\", \"SWHardeningNeeded\"]");
+    assert!(decide(&p, &id).allow);
+}

@@ -220,12 +220,18 @@ pub enum InspectCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
-    /// Decide a verified identity (JSON) with a policy file (.toml or .rego);
-    /// prints the decision as JSON, exits 0 on allow and 1 on deny.
+    /// Decide a verified identity (JSON) with a policy file (.toml or .rego),
+    /// or with the policy a configuration loads (every backend, data file
+    /// and `all_of`, and its image registry resolving `os_image_hash`): the
+    /// decision the server would make. Prints the decision as JSON, exits 0
+    /// on allow and 1 on deny.
     Check {
         /// The policy file (.toml or .rego).
+        #[arg(long, required_unless_present = "config", conflicts_with = "config")]
+        policy: Option<PathBuf>,
+        /// A kms.toml: decide with its configured policy and image registry.
         #[arg(long)]
-        policy: PathBuf,
+        config: Option<PathBuf>,
         /// A VerifiedIdentity JSON file (as `kms verify` prints it).
         #[arg(long)]
         identity: PathBuf,
@@ -241,9 +247,10 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Policy(PolicyCommand::Check {
             policy,
+            config,
             identity,
             at,
-        }) => policy::check(&policy, &identity, at),
+        }) => policy::check(policy.as_deref(), config.as_deref(), &identity, at),
         Command::Verify(VerifyCommand::Tdx {
             quote,
             collateral,

@@ -9,21 +9,42 @@ use policy::{PolicyInput, RequestContext};
 use super::error::CliError;
 
 /// `kms policy check`: 0 allow, 1 deny, 2 when the inputs cannot be used.
+/// With a configuration, the identity's `os_image_hash` is resolved by the
+/// configured image registry first, as the server does.
 pub fn check(
-    policy_path: &Path,
+    policy_path: Option<&Path>,
+    config: Option<&Path>,
     identity_path: &Path,
     at: Option<u64>,
 ) -> Result<ExitCode, CliError> {
     let usage = |m: String| CliError::new(m).with_code(2);
-    let policy = policy::load_file(policy_path).map_err(|e| usage(e.to_string()))?;
     let text = std::fs::read_to_string(identity_path).map_err(|e| {
         usage(format!(
             "cannot read identity {}: {e}",
             identity_path.display()
         ))
     })?;
-    let identity: VerifiedIdentity = serde_json::from_str(&text)
+    let mut identity: VerifiedIdentity = serde_json::from_str(&text)
         .map_err(|e| usage(format!("invalid identity {}: {e}", identity_path.display())))?;
+    let policy = match (policy_path, config) {
+        (Some(p), _) => policy::load_file(p).map_err(|e| usage(e.to_string()))?,
+        (None, Some(c)) => {
+            let (cfg, base) = kms::config::Config::load(c).map_err(usage)?;
+            if let Some(reg) = &cfg.image_registry {
+                let path = base.join(reg);
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| usage(format!("{}: {e}", path.display())))?;
+                let registry = attest_core::image_registry::ImageRegistry::parse(
+                    &text,
+                    &kms::platforms::registry_rules(),
+                )
+                .map_err(|e| usage(format!("{}: {e}", path.display())))?;
+                identity.app.os_image_hash = registry.resolve(&identity);
+            }
+            policy::load(&cfg.policy, &base).map_err(|e| usage(e.to_string()))?
+        }
+        (None, None) => return Err(usage("give --policy or --config".into())),
+    };
     let time = at.map(UnixTime).unwrap_or_else(UnixTime::now);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
