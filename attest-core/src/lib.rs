@@ -15,8 +15,6 @@
 //! - the dstack app-identity documents shared by plug-ins: runtime events
 //!   replayed into a measurement register ([`eventlog`]) and the app config v3
 //!   document bound through SNP HOST_DATA ([`app_config`]).
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod app_config;
 mod attestation;

@@ -1,6 +1,7 @@
 //! Real dstack CVM quotes with JSON event logs (`../shared/vectors/tdx/dstack`):
 //! replaying the log must reproduce all four RTMRs of the quote, and the
 //! runtime events give the exact app identity.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::path::PathBuf;
 

@@ -1,5 +1,6 @@
 //! The JSON names of `VerifiedIdentity` are a public contract: policy files
 //! and scripts use them. This test pins every name and encoding.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,5 @@
 //! Every case of `../shared/vectors/snp/measure/cases.toml`, read in place.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::path::PathBuf;
 

@@ -1,6 +1,7 @@
 //! Real SEV-SNP reports (`../shared/vectors/snp`): Milan v2 (VCEK), Milan v3
 //! (VLEK), Genoa v3, with their exact measurements and TCBs; bit flips;
 //! certificates that must not verify.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::path::PathBuf;
 

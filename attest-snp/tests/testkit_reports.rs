@@ -1,5 +1,6 @@
 //! Reports signed by the testkit's fake AMD PKI: accepted only with the fake
 //! roots pinned, and every rejection case.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::HashMap;
 

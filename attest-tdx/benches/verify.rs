@@ -5,6 +5,7 @@
 //! The real v4 quote of `../shared/vectors/tdx/dcap-qvl` is used for the
 //! quote-verification comparison; the full `verify` path (quote + event log
 //! replay + identity) is measured on a testkit quote with a dstack JSON log.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
 use std::path::PathBuf;

@@ -1,6 +1,7 @@
 //! Collateral sources against a real HTTP server on 127.0.0.1 that serves
 //! the shared collateral the way Intel PCS / a PCCS does, including a server
 //! that fails or hangs; the cache in front of it; the offline directory.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};

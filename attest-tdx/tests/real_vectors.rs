@@ -1,5 +1,6 @@
 //! Real Intel TDX quotes and collateral (`../shared/vectors/tdx`), with the
 //! verification times pinned to the values in the vectors' README.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::path::PathBuf;
 use std::sync::Arc;

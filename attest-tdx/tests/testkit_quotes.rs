@@ -1,5 +1,6 @@
 //! Quotes signed by the testkit's fake Intel PKI: accepted only by a
 //! verifier configured with that fake root, and every rejection case.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::sync::Arc;
 

@@ -16,8 +16,6 @@
 //! - [`create_private_dir`] / [`check_private_dir`]: a directory that
 //!   holds secrets is 0700, owned by the user running the service, and
 //!   writable by nobody else.
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

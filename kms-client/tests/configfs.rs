@@ -2,6 +2,7 @@
 //! evidence from a fake configfs-tsm directory that a testkit-backed helper
 //! answers (it reads `inblob` and writes a signed quote or report to
 //! `outblob`), for both platforms.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

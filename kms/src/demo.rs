@@ -24,7 +24,9 @@ pub const OS_IMAGE: &str = "0505050505050505050505050505050505050505050505050505
 
 /// The fake Intel and AMD PKIs.
 pub struct Pkis {
+    /// Plays Intel (quotes, collateral).
     pub intel: FakeIntelPki,
+    /// Plays AMD (reports, certificates).
     pub amd: FakeAmdPki,
 }
 
@@ -149,7 +151,9 @@ pub fn policy(app: &App) -> String {
 
 /// A running KMS.
 pub struct Server {
+    /// `http://127.0.0.1:port` (or https).
     pub url: String,
+    /// The KMS's key provider id (hex SPKI of its root CA key).
     pub key_provider_id: String,
     /// The running service's state (tests read its metrics and caches).
     pub state: std::sync::Arc<crate::service::KmsState>,

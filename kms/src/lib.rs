@@ -8,7 +8,6 @@
 //!   plug-ins from the configuration);
 //! - [`demo`] (feature `demo`): a KMS on the testkit's FAKE roots, for the
 //!   demo and the load benchmark.
-#![forbid(unsafe_code)]
 
 pub mod config;
 #[cfg(feature = "demo")]

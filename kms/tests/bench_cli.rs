@@ -1,5 +1,9 @@
 //! `kms bench` end to end: a real KMS on loopback, the load generator's
 //! bare HTTP/2 client, every scenario answered without errors.
+#![allow(clippy::unwrap_used, missing_docs)]
+// `kms bench` exists only with the `demo` feature (the workspace test run
+// enables it through the end-to-end crates).
+#![cfg(feature = "demo")]
 
 fn bench(extra: &[&str]) -> String {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_kms"))

@@ -1,6 +1,7 @@
 //! `kms measure` and `kms image`: reference values computed from the
 //! measure fixtures resolve a testkit SNP report whose MEASUREMENT the
 //! calculator produced.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! Key derivation: the dstack profile against `../shared/vectors/kdf/dstack-legacy.json`,
 //! and the published `v2` vectors.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use attest_core::{AppId, InstanceId};
 use kms::service::kdf::{self, KdfProfile};

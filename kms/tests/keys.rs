@@ -1,5 +1,6 @@
 //! Root key files: generated once with mode 0600, reloaded identically,
 //! refused when readable by others or incomplete, imported from dstack.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::os::unix::fs::PermissionsExt;
 

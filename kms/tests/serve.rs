@@ -1,6 +1,7 @@
 //! The `kms serve` process itself, attacked and used over real sockets:
 //! what it configures is what it serves, and what one client can make it
 //! hold is bounded.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -1,5 +1,6 @@
 //! The Rego backend: the same decisions as the TOML policy on both
 //! platforms, deny reasons, load errors, and the evaluation time limit.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
 

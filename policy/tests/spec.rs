@@ -1,4 +1,5 @@
 //! Loading policies as the KMS configuration names them.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The typed TOML policy: one rule text for both platforms, every deny path
 //! with its exact reason, grace-period boundaries, malformed files.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
 

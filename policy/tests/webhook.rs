@@ -1,5 +1,6 @@
 //! The dstack webhook backend against a real HTTP server on 127.0.0.1 that
 //! implements dstack auth-simple's `bootAuth/app` semantics.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
 

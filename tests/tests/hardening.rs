@@ -2,6 +2,7 @@
 //! with the testkit's fake roots: what an unauthenticated caller can make
 //! it write, remember or count is bounded, and a release that cannot be
 //! audited does not happen.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use attest_testkit::dstack::App;
 use kms::demo::*;

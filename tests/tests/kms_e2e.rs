@@ -1,6 +1,7 @@
 //! The KMS end to end: a real gRPC server on 127.0.0.1 with the testkit's
 //! fake vendor roots, TDX and SNP CVMs of one app through the one
 //! GetAppKey path, and every refusal.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use attest_core::binding::app_key_report_data;
 use attest_core::{Evidence, ReportData, UnixTime};
