@@ -1,0 +1,505 @@
+//! The negatives of `reference/vtpm.md` §6 that do not need the hardware
+//! report, on the real vectors where the signature allows it and on a
+//! synthetic vTPM (a test AK) where the quote must be re-signed.
+
+mod common;
+
+use attest_core::{ErrorKind, ReportData};
+use attest_vtpm::{Container, Pcrs, TeeType, TpmsAttest, check_container, check_evidence};
+use common::*;
+use sha2::{Digest, Sha256};
+
+#[test]
+fn wrong_nonce_is_refused() {
+    for (name, tee) in CONTAINERS {
+        let c = checked(name, *tee);
+        let good = c.nonce().to_vec();
+        c.check_nonce(&good).unwrap();
+        let mut flipped = good.clone();
+        flipped[0] ^= 1;
+        let mut longer = good.clone();
+        longer.push(0);
+        let shorter = &good[..good.len() - 1];
+        for wrong in [&flipped[..], &longer[..], shorter, b"", &[0u8; 64][..]] {
+            assert_kind(
+                c.check_nonce(wrong),
+                ErrorKind::BindingMismatch,
+                "report data",
+            );
+        }
+    }
+}
+
+#[test]
+fn flipped_pcr_value_is_an_identity_mismatch() {
+    for (name, tee) in CONTAINERS {
+        let base = container(name);
+        for i in 0..24 {
+            for byte in [0, 31] {
+                let mut pcrs = *base.tpm_quote().pcrs().as_array();
+                pcrs[i][byte] ^= 1;
+                let c = rebuild(&base, None, None, None, Some(Pcrs::new(pcrs)));
+                assert_kind(
+                    check_container(c, *tee),
+                    ErrorKind::IdentityMismatch,
+                    "pcrDigest",
+                );
+            }
+        }
+        // Two PCRs swapped: same multiset, wrong order.
+        let mut pcrs = *base.tpm_quote().pcrs().as_array();
+        pcrs.swap(0, 1);
+        let c = rebuild(&base, None, None, None, Some(Pcrs::new(pcrs)));
+        assert_kind(
+            check_container(c, *tee),
+            ErrorKind::IdentityMismatch,
+            "pcrDigest",
+        );
+    }
+}
+
+#[test]
+fn flipped_signature_or_message_is_a_bad_signature() {
+    for (name, tee) in CONTAINERS {
+        let base = container(name);
+        let mut sig = base.tpm_quote().signature().to_vec();
+        sig[100] ^= 1;
+        let c = rebuild(&base, None, None, Some(sig), None);
+        assert_kind(
+            check_container(c, *tee),
+            ErrorKind::BadSignature,
+            "HCLAkPub",
+        );
+        let mut msg = base.tpm_quote().message().to_vec();
+        msg[50] ^= 1; // inside the nonce
+        let c = rebuild(&base, None, Some(msg), None, None);
+        assert_kind(
+            check_container(c, *tee),
+            ErrorKind::BadSignature,
+            "HCLAkPub",
+        );
+        // Signature length must equal the modulus length.
+        let mut sig = base.tpm_quote().signature().to_vec();
+        sig.insert(0, 0);
+        let c = rebuild(&base, None, None, Some(sig), None);
+        assert_kind(
+            check_container(c, *tee),
+            ErrorKind::Malformed,
+            "signature is 257 bytes",
+        );
+    }
+}
+
+#[test]
+fn flipped_ak_modulus_is_a_bad_signature() {
+    // Trustee's negative: HCL byte 0x540 is inside the AK's `n` ('Q' → 'P').
+    let base = container("evidence-v0.json");
+    let mut hcl = base.hcl_report().to_vec();
+    assert_eq!(hcl[0x540], b'Q');
+    hcl[0x540] ^= 1;
+    let c = rebuild(&base, Some(hcl), None, None, None);
+    assert_kind(
+        check_container(c, TeeType::Snp),
+        ErrorKind::BadSignature,
+        "HCLAkPub",
+    );
+}
+
+#[test]
+fn flipped_claims_byte_breaks_the_binding() {
+    for (name, tee) in CONTAINERS {
+        let base = container(name);
+        let good = check_container(base.clone(), *tee).unwrap();
+        let hw = hardware_report_data(&good);
+        // A byte inside vmUniqueId: the JSON stays valid, the digest changes.
+        let hcl = good.hcl_report().raw();
+        let needle = b"\"vmUniqueId\":\"";
+        let at = hcl
+            .windows(needle.len())
+            .position(|w| w == needle)
+            .expect("vmUniqueId in the claims")
+            + needle.len();
+        let mut flipped = hcl.to_vec();
+        flipped[at] ^= 1;
+        let c = check_container(rebuild(&base, Some(flipped), None, None, None), *tee)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_ne!(c.expected_report_data(), good.expected_report_data());
+        assert_kind(
+            c.hcl_report().check_report_data(&hw),
+            ErrorKind::BindingMismatch,
+            "report data",
+        );
+    }
+}
+
+/// Rewrites a little-endian u32 of the HCL report.
+fn with_u32(hcl: &[u8], off: usize, v: u32) -> Vec<u8> {
+    let mut h = hcl.to_vec();
+    h[off..off + 4].copy_from_slice(&v.to_le_bytes());
+    h
+}
+
+#[test]
+fn hcl_framing_is_enforced_on_real_reports() {
+    let base = container("evidence-v1.json");
+    let hcl = base.hcl_report();
+    let vds = u32::from_le_bytes(hcl[0x4D0..0x4D4].try_into().unwrap());
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (with_u32(hcl, 0x00, 0x414C_4349), "signature"),
+        (
+            with_u32(hcl, 0x04, 3),
+            "header version: expected 1 or 2, found 3",
+        ),
+        (with_u32(hcl, 0x08, 2347), "report_size"),
+        (
+            with_u32(hcl, 0x0C, 1),
+            "request_type: expected 2 (AK_CERT), found 1",
+        ),
+        (with_u32(hcl, 0x10, 1), "status"),
+        (with_u32(hcl, 0x18, 1), "reserved"),
+        (with_u32(hcl, 0x4C0, 1129), "data_size"),
+        (
+            with_u32(hcl, 0x4C4, 3),
+            "request-data version: expected 1 or 2, found 3",
+        ),
+        (
+            with_u32(hcl, 0x4C8, 1),
+            "report_type: expected 2 (SNP) or 4 (TDX), found 1 (VBS)",
+        ),
+        (with_u32(hcl, 0x4C8, 3), "found 3 (TVM)"),
+        (
+            with_u32(hcl, 0x4C8, 4),
+            "report_type: expected 2 (SNP), found 4 (TDX)",
+        ),
+        (
+            with_u32(hcl, 0x4CC, 2),
+            "report_data_hash_type: expected 1 (SHA-256), found 2",
+        ),
+        (with_u32(hcl, 0x4CC, 3), "report_data_hash_type"),
+        (with_u32(hcl, 0x4D0, vds + 1), "data_size"),
+        (with_u32(hcl, 0x4D0, vds - 1), "data_size"),
+        (
+            hcl[..hcl.len() - 1].iter().copied().chain([1]).collect(),
+            "padding",
+        ),
+    ];
+    for (bytes, needle) in cases {
+        let c = rebuild(&base, Some(bytes), None, None, None);
+        assert_kind(
+            check_container(c, TeeType::Snp),
+            ErrorKind::Malformed,
+            needle,
+        );
+    }
+    // Over 4 KiB: refused by the container and by the parser.
+    let big_hcl = [hcl, &[0u8; 2000][..]].concat();
+    assert_kind(
+        Container::new(
+            base.version(),
+            base.tpm_quote().clone(),
+            big_hcl.clone(),
+            base.endorsement().clone(),
+        ),
+        ErrorKind::Malformed,
+        "hcl_report: 4600 bytes, at most 4096",
+    );
+    assert_kind(
+        attest_vtpm::HclReport::parse(&big_hcl),
+        ErrorKind::Malformed,
+        "at most 4096",
+    );
+    // An oversized variable_data_size with data_size and report_size kept
+    // consistent runs past the report.
+    let big = vds + 2000;
+    let h = with_u32(hcl, 0x4D0, big);
+    let h = with_u32(&h, 0x4C0, big + 20);
+    let h = with_u32(&h, 0x08, big + 20 + 0x20 + 1184);
+    let c = rebuild(&base, Some(h), None, None, None);
+    assert_kind(
+        check_container(c, TeeType::Snp),
+        ErrorKind::Malformed,
+        "variable_data_size 3110 runs past the end",
+    );
+    // Shortened by one with sizes consistent: the claims lose their last
+    // byte and are no longer JSON (never trimmed, never padded).
+    let h = with_u32(hcl, 0x4D0, vds - 1);
+    let h = with_u32(&h, 0x4C0, vds - 1 + 20);
+    let h = with_u32(&h, 0x08, vds - 1 + 20 + 0x20 + 1184);
+    let mut h = h;
+    h[0x4D4 + vds as usize - 1] = 0;
+    let c = rebuild(&base, Some(h), None, None, None);
+    assert_kind(
+        check_container(c, TeeType::Snp),
+        ErrorKind::Malformed,
+        "runtime claims",
+    );
+}
+
+#[test]
+fn pcr_list_must_have_24_values() {
+    let doc: serde_json::Value = serde_json::from_slice(&read("evidence-v1.json")).unwrap();
+    for n in [0usize, 23, 25] {
+        let mut d = doc.clone();
+        let pcrs = d["tpm_quote"]["pcrs"].as_array_mut().unwrap();
+        pcrs.resize(n, serde_json::Value::String("00".repeat(32)));
+        let bytes = serde_json::to_vec(&d).unwrap();
+        assert_kind(
+            check_evidence(&bytes, TeeType::Snp),
+            ErrorKind::Malformed,
+            if n > 24 {
+                "more than 24 values"
+            } else {
+                "expected 24 values"
+            },
+        );
+    }
+    // A 31-byte or 33-byte PCR value.
+    for len in [31usize, 33] {
+        let mut d = doc.clone();
+        d["tpm_quote"]["pcrs"][5] = serde_json::Value::String("00".repeat(len));
+        let bytes = serde_json::to_vec(&d).unwrap();
+        assert_kind(
+            check_evidence(&bytes, TeeType::Snp),
+            ErrorKind::Malformed,
+            "pcrs",
+        );
+    }
+    // The v0 form: a PCR as an array of 33 numbers.
+    let mut d: serde_json::Value = serde_json::from_slice(&read("evidence-v0.json")).unwrap();
+    d["quote"]["pcrs"][3].as_array_mut().unwrap().push(0.into());
+    let bytes = serde_json::to_vec(&d).unwrap();
+    assert_kind(
+        check_evidence(&bytes, TeeType::Snp),
+        ErrorKind::Malformed,
+        "pcrs",
+    );
+}
+
+#[test]
+fn container_shapes_are_strict() {
+    let doc: serde_json::Value = serde_json::from_slice(&read("evidence-v1.json")).unwrap();
+    let check = |d: &serde_json::Value, needle: &str| {
+        let bytes = serde_json::to_vec(d).unwrap();
+        assert_kind(
+            check_evidence(&bytes, TeeType::Snp),
+            ErrorKind::Malformed,
+            needle,
+        );
+    };
+    let mut d = doc.clone();
+    d["nonce"] = "x".into();
+    check(&d, "unknown field");
+    let mut d = doc.clone();
+    d["tpm_quote"]["extra"] = 1.into();
+    check(&d, "unknown field");
+    let mut d = doc.clone();
+    d["version"] = 0.into();
+    check(&d, "expected 1 or 2, found 0");
+    let mut d = doc.clone();
+    d["version"] = serde_json::Value::Null;
+    check(&d, "null");
+    let mut d = doc.clone();
+    d["td_quote"] = "AAAA".into();
+    check(&d, "exactly one of vcek");
+    let mut d = doc.clone();
+    d["vcek"] = "AAAA".into();
+    check(&d, "vcek");
+    let mut d = doc.clone();
+    d.as_object_mut().unwrap().remove("hcl_report");
+    check(&d, "tpm_quote and hcl_report");
+    // Upper-case hex is accepted (either case), base64 standard alphabet is
+    // not base64url.
+    let mut d = doc.clone();
+    let m = d["tpm_quote"]["message"].as_str().unwrap().to_uppercase();
+    d["tpm_quote"]["message"] = m.into();
+    let bytes = serde_json::to_vec(&d).unwrap();
+    check_evidence(&bytes, TeeType::Snp).unwrap();
+    let mut d = doc.clone();
+    let h = d["hcl_report"]
+        .as_str()
+        .unwrap()
+        .replace('-', "+")
+        .replace('_', "/");
+    assert_ne!(&h, d["hcl_report"].as_str().unwrap());
+    d["hcl_report"] = h.into();
+    check(&d, "hcl_report: not base64url");
+    // Unpadded base64url is accepted too.
+    let mut d = doc.clone();
+    let h = d["hcl_report"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('=')
+        .to_owned();
+    d["hcl_report"] = h.into();
+    let bytes = serde_json::to_vec(&d).unwrap();
+    check_evidence(&bytes, TeeType::Snp).unwrap();
+    // A v0 container with a DER-looking vcek string is refused.
+    let mut d: serde_json::Value = serde_json::from_slice(&read("evidence-v0.json")).unwrap();
+    d["vcek"] = "MIIF".into();
+    check(&d, "PEM");
+}
+
+// ---------------------------------------------------------------------------
+// Synthetic vTPM: quotes re-signed by a test AK.
+
+fn synth(
+    rd: Option<&ReportData>,
+    spec: impl FnOnce(&mut QuoteSpec<'_>),
+    nonce: &[u8],
+) -> Container {
+    let pcrs = synth_pcrs();
+    let mut s = QuoteSpec::new(nonce, &pcrs);
+    spec(&mut s);
+    synth_container(synth_hcl(TeeType::Snp, 1, &synth_claims(rd)), &s, pcrs)
+}
+
+#[test]
+fn kms_binding_on_a_synthetic_vtpm() {
+    let rd = ReportData([0x42; 64]);
+    let nonce: [u8; 32] = Sha256::digest(rd.0).into();
+    let c = check_container(synth(Some(&rd), |_| {}, &nonce), TeeType::Snp).unwrap();
+    assert_eq!(c.bound_user_data().unwrap(), rd);
+    c.check_kms_binding(&rd).unwrap();
+    assert_eq!(c.claims().vm_configuration().tpm_persisted, Some(true));
+    // Another request's report data.
+    let other = ReportData([0x43; 64]);
+    assert_kind(
+        c.check_kms_binding(&other),
+        ErrorKind::BindingMismatch,
+        "report data",
+    );
+    // extraData not SHA-256(user-data): a truncated report data, or the hash
+    // of another one.
+    for wrong in [&rd.0[..32], &Sha256::digest(other.0)[..], &rd.0[..48]] {
+        let c = check_container(synth(Some(&rd), |_| {}, wrong), TeeType::Snp).unwrap();
+        assert_kind(
+            c.bound_user_data(),
+            ErrorKind::BindingMismatch,
+            "report data",
+        );
+        assert_kind(
+            c.check_kms_binding(&rd),
+            ErrorKind::BindingMismatch,
+            "report data",
+        );
+    }
+    // No user-data: no binding.
+    let c = check_container(synth(None, |_| {}, &nonce), TeeType::Snp).unwrap();
+    assert_kind(
+        c.check_kms_binding(&rd),
+        ErrorKind::Malformed,
+        "no user-data",
+    );
+    // An empty nonce is real (P3) and matches only an empty expectation.
+    let c = check_container(synth(None, |_| {}, b""), TeeType::Snp).unwrap();
+    c.check_nonce(b"").unwrap();
+    assert_kind(c.check_nonce(&[0]), ErrorKind::BindingMismatch, "");
+}
+
+#[test]
+fn request_data_version_2_on_a_synthetic_vtpm() {
+    let rd = ReportData([7; 64]);
+    let nonce: [u8; 32] = Sha256::digest(rd.0).into();
+    let pcrs = synth_pcrs();
+    let spec = QuoteSpec::new(&nonce, &pcrs);
+    let claims = synth_claims(Some(&rd));
+    let hcl = synth_hcl(TeeType::Tdx, 2, &claims);
+    let mut c = synth_container(hcl, &spec, pcrs.clone());
+    // A TDX report needs a TD quote.
+    assert_kind(
+        check_container(c.clone(), TeeType::Tdx),
+        ErrorKind::Malformed,
+        "needs td_quote",
+    );
+    c = Container::new(
+        c.version(),
+        c.tpm_quote().clone(),
+        c.hcl_report().to_vec(),
+        attest_vtpm::Endorsement::TdQuote(vec![4, 0]),
+    )
+    .unwrap();
+    let checked = check_container(c, TeeType::Tdx).unwrap();
+    assert_eq!(checked.hcl_report().request_data_version(), 2);
+    assert_eq!(checked.hcl_report().claims(), &claims[..]);
+    assert_eq!(
+        checked.hcl_report().claims_digest(),
+        &<[u8; 32]>::from(Sha256::digest(&claims))
+    );
+    checked.check_kms_binding(&rd).unwrap();
+    assert_eq!(
+        checked.ak_digest(),
+        &<[u8; 32]>::from(Sha256::digest(&test_ak().n))
+    );
+}
+
+#[test]
+fn signed_quotes_outside_the_profile_are_refused() {
+    let nonce = b"nonce";
+    type Edit = Box<dyn Fn(&mut QuoteSpec<'_>)>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (
+            Box::new(|s| s.selection = vec![0x00, 0x0b, 3, 0xff, 0x40, 0x00]),
+            "found ff4000",
+        ),
+        (
+            Box::new(|s| s.selection = vec![0x00, 0x0b, 3, 0xff, 0xff, 0x7f]),
+            "found ffff7f",
+        ),
+        (
+            Box::new(|s| {
+                // Two selections: sha256:0-23 and sha1:0-23.
+                s.count = 2;
+                s.selection = vec![
+                    0x00, 0x0b, 3, 0xff, 0xff, 0xff, 0x00, 0x04, 3, 0xff, 0xff, 0xff,
+                ];
+            }),
+            "pcrSelect.count: expected 1 selection (sha256:0-23), found 2",
+        ),
+        (Box::new(|s| s.count = 0), "found 0"),
+        (
+            Box::new(|s| s.selection = vec![0x00, 0x04, 3, 0xff, 0xff, 0xff]),
+            "pcrSelect.hash",
+        ),
+        (
+            Box::new(|s| s.selection = vec![0x00, 0x0c, 3, 0xff, 0xff, 0xff]),
+            "pcrSelect.hash",
+        ),
+        (
+            Box::new(|s| s.selection = vec![0x00, 0x0b, 4, 0xff, 0xff, 0xff, 0x00]),
+            "sizeofSelect: expected 3, found 4",
+        ),
+        (Box::new(|s| s.trailing = vec![0]), "trailing bytes"),
+        (Box::new(|s| s.magic = 0xFF54_4348), "magic"),
+        (Box::new(|s| s.st = 0x8014), "type: expected 8018"),
+        (Box::new(|s| s.pcr_digest = vec![0; 48]), "pcrDigest"),
+        (Box::new(|s| s.pcr_digest = vec![0; 20]), "pcrDigest"),
+    ];
+    for (edit, needle) in cases {
+        let c = synth(None, edit, nonce);
+        assert_kind(
+            check_container(c, TeeType::Snp),
+            ErrorKind::Malformed,
+            needle,
+        );
+    }
+    // The same builder, untouched, passes: the refusals above are the edits.
+    check_container(synth(None, |_| {}, nonce), TeeType::Snp).unwrap();
+    // extraData over the bound.
+    let long = [1u8; 65];
+    assert_kind(
+        check_container(synth(None, |_| {}, &long), TeeType::Snp),
+        ErrorKind::Malformed,
+        "extraData: 65 bytes, at most 64",
+    );
+    // clockInfo.safe must be a TPM boolean.
+    let pcrs = synth_pcrs();
+    let mut m = QuoteSpec::new(nonce, &pcrs).build();
+    let safe_at = 4 + 2 + 2 + 34 + 2 + nonce.len() + 16;
+    assert_eq!(m[safe_at], 1);
+    m[safe_at] = 2;
+    assert_kind(
+        TpmsAttest::parse(&m),
+        ErrorKind::Malformed,
+        "clockInfo.safe",
+    );
+}
