@@ -21,8 +21,6 @@
 //!    or [`CheckedVtpm::check_nonce`] for an offline nonce.
 //!
 //! Every length is bounded before use and no input can panic.
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
 
 pub mod claims;
 pub mod container;

@@ -1,6 +1,7 @@
 //! The negatives of `reference/vtpm.md` §6 that do not need the hardware
 //! report, on the real vectors where the signature allows it and on a
 //! synthetic vTPM (a test AK) where the quote must be re-signed.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! Every expected value `shared/vectors/README.md` (section azure-vtpm) and
 //! `reference/vtpm.md` §6 state for the Azure vTPM files, checked on the
 //! real bytes.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
 
