@@ -26,8 +26,6 @@
 //! - `quote`: the few TDX quote and SNP report offsets read here (legacy
 //!   report data, inspection);
 //! - [`inspect`]: decode + claimed identity + RTMR3 replay, for tools.
-#![forbid(unsafe_code)]
-#![warn(missing_docs)]
 #![cfg_attr(
     not(test),
     deny(

@@ -1,5 +1,6 @@
 //! SignCert requests: dstack's pinned V2 encoding, signed V2 and V1
 //! requests built with parity-scale-codec, and the ways they fail.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
 

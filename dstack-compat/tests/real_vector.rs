@@ -2,6 +2,7 @@
 //! its decoding, its evidence, its RTMR3 replay and claimed identity, and
 //! sweeps showing that no truncation or byte flip of it makes a decoder
 //! panic.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! V0 quote variants other than the real TDX vector: SEV-SNP (and its
 //! certificate chain forms), dstack's unsupported platforms, and hostile
 //! lengths.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
 

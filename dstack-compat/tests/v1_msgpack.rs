@@ -1,5 +1,6 @@
 //! V1 (msgpack) attestations, written by rmp-serde the way dstack writes
 //! them, and the ways they can be wrong.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 mod common;
 
