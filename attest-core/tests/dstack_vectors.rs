@@ -12,13 +12,7 @@ use attest_core::{ErrorKind, InstanceId};
 use sha2::Sha384;
 
 fn vectors() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors");
-    assert!(
-        dir.is_dir(),
-        "test vectors missing: expected {} (check out ../shared beside the repository)",
-        dir.display()
-    );
-    dir
+    attest_testkit::vectors::dir()
 }
 
 struct Fixture {

@@ -4,14 +4,13 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
-use std::path::PathBuf;
 
 use attest_snp::measure::{KernelHashes, LaunchInputs, VmmType, launch_digest};
 use criterion::{Criterion, criterion_group, criterion_main};
 use sha2::{Digest, Sha256, Sha384};
 
 fn bench(c: &mut Criterion) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/snp/measure");
+    let dir = attest_testkit::vectors::path("snp/measure");
     let suffix = std::fs::read(dir.join("ovmf_AmdSev_suffix.bin")).expect("test vectors missing");
     // A 4 MiB image whose last 4 KiB is the real AmdSev footer and metadata.
     let mut ovmf: Vec<u8> = (0..4 * 1024 * 1024 - suffix.len())

@@ -21,13 +21,7 @@ use sev::firmware::guest::AttestationReport;
 use sev::parser::ByteParser;
 
 fn vectors() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/snp");
-    assert!(
-        dir.is_dir(),
-        "test vectors missing: expected {}",
-        dir.display()
-    );
-    dir
+    attest_testkit::vectors::path("snp")
 }
 
 fn bench(c: &mut Criterion) {

@@ -20,13 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 fn vectors() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/snp");
-    assert!(
-        dir.is_dir(),
-        "test vectors missing: expected {}",
-        dir.display()
-    );
-    dir
+    attest_testkit::vectors::path("snp")
 }
 
 #[derive(Clone, Copy, PartialEq)]

@@ -9,9 +9,7 @@ use attest_snp::measure::{
 };
 
 fn dir() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/snp/measure");
-    assert!(d.is_dir(), "test vectors missing: expected {}", d.display());
-    d
+    attest_testkit::vectors::path("snp/measure")
 }
 
 #[test]

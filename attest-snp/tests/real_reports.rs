@@ -9,13 +9,7 @@ use attest_core::{ErrorKind, Evidence, PlatformId, UnixTime, VerifyContext};
 use attest_snp::{Product, SnpConfig, SnpVerifier, Tcb, Vek};
 
 fn vectors() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/snp");
-    assert!(
-        dir.is_dir(),
-        "test vectors missing: expected {}",
-        dir.display()
-    );
-    dir
+    attest_testkit::vectors::path("snp")
 }
 
 fn read(rel: &str) -> Vec<u8> {

@@ -360,13 +360,7 @@ async fn no_app_config_and_wrong_platform() {
 /// only by a verifier pinned to that fake ARK.
 #[tokio::test]
 async fn a_chain_forged_from_the_shared_test_keys() {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/vectors/snp/test-keys");
-    assert!(
-        dir.is_dir(),
-        "test vectors missing: expected {}",
-        dir.display()
-    );
+    let dir = attest_testkit::vectors::path("snp/test-keys");
     let key = |n: &str| std::fs::read_to_string(dir.join(format!("{n}_private_key.pem"))).unwrap();
     let pki = FakeAmdPki::from_pkcs8_pems(
         &key("ark"),

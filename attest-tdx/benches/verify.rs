@@ -21,13 +21,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 const AT: u64 = 1_752_919_234;
 
 fn vectors() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/tdx/dcap-qvl");
-    assert!(
-        dir.is_dir(),
-        "test vectors missing: expected {}",
-        dir.display()
-    );
-    dir
+    attest_testkit::vectors::path("tdx/dcap-qvl")
 }
 
 fn bench(c: &mut Criterion) {

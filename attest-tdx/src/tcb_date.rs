@@ -75,10 +75,7 @@ mod tests {
     /// 2024-11-13 UpToDate, 2024-03-13 OutOfDate, 2018-01-04 OutOfDate; the
     /// TDX_01 module levels 6 (2024-11-13), 4 (2024-03-13), 2 (2023-08-09).
     fn real() -> (TcbInfo, QeIdentity) {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/vectors/tdx/dcap-qvl/tdx_quote_outdated_collateral.json");
-        let text = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("test vectors missing: {}: {e}", path.display()));
+        let text = attest_testkit::vectors::read("tdx/dcap-qvl/tdx_quote_outdated_collateral.json");
         let c: dcap_qvl::QuoteCollateralV3 = serde_json::from_slice(&text).unwrap();
         (
             serde_json::from_str(&c.tcb_info).unwrap(),

@@ -10,13 +10,7 @@ use attest_tdx::collateral::StaticCollateral;
 use attest_tdx::{Collateral, TdxVerifier};
 
 fn vectors() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/tdx");
-    assert!(
-        dir.is_dir(),
-        "test vectors missing: expected {}",
-        dir.display()
-    );
-    dir
+    attest_testkit::vectors::path("tdx")
 }
 
 fn read(rel: &str) -> Vec<u8> {

@@ -13,3 +13,4 @@ mod der;
 pub mod dstack;
 pub mod snp;
 pub mod tdx;
+pub mod vectors;

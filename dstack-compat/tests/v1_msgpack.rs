@@ -98,8 +98,15 @@ fn v2_runtime_events_stay_v2_and_replay_in_their_jcs_form() {
 #[test]
 fn keys_in_any_order_and_unknown_keys_are_accepted() {
     let a = v0();
-    // serde_json's map sorts keys: "data" now comes before "kind".
+    // Put "data" before "kind" (whatever order serde_json's map keeps).
     let mut v = serde_json::to_value(msgpack_model(&a, ByteMode::AllArrays)).unwrap();
+    for key in ["platform", "stack"] {
+        let obj = v[key].as_object_mut().unwrap();
+        let kind = obj.remove("kind").unwrap();
+        let data = obj.remove("data").unwrap();
+        obj.insert("data".into(), data);
+        obj.insert("kind".into(), kind);
+    }
     v["extra"] = serde_json::json!({"nested": [1, {"x": "y"}, null, -3, 1.5, true]});
     v["platform"]["data"]["event_log"][0]["preimage"] = serde_json::Value::Null;
     v["stack"]["data"]["runtime_events"][0]["version"] = serde_json::json!(1);

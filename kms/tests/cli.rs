@@ -259,13 +259,7 @@ fn policy_explain_names_every_field() {
 }
 
 fn vectors() -> std::path::PathBuf {
-    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors");
-    assert!(
-        dir.is_dir(),
-        "test vectors missing: expected {}",
-        dir.display()
-    );
-    dir
+    attest_testkit::vectors::dir()
 }
 
 #[test]

@@ -16,9 +16,7 @@ use attest_testkit::dstack::App;
 use attest_testkit::snp::{self as kit, FakeAmdPki, ReportFields};
 
 fn measure_dir() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/snp/measure");
-    assert!(d.is_dir(), "test vectors missing: expected {}", d.display());
-    d
+    attest_testkit::vectors::path("snp/measure")
 }
 
 fn kms(args: &[&str]) -> std::process::Output {

@@ -7,11 +7,10 @@ use kms::service::kdf::{self, KdfProfile};
 use kms::service::keys::RootKeys;
 
 fn vectors() -> serde_json::Value {
-    let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/vectors/kdf/dstack-legacy.json");
-    let text = std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("test vectors missing: {}: {e}", p.display()));
-    serde_json::from_str(&text).unwrap()
+    serde_json::from_str(&attest_testkit::vectors::read_string(
+        "kdf/dstack-legacy.json",
+    ))
+    .unwrap()
 }
 
 fn h(v: &serde_json::Value) -> Vec<u8> {

@@ -64,13 +64,9 @@ fn readable_key_files_and_half_sets_are_refused() {
 
 #[test]
 fn dstack_keys_import_with_their_key_provider_id() {
-    let v: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../../shared/vectors/kdf/dstack-legacy.json"),
-        )
-        .unwrap(),
-    )
+    let v: serde_json::Value = serde_json::from_str(&attest_testkit::vectors::read_string(
+        "kdf/dstack-legacy.json",
+    ))
     .unwrap();
     let der = hex::decode(v["app_keys"]["root_ca_pkcs8_der_hex"].as_str().unwrap()).unwrap();
     let k256 = hex::decode(v["app_keys"]["root_k256_secret_hex"].as_str().unwrap()).unwrap();

@@ -19,13 +19,7 @@ use sha2::{Digest, Sha256};
 
 /// `shared/vectors/azure-vtpm`, which must exist.
 pub fn vectors() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/azure-vtpm");
-    assert!(
-        dir.is_dir(),
-        "test vectors missing: expected {}",
-        dir.display()
-    );
-    dir
+    attest_testkit::vectors::path("azure-vtpm")
 }
 
 /// A vector file's bytes (panics loudly when missing).
@@ -36,7 +30,7 @@ pub fn read(name: &str) -> Vec<u8> {
 
 /// A file of the SNP vectors (`shared/vectors/snp/...`).
 pub fn read_snp(name: &str) -> Vec<u8> {
-    let p = vectors().join("../snp").join(name);
+    let p = attest_testkit::vectors::path("snp").join(name);
     std::fs::read(&p).unwrap_or_else(|e| panic!("cannot read vector {}: {e}", p.display()))
 }
 

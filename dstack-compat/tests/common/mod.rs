@@ -16,13 +16,7 @@ use serde::{Serialize, Serializer};
 /// `shared/vectors`, next to the repository; a missing directory fails the
 /// test (never a silent skip).
 pub fn vectors() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors");
-    assert!(
-        dir.is_dir(),
-        "test vectors not found at {} (expected shared/ next to the repository)",
-        dir.display()
-    );
-    dir
+    attest_testkit::vectors::dir()
 }
 
 /// Reads a vector, failing loudly if it is missing.

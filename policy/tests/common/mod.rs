@@ -17,13 +17,7 @@ use policy::{PolicyInput, RequestContext};
 use sha2::{Digest, Sha256, Sha384};
 
 pub fn vectors() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors");
-    assert!(
-        dir.is_dir(),
-        "test vectors missing: expected {}",
-        dir.display()
-    );
-    dir
+    attest_testkit::vectors::dir()
 }
 
 pub const OS_IMAGE: &str = "14ad42d0270b444eaeb53918a5a94d9b17eec7a817cd336173b17c5327541c67";
