@@ -18,6 +18,7 @@
 
 pub mod certs;
 pub mod crl;
+mod guid;
 pub mod measure;
 pub mod report;
 pub mod vcek;
@@ -307,7 +308,7 @@ impl SnpVerifier {
             None => false,
         };
 
-        let policy = u64::from(report.parsed.policy);
+        let policy = report.policy();
         if policy & POLICY_DEBUG != 0 {
             return Err(AttestError::Insecure(
                 "the guest policy allows debugging (POLICY.DEBUG)".into(),
@@ -318,13 +319,14 @@ impl SnpVerifier {
                 "the guest policy allows a migration agent (POLICY.MIGRATE_MA)".into(),
             ));
         }
-        if report.parsed.vmpl != self.config.vmpl {
+        if report.vmpl() != self.config.vmpl {
             return Err(AttestError::Insecure(format!(
                 "report from VMPL {}, expected VMPL {}",
-                report.parsed.vmpl, self.config.vmpl
+                report.vmpl(),
+                self.config.vmpl
             )));
         }
-        ctx.check_report_data(&ReportData(report.parsed.report_data))?;
+        ctx.check_report_data(&ReportData(*report.report_data()))?;
         Ok(VerifiedReport {
             report,
             product,
@@ -337,32 +339,24 @@ impl SnpVerifier {
 /// What identifies the endorsement key a report needs (read from the
 /// report, unsigned until that key verifies it).
 fn vek_request(report: &Report<'_>) -> Result<VekRequest, AttestError> {
-    let mut chip_id = [0u8; 64];
-    chip_id.copy_from_slice(report.chip_id());
-    let mut reported_tcb = [0u8; 8];
-    reported_tcb.copy_from_slice(&report.raw[0x180..0x188]);
     Ok(VekRequest {
         product: report.product_from_cpuid()?,
         signer: report.signer,
-        chip_id,
-        reported_tcb,
+        chip_id: *report.chip_id(),
+        reported_tcb: report.reported_tcb_raw(),
     })
 }
 
 /// The P-384 signature over the exact bytes received, `0x000..0x2A0`.
 fn check_report_signature(report: &Report<'_>, vek: &Vek) -> Result<(), AttestError> {
     UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, &vek.public_key)
-        .verify(&report.raw[..report::SIGNED_LEN], &report.signature_be())
+        .verify(report.signed_bytes(), &report.signature_be())
         .map_err(|_| {
             AttestError::BadSignature(format!(
                 "the {} signature over the report does not verify",
                 vek.common_name
             ))
         })
-}
-
-fn version(b: &[u8]) -> String {
-    format!("{}.{}.{}", b[2], b[1], b[0])
 }
 
 /// Everything the report proves besides the app identity.
@@ -382,7 +376,6 @@ impl SnpVerifier {
         ctx: &VerifyContext,
     ) -> Result<ReportPart, AttestError> {
         let (report, product) = (&verified.report, verified.product);
-        let p = &report.parsed;
         // A platform is only as current as the oldest TCB it reports: a
         // guest launched below the minimum and live-updated since is not
         // up to date.
@@ -396,21 +389,21 @@ impl SnpVerifier {
         let relaunch_advised = tcbs.relaunch_advised();
         let chip_id = report.chip_id();
         let masked = chip_id.iter().all(|b| *b == 0);
-        let tcb_value = |off| BootValue::Components(report.tcb_at(product, off).components());
-        let boot = BootMeasurements::new(&p.measurement[..])
-            .with("measurement", &p.measurement[..])
-            .with("host_data", &p.host_data[..])
-            .with("family_id", &p.family_id[..])
-            .with("image_id", &p.image_id[..])
-            .with("guest_svn", u64::from(p.guest_svn))
-            .with("policy", u64::from(p.policy))
-            .with("vmpl", u64::from(p.vmpl))
-            .with("reported_tcb", tcb_value(report::REPORTED_TCB))
-            .with("committed_tcb", tcb_value(report::COMMITTED_TCB))
-            .with("launch_tcb", tcb_value(report::LAUNCH_TCB))
-            .with("current_tcb", tcb_value(report::CURRENT_TCB))
-            .with("platform_info", u64::from(p.plat_info))
-            .with("chip_id", chip_id);
+        let tcb_value = |t: Tcb| BootValue::Components(t.components());
+        let boot = BootMeasurements::new(&report.measurement()[..])
+            .with("measurement", &report.measurement()[..])
+            .with("host_data", &report.host_data()[..])
+            .with("family_id", &report.family_id()[..])
+            .with("image_id", &report.image_id()[..])
+            .with("guest_svn", u64::from(report.guest_svn()))
+            .with("policy", report.policy())
+            .with("vmpl", u64::from(report.vmpl()))
+            .with("reported_tcb", tcb_value(tcbs.reported))
+            .with("committed_tcb", tcb_value(tcbs.committed))
+            .with("launch_tcb", tcb_value(tcbs.launch))
+            .with("current_tcb", tcb_value(tcbs.current))
+            .with("platform_info", report.platform_info())
+            .with("chip_id", &chip_id[..]);
 
         let mut platform_claims = PlatformClaims::default();
         platform_claims.insert(
@@ -420,10 +413,10 @@ impl SnpVerifier {
                 signer: report.signer,
                 report_version: report.version,
                 chip_id_masked: masked,
-                current_firmware: version(&report.raw[0x1E8..0x1EB]),
-                committed_firmware: version(&report.raw[0x1EC..0x1EF]),
-                id_key_digest: HexBytes(p.id_key_digest.to_vec()),
-                author_key_digest: HexBytes(p.author_key_digest.to_vec()),
+                current_firmware: report.current_firmware().to_string(),
+                committed_firmware: report.committed_firmware().to_string(),
+                id_key_digest: HexBytes(report.id_key_digest().to_vec()),
+                author_key_digest: HexBytes(report.author_key_digest().to_vec()),
                 revocation_checked: verified.revocation_checked,
                 tcbs,
                 effective_tcb: effective,
@@ -441,11 +434,11 @@ impl SnpVerifier {
             DSTACK_SECTION,
             &DstackClaims {
                 tee_variant: "dstack-amd-sev-snp".into(),
-                mr_aggregated: sha(&[&p.measurement, &p.host_data]),
-                mr_system: sha(&[&p.measurement]),
+                mr_aggregated: sha(&[report.measurement(), report.host_data()]),
+                mr_system: sha(&[report.measurement()]),
             },
         )?;
-        let report_data = ReportData(p.report_data);
+        let report_data = ReportData(*report.report_data());
         let mut tcb = TcbInfo::new(status);
         if relaunch_advised {
             tcb.advisory_ids.push(RELAUNCH_ADVISED.to_owned());
@@ -455,7 +448,7 @@ impl SnpVerifier {
             tcb,
             report_data_checked: ctx.check_report_data(&report_data)?,
             report_data,
-            device_id: (!masked).then(|| DeviceId(Sha256::digest(chip_id).into())),
+            device_id: (!masked).then(|| DeviceId(Sha256::digest(&chip_id[..]).into())),
             platform_claims,
         })
     }
@@ -551,7 +544,7 @@ impl Attestation for SnpVerifier {
                 "SEV-SNP evidence carries no app_config: the app identity is the document HOST_DATA binds".into(),
             ));
         }
-        let app = verify_app_config(&evidence.app_config, &report.parsed.host_data)?.app_identity();
+        let app = verify_app_config(&evidence.app_config, report.host_data())?.app_identity();
         let part = self.report_part(&verified, ctx)?;
         Ok(VerifiedIdentity {
             platform: PlatformId::SEV_SNP,

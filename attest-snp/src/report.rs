@@ -1,13 +1,14 @@
-//! The 1184-byte SEV-SNP attestation report: raw-byte checks and fields.
+//! The 1184-byte SEV-SNP attestation report: its layout, field by field.
 //!
-//! Structure comes from the `sev` crate's parser; everything that guards
-//! the signature (must-be-zero ranges, signature encoding, the exact signed
-//! bytes) is checked here on the raw bytes as received, never on a
+//! The report is read in one pass with attest-core's [`Reader`], in the
+//! order of AMD's ABI (SEV-SNP Firmware ABI, table "ATTESTATION_REPORT"),
+//! so every byte offset of the report lives in this file. Everything that
+//! guards the signature (must-be-zero ranges, the signature's encoding, the
+//! exact signed bytes) is checked on the bytes as received, never on a
 //! re-encoding.
 
 use attest_core::AttestError;
-use sev::firmware::guest::AttestationReport;
-use sev::parser::ByteParser;
+use attest_core::reader::Reader;
 
 use crate::Product;
 
@@ -144,39 +145,86 @@ impl ReportTcbs {
     }
 }
 
-/// A report whose layout checks passed (signature not yet checked).
+/// A firmware version (major.minor.build).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirmwareVersion {
+    /// Major.
+    pub major: u8,
+    /// Minor.
+    pub minor: u8,
+    /// Build.
+    pub build: u8,
+}
+
+impl std::fmt::Display for FirmwareVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.build)
+    }
+}
+
+/// A report whose layout checks passed (signature not yet checked: see
+/// [`crate::VerifiedReport`] for one that was).
 pub struct Report<'a> {
-    /// The exact bytes received.
-    pub raw: &'a [u8],
-    /// The `sev` crate's parse.
-    pub parsed: AttestationReport,
-    /// Report version.
+    raw: &'a [u8],
+    /// Report version (2..=5).
     pub version: u32,
     /// The signer named in KEY_INFO.
     pub signer: Signer,
+    guest_svn: u32,
+    policy: u64,
+    family_id: [u8; 16],
+    image_id: [u8; 16],
+    vmpl: u32,
+    platform_info: u64,
+    report_data: [u8; 64],
+    measurement: [u8; 48],
+    host_data: [u8; 32],
+    id_key_digest: [u8; 48],
+    author_key_digest: [u8; 48],
+    cpuid: Option<(u8, u8, u8)>,
+    chip_id: [u8; 64],
+    current_tcb: [u8; 8],
+    reported_tcb: [u8; 8],
+    committed_tcb: [u8; 8],
+    launch_tcb: [u8; 8],
+    current_firmware: FirmwareVersion,
+    committed_firmware: FirmwareVersion,
+    signature: [u8; 96],
 }
 
-fn u32_at(raw: &[u8], off: usize) -> u32 {
-    u32::from_le_bytes([raw[off], raw[off + 1], raw[off + 2], raw[off + 3]])
-}
-
-fn u64_at(raw: &[u8], off: usize) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&raw[off..off + 8]);
-    u64::from_le_bytes(b)
-}
-
-fn must_be_zero(raw: &[u8], from: usize, to: usize, what: &str) -> Result<(), AttestError> {
-    if raw[from..to].iter().any(|b| *b != 0) {
+fn zero(r: &mut Reader<'_>, n: usize, what: &str) -> Result<(), AttestError> {
+    let at = r.position();
+    if r.take(n, what)?.iter().any(|b| *b != 0) {
         return Err(AttestError::Malformed(format!(
-            "report bytes {from:#x}..{to:#x} ({what}) must be zero"
+            "report bytes {at:#x}..{:#x} ({what}) must be zero",
+            at + n
         )));
     }
     Ok(())
 }
 
+fn firmware(r: &mut Reader<'_>, what: &str) -> Result<FirmwareVersion, AttestError> {
+    let [build, minor, major] = r.take_array::<3>(what)?;
+    zero(r, 1, "reserved")?;
+    Ok(FirmwareVersion {
+        major,
+        minor,
+        build,
+    })
+}
+
+/// An ECDSA scalar as stored: 72 little-endian bytes, the upper 24 zero;
+/// returned big-endian.
+fn scalar(r: &mut Reader<'_>, what: &str) -> Result<[u8; 48], AttestError> {
+    let le: [u8; 48] = r.take_array(what)?;
+    zero(r, 24, what)?;
+    let mut be = le;
+    be.reverse();
+    Ok(be)
+}
+
 impl<'a> Report<'a> {
-    /// Checks the layout of `raw` and parses it.
+    /// Checks the layout of `raw` and reads its fields.
     pub fn parse(raw: &'a [u8]) -> Result<Self, AttestError> {
         if raw.len() != REPORT_LEN {
             return Err(AttestError::Malformed(format!(
@@ -184,25 +232,32 @@ impl<'a> Report<'a> {
                 raw.len()
             )));
         }
-        let version = u32_at(raw, 0);
+        let mut r = Reader::new(raw, "SEV-SNP report");
+        let version = r.u32_le("VERSION")?;
         if !matches!(version, 2..=5) {
             return Err(AttestError::Malformed(format!(
                 "unsupported report version {version}"
             )));
         }
-        let sig_algo = u32_at(raw, 0x34);
-        if sig_algo != 1 {
-            return Err(AttestError::Malformed(format!(
-                "signature algorithm {sig_algo}, only 1 (ECDSA P-384 SHA-384) is defined"
-            )));
-        }
-        let policy = u64_at(raw, 0x08);
+        let guest_svn = r.u32_le("GUEST_SVN")?;
+        let policy = r.u64_le("POLICY")?;
         if policy & (1 << 17) == 0 || policy >> 26 != 0 {
             return Err(AttestError::Malformed(format!(
                 "guest policy {policy:#x} has reserved bits wrong"
             )));
         }
-        let key_info = u32_at(raw, 0x48);
+        let family_id = r.take_array("FAMILY_ID")?;
+        let image_id = r.take_array("IMAGE_ID")?;
+        let vmpl = r.u32_le("VMPL")?;
+        let sig_algo = r.u32_le("SIGNATURE_ALGO")?;
+        if sig_algo != 1 {
+            return Err(AttestError::Malformed(format!(
+                "signature algorithm {sig_algo}, only 1 (ECDSA P-384 SHA-384) is defined"
+            )));
+        }
+        let current_tcb = r.take_array("CURRENT_TCB")?;
+        let platform_info = r.u64_le("PLATFORM_INFO")?;
+        let key_info = r.u32_le("KEY_INFO")?;
         if key_info >> 5 != 0 {
             return Err(AttestError::Malformed(format!(
                 "KEY_INFO {key_info:#x} has reserved bits set"
@@ -227,39 +282,85 @@ impl<'a> Report<'a> {
                 )));
             }
         };
-        must_be_zero(raw, 0x4C, 0x50, "reserved")?;
-        if version == 2 {
-            must_be_zero(raw, 0x188, 0x1A0, "reserved")?;
+        zero(&mut r, 4, "reserved")?;
+        let report_data = r.take_array("REPORT_DATA")?;
+        let measurement = r.take_array("MEASUREMENT")?;
+        let host_data = r.take_array("HOST_DATA")?;
+        let id_key_digest = r.take_array("ID_KEY_DIGEST")?;
+        let author_key_digest = r.take_array("AUTHOR_KEY_DIGEST")?;
+        r.skip(32, "REPORT_ID")?;
+        r.skip(32, "REPORT_ID_MA")?;
+        debug_assert_eq!(r.position(), REPORTED_TCB);
+        let reported_tcb = r.take_array("REPORTED_TCB")?;
+        let cpuid = if version >= 3 {
+            let [fam, model, step] = r.take_array::<3>("CPUID")?;
+            Some((fam, model, step))
         } else {
-            must_be_zero(raw, 0x18B, 0x1A0, "reserved")?;
+            zero(&mut r, 3, "reserved")?;
+            None
+        };
+        zero(&mut r, 0x1A0 - 0x18B, "reserved")?;
+        let chip_id = r.take_array("CHIP_ID")?;
+        let committed_tcb = r.take_array("COMMITTED_TCB")?;
+        let current_firmware = firmware(&mut r, "CURRENT_BUILD/MINOR/MAJOR")?;
+        let committed_firmware = firmware(&mut r, "COMMITTED_BUILD/MINOR/MAJOR")?;
+        let launch_tcb = r.take_array("LAUNCH_TCB")?;
+        if version >= 5 {
+            // LAUNCH_MIT_VECTOR and CURRENT_MIT_VECTOR (not judged yet).
+            r.skip(16, "mitigation vectors")?;
         }
-        must_be_zero(raw, 0x1EB, 0x1EC, "reserved")?;
-        must_be_zero(raw, 0x1EF, 0x1F0, "reserved")?;
-        must_be_zero(
-            raw,
-            if version >= 5 { 0x208 } else { 0x1F8 },
-            SIGNED_LEN,
-            "reserved",
-        )?;
-        must_be_zero(raw, 0x2D0, 0x2E8, "upper bytes of signature r")?;
-        must_be_zero(raw, 0x318, 0x330, "upper bytes of signature s")?;
-        must_be_zero(raw, 0x330, REPORT_LEN, "reserved")?;
-        let parsed = AttestationReport::from_bytes(raw)
-            .map_err(|e| AttestError::Malformed(format!("SEV-SNP report: {e}")))?;
+        let left = SIGNED_LEN.saturating_sub(r.position());
+        zero(&mut r, left, "reserved")?;
+        let sig_r = scalar(&mut r, "signature r")?;
+        let sig_s = scalar(&mut r, "signature s")?;
+        let left = REPORT_LEN.saturating_sub(r.position());
+        zero(&mut r, left, "reserved")?;
+        r.finish()?;
+        let mut signature = [0u8; 96];
+        signature[..48].copy_from_slice(&sig_r);
+        signature[48..].copy_from_slice(&sig_s);
         Ok(Report {
             raw,
-            parsed,
             version,
             signer,
+            guest_svn,
+            policy,
+            family_id,
+            image_id,
+            vmpl,
+            platform_info,
+            report_data,
+            measurement,
+            host_data,
+            id_key_digest,
+            author_key_digest,
+            cpuid,
+            chip_id,
+            current_tcb,
+            reported_tcb,
+            committed_tcb,
+            launch_tcb,
+            current_firmware,
+            committed_firmware,
+            signature,
         })
+    }
+
+    /// The bytes the signature covers, exactly as received.
+    pub fn signed_bytes(&self) -> &'a [u8] {
+        &self.raw[..SIGNED_LEN]
+    }
+
+    /// The whole report, exactly as received.
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
     }
 
     /// The product, from the report's CPUID fields (v3 and later).
     pub fn product_from_cpuid(&self) -> Result<Option<Product>, AttestError> {
-        if self.version < 3 {
+        let Some((family, model, _)) = self.cpuid else {
             return Ok(None);
-        }
-        let (family, model) = (self.raw[0x188], self.raw[0x189]);
+        };
         match (family, model) {
             (0x19, 0x00..=0x0F) => Ok(Some(Product::Milan)),
             (0x19, 0x10..=0x1F) | (0x19, 0xA0..=0xAF) => Ok(Some(Product::Genoa)),
@@ -272,38 +373,96 @@ impl<'a> Report<'a> {
 
     /// REPORTED_TCB (what the VCEK is derived for).
     pub fn reported_tcb(&self, product: Product) -> Tcb {
-        self.tcb_at(product, REPORTED_TCB)
+        Tcb::decode(product, &self.reported_tcb)
+    }
+
+    /// REPORTED_TCB, raw (how KDS names a VCEK).
+    pub fn reported_tcb_raw(&self) -> [u8; 8] {
+        self.reported_tcb
     }
 
     /// The four TCB versions the report carries.
     pub fn tcbs(&self, product: Product) -> ReportTcbs {
         ReportTcbs {
-            reported: self.tcb_at(product, REPORTED_TCB),
-            committed: self.tcb_at(product, COMMITTED_TCB),
-            launch: self.tcb_at(product, LAUNCH_TCB),
-            current: self.tcb_at(product, CURRENT_TCB),
+            reported: Tcb::decode(product, &self.reported_tcb),
+            committed: Tcb::decode(product, &self.committed_tcb),
+            launch: Tcb::decode(product, &self.launch_tcb),
+            current: Tcb::decode(product, &self.current_tcb),
         }
-    }
-
-    /// A TCB_VERSION field at `off`, decoded for `product`.
-    pub fn tcb_at(&self, product: Product, off: usize) -> Tcb {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&self.raw[off..off + 8]);
-        Tcb::decode(product, &b)
     }
 
     /// The ECDSA signature as big-endian `r ‖ s` (96 bytes).
     pub fn signature_be(&self) -> [u8; 96] {
-        let mut out = [0u8; 96];
-        for i in 0..48 {
-            out[i] = self.raw[0x2A0 + 47 - i];
-            out[48 + i] = self.raw[0x2E8 + 47 - i];
-        }
-        out
+        self.signature
     }
 
     /// CHIP_ID.
-    pub fn chip_id(&self) -> &[u8] {
-        &self.raw[0x1A0..0x1E0]
+    pub fn chip_id(&self) -> &[u8; 64] {
+        &self.chip_id
+    }
+
+    /// GUEST_SVN.
+    pub fn guest_svn(&self) -> u32 {
+        self.guest_svn
+    }
+
+    /// POLICY.
+    pub fn policy(&self) -> u64 {
+        self.policy
+    }
+
+    /// FAMILY_ID.
+    pub fn family_id(&self) -> &[u8; 16] {
+        &self.family_id
+    }
+
+    /// IMAGE_ID.
+    pub fn image_id(&self) -> &[u8; 16] {
+        &self.image_id
+    }
+
+    /// VMPL.
+    pub fn vmpl(&self) -> u32 {
+        self.vmpl
+    }
+
+    /// PLATFORM_INFO.
+    pub fn platform_info(&self) -> u64 {
+        self.platform_info
+    }
+
+    /// REPORT_DATA.
+    pub fn report_data(&self) -> &[u8; 64] {
+        &self.report_data
+    }
+
+    /// MEASUREMENT (the launch digest).
+    pub fn measurement(&self) -> &[u8; 48] {
+        &self.measurement
+    }
+
+    /// HOST_DATA.
+    pub fn host_data(&self) -> &[u8; 32] {
+        &self.host_data
+    }
+
+    /// ID_KEY_DIGEST.
+    pub fn id_key_digest(&self) -> &[u8; 48] {
+        &self.id_key_digest
+    }
+
+    /// AUTHOR_KEY_DIGEST.
+    pub fn author_key_digest(&self) -> &[u8; 48] {
+        &self.author_key_digest
+    }
+
+    /// The firmware version running (CURRENT_MAJOR.MINOR.BUILD).
+    pub fn current_firmware(&self) -> FirmwareVersion {
+        self.current_firmware
+    }
+
+    /// The committed firmware version.
+    pub fn committed_firmware(&self) -> FirmwareVersion {
+        self.committed_firmware
     }
 }

@@ -75,28 +75,19 @@ pub trait VcekSource: Send + Sync {
     async fn fetch(&self, req: &VekRequest) -> Result<Vec<u8>, AttestError>;
 }
 
-/// A GUID in the little-endian (Microsoft) byte order firmware and the
-/// GHCB certificate table use.
-pub(crate) fn guid_le(s: &str) -> [u8; 16] {
-    let hexs: String = s.chars().filter(|c| *c != '-').collect();
-    let b = hex::decode(hexs).unwrap_or_else(|_| vec![0; 16]);
-    let mut g = [0u8; 16];
-    g[0..4].copy_from_slice(&[b[3], b[2], b[1], b[0]]);
-    g[4..6].copy_from_slice(&[b[5], b[4]]);
-    g[6..8].copy_from_slice(&[b[7], b[6]]);
-    g[8..16].copy_from_slice(&b[8..16]);
-    g
-}
-
-/// GUIDs of the certificate table entries.
-pub fn table_guid(name: &str) -> [u8; 16] {
-    guid_le(match name {
-        "ark" => "c0b406a4-a803-4952-9743-3fb6014cd0ae",
-        "ask" => "4ab7b379-bbac-4fe4-a02f-05aef327c782",
-        "vcek" => "63da758d-e664-4564-adc5-f4b93be8accd",
-        "vlek" => "a8074bc2-a25a-483e-aae6-39c045a0b8a1",
-        _ => "92f81bc3-5811-4d3d-97ff-d19f88dc67ea",
-    })
+/// GUIDs of the GHCB certificate table entries (GHCB spec 56421).
+pub mod table_guid {
+    use crate::guid::guid;
+    /// The ARK.
+    pub const ARK: [u8; 16] = guid("c0b406a4-a803-4952-9743-3fb6014cd0ae");
+    /// The ASK (or ASVK).
+    pub const ASK: [u8; 16] = guid("4ab7b379-bbac-4fe4-a02f-05aef327c782");
+    /// The VCEK.
+    pub const VCEK: [u8; 16] = guid("63da758d-e664-4564-adc5-f4b93be8accd");
+    /// The VLEK.
+    pub const VLEK: [u8; 16] = guid("a8074bc2-a25a-483e-aae6-39c045a0b8a1");
+    /// A CRL.
+    pub const CRL: [u8; 16] = guid("92f81bc3-5811-4d3d-97ff-d19f88dc67ea");
 }
 
 /// The DER certificates of a PEM bundle, in order.
@@ -138,24 +129,22 @@ pub fn certs_from_evidence(bytes: &[u8], signer: Signer) -> Result<Option<Vec<u8
     if bytes[0] == 0x30 {
         return Ok(Some(bytes.to_vec()));
     }
-    let guid = table_guid(match signer {
-        Signer::Vcek => "vcek",
-        Signer::Vlek => "vlek",
-    });
+    let guid = match signer {
+        Signer::Vcek => table_guid::VCEK,
+        Signer::Vlek => table_guid::VLEK,
+    };
+    // `{GUID, u32 offset, u32 length}` entries, closed by an all-zero
+    // GUID; offsets count from the start of the table.
     let bad = |m: &str| AttestError::Malformed(format!("certificate table: {m}"));
-    for (i, entry) in bytes.chunks(24).enumerate() {
-        if i >= 64 {
-            return Err(bad("more than 64 entries"));
+    let mut r = attest_core::reader::Reader::new(bytes, "certificate table");
+    for _ in 0..MAX_TABLE_ENTRIES {
+        let g: [u8; 16] = r.take_array("entry GUID")?;
+        let off = r.u32_le("entry offset")? as usize;
+        let len = r.u32_le("entry length")? as usize;
+        if g == [0u8; 16] {
+            return Ok(None);
         }
-        if entry.len() < 24 {
-            return Err(bad("truncated entry"));
-        }
-        if entry[..16] == [0u8; 16] {
-            break;
-        }
-        if entry[..16] == guid {
-            let off = u32::from_le_bytes([entry[16], entry[17], entry[18], entry[19]]) as usize;
-            let len = u32::from_le_bytes([entry[20], entry[21], entry[22], entry[23]]) as usize;
+        if g == guid {
             if len > MAX_CERT {
                 return Err(bad("certificate larger than 16 KiB"));
             }
@@ -166,8 +155,11 @@ pub fn certs_from_evidence(bytes: &[u8], signer: Signer) -> Result<Option<Vec<u8
             return Ok(Some(cert.to_vec()));
         }
     }
-    Ok(None)
+    Err(bad("more than 64 entries"))
 }
+
+/// Most entries a certificate table may have.
+const MAX_TABLE_ENTRIES: usize = 64;
 
 /// A directory of certificates named as [`VekRequest::file_name`] says.
 pub struct OfflineVceks {

@@ -52,12 +52,12 @@ async fn milan_v2_a_verifies_with_its_exact_values() {
     assert_eq!(product, Product::Milan);
     assert_eq!(r.version, 2);
     assert_eq!(
-        hex::encode(r.parsed.measurement),
+        hex::encode(r.measurement()),
         "7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f"
     );
-    assert_eq!(u64::from(r.parsed.policy), 0x30000);
-    assert_eq!(r.parsed.vmpl, 0);
-    let tcb = r.tcb_at(product, 0x180);
+    assert_eq!(r.policy(), 0x30000);
+    assert_eq!(r.vmpl(), 0);
+    let tcb = r.reported_tcb(product);
     assert_eq!(
         tcb,
         Tcb {
@@ -81,10 +81,10 @@ async fn milan_v2_b_verifies() {
     let v = verifier(0).verify_report(&e, &ctx()).await.unwrap();
     let r = v.report();
     assert_eq!(
-        hex::encode(r.parsed.measurement),
+        hex::encode(r.measurement()),
         "a1f3930413247bb38cfc171579ea3c12d5fe4901f0c792f63fd75d98f1ef827c23500644e0e692e6be917f9050d3d38c"
     );
-    assert_eq!(u64::from(r.parsed.policy), 0x3001f);
+    assert_eq!(r.policy(), 0x3001f);
 }
 
 #[tokio::test]
@@ -94,12 +94,12 @@ async fn genoa_v3_verifies_with_a_pem_vcek() {
     let (r, product) = (v.report(), v.product());
     assert_eq!(product, Product::Genoa);
     assert_eq!(
-        hex::encode(r.parsed.measurement),
+        hex::encode(r.measurement()),
         "f57dc09a507c6ecd82369bffb600f0003792f4d99bc26e985ec0c266fc34faf3706faf814c9e61065768a6ff917c89ae"
     );
-    assert_eq!(u64::from(r.parsed.policy), 0x3001f);
+    assert_eq!(r.policy(), 0x3001f);
     assert_eq!(
-        r.tcb_at(product, 0x180),
+        r.reported_tcb(product),
         Tcb {
             bootloader: 10,
             tee: 0,
@@ -123,7 +123,7 @@ async fn milan_v3_vlek_needs_vmpl_1_and_its_validity_window() {
     assert_eq!(vek.common_name, "SEV-VLEK");
     assert!(r.chip_id().iter().all(|b| *b == 0), "CHIP_ID is masked");
     assert_eq!(
-        r.tcb_at(product, 0x180),
+        r.reported_tcb(product),
         Tcb {
             bootloader: 4,
             tee: 0,

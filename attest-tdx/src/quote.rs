@@ -2,6 +2,7 @@
 
 use attest_core::AttestError;
 use attest_core::eventlog::{self, LogEvent};
+use attest_core::reader::Reader;
 use dcap_qvl::quote::{Quote, Report};
 
 /// A parsed (not yet verified) TDX quote.
@@ -65,41 +66,36 @@ pub fn parse_event_log(bytes: &[u8]) -> Result<Vec<LogEvent>, AttestError> {
     }
 }
 
+/// Quote header length.
+const HEADER_LEN: usize = 48;
+/// TD 1.0 body length (a v4 quote's body).
+const TD10_BODY_LEN: usize = 584;
+
 /// The declared end of a quote: header (+ v5 body descriptor) + body +
 /// `u32 sig_data_len` + signature data. Real quotes are often zero-padded
 /// after it (to 5006 or 8000 bytes); anything but zeros there is unsigned
 /// data smuggled along, and rejected.
 fn check_framing(raw: &[u8]) -> Result<(), AttestError> {
     let bad = |m: String| AttestError::Malformed(format!("TDX quote: {m}"));
-    let u16_at = |o: usize| raw.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| {
-        raw.get(o..o + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    let version =
-        u16_at(0).ok_or_else(|| bad(format!("{} bytes is shorter than a header", raw.len())))?;
-    let body_end = match version {
-        4 => 48 + 584,
+    let mut r = Reader::new(raw, "TDX quote");
+    let version = r.u16_le("version")?;
+    let body_len = match version {
+        4 => {
+            r.skip(HEADER_LEN - 2, "header")?;
+            TD10_BODY_LEN
+        }
         5 => {
-            let size = u32_at(50).ok_or_else(|| bad("truncated body descriptor".into()))?;
-            54usize.saturating_add(size as usize)
+            r.skip(HEADER_LEN - 2, "header")?;
+            r.skip(2, "body type")?;
+            r.u32_le("body size")? as usize
         }
         v => return Err(bad(format!("unsupported quote version {v}"))),
     };
-    let sig_len = u32_at(body_end).ok_or_else(|| {
-        bad(format!(
-            "truncated: {} bytes, body ends at {body_end}",
-            raw.len()
-        ))
-    })?;
-    let end = body_end.saturating_add(4).saturating_add(sig_len as usize);
-    if raw.len() < end {
-        return Err(bad(format!(
-            "truncated: {} bytes, signature data ends at {end}",
-            raw.len()
-        )));
-    }
-    if raw[end..].iter().any(|b| *b != 0) {
+    r.skip(body_len, "body")?;
+    let sig_len = r.u32_le("signature data length")? as usize;
+    r.skip(sig_len, "signature data")?;
+    let end = r.position();
+    if r.rest().iter().any(|b| *b != 0) {
         return Err(bad(format!(
             "non-zero bytes after the signature data (which ends at {end})"
         )));

@@ -1,0 +1,167 @@
+//! OVMF's footer GUID table and its SEV metadata: where the firmware wants
+//! its special pages, and the AP reset address.
+
+use attest_core::reader::Reader;
+
+use super::{MeasureError, err};
+use crate::guid::guid;
+
+/// The GUID that closes the footer table.
+const FOOTER: [u8; 16] = guid("96b582de-1fb2-45f7-baea-a366c55a082d");
+/// SEV_ES_RESET_BLOCK: the AP reset EIP.
+const SEV_ES_RESET_BLOCK: [u8; 16] = guid("00f771de-1a7e-4fcb-890e-68c77e2fb44e");
+/// SEV_HASH_TABLE_RV: the GPA of the kernel hashes table.
+const SEV_HASH_TABLE_RV: [u8; 16] = guid("7255371f-3a3b-4b04-927b-1da6efa8d454");
+/// OVMF_SEV_METADATA: the offset of the SEV metadata from the image end.
+const SEV_METADATA: [u8; 16] = guid("dc886566-984a-4798-a75e-5585a7bf67cc");
+/// Most metadata sections accepted.
+const MAX_SECTIONS: usize = 64;
+
+/// What a SEV metadata section asks the VMM to add.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SectionKind {
+    /// SNP_SEC_MEMORY: zero (or, on GCE, unmeasured) pages.
+    SecMemory,
+    /// SNP_SECRETS: the secrets page.
+    Secrets,
+    /// CPUID: the CPUID page.
+    Cpuid,
+    /// SVSM_CAA: the SVSM calling-area pages.
+    SvsmCaa,
+    /// SNP_KERNEL_HASHES: the direct-boot hashes page.
+    KernelHashes,
+}
+
+impl TryFrom<u32> for SectionKind {
+    type Error = MeasureError;
+    fn try_from(v: u32) -> Result<Self, MeasureError> {
+        Ok(match v {
+            1 => SectionKind::SecMemory,
+            2 => SectionKind::Secrets,
+            3 => SectionKind::Cpuid,
+            4 => SectionKind::SvsmCaa,
+            0x10 => SectionKind::KernelHashes,
+            k => return Err(err(format!("unknown SEV metadata section type {k:#x}"))),
+        })
+    }
+}
+
+/// One SEV metadata section of OVMF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Section {
+    /// Guest physical address.
+    pub gpa: u32,
+    /// Size in bytes.
+    pub size: u32,
+    /// What the VMM adds there.
+    pub kind: SectionKind,
+}
+
+/// What OVMF's footer GUID table and SEV metadata say.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OvmfInfo {
+    /// Every GUID table entry (GUID in firmware byte order, data).
+    pub entries: Vec<([u8; 16], Vec<u8>)>,
+    /// AP reset EIP (SEV_ES_RESET_BLOCK).
+    pub ap_eip: Option<u32>,
+    /// GPA of the kernel hashes table (SEV_HASH_TABLE_RV).
+    pub hash_table_gpa: Option<u32>,
+    /// SEV metadata sections, in file order.
+    pub sections: Vec<Section>,
+}
+
+/// The first little-endian u32 of an entry's data.
+fn first_u32(data: &[u8]) -> Option<u32> {
+    Reader::new(data, "GUID table entry").u32_le("value").ok()
+}
+
+impl OvmfInfo {
+    /// Parses the footer GUID table and the SEV metadata of a firmware image.
+    ///
+    /// The table is read backwards from its footer, 32 bytes before the end
+    /// of the image: each entry is `data ‖ u16 size ‖ GUID`, its size
+    /// counting all three.
+    pub fn parse(ovmf: &[u8]) -> Result<Self, MeasureError> {
+        let len = ovmf.len();
+        let footer = len
+            .checked_sub(32 + 18)
+            .ok_or_else(|| err("firmware image too small for a GUID table footer"))?;
+        let header = |at: usize| -> Result<(usize, [u8; 16]), MeasureError> {
+            let mut r = Reader::new(ovmf.get(at..at + 18).unwrap_or(&[]), "OVMF GUID table");
+            let size = r.u16_le("entry size").map_err(|e| err(e.message()))?;
+            let g = r
+                .take_array::<16>("entry GUID")
+                .map_err(|e| err(e.message()))?;
+            Ok((usize::from(size), g))
+        };
+        let (size, footer_guid) = header(footer)?;
+        if footer_guid != FOOTER {
+            return Err(err("firmware image has no OVMF footer GUID table"));
+        }
+        let start = footer
+            .checked_sub(
+                size.checked_sub(18)
+                    .ok_or_else(|| err("bad GUID table size"))?,
+            )
+            .ok_or_else(|| err("GUID table runs past the start of the image"))?;
+        let mut entries = Vec::new();
+        let mut pos = footer;
+        while pos > start {
+            let hdr = pos
+                .checked_sub(18)
+                .filter(|h| *h >= start)
+                .ok_or_else(|| err("truncated GUID table entry"))?;
+            let (esize, g) = header(hdr)?;
+            if esize < 18 || esize > pos - start {
+                return Err(err(format!("bad GUID table entry size {esize}")));
+            }
+            entries.push((g, ovmf[pos - esize..hdr].to_vec()));
+            pos -= esize;
+        }
+        let find = |g: [u8; 16]| {
+            entries
+                .iter()
+                .find(|(id, _)| *id == g)
+                .map(|(_, d)| d.as_slice())
+        };
+        let ap_eip = find(SEV_ES_RESET_BLOCK).and_then(first_u32);
+        let hash_table_gpa = find(SEV_HASH_TABLE_RV).and_then(first_u32);
+        let mut sections = Vec::new();
+        if let Some(d) = find(SEV_METADATA) {
+            let off = first_u32(d).ok_or_else(|| err("truncated SEV metadata pointer"))? as usize;
+            let m = len
+                .checked_sub(off)
+                .ok_or_else(|| err("SEV metadata offset outside the image"))?;
+            let mut r = Reader::new(ovmf.get(m..).unwrap_or(&[]), "SEV metadata");
+            let bad = |e: attest_core::AttestError| err(e.message());
+            if r.take(4, "signature").map_err(bad)? != b"ASEV" {
+                return Err(err("SEV metadata has no ASEV signature"));
+            }
+            r.skip(8, "size and version").map_err(bad)?;
+            let n = r.u32_le("section count").map_err(bad)? as usize;
+            if n > MAX_SECTIONS {
+                return Err(err(format!("SEV metadata lists {n} sections")));
+            }
+            for _ in 0..n {
+                let gpa = r.u32_le("section gpa").map_err(bad)?;
+                let size = r.u32_le("section size").map_err(bad)?;
+                let kind = SectionKind::try_from(r.u32_le("section type").map_err(bad)?)?;
+                sections.push(Section { gpa, size, kind });
+            }
+        }
+        Ok(OvmfInfo {
+            entries,
+            ap_eip,
+            hash_table_gpa,
+            sections,
+        })
+    }
+
+    /// The first little-endian u32 of the GUID table entry `g`.
+    pub fn entry_u32(&self, g: [u8; 16]) -> Option<u32> {
+        self.entries
+            .iter()
+            .find(|(id, _)| *id == g)
+            .and_then(|(_, d)| first_u32(d))
+    }
+}
