@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::HexBytes;
 
 /// The `platform_claims` section holding [`DstackClaims`].
-pub const SECTION: &str = "dstack";
+pub const SECTION: &str = crate::names::section::DSTACK;
 
 /// What dstack's `BootInfo` needs beyond the normalized identity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

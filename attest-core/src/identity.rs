@@ -77,6 +77,50 @@ impl VerifiedIdentity {
     }
 }
 
+/// What evidence proves when its app identity document is absent (a TDX
+/// quote without its event log, an SNP report without its app config):
+/// the same JSON names as [`VerifiedIdentity`], with `app` always `null`.
+/// Offline verification tools print it; keys are never released on it,
+/// and no conversion to a [`VerifiedIdentity`] exists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct QuoteOnlyIdentity {
+    /// The platform.
+    pub platform: PlatformId,
+    /// Always `null`.
+    pub app: NoApp,
+    /// The boot registers.
+    pub boot: BootMeasurements,
+    /// The TCB standing.
+    pub tcb: TcbInfo,
+    /// Debug mode.
+    pub debug: bool,
+    /// The report data.
+    pub report_data: ReportData,
+    /// Whether it was compared with an expected value.
+    pub report_data_checked: bool,
+    /// The device id.
+    pub device_id: Option<DeviceId>,
+    /// Platform-specific claims.
+    pub platform_claims: PlatformClaims,
+}
+
+impl QuoteOnlyIdentity {
+    /// The identity as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// The absent app identity of a [`QuoteOnlyIdentity`]: serializes as `null`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NoApp;
+
+impl Serialize for NoApp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_none()
+    }
+}
+
 /// The application identity, the same on every platform.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -28,6 +28,7 @@ mod evidence;
 pub mod fetch;
 pub mod identity;
 pub mod image_registry;
+pub mod names;
 mod platform;
 pub mod reader;
 
@@ -36,7 +37,7 @@ pub use bytes::{AppId, ComposeHash, DeviceId, HexBytes, InstanceId, OsImageHash,
 pub use error::{AttestError, ErrorKind};
 pub use evidence::{Evidence, UnixTime, VerifyContext};
 pub use identity::{
-    AppIdentity, BootMeasurements, BootValue, KeyProvider, PlatformClaims, TcbInfo, TcbStatus,
-    VerifiedIdentity,
+    AppIdentity, BootMeasurements, BootValue, KeyProvider, NoApp, PlatformClaims,
+    QuoteOnlyIdentity, TcbInfo, TcbStatus, VerifiedIdentity,
 };
 pub use platform::PlatformId;

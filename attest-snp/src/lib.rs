@@ -29,6 +29,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use attest_core::app_config::verify_app_config;
 use attest_core::dstack::{DstackClaims, SECTION as DSTACK_SECTION};
+use attest_core::names::reg;
 use attest_core::{
     AttestError, Attestation, BootMeasurements, BootValue, DeviceId, Evidence, HexBytes,
     PlatformClaims, PlatformId, ReportData, TcbInfo, TcbStatus, VerifiedIdentity, VerifyContext,
@@ -118,10 +119,10 @@ pub const RELAUNCH_ADVISED: &str = "SNP-RELAUNCH-ADVISED";
 
 /// The register that identifies an OS image on SEV-SNP (image registry
 /// entries must list it).
-pub const IMAGE_REGISTERS: &[&str] = &["measurement"];
+pub const IMAGE_REGISTERS: &[&str] = &[reg::MEASUREMENT];
 
 /// The `platform_claims` section name.
-pub const SECTION: &str = "sev_snp";
+pub const SECTION: &str = attest_core::names::section::SEV_SNP;
 
 /// The SEV-SNP verifier.
 pub struct SnpVerifier {
@@ -268,7 +269,7 @@ impl SnpVerifier {
         let tcb = report.reported_tcb(product);
         if vek.tcb != tcb {
             return Err(AttestError::IdentityMismatch {
-                what: "reported_tcb".into(),
+                what: reg::REPORTED_TCB.into(),
                 expected: format!("{tcb:?}"),
                 found: format!("{:?} in the {} certificate", vek.tcb, vek.common_name),
             });
@@ -391,19 +392,19 @@ impl SnpVerifier {
         let masked = chip_id.iter().all(|b| *b == 0);
         let tcb_value = |t: Tcb| BootValue::Components(t.components());
         let boot = BootMeasurements::new(&report.measurement()[..])
-            .with("measurement", &report.measurement()[..])
-            .with("host_data", &report.host_data()[..])
-            .with("family_id", &report.family_id()[..])
-            .with("image_id", &report.image_id()[..])
-            .with("guest_svn", u64::from(report.guest_svn()))
-            .with("policy", report.policy())
-            .with("vmpl", u64::from(report.vmpl()))
-            .with("reported_tcb", tcb_value(tcbs.reported))
-            .with("committed_tcb", tcb_value(tcbs.committed))
-            .with("launch_tcb", tcb_value(tcbs.launch))
-            .with("current_tcb", tcb_value(tcbs.current))
-            .with("platform_info", report.platform_info())
-            .with("chip_id", &chip_id[..]);
+            .with(reg::MEASUREMENT, &report.measurement()[..])
+            .with(reg::HOST_DATA, &report.host_data()[..])
+            .with(reg::FAMILY_ID, &report.family_id()[..])
+            .with(reg::IMAGE_ID, &report.image_id()[..])
+            .with(reg::GUEST_SVN, u64::from(report.guest_svn()))
+            .with(reg::POLICY, report.policy())
+            .with(reg::VMPL, u64::from(report.vmpl()))
+            .with(reg::REPORTED_TCB, tcb_value(tcbs.reported))
+            .with(reg::COMMITTED_TCB, tcb_value(tcbs.committed))
+            .with(reg::LAUNCH_TCB, tcb_value(tcbs.launch))
+            .with(reg::CURRENT_TCB, tcb_value(tcbs.current))
+            .with(reg::PLATFORM_INFO, report.platform_info())
+            .with(reg::CHIP_ID, &chip_id[..]);
 
         let mut platform_claims = PlatformClaims::default();
         platform_claims.insert(
@@ -471,28 +472,28 @@ impl SnpVerifier {
         Ok(())
     }
 
-    /// Verifies a report without an app config and returns the identity
-    /// JSON with `app: null` (the app identity of an SNP guest is the
-    /// document HOST_DATA binds; without it there is none). Keys are never
-    /// released on this form; it serves offline verification tools.
+    /// Verifies a report without an app config and returns its identity
+    /// with `app: null` (the app identity of an SNP guest is the document
+    /// HOST_DATA binds; without it there is none). Keys are never released
+    /// on this form; it serves offline verification tools.
     pub async fn verify_without_app(
         &self,
         evidence: &Evidence,
         ctx: &VerifyContext,
-    ) -> Result<serde_json::Value, AttestError> {
+    ) -> Result<attest_core::QuoteOnlyIdentity, AttestError> {
         let verified = self.verify_report(evidence, ctx).await?;
         let part = self.report_part(&verified, ctx)?;
-        Ok(serde_json::json!({
-            "platform": PlatformId::SEV_SNP,
-            "app": null,
-            "boot": part.boot,
-            "tcb": part.tcb,
-            "debug": false,
-            "report_data": part.report_data,
-            "report_data_checked": part.report_data_checked,
-            "device_id": part.device_id,
-            "platform_claims": part.platform_claims,
-        }))
+        Ok(attest_core::QuoteOnlyIdentity {
+            platform: PlatformId::SEV_SNP,
+            app: attest_core::NoApp,
+            boot: part.boot,
+            tcb: part.tcb,
+            debug: false,
+            report_data: part.report_data,
+            report_data_checked: part.report_data_checked,
+            device_id: part.device_id,
+            platform_claims: part.platform_claims,
+        })
     }
 }
 

@@ -2,9 +2,10 @@
 
 use attest_core::dstack::{DstackClaims, SECTION as DSTACK_SECTION};
 use attest_core::eventlog::{self, RegisterSet, ReplayedLog, RuntimeAppInfo};
+use attest_core::names::reg;
 use attest_core::{
-    AppIdentity, AttestError, BootMeasurements, DeviceId, HexBytes, PlatformClaims, PlatformId,
-    ReportData, TcbInfo, TcbStatus, VerifiedIdentity, VerifyContext,
+    AppIdentity, AttestError, BootMeasurements, DeviceId, HexBytes, NoApp, PlatformClaims,
+    PlatformId, QuoteOnlyIdentity, ReportData, TcbInfo, TcbStatus, VerifiedIdentity, VerifyContext,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256, Sha384};
@@ -36,7 +37,7 @@ pub struct TdxClaims {
 }
 
 /// The `platform_claims` section name.
-pub const SECTION: &str = "tdx";
+pub const SECTION: &str = attest_core::names::section::TDX;
 
 /// dcap-qvl's converged status.
 fn map_status(s: dcap_qvl::TcbStatus) -> TcbStatus {
@@ -92,18 +93,18 @@ fn boot_measurements(quote: &TdQuote) -> BootMeasurements {
     let r = quote.td10();
     let boot_digest = Sha384::digest([&r.mr_td[..], &r.rt_mr0, &r.rt_mr1, &r.rt_mr2].concat());
     BootMeasurements::new(boot_digest.to_vec())
-        .with("mrtd", &r.mr_td[..])
-        .with("rtmr0", &r.rt_mr0[..])
-        .with("rtmr1", &r.rt_mr1[..])
-        .with("rtmr2", &r.rt_mr2[..])
-        .with("rtmr3", &r.rt_mr3[..])
-        .with("mr_config_id", &r.mr_config_id[..])
-        .with("mr_owner", &r.mr_owner[..])
-        .with("mr_owner_config", &r.mr_owner_config[..])
-        .with("xfam", &r.xfam[..])
-        .with("td_attributes", &r.td_attributes[..])
-        .with("tee_tcb_svn", &r.tee_tcb_svn[..])
-        .with("mr_seam", &r.mr_seam[..])
+        .with(reg::MRTD, &r.mr_td[..])
+        .with(reg::RTMR0, &r.rt_mr0[..])
+        .with(reg::RTMR1, &r.rt_mr1[..])
+        .with(reg::RTMR2, &r.rt_mr2[..])
+        .with(reg::RTMR3, &r.rt_mr3[..])
+        .with(reg::MR_CONFIG_ID, &r.mr_config_id[..])
+        .with(reg::MR_OWNER, &r.mr_owner[..])
+        .with(reg::MR_OWNER_CONFIG, &r.mr_owner_config[..])
+        .with(reg::XFAM, &r.xfam[..])
+        .with(reg::TD_ATTRIBUTES, &r.td_attributes[..])
+        .with(reg::TEE_TCB_SVN, &r.tee_tcb_svn[..])
+        .with(reg::MR_SEAM, &r.mr_seam[..])
 }
 
 fn dstack_claims(quote: &TdQuote, info: &RuntimeAppInfo) -> DstackClaims {
@@ -235,39 +236,25 @@ pub(crate) fn build(
     })
 }
 
-/// The identity JSON of a quote verified without an event log: the same
-/// names as [`VerifiedIdentity`], with `app` null (a TD's app identity lives
-/// in its RTMR3 events, so without them there is none). Keys are never
-/// released on this form; it serves offline verification tools.
-pub(crate) fn quote_only_json(
+/// The identity of a quote verified without an event log: `app` null (a
+/// TD's app identity lives in its RTMR3 events, so without them there is
+/// none). Keys are never released on this form; it serves offline tools.
+pub(crate) fn quote_only(
     v: &VerifiedQuote,
     ctx: &VerifyContext,
-) -> Result<serde_json::Value, AttestError> {
-    #[derive(Serialize)]
-    struct QuoteOnly<'a> {
-        platform: PlatformId,
-        app: Option<AppIdentity>,
-        boot: &'a BootMeasurements,
-        tcb: &'a TcbInfo,
-        debug: bool,
-        report_data: ReportData,
-        report_data_checked: bool,
-        device_id: Option<DeviceId>,
-        platform_claims: &'a PlatformClaims,
-    }
+) -> Result<QuoteOnlyIdentity, AttestError> {
     let part = quote_part(v, ctx)?;
-    serde_json::to_value(QuoteOnly {
+    Ok(QuoteOnlyIdentity {
         platform: PlatformId::TDX,
-        app: None,
-        boot: &part.boot,
-        tcb: &part.tcb,
+        app: NoApp,
+        boot: part.boot,
+        tcb: part.tcb,
         debug: part.debug,
         report_data: part.report_data,
         report_data_checked: part.report_data_checked,
         device_id: part.device_id,
-        platform_claims: &part.platform_claims,
+        platform_claims: part.platform_claims,
     })
-    .map_err(|e| AttestError::Malformed(format!("identity JSON: {e}")))
 }
 
 /// One register's replay result.

@@ -37,7 +37,12 @@ pub const INTEL_ROOT_CA_DER: &[u8] = include_bytes!("../roots/intel-sgx-root-ca.
 
 /// The registers that identify an OS image on TDX (image registry entries
 /// must list them): MRTD alone would resolve any kernel and command line.
-pub const IMAGE_REGISTERS: &[&str] = &["mrtd", "rtmr0", "rtmr1", "rtmr2"];
+pub const IMAGE_REGISTERS: &[&str] = &[
+    attest_core::names::reg::MRTD,
+    attest_core::names::reg::RTMR0,
+    attest_core::names::reg::RTMR1,
+    attest_core::names::reg::RTMR2,
+];
 
 /// Largest quote accepted (real ones are about 5 KiB; cos-113 pads to 8000).
 pub const MAX_QUOTE_LEN: usize = 64 * 1024;
@@ -158,15 +163,15 @@ impl TdxVerifier {
         })
     }
 
-    /// Verifies a quote without an event log and returns the identity JSON
+    /// Verifies a quote without an event log and returns its identity
     /// with `app: null` (see [`Attestation::verify`] for the full identity).
     pub async fn verify_quote_only(
         &self,
         raw: &[u8],
         ctx: &VerifyContext,
-    ) -> Result<serde_json::Value, AttestError> {
+    ) -> Result<attest_core::QuoteOnlyIdentity, AttestError> {
         let verified = self.verify_quote(raw, ctx.time).await?;
-        identity::quote_only_json(&verified, ctx)
+        identity::quote_only(&verified, ctx)
     }
 }
 

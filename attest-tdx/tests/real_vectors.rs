@@ -59,7 +59,8 @@ async fn v4_quote_verifies_up_to_date() {
             &VerifyContext::without_report_data(UnixTime(TDX_QUOTE_AT)),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .to_json();
     assert_eq!(json["tcb"]["status"], "UpToDate");
     assert_eq!(json["tcb"]["advisory_ids"], serde_json::json!([]));
     assert_eq!(json["boot"]["mrtd"], mrtd_at_offset(&quote));
@@ -79,7 +80,8 @@ async fn v5_td15ex_quote_verifies_up_to_date() {
             &VerifyContext::without_report_data(UnixTime(TD15EX_AT)),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .to_json();
     assert_eq!(json["tcb"]["status"], TcbStatus::UpToDate.as_str());
     assert_eq!(json["boot"]["mrtd"], mrtd_at_offset(&quote));
     assert_eq!(json["platform_claims"]["tdx"]["quote_version"], 5);
@@ -224,7 +226,8 @@ async fn wrong_report_data_is_a_binding_mismatch() {
     let json = v
         .verify_quote_only(&quote, &VerifyContext::new(found, UnixTime(TDX_QUOTE_AT)))
         .await
-        .unwrap();
+        .unwrap()
+        .to_json();
     assert_eq!(json["report_data_checked"], true);
 }
 

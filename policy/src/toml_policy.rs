@@ -39,6 +39,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
+use attest_core::names::{claim, reg, section};
 use attest_core::{
     AppId, BootValue, ComposeHash, DeviceId, OsImageHash, PlatformId, TcbStatus, VerifiedIdentity,
 };
@@ -474,7 +475,7 @@ fn check_list<const N: usize>(
 
 fn check_tdx(rules: &TdxRules, id: &VerifiedIdentity, reasons: &mut Vec<Reason>) {
     if let Some(min) = &rules.min_tee_tcb_svn {
-        let found = boot_bytes(id, "tee_tcb_svn");
+        let found = boot_bytes(id, reg::TEE_TCB_SVN);
         let ok =
             found.is_some_and(|f| f.len() == 16 && f.iter().zip(min.0.iter()).all(|(f, m)| f >= m));
         if !ok {
@@ -490,7 +491,7 @@ fn check_tdx(rules: &TdxRules, id: &VerifiedIdentity, reasons: &mut Vec<Reason>)
     }
     check_list(
         "platform.tdx.mr_seams",
-        "mr_seam",
+        reg::MR_SEAM,
         &rules.mr_seams,
         id,
         reasons,
@@ -498,7 +499,12 @@ fn check_tdx(rules: &TdxRules, id: &VerifiedIdentity, reasons: &mut Vec<Reason>)
 }
 
 /// The SEV-SNP TCB registers a TCB minimum judges.
-const SNP_TCB_REGISTERS: [&str; 4] = ["reported_tcb", "committed_tcb", "launch_tcb", "current_tcb"];
+const SNP_TCB_REGISTERS: [&str; 4] = [
+    reg::REPORTED_TCB,
+    reg::COMMITTED_TCB,
+    reg::LAUNCH_TCB,
+    reg::CURRENT_TCB,
+];
 
 fn check_snp(
     mins: &[(&'static str, u8)],
@@ -539,7 +545,7 @@ fn check_snp(
         }
     }
     if let Some(vmpls) = &rules.vmpls {
-        let found = match id.boot.get("vmpl") {
+        let found = match id.boot.get(reg::VMPL) {
             Some(BootValue::Number(n)) => Some(*n),
             _ => None,
         };
@@ -555,14 +561,14 @@ fn check_snp(
     }
     check_list(
         "platform.sev-snp.family_ids",
-        "family_id",
+        reg::FAMILY_ID,
         &rules.family_ids,
         id,
         reasons,
     );
     check_list(
         "platform.sev-snp.image_ids",
-        "image_id",
+        reg::IMAGE_ID,
         &rules.image_ids,
         id,
         reasons,
@@ -571,8 +577,8 @@ fn check_snp(
         let checked = id
             .platform_claims
             .0
-            .get("sev_snp")
-            .and_then(|c| c.get("revocation_checked"))
+            .get(section::SEV_SNP)
+            .and_then(|c| c.get(claim::REVOCATION_CHECKED))
             .and_then(serde_json::Value::as_bool);
         if checked != Some(true) {
             reasons.push(Reason::new(

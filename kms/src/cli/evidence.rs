@@ -85,7 +85,9 @@ pub fn verify_tdx(
             rt.block_on(verifier.verify(&evidence, &ctx))
                 .map(|id| id.to_json())
         }
-        None => rt.block_on(verifier.verify_quote_only(&quote, &ctx)),
+        None => rt
+            .block_on(verifier.verify_quote_only(&quote, &ctx))
+            .map(|id| id.to_json()),
     };
     let json = out.map_err(|e| CliError::new(e.to_string()))?;
     print_json(&json);
@@ -139,15 +141,17 @@ pub fn verify_snp(a: &SnpArgs) -> Result<ExitCode, CliError> {
     let rt = runtime()?;
     let json = if evidence.app_config.is_empty() {
         rt.block_on(verifier.verify_without_app(&evidence, &ctx))
+            .map(|id| id.to_json())
     } else {
         rt.block_on(verifier.verify(&evidence, &ctx))
             .map(|id| id.to_json())
     }
     .map_err(|e| CliError::new(e.to_string()))?;
     if let Some(chain) = &a.cert_chain {
-        let product: attest_snp::Product =
-            serde_json::from_value(json["platform_claims"]["sev_snp"]["product"].clone())
-                .map_err(|e| CliError::new(format!("product: {e}")))?;
+        let product: attest_snp::Product = serde_json::from_value(
+            json["platform_claims"][attest_core::names::section::SEV_SNP]["product"].clone(),
+        )
+        .map_err(|e| CliError::new(format!("product: {e}")))?;
         verifier
             .check_supplied_chain(product, &read_plain(chain)?)
             .map_err(|e| CliError::new(e.to_string()))?;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use attest_core::OsImageHash;
 use attest_core::image_registry::{BootEntry, ImageRegistry};
+use attest_core::names::reg;
 use attest_snp::measure::{
     KernelHashes, LaunchInputs, SvsmInputs, VmmType, launch_digest, svsm_launch_digest,
     vcpu_signature,
@@ -153,7 +154,7 @@ pub fn add(
                     );
                 }
                 let entry = BootEntry {
-                    registers: [("measurement".to_owned(), hex::encode(d))].into(),
+                    registers: [(reg::MEASUREMENT.to_owned(), hex::encode(d))].into(),
                     info,
                 };
                 let added = reg.add(hash, "sev-snp", entry).map_err(CliError::new)?;
@@ -172,10 +173,10 @@ pub fn add(
         } => {
             let mut registers = std::collections::BTreeMap::new();
             for (name, v) in [
-                ("mrtd", mrtd),
-                ("rtmr0", rtmr0),
-                ("rtmr1", rtmr1),
-                ("rtmr2", rtmr2),
+                (reg::MRTD, mrtd),
+                (reg::RTMR0, rtmr0),
+                (reg::RTMR1, rtmr1),
+                (reg::RTMR2, rtmr2),
             ] {
                 let b =
                     hex::decode(v).map_err(|_| CliError::new(format!("--{name} is not hex")))?;
