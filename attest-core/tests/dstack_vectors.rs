@@ -238,3 +238,65 @@ fn retyped_instance_id_event_is_refused() {
         ErrorKind::Malformed
     );
 }
+
+/// The v1 preimage `le32(type) ‖ ":" ‖ name ‖ ":" ‖ payload` does not say
+/// where the name ends. The `key-provider` payload (JSON) always holds a
+/// ':'; moving its text up to that ':' into the name keeps RTMR3 and would
+/// drop the key provider from the identity. The replay refuses the log.
+#[test]
+fn resplit_key_provider_event_is_refused() {
+    let f = fixture("quote-report.json");
+    let want = quote_rtmrs(&f.quote);
+    let mut events = eventlog::parse_json_event_log(f.event_log.as_bytes()).unwrap();
+    let kp = runtime_named(&mut events, "key-provider");
+    let colon = kp.payload.iter().position(|b| *b == b':').unwrap();
+    kp.name = format!(
+        "key-provider:{}",
+        std::str::from_utf8(&kp.payload[..colon]).unwrap()
+    );
+    kp.payload = kp.payload[colon + 1..].to_vec();
+    // The forged log as the attacker would send it, and it still replays.
+    let forged = eventlog::parse_json_event_log(&eventlog::to_json_event_log(&events)).unwrap();
+    assert_eq!(replay4(&forged)[3], want[3]);
+    let signed = want.each_ref().map(|r| Some(&r[..]));
+    let err = ReplayedLog::check::<Sha384>(forged, &RTMRS, &signed).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Malformed);
+    assert!(err.to_string().contains("has a ':' in its name"), "{err}");
+}
+
+/// An instance id whose first byte is 0x3a (':') can be re-split as
+/// `("instance-id:", rest)`: RTMR3 replays, and the identity would have no
+/// instance id, the app-wide disk key's. The replay refuses the log.
+#[test]
+fn resplit_instance_id_event_is_refused() {
+    let mut iid = [0x11u8; 20];
+    iid[0] = b':';
+    let honest = vec![
+        LogEvent::runtime(3, "system-preparing", b""),
+        LogEvent::runtime(3, "app-id", &[0xaa; 20]),
+        LogEvent::runtime(3, "compose-hash", &[0xbb; 32]),
+        LogEvent::runtime(3, "instance-id", &iid),
+        LogEvent::runtime(3, "boot-mr-done", b""),
+        LogEvent::runtime(3, "system-ready", b""),
+        // The app's own events after system-ready may use any name.
+        LogEvent::runtime(3, "app:custom", b"x"),
+    ];
+    let rtmr3 = replay4(&honest)[3];
+    let zero = [0u8; 48];
+    let signed = [Some(&zero[..]), Some(&zero[..]), Some(&zero[..]), Some(&rtmr3[..])];
+    let honest_info = ReplayedLog::check::<Sha384>(honest.clone(), &RTMRS, &signed)
+        .unwrap()
+        .app_info()
+        .unwrap();
+    assert_eq!(honest_info.instance_id, Some(InstanceId(iid)));
+
+    let mut forged = honest;
+    forged[3] = LogEvent::runtime(3, "instance-id:", &iid[1..]);
+    assert_eq!(replay4(&forged)[3], rtmr3);
+    let err = ReplayedLog::check::<Sha384>(forged, &RTMRS, &signed).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Malformed);
+    assert_eq!(
+        err.to_string(),
+        "malformed: runtime event \"instance-id:\" before \"system-ready\" has a ':' in its name, which makes its digest ambiguous"
+    );
+}

@@ -439,3 +439,45 @@ async fn tls_with_a_certificate_from_the_root_ca() {
     assert!(r.is_err());
     server.stop().await;
 }
+
+/// An instance whose instance id begins with 0x3a (':') sends its own quote
+/// with the instance-id event re-split (name "instance-id:", payload the
+/// other 19 bytes). RTMR3 still replays; without the replay's name rule the
+/// KMS would read no instance id and release the app-wide disk key.
+#[tokio::test]
+async fn a_resplit_instance_id_event_cannot_obtain_the_app_wide_disk_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkis = Pkis::new();
+    let mut app = App::example();
+    let mut iid = [0x1d; 20];
+    iid[0] = b':';
+    app.instance_id = Some(iid);
+    let server = Server::start(dir.path(), &pkis, &app).await.unwrap();
+    keys_for(&server, &pkis, &app, "tdx").await.unwrap();
+
+    let mut c = KmsClient::connect(&server.url).await.unwrap();
+    let forged = c
+        .get_app_key(&server.key_provider_id, |rd| {
+            let mut e = pkis.tdx_evidence(&app, rd, false);
+            let mut events = attest_core::eventlog::parse_json_event_log(&e.event_log).unwrap();
+            for ev in &mut events {
+                if let attest_core::eventlog::EventBody::Runtime(r) = &mut ev.body {
+                    if r.name == "instance-id" {
+                        r.name = "instance-id:".into();
+                        r.payload = r.payload[1..].to_vec();
+                    }
+                }
+            }
+            e.event_log = attest_core::eventlog::to_json_event_log(&events);
+            async move { Ok(e) }
+        })
+        .await;
+    match forged {
+        Err(ClientError::Refused { code, message }) => {
+            assert_eq!(code, tonic::Code::InvalidArgument, "{message}");
+            assert!(message.contains("has a ':' in its name"), "{message}");
+        }
+        other => panic!("the re-split log was not refused: {:?}", other.map(|_| ())),
+    }
+    server.stop().await;
+}

@@ -130,6 +130,7 @@ impl ReplayedLog {
             )));
         }
         let replayed = replay::<D>(&events, set)?;
+        boot_names_are_unambiguous(&events, set)?;
         for (i, (want, got)) in signed.iter().zip(&replayed).enumerate() {
             if let Some(want) = want {
                 if *want != got.as_slice() {
@@ -171,6 +172,33 @@ impl ReplayedLog {
         }
         None
     }
+}
+
+/// Refuses a runtime event on the app register, before the first
+/// `system-ready`, whose name contains `':'`.
+///
+/// The v1 digest hashes `type ‖ ":" ‖ name ‖ ":" ‖ payload`, which does not
+/// say where the name ends: `("instance-id", ":" ‖ rest)` and
+/// `("instance-id:", rest)` extend the register identically. dstack's own
+/// boot-time names never contain `':'`, so with this rule the first `':'`
+/// after the type is the end of the name and each identity event has one
+/// reading. Events after `system-ready` (the app's own) may use any name:
+/// they carry no identity, and a re-split one can never move before the
+/// first `system-ready`, whose position the register fixes.
+fn boot_names_are_unambiguous(events: &[LogEvent], set: &RegisterSet) -> Result<(), AttestError> {
+    for ev in app_events(events, set) {
+        if ev.name == super::SYSTEM_READY {
+            break;
+        }
+        if ev.name.contains(':') {
+            return Err(AttestError::Malformed(format!(
+                "runtime event {:?} before {:?} has a ':' in its name, which makes its digest ambiguous",
+                ev.name,
+                super::SYSTEM_READY
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The runtime events on the app register. Every event there is one once
