@@ -62,58 +62,100 @@ impl FetchBudget {
 /// One in-flight operation per key.
 #[derive(Debug)]
 pub struct SingleFlight<K: Eq + Hash + Clone> {
-    locks: Mutex<HashMap<K, Arc<tokio::sync::Mutex<()>>>>,
+    slots: Mutex<HashMap<K, Slot>>,
+}
+
+/// A key's lock and how many callers hold or wait for it.
+#[derive(Debug)]
+struct Slot {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    users: usize,
 }
 
 impl<K: Eq + Hash + Clone> Default for SingleFlight<K> {
     fn default() -> Self {
         SingleFlight {
-            locks: Mutex::new(HashMap::new()),
+            slots: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+/// A caller's claim on a key's slot, taken before it waits: dropping it
+/// (the operation finished, or the waiting future was cancelled at any
+/// point) releases the claim, and the last claim removes the key.
+struct Ticket<'a, K: Eq + Hash + Clone> {
+    owner: &'a SingleFlight<K>,
+    key: K,
+}
+
+impl<K: Eq + Hash + Clone> Drop for Ticket<'_, K> {
+    fn drop(&mut self) {
+        let mut slots = lock(&self.owner.slots);
+        if let Some(slot) = slots.get_mut(&self.key) {
+            slot.users = slot.users.saturating_sub(1);
+            if slot.users == 0 {
+                slots.remove(&self.key);
+            }
         }
     }
 }
 
 /// Held while a keyed operation runs; dropping it lets the next waiter in
-/// and forgets the key when nobody else waits.
+/// and forgets the key when nobody else holds or waits for it.
 pub struct FlightGuard<'a, K: Eq + Hash + Clone> {
-    owner: &'a SingleFlight<K>,
-    key: K,
-    lock: Arc<tokio::sync::Mutex<()>>,
-    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+    // Declaration order is drop order: the lock is released before the
+    // claim, so the last claim always finds the lock free.
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    _ticket: Ticket<'a, K>,
 }
 
 impl<K: Eq + Hash + Clone> SingleFlight<K> {
+    fn claim(&self, key: &K) -> (Arc<tokio::sync::Mutex<()>>, Ticket<'_, K>) {
+        let mut slots = lock(&self.slots);
+        let slot = slots.entry(key.clone()).or_insert_with(|| Slot {
+            lock: Arc::default(),
+            users: 0,
+        });
+        slot.users += 1;
+        (
+            slot.lock.clone(),
+            Ticket {
+                owner: self,
+                key: key.clone(),
+            },
+        )
+    }
+
     /// Waits until no one else runs an operation for `key`.
     pub async fn enter(&self, key: &K) -> FlightGuard<'_, K> {
-        let lock = lock(&self.locks).entry(key.clone()).or_default().clone();
-        let guard = lock.clone().lock_owned().await;
+        let (lock, ticket) = self.claim(key);
+        let guard = lock.lock_owned().await;
         FlightGuard {
-            owner: self,
-            key: key.clone(),
-            lock,
-            guard: Some(guard),
+            _guard: guard,
+            _ticket: ticket,
         }
+    }
+
+    /// Enters at once, or `None` when an operation for `key` is running:
+    /// for callers that must never wait (those holding a verification
+    /// permit).
+    pub fn try_enter(&self, key: &K) -> Option<FlightGuard<'_, K>> {
+        let (lock, ticket) = self.claim(key);
+        let guard = lock.try_lock_owned().ok()?;
+        Some(FlightGuard {
+            _guard: guard,
+            _ticket: ticket,
+        })
     }
 
     /// How many keys have an operation in flight or waiting (for tests).
     pub fn len(&self) -> usize {
-        lock(&self.locks).len()
+        lock(&self.slots).len()
     }
 
     /// Whether no operation is in flight.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-impl<K: Eq + Hash + Clone> Drop for FlightGuard<'_, K> {
-    fn drop(&mut self) {
-        self.guard.take();
-        let mut map = lock(&self.owner.locks);
-        // The map and this guard hold the only references: nobody waits.
-        if Arc::strong_count(&self.lock) == 2 {
-            map.remove(&self.key);
-        }
     }
 }
 
@@ -261,6 +303,45 @@ mod tests {
         tokio::task::yield_now().await;
         drop(g);
         waiter.await.unwrap();
+        assert!(s.is_empty());
+    }
+
+    /// The holder finishes and the lock is handed to a queued waiter whose
+    /// request is then cancelled before it runs: no key may stay behind
+    /// (keys are request-derived, so leftovers would grow without bound).
+    #[tokio::test]
+    async fn a_waiter_cancelled_after_the_handoff_leaves_no_key_behind() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+        let s = SingleFlight::<u32>::default();
+        let holder = s.enter(&7).await;
+        let mut waiter = Box::pin(s.enter(&7));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(matches!(waiter.as_mut().poll(&mut cx), Poll::Pending));
+        drop(holder);
+        drop(waiter);
+        assert!(s.is_empty(), "{} key(s) left", s.len());
+        // ...and one cancelled before the handoff.
+        let holder = s.enter(&8).await;
+        let mut waiter = Box::pin(s.enter(&8));
+        assert!(matches!(waiter.as_mut().poll(&mut cx), Poll::Pending));
+        drop(waiter);
+        assert_eq!(s.len(), 1);
+        drop(holder);
+        assert!(s.is_empty());
+    }
+
+    #[tokio::test]
+    async fn try_enter_never_waits() {
+        let s = SingleFlight::<u32>::default();
+        let held = s.enter(&1).await;
+        assert!(s.try_enter(&1).is_none());
+        assert_eq!(s.len(), 1);
+        let other = s.try_enter(&2).unwrap();
+        drop(held);
+        drop(other);
+        assert!(s.is_empty());
+        assert!(s.try_enter(&1).is_some());
         assert!(s.is_empty());
     }
 

@@ -283,7 +283,12 @@ fn resplit_instance_id_event_is_refused() {
     ];
     let rtmr3 = replay4(&honest)[3];
     let zero = [0u8; 48];
-    let signed = [Some(&zero[..]), Some(&zero[..]), Some(&zero[..]), Some(&rtmr3[..])];
+    let signed = [
+        Some(&zero[..]),
+        Some(&zero[..]),
+        Some(&zero[..]),
+        Some(&rtmr3[..]),
+    ];
     let honest_info = ReplayedLog::check::<Sha384>(honest.clone(), &RTMRS, &signed)
         .unwrap()
         .app_info()

@@ -271,7 +271,16 @@ impl Crls {
         if self.fresh(product, signer, now) || self.recently_tried(product, signer, network) {
             return;
         }
-        let _flight = self.flights.enter(&(product, signer)).await;
+        // Verification (no network) never waits for another request's
+        // network refresh: if one runs, it goes on with what is held.
+        let _flight = if network {
+            self.flights.enter(&(product, signer)).await
+        } else {
+            match self.flights.try_enter(&(product, signer)) {
+                Some(f) => f,
+                None => return,
+            }
+        };
         if self.fresh(product, signer, now) || self.recently_tried(product, signer, network) {
             return;
         }

@@ -591,3 +591,44 @@ async fn the_tcb_verdict_judges_all_four_tcbs() {
         200
     );
 }
+
+/// The local-only CRL refresh that `verify` runs (under the KMS's permit)
+/// never waits for another request's network refresh of the same CRL:
+/// here the endorsement step waits on a KDS that never answers.
+#[tokio::test]
+async fn verify_never_waits_for_a_network_crl_fetch() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    let c = case();
+    let asked = Arc::new(tokio::sync::Notify::new());
+    let notify = asked.clone();
+    let app = axum::Router::new().route(
+        "/vcek/v1/Genoa/crl",
+        axum::routing::get(move || {
+            let notify = notify.clone();
+            async move {
+                notify.notify_one();
+                std::future::pending::<&'static str>().await
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let kds = Arc::new(attest_snp::KdsClient::new(&url, None, Duration::from_secs(600)).unwrap());
+    let v = Arc::new(
+        verifier(&c.pki, SnpConfig::default()).with_crls(attest_snp::Crls::new(vec![kds], None)),
+    );
+    let e = Arc::new(evidence(&c, &c.fields));
+    // Request A's endorsement step asks KDS for the CRL (no permit held).
+    let (va, ea, ca) = (v.clone(), e.clone(), ctx(&c.fields));
+    let a = tokio::spawn(async move { va.fetch_endorsements(&ea, &ca).await });
+    asked.notified().await;
+    // Request B's verification, which runs under a permit, goes on.
+    tokio::time::timeout(Duration::from_secs(60), v.verify(&e, &ctx(&c.fields)))
+        .await
+        .expect("verify waited on another request's KDS fetch")
+        .unwrap();
+    assert!(!a.is_finished());
+    a.abort();
+}

@@ -120,14 +120,13 @@ impl TdxVerifier {
         })
     }
 
-    /// Parses the quote, checks its PCK chain to the pinned root and
-    /// obtains its collateral: the only steps that may wait on the network,
-    /// and they run only for a chain that leads to Intel's root.
-    async fn quote_and_collateral(
+    /// Parses the quote and checks its PCK chain to the pinned root: what
+    /// must hold before the quote's FMSPC may cause a fetch.
+    fn quote_and_key(
         &self,
         raw: &[u8],
         now: UnixTime,
-    ) -> Result<(TdQuote, CollateralKey, Arc<Collateral>), AttestError> {
+    ) -> Result<(TdQuote, CollateralKey), AttestError> {
         if raw.len() > MAX_QUOTE_LEN {
             return Err(AttestError::Malformed(format!(
                 "quote is {} bytes, at most {MAX_QUOTE_LEN} accepted",
@@ -136,7 +135,23 @@ impl TdxVerifier {
         }
         let quote = TdQuote::parse(raw)?;
         let key = self.pck.check(&quote.quote, now)?.key;
-        let collateral = self.collateral.fetch(&key, now).await?;
+        Ok((quote, key))
+    }
+
+    /// The quote, its key and its collateral: a held valid set when there
+    /// is one (no wait), else a fetch. Any source's set must be the one
+    /// for the key.
+    async fn quote_and_collateral(
+        &self,
+        raw: &[u8],
+        now: UnixTime,
+    ) -> Result<(TdQuote, CollateralKey, Arc<Collateral>), AttestError> {
+        let (quote, key) = self.quote_and_key(raw, now)?;
+        let collateral = match self.collateral.cached(&key, now) {
+            Some(c) => c,
+            None => self.collateral.fetch(&key, now).await?,
+        };
+        collateral.check_for(&key)?;
         Ok((quote, key, collateral))
     }
 
@@ -190,9 +205,10 @@ impl Attestation for TdxVerifier {
         evidence: &Evidence,
         ctx: &VerifyContext,
     ) -> Result<(), AttestError> {
-        self.quote_and_collateral(&evidence.quote, ctx.time)
-            .await
-            .map(|_| ())
+        // The one step that may refresh from the network (the KMS runs it
+        // before taking a verification permit).
+        let (_, key) = self.quote_and_key(&evidence.quote, ctx.time)?;
+        self.collateral.fetch(&key, ctx.time).await.map(|_| ())
     }
 
     async fn verify(

@@ -108,8 +108,9 @@ impl PckChains {
         leaf_cert.check_issued_by(&ca_cert, now, "PCK leaf")?;
         let ext = dcap_qvl::intel::parse_pck_extension(leaf)
             .map_err(|e| AttestError::Malformed(format!("PCK certificate extension: {e:#}")))?;
-        let ca = dcap_qvl::intel::pck_ca(leaf)
-            .map_err(|e| AttestError::Malformed(format!("PCK certificate issuer: {e:#}")))?;
+        // The CA kind from the CA's own (now verified) name; dcap-qvl's
+        // helper would call any unknown issuer a Processor CA.
+        let ca = ca_cert.pck_ca_kind("the quote's PCK CA")?;
         let (lnb, lna) = leaf_cert.validity();
         let (cnb, cna) = ca_cert.validity();
         Ok(CheckedPck {

@@ -86,6 +86,27 @@ impl Cert {
             .raw_bytes()
     }
 
+    /// Which Intel PCK CA this certificate is, by its subject common name
+    /// (`Intel SGX PCK Platform CA` or `Intel SGX PCK Processor CA`);
+    /// anything else is not a PCK CA.
+    pub(crate) fn pck_ca_kind(&self, what: &str) -> Result<dcap_qvl::config::PckCa, AttestError> {
+        let cn = self
+            .parsed
+            .tbs_certificate()
+            .subject()
+            .common_name()
+            .ok()
+            .flatten()
+            .map(|n| n.value().into_owned());
+        match cn.as_deref() {
+            Some("Intel SGX PCK Platform CA") => Ok(dcap_qvl::config::PckCa::Platform),
+            Some("Intel SGX PCK Processor CA") => Ok(dcap_qvl::config::PckCa::Processor),
+            other => Err(untrusted(format!(
+                "{what} is not an Intel PCK CA (subject common name {other:?})"
+            ))),
+        }
+    }
+
     /// notBefore and notAfter, Unix seconds.
     pub(crate) fn validity(&self) -> (u64, u64) {
         let v = self.parsed.tbs_certificate().validity();

@@ -535,3 +535,178 @@ fn plain_http_pccs_is_refused_off_loopback() {
     assert!(PcsClient::new(PcsConfig::new("http://127.0.0.1:8081")).is_ok());
     assert!(PcsClient::new(PcsConfig::new("https://pccs.example.com")).is_ok());
 }
+
+/// A source that answers every key with one set.
+struct Fixed(Arc<Collateral>);
+
+#[async_trait::async_trait]
+impl CollateralSource for Fixed {
+    async fn fetch(
+        &self,
+        _key: &CollateralKey,
+        _now: UnixTime,
+    ) -> Result<Arc<Collateral>, attest_core::AttestError> {
+        Ok(self.0.clone())
+    }
+}
+
+/// A compromised PCCS (or one bad answer) serving a genuine set of another
+/// platform: the real 90C06F000000 collateral for a B0C06F000000 request.
+/// It verifies to Intel's root and is inside its window, yet it is not the
+/// set asked for: kept, it would fail every quote of the platform until it
+/// neared its nextUpdate, across restarts.
+#[tokio::test]
+async fn a_set_for_another_platform_never_enters_the_cache() {
+    let other = Arc::new(
+        Collateral::from_json(
+            &std::fs::read(vectors().join("tdx_quote_outdated_collateral.json")).unwrap(),
+        )
+        .unwrap(),
+    );
+    assert_ne!(other.fmspc, key().fmspc);
+    let t = UnixTime(other.issued + 3600);
+    other.verify(attest_tdx::INTEL_ROOT_CA_DER, t).unwrap(); // genuine, in its window
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = CachedCollateral::new(
+        Arc::new(Fixed(other.clone())),
+        attest_tdx::INTEL_ROOT_CA_DER,
+    )
+    .unwrap()
+    .with_dir(dir.path());
+    let err = cache.fetch(&key(), t).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(
+        err.to_string()
+            .contains("collateral for B0C06F000000-platform: TCB info is for FMSPC 90C06F000000"),
+        "{err}"
+    );
+    assert_eq!(cache.stats().rejected_sets.load(Ordering::Relaxed), 1);
+    assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+
+    // Planted on disk under the key's name, it is not loaded either.
+    std::fs::write(
+        dir.path().join("B0C06F000000-platform.json"),
+        serde_json::to_vec(&other.data).unwrap(),
+    )
+    .unwrap();
+    let cache = CachedCollateral::new(
+        Arc::new(Fixed(Arc::new(
+            Collateral::new(vector_collateral()).unwrap(),
+        ))),
+        attest_tdx::INTEL_ROOT_CA_DER,
+    )
+    .unwrap()
+    .with_dir(dir.path());
+    let got = cache.fetch(&key(), UnixTime(AT)).await.unwrap();
+    assert_eq!(got.fmspc, key().fmspc);
+
+    // The same check holds for a set given directly: the right FMSPC with
+    // the other CA's key is refused before dcap-qvl runs.
+    let processor = CollateralKey {
+        ca: attest_tdx::collateral::PckCa::Processor,
+        ..key()
+    };
+    let set = Collateral::new(vector_collateral()).unwrap();
+    assert_eq!(
+        set.check_for(&processor).unwrap_err().to_string(),
+        "collateral_missing: collateral for B0C06F000000-processor: the PCK CRL is the platform CA's"
+    );
+    set.check_for(&key()).unwrap();
+}
+
+/// A set of an earlier TCB evaluation (a rollback to levels Intel has since
+/// re-rated) never replaces a valid held set, even with a later nextUpdate.
+#[tokio::test]
+async fn a_rolled_back_tcb_evaluation_never_replaces_the_held_set() {
+    struct Switch(
+        Arc<Collateral>,
+        Arc<Collateral>,
+        std::sync::atomic::AtomicBool,
+    );
+    #[async_trait::async_trait]
+    impl CollateralSource for Switch {
+        async fn fetch(
+            &self,
+            _key: &CollateralKey,
+            _now: UnixTime,
+        ) -> Result<Arc<Collateral>, attest_core::AttestError> {
+            Ok(if self.2.load(Ordering::SeqCst) {
+                self.1.clone()
+            } else {
+                self.0.clone()
+            })
+        }
+    }
+    let good = Arc::new(Collateral::new(vector_collateral()).unwrap());
+    // The same genuine set, presented as if its evaluation number were older.
+    let mut older = (*good).clone();
+    older.tcb_eval_data_number -= 1;
+    older.next_update += 1;
+    let src = Arc::new(Switch(good.clone(), Arc::new(older), false.into()));
+    let cache = CachedCollateral::new(src.clone(), attest_tdx::INTEL_ROOT_CA_DER)
+        .unwrap()
+        .with_timing(30 * 86_400, 0);
+    let t = AT - 86_400;
+    assert_eq!(
+        cache
+            .fetch(&key(), UnixTime(t))
+            .await
+            .unwrap()
+            .tcb_eval_data_number,
+        good.tcb_eval_data_number
+    );
+    src.2.store(true, Ordering::SeqCst);
+    let got = cache.fetch(&key(), UnixTime(t + 1)).await.unwrap();
+    assert_eq!(got.tcb_eval_data_number, good.tcb_eval_data_number);
+    assert_eq!(got.digest, good.digest);
+}
+
+/// Inside the refresh margin, verification uses the held valid set at
+/// once: it never waits for another request's network refresh (here one
+/// that never finishes) while it holds the KMS's verification permit.
+#[tokio::test]
+async fn verify_never_waits_for_a_network_refresh() {
+    use std::sync::atomic::AtomicBool;
+    struct Hanging(Arc<Collateral>, AtomicBool);
+    #[async_trait::async_trait]
+    impl CollateralSource for Hanging {
+        async fn fetch(
+            &self,
+            _key: &CollateralKey,
+            _now: UnixTime,
+        ) -> Result<Arc<Collateral>, attest_core::AttestError> {
+            if self.1.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+            Ok(self.0.clone())
+        }
+    }
+    let set = Arc::new(Collateral::new(vector_collateral()).unwrap());
+    let src = Arc::new(Hanging(set, AtomicBool::new(false)));
+    let cache = Arc::new(
+        CachedCollateral::new(src.clone(), attest_tdx::INTEL_ROOT_CA_DER)
+            .unwrap()
+            .with_timing(30 * 86_400, 300),
+    );
+    let v = TdxVerifier::new(cache.clone()).unwrap();
+    let t1 = AT - 20 * 86_400;
+    v.verify_quote(&quote(), UnixTime(t1)).await.unwrap();
+    // The PCCS hangs; request A's endorsement step starts a refresh.
+    src.1.store(true, Ordering::SeqCst);
+    let c = cache.clone();
+    let a = tokio::spawn(async move { c.fetch(&key(), UnixTime(t1 + 400)).await });
+    while cache.fetches_in_flight() == 0 {
+        tokio::task::yield_now().await;
+    }
+    // Request B's verification completes although the refresh never does.
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        v.verify_quote(&quote(), UnixTime(t1 + 401)),
+    )
+    .await
+    .expect("verify waited on another request's refresh")
+    .unwrap();
+    assert!(!a.is_finished());
+    a.abort();
+}

@@ -268,8 +268,9 @@ impl FakeIntelPki {
                 params: p,
             }
         };
-        // dcap-qvl tells the PCK CA type from "Platform" / "Processor" in the issuer name.
-        let platform_ca = sign_ca("Fake Intel SGX PCK Platform CA", 2, true);
+        // The verifier tells the PCK CA kind from the CA's exact common
+        // name, as Intel writes it; the organization marks it fake.
+        let platform_ca = sign_ca("Intel SGX PCK Platform CA", 2, true);
         let tcb_signer = sign_ca("Fake Intel SGX TCB Signing", 3, false);
 
         let pck_key = new_key();

@@ -158,9 +158,11 @@ impl CachedCollateral {
         let dir = self.dir.as_ref()?;
         let path = dir.join(format!("{}.json", key.file_stem()));
         match read_bounded(&path) {
-            Ok(Some(bytes)) => match Collateral::from_json(&bytes)
-                .and_then(|c| c.verify_with(&self.root, now).map(|()| c))
-            {
+            Ok(Some(bytes)) => match Collateral::from_json(&bytes).and_then(|c| {
+                c.verify_with(&self.root, now)?;
+                c.check_for(key)?;
+                Ok(c)
+            }) {
                 Ok(c) => Some(Arc::new(c)),
                 Err(e) => {
                     if e.kind() != ErrorKind::CollateralExpired {
@@ -200,7 +202,10 @@ impl CachedCollateral {
         now: UnixTime,
     ) -> Result<Arc<Collateral>, AttestError> {
         let fetched = self.source.fetch(key, now).await?;
-        if let Err(e) = fetched.verify_with(&self.root, now) {
+        if let Err(e) = fetched
+            .verify_with(&self.root, now)
+            .and_then(|()| fetched.check_for(key))
+        {
             self.stats.rejected_sets.fetch_add(1, Ordering::Relaxed);
             return Err(AttestError::Unavailable(format!(
                 "the collateral source answered for {key:?} with a set that does not verify: {e}"
@@ -217,6 +222,16 @@ impl CachedCollateral {
 
 #[async_trait]
 impl CollateralSource for CachedCollateral {
+    fn cached(&self, key: &CollateralKey, now: UnixTime) -> Option<Arc<Collateral>> {
+        let (c, _) = self.lookup(key)?;
+        if c.valid_at(now) {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            Some(c)
+        } else {
+            None
+        }
+    }
+
     async fn fetch(
         &self,
         key: &CollateralKey,
@@ -262,9 +277,14 @@ impl CollateralSource for CachedCollateral {
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         match self.fetch_verified(key, now).await {
             Ok(fetched) => {
-                // Never replace a set with an older one.
+                // Never replace a valid set with an older one, nor with one
+                // of an earlier TCB evaluation (a rollback to levels Intel
+                // has since re-rated).
                 if let Some((c, _)) = &held {
-                    if c.next_update > fetched.next_update && c.valid_at(now) {
+                    if c.valid_at(now)
+                        && (c.next_update > fetched.next_update
+                            || c.tcb_eval_data_number > fetched.tcb_eval_data_number)
+                    {
                         self.mark_attempt(key, t);
                         return Ok(c.clone());
                     }

@@ -76,6 +76,10 @@ pub struct Collateral {
     pub tcb_info: Arc<dcap_qvl::TcbInfo>,
     /// The QE identity, parsed.
     pub qe_identity: Arc<dcap_qvl::QeIdentity>,
+    /// The FMSPC the TCB info is for.
+    pub fmspc: [u8; 6],
+    /// The PCK CA whose CRL the set carries.
+    pub pck_crl_ca: PckCa,
 }
 
 pub(crate) fn rfc3339(what: &str, s: &str) -> Result<u64, AttestError> {
@@ -129,7 +133,17 @@ impl Collateral {
         for l in &tcb.tcb_levels {
             rfc3339("tcbDate", &l.tcb_date)?;
         }
+        let mut fmspc = [0u8; 6];
+        hex::decode_to_slice(&tcb.fmspc, &mut fmspc).map_err(|_| {
+            AttestError::Malformed(format!("collateral tcb_info fmspc {:?}", tcb.fmspc))
+        })?;
+        let crl_chain =
+            crate::pki::pem_chain(data.pck_crl_issuer_chain.as_bytes(), "PCK CRL issuer chain")?;
+        let pck_crl_ca = crate::pki::Cert::parse(&crl_chain[0], "PCK CRL issuer")?
+            .pck_ca_kind("the PCK CRL issuer")?;
         Ok(Collateral {
+            fmspc,
+            pck_crl_ca,
             digest: set_digest(&data),
             tcb_eval_data_number: tcb
                 .tcb_evaluation_data_number
@@ -161,6 +175,41 @@ impl Collateral {
             (self.issued, self.next_update),
             now.as_secs(),
         )
+    }
+
+    /// Checks that this is the set for `key`: TDX TCB info (id `TDX`,
+    /// version 3 or later) for the key's FMSPC, the TDX QE identity
+    /// (`TD_QE`), and the CRL of the CA that issued the PCK leaf. A genuine
+    /// set of another platform or CA verifies to Intel's root like the
+    /// right one, so signatures alone do not show this.
+    pub fn check_for(&self, key: &CollateralKey) -> Result<(), AttestError> {
+        let wrong =
+            |m: String| AttestError::CollateralMissing(format!("collateral for {key:?}: {m}"));
+        if self.tcb_info.id != "TDX" || self.tcb_info.version < 3 {
+            return Err(wrong(format!(
+                "TCB info is {:?} version {}, expected TDX version 3 or later",
+                self.tcb_info.id, self.tcb_info.version
+            )));
+        }
+        if self.fmspc != key.fmspc {
+            return Err(wrong(format!(
+                "TCB info is for FMSPC {}",
+                hex::encode_upper(self.fmspc)
+            )));
+        }
+        if self.qe_identity.id != "TD_QE" {
+            return Err(wrong(format!(
+                "QE identity is {:?}, expected TD_QE",
+                self.qe_identity.id
+            )));
+        }
+        if self.pck_crl_ca != key.ca {
+            return Err(wrong(format!(
+                "the PCK CRL is the {} CA's",
+                self.pck_crl_ca.as_id_str()
+            )));
+        }
+        Ok(())
     }
 
     /// Parses dcap-qvl's `QuoteCollateralV3` JSON.
@@ -201,6 +250,14 @@ fn set_digest(d: &QuoteCollateralV3) -> [u8; 32] {
 /// A source of collateral.
 #[async_trait]
 pub trait CollateralSource: Send + Sync {
+    /// A set already held for `key` that is valid at `now`, without
+    /// waiting on anything: what verification uses, so a request that
+    /// holds a verification permit never waits for another request's
+    /// network refresh. Sources that hold nothing answer `None`.
+    fn cached(&self, _key: &CollateralKey, _now: UnixTime) -> Option<Arc<Collateral>> {
+        None
+    }
+
     /// The collateral for `key`. `now` is the verification time, for caches
     /// that must decide whether what they hold is still usable.
     async fn fetch(
