@@ -332,6 +332,68 @@ impl Vek {
     }
 }
 
+/// Checks that the pinned intermediate for `signer` (ASK for a VCEK, ASVK
+/// for a VLEK) signed `vek_der`, parsed as `vek`, and that it is the kind
+/// of certificate `signer` names.
+fn check_signed(
+    roots: &ProductRoots,
+    product: Product,
+    signer: Signer,
+    vek_der: &[u8],
+    vek: &Vek,
+) -> Result<(), AttestError> {
+    let cert = Certificate::from_der(vek_der).map_err(sev_err("endorsement key certificate"))?;
+    let (issuer, name, cn) = match signer {
+        Signer::Vcek => (&roots.ask, "ASK", "SEV-VCEK"),
+        Signer::Vlek => (&roots.asvk, "ASVK", "SEV-VLEK"),
+    };
+    (issuer, &cert).verify().map_err(|e| {
+        AttestError::UntrustedChain(format!(
+            "the pinned {product:?} {name} did not sign this {cn} certificate: {e}"
+        ))
+    })?;
+    if vek.common_name != cn {
+        return Err(AttestError::UntrustedChain(format!(
+            "KEY_INFO says {cn} but the certificate is {:?}",
+            vek.common_name
+        )));
+    }
+    Ok(())
+}
+
+/// Checks that `der` is the VCEK AMD derived for `req` on `product`: signed
+/// by the pinned ASK, for this product, this chip's hwID and exactly the
+/// requested TCB. What a KDS client requires before it keeps an answer
+/// (a wrong one, kept, would lock the chip out).
+pub fn check_vcek_for(
+    roots: &Roots,
+    product: Product,
+    req: &crate::VekRequest,
+    der: &[u8],
+) -> Result<Vek, AttestError> {
+    let vek = Vek::parse(der)?;
+    check_signed(roots.get(product)?, product, Signer::Vcek, der, &vek)?;
+    if vek.product().is_some_and(|p| p != product) {
+        return Err(AttestError::UntrustedChain(format!(
+            "a VCEK for {:?} answered a {product:?} request",
+            vek.product_name
+        )));
+    }
+    if vek.hwid.as_deref() != Some(req.hwid(product)) {
+        return Err(AttestError::UntrustedChain(
+            "the VCEK is for another chip (hwID)".into(),
+        ));
+    }
+    let tcb = Tcb::decode(product, &req.reported_tcb);
+    if vek.tcb != tcb {
+        return Err(AttestError::UntrustedChain(format!(
+            "the VCEK is for TCB {:?}, the request for {tcb:?}",
+            vek.tcb
+        )));
+    }
+    Ok(vek)
+}
+
 /// Verified endorsement keys by certificate digest: the RSA chain check
 /// costs milliseconds, so each VEK is checked once per (product, signer).
 #[derive(Default)]
@@ -377,23 +439,7 @@ impl ChainCache {
             Some(v) => v,
             None => {
                 let vek = Arc::new(Vek::parse(vek_der)?);
-                let cert = Certificate::from_der(vek_der)
-                    .map_err(sev_err("endorsement key certificate"))?;
-                let (issuer, name, cn) = match signer {
-                    Signer::Vcek => (&roots.ask, "ASK", "SEV-VCEK"),
-                    Signer::Vlek => (&roots.asvk, "ASVK", "SEV-VLEK"),
-                };
-                (issuer, &cert).verify().map_err(|e| {
-                    AttestError::UntrustedChain(format!(
-                        "the pinned {product:?} {name} did not sign this {cn} certificate: {e}"
-                    ))
-                })?;
-                if vek.common_name != cn {
-                    return Err(AttestError::UntrustedChain(format!(
-                        "KEY_INFO says {cn} but the certificate is {:?}",
-                        vek.common_name
-                    )));
-                }
+                check_signed(roots, product, signer, vek_der, &vek)?;
                 let mut map = self.verified.lock().unwrap_or_else(|p| p.into_inner());
                 if map.len() >= MAX_CACHED {
                     map.clear();

@@ -38,7 +38,7 @@ use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use certs::{ChainCache, ProductRoots, Roots, Vek};
+pub use certs::{ChainCache, ProductRoots, Roots, Vek, check_vcek_for};
 pub use crl::{AmdCrl, CrlSource, Crls};
 pub use report::{Report, Signer, Tcb};
 pub use vcek::{KdsClient, OfflineVceks, VcekSource, VekRequest, certs_from_evidence};

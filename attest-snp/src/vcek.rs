@@ -21,8 +21,8 @@ use async_trait::async_trait;
 use attest_core::AttestError;
 use attest_core::fetch::{FetchBudget, NegativeCache, SingleFlight};
 
-use crate::Product;
 use crate::report::Signer;
+use crate::{Product, Roots};
 
 /// Largest certificate accepted.
 pub const MAX_CERT: usize = 16 * 1024;
@@ -241,10 +241,13 @@ pub struct KdsClient {
     not_found: NegativeCache<String>,
     backoff: Mutex<Option<(Instant, Duration)>>,
     fetches: std::sync::atomic::AtomicU64,
+    roots: Arc<Roots>,
 }
 
 /// Most VCEKs held in memory (the disk cache keeps the rest).
 const MAX_IN_MEMORY: usize = 16_384;
+/// Most VCEKs written to the disk cache; past it, new ones stay in memory.
+const MAX_ON_DISK: usize = 65_536;
 
 impl KdsClient {
     /// Fetches per minute for chips never seen, by default (AMD KDS
@@ -271,7 +274,11 @@ impl KdsClient {
         insecure_http: bool,
     ) -> Result<Self, AttestError> {
         attest_core::fetch::check_service_url(base, insecure_http)?;
+        // No redirects: the transport rule above is checked on this URL
+        // only, and a redirect could lead anywhere (plain HTTP, an
+        // internal address).
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
             .connect_timeout(timeout)
             .user_agent(concat!("confidential-kms/", env!("CARGO_PKG_VERSION")))
@@ -287,7 +294,15 @@ impl KdsClient {
             not_found: NegativeCache::new(Self::NOT_FOUND_TTL, MAX_IN_MEMORY),
             backoff: Mutex::new(None),
             fetches: std::sync::atomic::AtomicU64::new(0),
+            roots: Arc::new(Roots::amd()?),
         })
+    }
+
+    /// Checks fetched VCEKs against `roots` instead of AMD's (tests with a
+    /// fake AMD PKI).
+    pub fn with_roots(mut self, roots: Roots) -> Self {
+        self.roots = Arc::new(roots);
+        self
     }
 
     /// Sets how many fetches per minute may start for chips never seen.
@@ -399,17 +414,25 @@ impl KdsClient {
         Ok(Some(body))
     }
 
-    fn remember(&self, name: &str, der: &[u8]) {
-        {
-            let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
-            if memory.len() >= MAX_IN_MEMORY {
-                memory.clear();
-            }
-            memory.insert(name.to_owned(), Arc::new(der.to_vec()));
+    fn hold(&self, name: &str, der: &[u8]) {
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        if memory.len() >= MAX_IN_MEMORY {
+            memory.clear();
         }
+        memory.insert(name.to_owned(), Arc::new(der.to_vec()));
+    }
+
+    /// Keeps a checked VCEK in memory and on disk.
+    fn remember(&self, name: &str, der: &[u8]) {
+        self.hold(name, der);
         if let Some(dir) = &self.cache_dir {
             let write = || -> std::io::Result<()> {
                 std::fs::create_dir_all(dir)?;
+                if std::fs::read_dir(dir)?.take(MAX_ON_DISK).count() >= MAX_ON_DISK {
+                    return Err(std::io::Error::other(format!(
+                        "the cache holds {MAX_ON_DISK} VCEKs already"
+                    )));
+                }
                 let tmp = dir.join(format!(".{name}.tmp"));
                 std::fs::write(&tmp, der)?;
                 std::fs::rename(&tmp, dir.join(name))
@@ -420,7 +443,8 @@ impl KdsClient {
         }
     }
 
-    fn recall(&self, name: &str) -> Option<Vec<u8>> {
+    /// A VCEK held in memory, or on disk (checked again when read back).
+    fn recall(&self, req: &VekRequest, product: Product, name: &str) -> Option<Vec<u8>> {
         if let Some(v) = self
             .memory
             .lock()
@@ -431,10 +455,11 @@ impl KdsClient {
         }
         let dir = self.cache_dir.as_ref()?;
         let der = read_cert(&dir.join(name)).ok().flatten()?;
-        self.memory
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_owned(), Arc::new(der.clone()));
+        if let Err(e) = crate::certs::check_vcek_for(&self.roots, product, req, &der) {
+            tracing::warn!(file = %dir.join(name).display(), error = %e, "ignoring a cached VCEK that does not check");
+            return None;
+        }
+        self.hold(name, &der);
         Some(der)
     }
 }
@@ -470,19 +495,28 @@ impl VcekSource for KdsClient {
         }
         for product in req.candidates() {
             let name = req.file_name(product);
-            if let Some(der) = self.recall(&name) {
+            if let Some(der) = self.recall(req, product, &name) {
                 return Ok(der);
             }
             if self.not_found.get(&name).is_some() {
                 continue;
             }
             let _flight = self.flights.enter(&name).await;
-            if let Some(der) = self.recall(&name) {
+            if let Some(der) = self.recall(req, product, &name) {
                 return Ok(der);
             }
             self.budget.take("AMD chips")?;
             match self.get(&self.vcek_url(req, product)).await? {
                 Some(der) => {
+                    // Kept only once it is the VCEK asked for: a bad answer
+                    // (an error page served with 200, a truncated body,
+                    // another chip's key) would otherwise be served from
+                    // the cache for ever.
+                    crate::certs::check_vcek_for(&self.roots, product, req, &der).map_err(|e| {
+                        AttestError::Unavailable(format!(
+                            "AMD KDS answered {name} with a certificate that does not check: {e}"
+                        ))
+                    })?;
                     self.remember(&name, &der);
                     return Ok(der);
                 }

@@ -351,3 +351,148 @@ fn plain_http_kds_is_refused_off_loopback() {
         KdsClient::with_options("http://kds.example", None, Duration::from_secs(1), true).is_ok()
     );
 }
+
+/// A bad KDS answer (a maintenance page served with 200, a truncated body,
+/// the VCEK of another chip) is refused and never kept: a cached name is
+/// not fetched again, so keeping it would lock the chip out for good,
+/// across restarts. When KDS recovers, the next request verifies.
+#[tokio::test]
+async fn a_bad_kds_answer_is_never_cached() {
+    use std::sync::atomic::AtomicU8;
+    let genuine = std::fs::read(vectors().join("reports/milan-v2-a.vcek.der")).unwrap();
+    let other_chip = std::fs::read(vectors().join("reports/milan-v2-b.vcek.der")).unwrap();
+    let answer = Arc::new(AtomicU8::new(0));
+    let a = answer.clone();
+    let app = Router::new().route(
+        "/vcek/v1/{product}/{hwid}",
+        get(move || {
+            let (a, genuine, other_chip) = (a.clone(), genuine.clone(), other_chip.clone());
+            async move {
+                match a.load(Ordering::SeqCst) {
+                    0 => (StatusCode::OK, "<html>maintenance</html>").into_response(),
+                    1 => genuine[..genuine.len() - 1].to_vec().into_response(),
+                    2 => other_chip.into_response(),
+                    _ => genuine.into_response(),
+                }
+            }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let make = || {
+        let kds = Arc::new(
+            KdsClient::new(
+                &url,
+                Some(dir.path().to_path_buf()),
+                Duration::from_millis(500),
+            )
+            .unwrap(),
+        );
+        SnpVerifier::new(vec![kds], SnpConfig::default()).unwrap()
+    };
+    let (report, _) = milan_request();
+    let e = Evidence::new(PlatformId::SEV_SNP, report);
+    let ctx = VerifyContext::without_report_data(UnixTime(AT));
+    let v = make();
+    for (bad, why) in [
+        (
+            0,
+            "does not check: untrusted_chain: endorsement key certificate",
+        ),
+        (
+            1,
+            "does not check: untrusted_chain: endorsement key certificate",
+        ),
+        (
+            2,
+            "does not check: untrusted_chain: the VCEK is for another chip (hwID)",
+        ),
+    ] {
+        answer.store(bad, Ordering::SeqCst);
+        let err = v.verify_report(&e, &ctx).await.map(|_| ()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(err.to_string().contains(why), "{bad}: {err}");
+        assert!(std::fs::read_dir(dir.path()).unwrap().next().is_none());
+    }
+    answer.store(3, Ordering::SeqCst);
+    v.verify_report(&e, &ctx).await.unwrap();
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    // A file planted in the cache under the chip's name is checked too.
+    let name = std::fs::read_dir(dir.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::write(&name, b"not a certificate").unwrap();
+    answer.store(0, Ordering::SeqCst);
+    let err = make()
+        .verify_report(&e, &ctx)
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+}
+
+/// The plain-HTTP rule is checked on the configured URL; a redirect from
+/// there (to plain HTTP off loopback, or to any internal address) is not
+/// followed.
+#[tokio::test]
+async fn kds_redirects_are_not_followed() {
+    use std::sync::atomic::AtomicU16;
+    let followed = Arc::new(AtomicUsize::new(0));
+    let port = Arc::new(AtomicU16::new(0));
+    let (f, p) = (followed.clone(), port.clone());
+    let app = Router::new()
+        .route(
+            "/vcek/v1/{product}/{hwid}",
+            get(move |RawQuery(q): RawQuery| {
+                let p = p.load(Ordering::SeqCst);
+                async move {
+                    // 0.0.0.0 is not loopback for check_service_url, yet it
+                    // reaches this machine: it stands for any host the rule refuses.
+                    let mut h = HeaderMap::new();
+                    h.insert(
+                        "Location",
+                        format!("http://0.0.0.0:{p}/elsewhere?{}", q.unwrap_or_default())
+                            .parse()
+                            .unwrap(),
+                    );
+                    (StatusCode::FOUND, h, "").into_response()
+                }
+            }),
+        )
+        .route(
+            "/elsewhere",
+            get(move || {
+                let f = f.clone();
+                async move {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    std::fs::read(vectors().join("reports/milan-v2-a.vcek.der"))
+                        .unwrap()
+                        .into_response()
+                }
+            }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    port.store(l.local_addr().unwrap().port(), Ordering::SeqCst);
+    let port = port.load(Ordering::SeqCst);
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    assert!(
+        attest_core::fetch::check_service_url(&format!("http://0.0.0.0:{port}"), false).is_err()
+    );
+    let kds = KdsClient::new(
+        &format!("http://127.0.0.1:{port}"),
+        None,
+        Duration::from_millis(500),
+    )
+    .unwrap();
+    let (_, req) = milan_request();
+    let err = kds.fetch(&req).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(err.to_string().contains("HTTP 302"), "{err}");
+    assert_eq!(followed.load(Ordering::SeqCst), 0);
+}

@@ -710,3 +710,32 @@ async fn verify_never_waits_for_a_network_refresh() {
     assert!(!a.is_finished());
     a.abort();
 }
+
+/// The PCS client does not follow redirects: the transport rule holds for
+/// the configured URL only, and a redirect could lead anywhere.
+#[tokio::test]
+async fn pcs_redirects_are_not_followed() {
+    let followed = Arc::new(AtomicUsize::new(0));
+    let f = followed.clone();
+    let app = Router::new()
+        .route(
+            "/elsewhere",
+            get(move || {
+                f.fetch_add(1, Ordering::SeqCst);
+                async { "{}" }
+            }),
+        )
+        .fallback(|| async {
+            let mut h = HeaderMap::new();
+            h.insert("Location", HeaderValue::from_static("/elsewhere"));
+            (StatusCode::FOUND, h, "")
+        });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let pcs = PcsClient::new(PcsConfig::new(&url)).unwrap();
+    let err = pcs.fetch(&key(), UnixTime(AT)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.to_string().contains("302"), "{err}");
+    assert_eq!(followed.load(Ordering::SeqCst), 0);
+}

@@ -132,7 +132,10 @@ impl PcsClient {
             }
         });
         attest_core::fetch::check_service_url(&root_ca_crl_url, config.insecure_http)?;
+        // No redirects: the transport rule is checked on the configured URL
+        // only, and a redirect could lead to plain HTTP or any address.
         let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .user_agent(concat!("confidential-kms/", env!("CARGO_PKG_VERSION")))
