@@ -243,3 +243,143 @@ async fn metrics_listener_cuts_off_silent_clients() {
     assert!(t.elapsed() < Duration::from_secs(5));
     drop(s);
 }
+
+/// A gRPC client connecting from `local` (another loopback address stands
+/// for another host).
+async fn client_from(
+    s: &Serve,
+    local: &str,
+) -> kms_client::proto::kms_client::KmsClient<tonic::transport::Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(s.url())
+        .unwrap()
+        .local_address(Some(local.parse().unwrap()))
+        .connect()
+        .await
+        .unwrap();
+    kms_client::proto::kms_client::KmsClient::new(channel)
+}
+
+/// Opens `n` HTTP/2 connections that never send a request; their
+/// connection tasks answer the server's PINGs. Returns how many the server
+/// kept past the handshake.
+async fn requestless_connections(s: &Serve, n: usize) -> Vec<h2::client::SendRequest<Bytes>> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let Ok(Ok((client, conn))) =
+            tokio::time::timeout(Duration::from_secs(2), h2::client::handshake(tcp)).await
+        else {
+            continue;
+        };
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        held.push(client);
+    }
+    held
+}
+
+/// One host opening connections that send no request (answering the
+/// server's keep-alive PINGs, which used to count as activity) holds at
+/// most its share of the slots, and only until the idle timeout: another
+/// host is served at once, and the same host again after the timeout.
+#[tokio::test]
+async fn one_host_cannot_hold_every_connection_slot() {
+    let s = Serve::start(
+        "[limits]\nmax_connections = 32\nmax_connections_per_ip = 8\nidle_timeout_secs = 2\nkeepalive_interval_secs = 1\nkeepalive_timeout_secs = 1\n",
+    );
+    let held = requestless_connections(&s, 32).await;
+    // Another host, while the first holds all it may.
+    let mut other = client_from(&s, "127.0.0.2").await;
+    other
+        .get_meta(kms_client::proto::GetMetaRequest {})
+        .await
+        .unwrap();
+    // The first host's connections past its share were closed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let open = held
+        .iter()
+        .filter(|c| {
+            let mut c = (*c).clone();
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            !matches!(c.poll_ready(&mut cx), std::task::Poll::Ready(Err(_)))
+        })
+        .count();
+    assert!(open <= 8, "{open} connections of one host are open");
+    // Well past the idle timeout and several keep-alive rounds: the
+    // request-less connections are gone, and the host is served again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let mut again = client_from(&s, "127.0.0.1").await;
+    again
+        .get_meta(kms_client::proto::GetMetaRequest {})
+        .await
+        .unwrap();
+    drop(held);
+}
+
+/// The stalled-stream attack spread over many connections from one host
+/// fills that host's share of the request-byte budget, not the service's:
+/// another host's ordinary request is still taken.
+#[tokio::test]
+async fn stalled_streams_from_one_host_cannot_starve_another() {
+    let s = Serve::start(
+        "[limits]\nmax_buffered_request_bytes = 8388608\nmax_buffered_request_bytes_per_ip = 2097152\n",
+    );
+    let mut stalled = Vec::new();
+    for sender in requestless_connections(&s, 16).await {
+        let mut sender = sender;
+        for _ in 0..64 {
+            sender = match tokio::time::timeout(Duration::from_millis(500), sender.clone().ready())
+                .await
+            {
+                Ok(Ok(s)) => s,
+                _ => break,
+            };
+            let req = http::Request::post(format!("http://{}/kms.v1.Kms/GetAppKey", s.addr))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(())
+                .unwrap();
+            let Ok((resp, mut body)) = sender.send_request(req, false) else {
+                break;
+            };
+            // A gRPC frame announcing 256000 bytes, of which 15000 arrive.
+            let mut data = vec![0u8; 15_000];
+            data[1..5].copy_from_slice(&256_000u32.to_be_bytes());
+            body.reserve_capacity(data.len());
+            if body.send_data(Bytes::from(data), false).is_err() {
+                break;
+            }
+            stalled.push((resp, body));
+        }
+    }
+    assert!(
+        stalled.len() * 15_000 > 8_388_608,
+        "{} streams",
+        stalled.len()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let request = || kms_client::proto::GetAppKeyRequest {
+        evidence: Some(kms_client::proto::Evidence {
+            platform: "tdx".into(),
+            quote: vec![0; 5000],
+            event_log: vec![b' '; 60_000],
+            ..Default::default()
+        }),
+        client_public_key: vec![0; 32],
+        challenge: vec![0; 57],
+    };
+    // The attacking host is over its share...
+    let mut same = client_from(&s, "127.0.0.1").await;
+    let err = same.get_app_key(request()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    assert_eq!(
+        err.message(),
+        "this client holds too many request bytes; try again"
+    );
+    // ...another host is not: its request is read and judged (a bad challenge).
+    let mut other = client_from(&s, "127.0.0.2").await;
+    let err = other.get_app_key(request()).await.unwrap_err();
+    assert_ne!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    drop(stalled);
+}

@@ -179,3 +179,86 @@ async fn reflection_v1alpha_lists_the_service() {
     assert!(names.contains(&"kms.v1.Kms".to_owned()), "{names:?}");
     server.stop().await;
 }
+
+/// Refusals of evidence that never verified come from anyone (the
+/// challenge is free and reusable). A burst of them is recorded, the rest
+/// only counted, and the count goes into the next record: garbage cannot
+/// fill the disk the audit log and root keys share (once full, every
+/// release would be refused). Decisions about verified evidence are all
+/// recorded.
+#[tokio::test]
+async fn unauthenticated_refusals_cannot_grow_the_audit_log_without_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkis = Pkis::new();
+    let app = App::example();
+    let server = Server::start(dir.path(), &pkis, &app).await.unwrap();
+    let audit = dir.path().join("data").join("audit.jsonl");
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    };
+    let mut c = KmsClient::connect(&server.url).await.unwrap();
+    let challenge = c
+        .raw()
+        .get_challenge(proto::GetChallengeRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .challenge;
+    let garbage = proto::GetAppKeyRequest {
+        evidence: Some(proto::Evidence {
+            platform: "tdx".into(),
+            quote: vec![0; 64],
+            ..Default::default()
+        }),
+        client_public_key: vec![0; 32],
+        challenge: challenge.clone(),
+    };
+    let n = 2000;
+    for _ in 0..n {
+        let code = c
+            .raw()
+            .get_app_key(garbage.clone())
+            .await
+            .unwrap_err()
+            .code();
+        assert_eq!(code, tonic::Code::InvalidArgument);
+    }
+    let recorded = lines();
+    assert!(
+        (60..100).contains(&recorded.len()),
+        "{n} garbage requests wrote {} records",
+        recorded.len()
+    );
+    assert!(recorded.iter().all(|r| r["decision"] == "error"));
+
+    // Every request is accounted for: recorded, or counted into the next
+    // record written (here the one after a pause).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    c.raw().get_app_key(garbage).await.unwrap_err();
+    let all = lines();
+    let summary =
+        "earlier refusals of unverified evidence were not recorded one by one (rate limit)";
+    let dropped: usize = all
+        .iter()
+        .flat_map(|r| r["reasons"].as_array().unwrap().iter())
+        .filter_map(|r| {
+            r.as_str()?
+                .strip_suffix(summary)?
+                .trim()
+                .parse::<usize>()
+                .ok()
+        })
+        .sum();
+    assert!(dropped > 0);
+    assert_eq!(dropped + all.len(), n + 1);
+    assert!(all.last().unwrap()["reasons"].as_array().unwrap().len() == 2);
+
+    // A verified app's release is still recorded at once.
+    keys_for(&server, &pkis, &app).await.unwrap();
+    assert_eq!(lines().pop().unwrap()["decision"], "allow");
+    server.stop().await;
+}

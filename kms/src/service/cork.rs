@@ -8,9 +8,10 @@
 //! single write. Nagle's algorithm stays off (no delayed-ACK stalls): the
 //! delay is one scheduler turn, not a timer.
 //!
-//! It also carries two of the listener's limits: the connection's slot
-//! (released when the connection closes) and the idle timeout (a read that
-//! waits longer than it fails, and the connection closes).
+//! It also carries the listener's per-connection limits: the connection's
+//! slots (global and its address's, released when the connection closes)
+//! and the idle timeout: once no request has been in flight for that long
+//! (see [`super::peers::Activity`]), reads fail and the connection closes.
 
 use std::future::Future;
 use std::io;
@@ -22,7 +23,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
+
+use super::peers::{Activity, PeerConn, PeerSlot};
 
 /// Buffered bytes above which a write goes out without waiting for a flush.
 const LIMIT: usize = 64 * 1024;
@@ -33,7 +36,9 @@ pub struct CorkedStream {
     buf: Vec<u8>,
     sent: usize,
     yielded: bool,
+    activity: std::sync::Arc<Activity>,
     idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
+    peer: Option<PeerSlot>,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
@@ -45,13 +50,15 @@ impl CorkedStream {
             buf: Vec::new(),
             sent: 0,
             yielded: false,
+            activity: Default::default(),
             idle: None,
+            peer: None,
             _slot: None,
         }
     }
 
-    /// Closes the connection (reads fail) after `timeout` without a byte
-    /// from the peer.
+    /// Closes the connection (reads fail) once no request has been in
+    /// flight for `timeout`.
     pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle = Some((timeout, Box::pin(tokio::time::sleep(timeout))));
         self
@@ -61,6 +68,29 @@ impl CorkedStream {
     pub fn holding(mut self, slot: OwnedSemaphorePermit) -> Self {
         self._slot = Some(slot);
         self
+    }
+
+    /// Holds the connection's place in its address's share.
+    pub fn of_peer(mut self, peer: PeerSlot) -> Self {
+        self.peer = Some(peer);
+        self
+    }
+
+    /// Whether the idle timeout has passed with no request in flight. Polls
+    /// the timer, so the task wakes when it may have.
+    fn idle_over(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some((timeout, sleep)) = &mut self.idle else {
+            return false;
+        };
+        while sleep.as_mut().poll(cx).is_ready() {
+            let now = tokio::time::Instant::now();
+            match self.activity.idle_at(*timeout) {
+                Some(at) if at <= now => return true,
+                Some(at) => sleep.as_mut().reset(at),
+                None => sleep.as_mut().reset(now + *timeout),
+            }
+        }
+        false
     }
 
     /// Writes out everything buffered.
@@ -81,9 +111,13 @@ impl CorkedStream {
 }
 
 impl Connected for CorkedStream {
-    type ConnectInfo = TcpConnectInfo;
-    fn connect_info(&self) -> TcpConnectInfo {
-        self.inner.connect_info()
+    type ConnectInfo = PeerConn;
+    fn connect_info(&self) -> PeerConn {
+        PeerConn {
+            remote: self.inner.peer_addr().ok(),
+            activity: self.activity.clone(),
+            bytes: self.peer.as_ref().map(PeerSlot::bytes),
+        }
     }
 }
 
@@ -94,31 +128,13 @@ impl AsyncRead for CorkedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let me = self.get_mut();
-        let before = buf.filled().len();
-        match Pin::new(&mut me.inner).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                if let Some((timeout, sleep)) = &mut me.idle {
-                    if buf.filled().len() > before {
-                        sleep.as_mut().reset(tokio::time::Instant::now() + *timeout);
-                    }
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                let idle_over = match &mut me.idle {
-                    Some((_, sleep)) => sleep.as_mut().poll(cx).is_ready(),
-                    None => false,
-                };
-                if idle_over {
-                    Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "connection idle too long",
-                    )))
-                } else {
-                    Poll::Pending
-                }
-            }
+        if me.idle_over(cx) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no request for too long",
+            )));
         }
+        Pin::new(&mut me.inner).poll_read(cx, buf)
     }
 }
 
@@ -238,6 +254,47 @@ mod tests {
         let mut b = [0u8; 8];
         let err = s.read(&mut b).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    /// Bytes that are not requests (HTTP/2 PING answers, SETTINGS) do not
+    /// keep a connection; a request in flight does.
+    #[tokio::test]
+    async fn only_requests_keep_a_connection() {
+        let (s, mut peer) = pair().await;
+        let mut s = s.with_idle_timeout(std::time::Duration::from_millis(200));
+        let chatter = tokio::spawn(async move {
+            loop {
+                if peer.write_all(b"ping").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        });
+        let t = std::time::Instant::now();
+        let mut b = [0u8; 64];
+        let err = loop {
+            if let Err(e) = s.read(&mut b).await {
+                break e;
+            }
+        };
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        assert!(t.elapsed() >= std::time::Duration::from_millis(200));
+        chatter.abort();
+
+        let (s, _peer) = pair().await;
+        let mut s = s.with_idle_timeout(std::time::Duration::from_millis(50));
+        let request = s.connect_info().activity.start();
+        let read =
+            tokio::time::timeout(std::time::Duration::from_millis(300), s.read(&mut b)).await;
+        assert!(
+            read.is_err(),
+            "the connection closed with a request in flight"
+        );
+        drop(request);
+        assert_eq!(
+            s.read(&mut b).await.unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
     }
 
     /// Large writes, many small ones past the limit, and shutdown all

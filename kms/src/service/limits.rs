@@ -5,15 +5,20 @@
 //! sending most of a 256 KiB body and then stalling, held about 100 MiB for
 //! ever. The defaults below bound every dimension of that:
 //! - streams per connection (`max_concurrent_streams`), connections
-//!   (`max_connections`);
+//!   (`max_connections`, and `max_connections_per_ip` from one address);
 //! - time: a whole request must arrive within `request_timeout_secs`, and
 //!   be handled within `handler_timeout_secs`; a connection that sends
-//!   nothing for `idle_timeout_secs` is closed, HTTP/2 keep-alive pings
+//!   no request for `idle_timeout_secs` is closed, HTTP/2 keep-alive pings
 //!   close dead peers, and no connection lives longer than
 //!   `max_connection_age_secs`;
 //! - memory: the bytes of requests in flight (received, or decoded and
-//!   being handled) share one global budget, `max_buffered_request_bytes`.
-//!   A request that would exceed it is refused with RESOURCE_EXHAUSTED.
+//!   being handled) share one global budget, `max_buffered_request_bytes`,
+//!   and those of one address at most `max_buffered_request_bytes_per_ip`
+//!   of it. A request that would exceed either is refused with
+//!   RESOURCE_EXHAUSTED.
+//!
+//! The per-address shares assume clients connect directly; behind a proxy
+//! that does not keep client addresses, raise them to the proxy's needs.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -33,6 +38,8 @@ pub struct Limits {
     pub max_concurrent_streams: u32,
     /// Open connections (per listener); more are closed at once.
     pub max_connections: usize,
+    /// Open connections from one IP address (per listener).
+    pub max_connections_per_ip: usize,
     /// Seconds to receive a whole request.
     pub request_timeout_secs: u64,
     /// Seconds to receive and handle a request.
@@ -41,12 +48,14 @@ pub struct Limits {
     pub keepalive_interval_secs: u64,
     /// Seconds to wait for a keep-alive answer before closing.
     pub keepalive_timeout_secs: u64,
-    /// Seconds without a byte from the client before its connection closes.
+    /// Seconds without a request in flight before a connection closes.
     pub idle_timeout_secs: u64,
     /// Longest life of a connection, seconds (then it is asked to go away).
     pub max_connection_age_secs: u64,
     /// Bytes of requests in flight, all connections together.
     pub max_buffered_request_bytes: usize,
+    /// Bytes of requests in flight from one IP address.
+    pub max_buffered_request_bytes_per_ip: usize,
 }
 
 impl Default for Limits {
@@ -54,6 +63,7 @@ impl Default for Limits {
         Limits {
             max_concurrent_streams: 64,
             max_connections: 1024,
+            max_connections_per_ip: 128,
             request_timeout_secs: 10,
             handler_timeout_secs: 30,
             keepalive_interval_secs: 30,
@@ -61,6 +71,7 @@ impl Default for Limits {
             idle_timeout_secs: 120,
             max_connection_age_secs: 3600,
             max_buffered_request_bytes: 64 * 1024 * 1024,
+            max_buffered_request_bytes_per_ip: 16 * 1024 * 1024,
         }
     }
 }
@@ -68,12 +79,13 @@ impl Default for Limits {
 impl Limits {
     /// Rejects values that would disable a limit.
     pub fn validate(&self) -> Result<(), String> {
-        let checks: [(&str, u64); 9] = [
+        let checks: [(&str, u64); 11] = [
             (
                 "max_concurrent_streams",
                 u64::from(self.max_concurrent_streams),
             ),
             ("max_connections", self.max_connections as u64),
+            ("max_connections_per_ip", self.max_connections_per_ip as u64),
             ("request_timeout_secs", self.request_timeout_secs),
             ("handler_timeout_secs", self.handler_timeout_secs),
             ("keepalive_interval_secs", self.keepalive_interval_secs),
@@ -83,6 +95,10 @@ impl Limits {
             (
                 "max_buffered_request_bytes",
                 self.max_buffered_request_bytes as u64,
+            ),
+            (
+                "max_buffered_request_bytes_per_ip",
+                self.max_buffered_request_bytes_per_ip as u64,
             ),
         ];
         for (name, v) in checks {
@@ -129,24 +145,40 @@ impl RequestBudget {
     }
 }
 
-/// What one request holds of the budget, until it is handled.
-type Held = Arc<Mutex<Option<OwnedSemaphorePermit>>>;
+/// What one request holds of the global budget and of its address's,
+/// until it is handled.
+type Held = Arc<Mutex<[Option<OwnedSemaphorePermit>; 2]>>;
+
+fn keep(held: &Held, i: usize, p: OwnedSemaphorePermit) {
+    let mut held = held.lock().unwrap_or_else(|e| e.into_inner());
+    match held[i].as_mut() {
+        Some(h) => h.merge(p),
+        None => held[i] = Some(p),
+    }
+}
 
 /// A request body that draws its bytes from the budget and must arrive
 /// before its deadline.
 pub struct BudgetBody<B> {
     inner: B,
     budget: Arc<Semaphore>,
+    peer_budget: Option<Arc<Semaphore>>,
     held: Held,
     deadline: Pin<Box<tokio::time::Sleep>>,
     done: bool,
 }
 
 impl<B> BudgetBody<B> {
-    fn new(inner: B, budget: &RequestBudget, held: Held) -> Self {
+    fn new(
+        inner: B,
+        budget: &RequestBudget,
+        peer_budget: Option<Arc<Semaphore>>,
+        held: Held,
+    ) -> Self {
         BudgetBody {
             inner,
             budget: budget.permits.clone(),
+            peer_budget,
             held,
             deadline: Box::pin(tokio::time::sleep(budget.request_timeout)),
             done: false,
@@ -177,14 +209,19 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let n = u32::try_from(data.len()).unwrap_or(u32::MAX);
-                    match this.budget.clone().try_acquire_many_owned(n) {
-                        Ok(p) => {
-                            let mut held = this.held.lock().unwrap_or_else(|e| e.into_inner());
-                            match held.as_mut() {
-                                Some(h) => h.merge(p),
-                                None => *held = Some(p),
+                    if let Some(peer) = &this.peer_budget {
+                        match peer.clone().try_acquire_many_owned(n) {
+                            Ok(p) => keep(&this.held, 1, p),
+                            Err(_) => {
+                                this.done = true;
+                                return Poll::Ready(Some(Err(tonic::Status::resource_exhausted(
+                                    "this client holds too many request bytes; try again",
+                                ))));
                             }
                         }
+                    }
+                    match this.budget.clone().try_acquire_many_owned(n) {
+                        Ok(p) => keep(&this.held, 0, p),
                         Err(_) => {
                             this.done = true;
                             return Poll::Ready(Some(Err(tonic::Status::resource_exhausted(
@@ -215,8 +252,10 @@ where
     }
 }
 
-/// Tower layer: request bodies draw on the budget and their deadline; the
-/// bytes stay counted until the response is ready.
+/// Tower layer: request bodies draw on the budgets (global and their
+/// address's) and their deadline; the bytes stay counted until the response
+/// is ready. Each request also marks its connection busy while it runs
+/// (the idle timeout counts from the last request).
 #[derive(Clone)]
 pub struct BudgetLayer(pub RequestBudget);
 
@@ -251,15 +290,20 @@ where
     }
 
     fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        let held: Held = Arc::new(Mutex::new(None));
+        let held: Held = Arc::new(Mutex::new([None, None]));
         let budget = self.budget.clone();
         let body_held = held.clone();
-        let req = req.map(|b| tonic::body::Body::new(BudgetBody::new(b, &budget, body_held)));
+        let peer = super::peers::PeerConn::of(&req);
+        let in_flight = peer.map(|p| p.activity.start());
+        let peer_budget = peer.and_then(|p| p.bytes.clone());
+        let req = req
+            .map(|b| tonic::body::Body::new(BudgetBody::new(b, &budget, peer_budget, body_held)));
         let fut = self.inner.call(req);
         Box::pin(async move {
             let out = fut.await;
             // The request's bytes are released once it is handled.
             drop(held);
+            drop(in_flight);
             out
         })
     }
@@ -286,10 +330,11 @@ mod tests {
     #[tokio::test]
     async fn bodies_draw_on_the_budget_until_released() {
         let budget = RequestBudget::new(100, Duration::from_secs(5));
-        let held: Held = Arc::new(Mutex::new(None));
+        let held: Held = Arc::new(Mutex::new([None, None]));
         let body = BudgetBody::new(
             http_body_util::Full::new(Bytes::from(vec![0u8; 60])),
             &budget,
+            None,
             held.clone(),
         );
         let collected = body.collect().await.unwrap().to_bytes();
@@ -299,12 +344,29 @@ mod tests {
         let body = BudgetBody::new(
             http_body_util::Full::new(Bytes::from(vec![0u8; 60])),
             &budget,
-            Arc::new(Mutex::new(None)),
+            None,
+            Arc::new(Mutex::new([None, None])),
         );
         let err = body.collect().await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
         drop(held);
         assert_eq!(budget.in_use(), 0);
+
+        // An address's share runs out before the global budget does.
+        let peer = Arc::new(Semaphore::new(50));
+        let body = BudgetBody::new(
+            http_body_util::Full::new(Bytes::from(vec![0u8; 60])),
+            &budget,
+            Some(peer.clone()),
+            Arc::new(Mutex::new([None, None])),
+        );
+        let err = body.collect().await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+        assert_eq!(
+            err.message(),
+            "this client holds too many request bytes; try again"
+        );
+        assert_eq!((budget.in_use(), peer.available_permits()), (0, 50));
     }
 
     #[tokio::test]
@@ -313,7 +375,7 @@ mod tests {
         let (_tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
         let stalled =
             http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-        let body = BudgetBody::new(stalled, &budget, Arc::new(Mutex::new(None)));
+        let body = BudgetBody::new(stalled, &budget, None, Arc::new(Mutex::new([None, None])));
         let err = body.collect().await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::DeadlineExceeded);
     }

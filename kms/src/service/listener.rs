@@ -15,6 +15,7 @@ use super::KmsState;
 use super::cork::CorkedStream;
 use super::grpc::KmsService;
 use super::limits::{BudgetLayer, Limits, RequestBudget};
+use super::peers::PeerTable;
 
 /// How a listener is run.
 #[derive(Clone, Debug)]
@@ -70,34 +71,47 @@ pub async fn serve_with_tls(
     serve_with(listener, state, &cfg, shutdown).await
 }
 
-/// Accepted connections, each holding one of `max` slots and closed after
-/// `idle` without a byte from its peer; past `max`, new connections are
+/// Accepted connections, each holding one of the listener's slots and one
+/// of its address's share, and closed once no request has been in flight
+/// for `limits.idle_timeout_secs`; past either limit, new connections are
 /// closed at once.
 fn limited_incoming(
     listener: TcpListener,
-    max: usize,
-    idle: std::time::Duration,
+    limits: &Limits,
     state: Arc<KmsState>,
 ) -> impl tokio_stream::Stream<Item = std::io::Result<CorkedStream>> {
+    let max = limits.max_connections;
+    let idle = Limits::secs(limits.idle_timeout_secs);
     let slots = Arc::new(tokio::sync::Semaphore::new(max));
-    TcpListenerStream::new(listener).filter_map(move |s| match s {
-        Ok(s) => match slots.clone().try_acquire_owned() {
-            Ok(slot) => {
-                // Small request/response pairs: without TCP_NODELAY, Nagle
-                // and delayed ACKs add ~40 ms stalls under load.
-                let _ = s.set_nodelay(true);
-                Some(Ok(CorkedStream::new(s)
-                    .with_idle_timeout(idle)
-                    .holding(slot)))
+    let peers = PeerTable::new(
+        limits.max_connections_per_ip,
+        limits.max_buffered_request_bytes_per_ip,
+    );
+    TcpListenerStream::new(listener).filter_map(move |s| {
+        let s = match s {
+            Ok(s) => s,
+            Err(e) => return Some(Err(e)),
+        };
+        let ip = s.peer_addr().ok()?.ip();
+        let Some(peer) = peers.admit(ip) else {
+            if state.refusal_log.allow() {
+                tracing::warn!(%ip, "per-address connection limit reached: closing a new connection");
             }
-            Err(_) => {
-                if state.refusal_log.allow() {
-                    tracing::warn!("connection limit ({max}) reached: closing a new connection");
-                }
-                None
+            return None;
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if state.refusal_log.allow() {
+                tracing::warn!("connection limit ({max}) reached: closing a new connection");
             }
-        },
-        Err(e) => Some(Err(e)),
+            return None;
+        };
+        // Small request/response pairs: without TCP_NODELAY, Nagle and
+        // delayed ACKs add ~40 ms stalls under load.
+        let _ = s.set_nodelay(true);
+        Some(Ok(CorkedStream::new(s)
+            .with_idle_timeout(idle)
+            .holding(slot)
+            .of_peer(peer)))
     })
 }
 
@@ -137,12 +151,7 @@ pub async fn serve_with(
     let svc = proto::kms_server::KmsServer::new(KmsService::new(state.clone()))
         .max_decoding_message_size(cfg.max_request_bytes)
         .max_encoding_message_size(1024 * 1024);
-    let incoming = limited_incoming(
-        listener,
-        limits.max_connections,
-        Limits::secs(limits.idle_timeout_secs),
-        state,
-    );
+    let incoming = limited_incoming(listener, limits, state);
     let budget = RequestBudget::new(
         limits.max_buffered_request_bytes,
         Limits::secs(limits.request_timeout_secs),
@@ -203,10 +212,11 @@ pub async fn serve_http1(
 ) -> Result<(), String> {
     limits.validate()?;
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let peers = PeerTable::new(limits.max_connections_per_ip, 1);
     let header_timeout = Limits::secs(limits.request_timeout_secs);
     let life = Limits::secs(limits.max_connection_age_secs);
     loop {
-        let (stream, _) = match listener.accept().await {
+        let (stream, addr) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 if state.refusal_log.allow() {
@@ -216,8 +226,10 @@ pub async fn serve_http1(
                 continue;
             }
         };
+        let Some(peer) = peers.admit(addr.ip()) else {
+            continue;
+        };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            drop(stream);
             continue;
         };
         let svc = hyper_util::service::TowerToHyperService::new(app.clone());
@@ -227,7 +239,7 @@ pub async fn serve_http1(
                 .header_read_timeout(header_timeout)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
             let _ = tokio::time::timeout(life, conn).await;
-            drop(slot);
+            drop((slot, peer));
         });
     }
 }

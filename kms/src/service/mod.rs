@@ -13,6 +13,7 @@ pub mod keys;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod peers;
 pub mod release;
 mod state;
 

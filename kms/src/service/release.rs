@@ -143,10 +143,25 @@ fn refuse(
         Refusal::Policy(_) => "deny",
         _ => "error",
     };
-    let reasons = match &refusal {
+    let mut reasons: Vec<String> = match &refusal {
         Refusal::Policy(r) => r.iter().map(ToString::to_string).collect(),
         other => vec![other.to_string()],
     };
+    // Refusals of evidence that never verified come from anyone: a few a
+    // minute are recorded, the rest counted into the next record, so they
+    // cannot fill the disk the release records (and root keys) live on.
+    if identity.is_none() {
+        if !state.unverified_audit.allow() {
+            state.metrics.request(platform, refusal.outcome());
+            return refusal;
+        }
+        let dropped = state.unverified_audit.take_dropped();
+        if dropped > 0 {
+            reasons.push(format!(
+                "{dropped} earlier refusals of unverified evidence were not recorded one by one (rate limit)"
+            ));
+        }
+    }
     if let Err(e) = audit(state, front_end, platform, decision, identity, reasons) {
         if state.refusal_log.allow() {
             tracing::error!(error = %e, "cannot write a refusal to the audit log");

@@ -56,6 +56,10 @@ pub struct KmsState {
     pub verify_permits: tokio::sync::Semaphore,
     /// Bounds refusal log lines (unauthenticated callers cause them).
     pub refusal_log: LogLimiter,
+    /// Bounds audit records of refusals before any evidence verified
+    /// (unauthenticated callers cause them too); the ones over the rate are
+    /// counted and summed up in the next record written.
+    pub unverified_audit: LogLimiter,
 }
 
 /// A bounded cache of derived app keys (zeroized when dropped). Only
@@ -150,6 +154,11 @@ impl KmsState {
             "counter",
             self.refusal_log.suppressed(),
         ));
+        extra.push((
+            "kms_audit_unverified_refusals_unrecorded_total",
+            "counter",
+            self.unverified_audit.suppressed(),
+        ));
         self.metrics.render(&extra)
     }
 
@@ -203,25 +212,39 @@ impl KmsState {
                     .unwrap_or(1),
             ),
             refusal_log: LogLimiter::per_second(20),
+            unverified_audit: LogLimiter::per_minute(60),
         }))
     }
 }
 
-/// A token bucket for log lines: at most `per_second` lines a second,
-/// counting the ones it drops.
+/// A token bucket for log lines and records: a burst of `burst`, refilled
+/// at `rate` a second, counting the ones it drops.
 pub struct LogLimiter {
-    per_second: f64,
+    burst: f64,
+    rate: f64,
     state: Mutex<(f64, Instant)>,
     suppressed: std::sync::atomic::AtomicU64,
+    since_allowed: std::sync::atomic::AtomicU64,
 }
 
 impl LogLimiter {
     /// At most `n` lines a second (bursts of `n`).
     pub fn per_second(n: u32) -> Self {
+        Self::new(f64::from(n), f64::from(n))
+    }
+
+    /// At most `n` lines a minute (bursts of `n`).
+    pub fn per_minute(n: u32) -> Self {
+        Self::new(f64::from(n), f64::from(n) / 60.0)
+    }
+
+    fn new(burst: f64, rate: f64) -> Self {
         LogLimiter {
-            per_second: f64::from(n),
-            state: Mutex::new((f64::from(n), Instant::now())),
+            burst,
+            rate,
+            state: Mutex::new((burst, Instant::now())),
             suppressed: Default::default(),
+            since_allowed: Default::default(),
         }
     }
 
@@ -229,13 +252,15 @@ impl LogLimiter {
     pub fn allow(&self) -> bool {
         let mut s = lock(&self.state);
         let now = Instant::now();
-        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.per_second).min(self.per_second);
+        s.0 = (s.0 + now.duration_since(s.1).as_secs_f64() * self.rate).min(self.burst);
         s.1 = now;
         if s.0 >= 1.0 {
             s.0 -= 1.0;
             true
         } else {
             self.suppressed
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.since_allowed
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             false
         }
@@ -244,5 +269,11 @@ impl LogLimiter {
     /// Lines dropped so far.
     pub fn suppressed(&self) -> u64 {
         self.suppressed.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Lines dropped since the last call (for a summary in the next line).
+    pub fn take_dropped(&self) -> u64 {
+        self.since_allowed
+            .swap(0, std::sync::atomic::Ordering::Relaxed)
     }
 }
