@@ -600,6 +600,12 @@ async fn a_set_for_another_platform_never_enters_the_cache() {
     .with_dir(dir.path());
     let got = cache.fetch(&key(), UnixTime(AT)).await.unwrap();
     assert_eq!(got.fmspc, key().fmspc);
+    // The planted file was replaced by the right set.
+    let on_disk = Collateral::from_json(
+        &std::fs::read(dir.path().join("B0C06F000000-platform.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(on_disk.digest, got.digest);
 
     // The same check holds for a set given directly: the right FMSPC with
     // the other CA's key is refused before dcap-qvl runs.

@@ -116,6 +116,10 @@ async fn refusals_name_their_reason_with_the_right_code() {
     );
     assert_eq!(code_, tonic::Code::PermissionDenied);
     assert!(msg.contains("apps.compose_hashes"), "{msg}");
+    // What it presented, not what the policy approves.
+    assert!(msg.contains(&hex::encode(rogue.compose_hash)), "{msg}");
+    assert!(!msg.contains(&hex::encode(app.compose_hash)), "{msg}");
+    assert!(!msg.contains("expected"), "{msg}");
 
     // Unknown image: a measurement the registry does not list.
     let (code_, msg) = code(

@@ -168,7 +168,10 @@ impl CachedCollateral {
                     if e.kind() != ErrorKind::CollateralExpired {
                         self.stats.rejected_sets.fetch_add(1, Ordering::Relaxed);
                     }
-                    tracing::warn!(path = %path.display(), error = %e, "ignoring cached collateral that does not verify now");
+                    // Removed, so the warning (and the check) is not
+                    // repeated on every request while the source is down.
+                    tracing::warn!(path = %path.display(), error = %e, "removing cached collateral that does not verify now");
+                    let _ = std::fs::remove_file(&path);
                     None
                 }
             },

@@ -61,7 +61,20 @@ pub fn refusal_status(r: &Refusal) -> Status {
     let msg = bounded(&r.to_string(), MAX_STATUS_MESSAGE);
     match r {
         Refusal::Attestation(e) => attest_status_msg(e, msg),
-        Refusal::Policy(_) => Status::permission_denied(msg),
+        // The client learns which rules failed and what it presented,
+        // not what the policy expects (other apps' approved values); the
+        // audit log keeps the whole reason.
+        Refusal::Policy(reasons) => Status::permission_denied(bounded(
+            &format!(
+                "policy denied: {}",
+                reasons
+                    .iter()
+                    .map(|r| format!("{}: found {}", r.rule, r.found))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+            MAX_STATUS_MESSAGE,
+        )),
         Refusal::Unavailable(_) => Status::unavailable(msg),
         Refusal::Internal(_) => Status::internal(msg),
     }
