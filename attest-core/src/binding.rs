@@ -14,13 +14,35 @@ use crate::{AttestError, ReportData};
 /// The domain-separation label, also the HPKE `info` prefix of responses.
 pub const APP_KEY_LABEL: &[u8] = b"kms-app-key/v1";
 
-/// Computes the report data a `GetAppKey` request must be bound to.
+/// The label of `GetRootKeys` (a replica KMS): evidence made for app keys
+/// never serves to obtain the root keys, nor the reverse.
+pub const ROOT_KEYS_LABEL: &[u8] = b"kms-root-keys/v1";
+
+/// Computes the report data a `GetAppKey` (or `Attest`) request must be
+/// bound to.
 pub fn app_key_report_data(
     client_public_key: &[u8],
     challenge: &[u8],
 ) -> Result<ReportData, AttestError> {
+    report_data(APP_KEY_LABEL, client_public_key, challenge)
+}
+
+/// Computes the report data a `GetRootKeys` request must be bound to:
+/// `SHA-512("kms-root-keys/v1" ‖ u32be(len) ‖ client_public_key ‖ u32be(len) ‖ challenge)`.
+pub fn root_keys_report_data(
+    client_public_key: &[u8],
+    challenge: &[u8],
+) -> Result<ReportData, AttestError> {
+    report_data(ROOT_KEYS_LABEL, client_public_key, challenge)
+}
+
+fn report_data(
+    label: &[u8],
+    client_public_key: &[u8],
+    challenge: &[u8],
+) -> Result<ReportData, AttestError> {
     let mut h = Sha512::new();
-    h.update(APP_KEY_LABEL);
+    h.update(label);
     for (what, part) in [
         ("client public key", client_public_key),
         ("challenge", challenge),
@@ -36,6 +58,19 @@ pub fn app_key_report_data(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_keys_and_app_keys_never_share_report_data() {
+        let (k, c) = ([0x11u8; 32], [0x22u8; 16]);
+        let root = root_keys_report_data(&k, &c).unwrap();
+        assert_ne!(root, app_key_report_data(&k, &c).unwrap());
+        let mut pre = b"kms-root-keys/v1".to_vec();
+        pre.extend_from_slice(&32u32.to_be_bytes());
+        pre.extend_from_slice(&k);
+        pre.extend_from_slice(&16u32.to_be_bytes());
+        pre.extend_from_slice(&c);
+        assert_eq!(root.0[..], Sha512::digest(&pre)[..]);
+    }
 
     #[test]
     fn matches_the_written_definition() {

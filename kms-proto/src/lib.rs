@@ -13,7 +13,9 @@ pub mod seal;
 /// The request binding as the wire uses it: the evidence's report data is
 /// `SHA-512("kms-app-key/v1" ‖ u32be(len) ‖ client_public_key ‖ u32be(len) ‖ challenge)`.
 pub mod binding {
-    pub use attest_core::binding::{APP_KEY_LABEL, app_key_report_data};
+    pub use attest_core::binding::{
+        APP_KEY_LABEL, ROOT_KEYS_LABEL, app_key_report_data, root_keys_report_data,
+    };
 }
 
 /// The generated `kms.v1` protocol.

@@ -8,7 +8,7 @@
 //! P-256, DER), so a client that pinned the key provider id knows which KMS
 //! answered, and that the answer is for its own request.
 
-use attest_core::binding::APP_KEY_LABEL;
+use attest_core::binding::{APP_KEY_LABEL, ROOT_KEYS_LABEL};
 use attest_core::{AppId, Evidence};
 use hpke::aead::ChaCha20Poly1305;
 use hpke::kdf::HkdfSha256;
@@ -27,8 +27,19 @@ pub struct SealError(pub String);
 /// `SHA-256("kms-app-key/v1/aad" ‖ frame(platform) ‖ frame(quote) ‖ frame(certificates) ‖ frame(event_log) ‖ frame(app_config) ‖ frame(client_public_key))`,
 /// `frame(x) = u64be(len) ‖ x`.
 pub fn request_aad(evidence: &Evidence, client_public_key: &[u8]) -> [u8; 32] {
+    aad_with(b"kms-app-key/v1/aad", evidence, client_public_key)
+}
+
+/// The same digest for a `GetRootKeys` request, labelled
+/// `"kms-root-keys/v1/aad"`: a root-key answer's signature never verifies
+/// as an app-key answer's, nor the reverse.
+pub fn root_keys_request_aad(evidence: &Evidence, client_public_key: &[u8]) -> [u8; 32] {
+    aad_with(b"kms-root-keys/v1/aad", evidence, client_public_key)
+}
+
+fn aad_with(label: &[u8], evidence: &Evidence, client_public_key: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
-    h.update(b"kms-app-key/v1/aad");
+    h.update(label);
     for part in [
         evidence.platform.as_str().as_bytes(),
         &evidence.quote,
@@ -66,12 +77,31 @@ pub fn seal_with<K: Kem>(
     aad: &[u8; 32],
     plaintext: &[u8],
 ) -> Result<(Vec<u8>, Vec<u8>), SealError> {
+    seal_info::<K>(client_public_key, &info(app_id), aad, plaintext)
+}
+
+/// Seals a `RootKeySet` to a replica's key (`info = "kms-root-keys/v1"`,
+/// `aad` from [`root_keys_request_aad`]).
+pub fn seal_root_keys<K: Kem>(
+    client_public_key: &[u8],
+    aad: &[u8; 32],
+    plaintext: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>), SealError> {
+    seal_info::<K>(client_public_key, ROOT_KEYS_LABEL, aad, plaintext)
+}
+
+fn seal_info<K: Kem>(
+    client_public_key: &[u8],
+    info: &[u8],
+    aad: &[u8; 32],
+    plaintext: &[u8],
+) -> Result<(Vec<u8>, Vec<u8>), SealError> {
     let pk = K::PublicKey::from_bytes(client_public_key)
         .map_err(|e| SealError(format!("client public key: {e}")))?;
     let (enc, ct) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, K, _>(
         &OpModeS::Base,
         &pk,
-        &info(app_id),
+        info,
         plaintext,
         aad,
         &mut OsRng,
@@ -88,6 +118,32 @@ pub fn open(
     encapsulated_key: &[u8],
     sealed: &[u8],
 ) -> Result<Vec<u8>, SealError> {
+    open_info(client_secret, &info(app_id), aad, encapsulated_key, sealed)
+}
+
+/// Opens a sealed `RootKeySet` with the replica's X25519 secret.
+pub fn open_root_keys(
+    client_secret: &[u8; 32],
+    aad: &[u8; 32],
+    encapsulated_key: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, SealError> {
+    open_info(
+        client_secret,
+        ROOT_KEYS_LABEL,
+        aad,
+        encapsulated_key,
+        sealed,
+    )
+}
+
+fn open_info(
+    client_secret: &[u8; 32],
+    info: &[u8],
+    aad: &[u8; 32],
+    encapsulated_key: &[u8],
+    sealed: &[u8],
+) -> Result<Vec<u8>, SealError> {
     let sk = <X25519HkdfSha256 as Kem>::PrivateKey::from_bytes(client_secret)
         .map_err(|e| SealError(format!("client secret: {e}")))?;
     let enc = <X25519HkdfSha256 as Kem>::EncappedKey::from_bytes(encapsulated_key)
@@ -96,7 +152,7 @@ pub fn open(
         &OpModeR::Base,
         &sk,
         &enc,
-        &info(app_id),
+        info,
         sealed,
         aad,
     )

@@ -3,6 +3,9 @@
 use attest_core::{UnixTime, VerifiedIdentity};
 use serde::{Deserialize, Serialize};
 
+/// `request.keys` of a replica KMS's `GetRootKeys`.
+pub const ROOT_KEYS: &str = "root_keys";
+
 /// The request around the identity.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestContext {
@@ -19,6 +22,29 @@ impl RequestContext {
             time,
             keys: vec!["app_keys".into()],
         }
+    }
+
+    /// A replica KMS asking for the root keys (`GetRootKeys`): the policy's
+    /// `kms` role decides.
+    pub fn root_keys(time: UnixTime) -> Self {
+        RequestContext {
+            time,
+            keys: vec![ROOT_KEYS.into()],
+        }
+    }
+
+    /// An attestation result (`Attest`): no keys, the app rules decide
+    /// its status.
+    pub fn attestation(time: UnixTime) -> Self {
+        RequestContext {
+            time,
+            keys: vec!["attestation".into()],
+        }
+    }
+
+    /// Whether the root keys are asked for (the `kms` role).
+    pub fn wants_root_keys(&self) -> bool {
+        self.keys.iter().any(|k| k == ROOT_KEYS)
     }
 }
 

@@ -20,6 +20,12 @@
 //! min_tee_tcb_svn = "<hex16>"        # boot.tee_tcb_svn, compared byte by byte
 //! mr_seams = ["<hex48>", ...]        # allowed boot.mr_seam (TDX module)
 //!
+//! [kms]                              # optional: replica KMSs that may hold the root keys
+//! os_images = ["<hex32>", ...]       # the KMS OS images (instead of the top-level list)
+//! [[kms.apps]]                       # the KMS deployments (instead of [[apps]])
+//! app_id = "<hex20>"
+//! compose_hashes = ["<hex32>", ...]
+//!
 //! [platform.sev-snp]                 # optional, applies to SNP identities only
 //! min_tcb = { bootloader = 3, tee = 0, snp = 8, microcode = 115 }   # lowest of boot.{reported,committed,launch,current}_tcb
 //! vmpls = [0]                        # allowed boot.vmpl
@@ -28,7 +34,11 @@
 //! ```
 //!
 //! Every key is optional, and every default denies: an empty file denies
-//! everything. In particular an identity with any advisory id (Intel's
+//! everything. A `GetRootKeys` request (a replica KMS, `request.keys =
+//! ["root_keys"]`) is judged by the `[kms]` role's images and deployments
+//! and never by the app lists, so no app can obtain the root keys and no KMS
+//! image app keys; without a `[kms]` section no replica is allowed. The
+//! platform, debug, TCB, advisory and per-platform rules apply to both. In particular an identity with any advisory id (Intel's
 //! `INTEL-SA-*` on `SWHardeningNeeded` platforms, `SNP-RELAUNCH-ADVISED`) is
 //! denied unless `tcb.allowed_advisories` lists it, as dstack's default
 //! webhook denies any advisory. Unknown keys, bad hex and wrong lengths are load errors that
@@ -85,7 +95,19 @@ struct File {
     #[serde(default)]
     apps: Vec<AppRule>,
     #[serde(default)]
+    kms: Option<KmsRole>,
+    #[serde(default)]
     platform: PlatformSections,
+}
+
+/// Who may hold the root keys.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct KmsRole {
+    #[serde(default)]
+    os_images: Vec<OsImageHash>,
+    #[serde(default)]
+    apps: Vec<AppRule>,
 }
 
 #[derive(Deserialize)]
@@ -185,6 +207,8 @@ pub struct TomlPolicy {
     any_advisory: bool,
     denied_advisories: HashSet<String>,
     apps: HashMap<AppId, CompiledApp>,
+    /// The `kms` role: its images and deployments (`None`: no replica).
+    kms: Option<(HashSet<OsImageHash>, HashMap<AppId, CompiledApp>)>,
     tdx: Option<TdxRules>,
     snp: Option<(Vec<(&'static str, u8)>, SnpRules)>,
     digest: [u8; 32],
@@ -214,18 +238,29 @@ impl TomlPolicy {
             invalid(msg)
         })?;
 
-        let mut apps = HashMap::new();
-        for app in file.apps {
-            let line = line_of(text, app.app_id.span().start);
-            let id = *app.app_id.get_ref();
-            let compiled = CompiledApp {
-                compose_hashes: app.compose_hashes.into_iter().collect(),
-                device_ids: app.device_ids.map(|d| d.into_iter().collect()),
-            };
-            if apps.insert(id, compiled).is_some() {
-                return Err(invalid(format!("line {line}: app_id {id} is listed twice")));
+        let compile_apps = |rules: Vec<AppRule>| {
+            let mut apps = HashMap::new();
+            for app in rules {
+                let line = line_of(text, app.app_id.span().start);
+                let id = *app.app_id.get_ref();
+                let compiled = CompiledApp {
+                    compose_hashes: app.compose_hashes.into_iter().collect(),
+                    device_ids: app.device_ids.map(|d| d.into_iter().collect()),
+                };
+                if apps.insert(id, compiled).is_some() {
+                    return Err(invalid(format!("line {line}: app_id {id} is listed twice")));
+                }
             }
-        }
+            Ok(apps)
+        };
+        let apps = compile_apps(file.apps)?;
+        let kms = match file.kms {
+            Some(role) => Some((
+                role.os_images.into_iter().collect(),
+                compile_apps(role.apps)?,
+            )),
+            None => None,
+        };
         if file.tcb.grace_days > 3650 {
             return Err(invalid(format!(
                 "tcb.grace_days must be at most 3650, found {}",
@@ -266,6 +301,7 @@ impl TomlPolicy {
             tcb_allow: file.tcb.allow,
             grace_days: file.tcb.grace_days,
             apps,
+            kms,
             tdx: file.platform.tdx,
             snp,
             digest: sha256(&[b"toml", text.as_bytes()]),
@@ -290,29 +326,47 @@ impl TomlPolicy {
         }
         self.check_tcb(input, &mut reasons, &mut warnings);
         self.check_advisories(id, &mut reasons);
+        // The role decides which images and deployments are allowed.
+        let empty = (HashSet::new(), HashMap::new());
+        let (role, os_images, apps) = if input.request.wants_root_keys() {
+            match &self.kms {
+                Some((images, apps)) => ("kms.", images, apps),
+                None => {
+                    reasons.push(Reason::new(
+                        "kms",
+                        "a [kms] section (replicas allowed to hold the root keys)",
+                        "none",
+                    ));
+                    ("kms.", &empty.0, &empty.1)
+                }
+            }
+        } else {
+            ("", &self.os_images, &self.apps)
+        };
+        let rule = |name: &str| format!("{role}{name}");
         match &id.app.os_image_hash {
             None => reasons.push(Reason::new(
-                "os_images",
+                rule("os_images"),
                 "a listed os_image_hash",
                 "none (the boot measurements match no registered image)",
             )),
-            Some(h) if !self.os_images.contains(h) => reasons.push(Reason::new(
-                "os_images",
+            Some(h) if !os_images.contains(h) => reasons.push(Reason::new(
+                rule("os_images"),
                 "a listed os_image_hash",
                 h.to_hex(),
             )),
             Some(_) => {}
         }
-        match self.apps.get(&id.app.app_id) {
+        match apps.get(&id.app.app_id) {
             None => reasons.push(Reason::new(
-                "apps",
+                rule("apps"),
                 "a listed app_id",
                 id.app.app_id.to_hex(),
             )),
             Some(app) => {
                 if !app.compose_hashes.contains(&id.app.compose_hash) {
                     reasons.push(Reason::new(
-                        "apps.compose_hashes",
+                        rule("apps.compose_hashes"),
                         format!("a compose hash listed for app {}", id.app.app_id),
                         id.app.compose_hash.to_hex(),
                     ));
@@ -321,7 +375,7 @@ impl TomlPolicy {
                     let found = id.device_id.filter(|d| devices.contains(d));
                     if found.is_none() {
                         reasons.push(Reason::new(
-                            "apps.device_ids",
+                            rule("apps.device_ids"),
                             format!("a device listed for app {}", id.app.app_id),
                             id.device_id
                                 .map(|d| d.to_hex())

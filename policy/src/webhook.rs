@@ -1,4 +1,5 @@
-//! dstack's auth webhook: `POST {url}/bootAuth/app` with a `BootInfo`.
+//! dstack's auth webhook: `POST {url}/bootAuth/app` with a `BootInfo`
+//! (`{url}/bootAuth/kms` when a replica KMS asks for the root keys).
 //!
 //! Existing dstack auth servers (auth-simple, auth-eth) keep working
 //! unchanged. The request is dstack's `BootInfo` JSON (camelCase, lowercase
@@ -108,7 +109,11 @@ struct AuthResponse {
 
 /// A webhook policy.
 pub struct WebhookPolicy {
+    /// `{url}/bootAuth/app`: apps (and attestation results).
     endpoint: String,
+    /// `{url}/bootAuth/kms`: replica KMSs asking for the root keys, as
+    /// dstack's auth API separates them.
+    kms_endpoint: String,
     client: reqwest::Client,
     digest: [u8; 32],
 }
@@ -142,6 +147,7 @@ impl WebhookPolicy {
             .map_err(|e| invalid(e.message()))?;
         let endpoint = format!("{base}/bootAuth/app");
         reqwest::Url::parse(&endpoint).map_err(|e| invalid(format!("url {url:?}: {e}")))?;
+        let kms_endpoint = format!("{base}/bootAuth/kms");
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -152,14 +158,15 @@ impl WebhookPolicy {
         Ok(WebhookPolicy {
             digest: sha256(&[b"webhook", endpoint.as_bytes()]),
             endpoint,
+            kms_endpoint,
             client,
         })
     }
 
-    async fn call(&self, info: &BootInfo) -> Result<AuthResponse, String> {
+    async fn call(&self, endpoint: &str, info: &BootInfo) -> Result<AuthResponse, String> {
         let mut resp = self
             .client
-            .post(&self.endpoint)
+            .post(endpoint)
             .json(info)
             .send()
             .await
@@ -202,10 +209,15 @@ impl Policy for WebhookPolicy {
             Ok(i) => i,
             Err(e) => return deny(format!("no BootInfo: {e}")),
         };
-        match self.call(&info).await {
+        let endpoint = if input.request.wants_root_keys() {
+            &self.kms_endpoint
+        } else {
+            &self.endpoint
+        };
+        match self.call(endpoint, &info).await {
             Ok(r) if r.is_allowed => Decision::allow(),
             Ok(r) => deny(format!("isAllowed: false ({})", r.reason)),
-            Err(e) => deny(format!("webhook {}: {e}", self.endpoint)),
+            Err(e) => deny(format!("webhook {endpoint}: {e}")),
         }
     }
     fn digest(&self) -> [u8; 32] {

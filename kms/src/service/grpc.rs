@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use attest_core::binding::app_key_report_data;
+use attest_core::binding::{app_key_report_data, root_keys_report_data};
 use attest_core::{AppId, AttestError, ErrorKind, Evidence, PlatformId, UnixTime};
 use kms_proto::{proto, seal};
 use prost::Message;
@@ -14,7 +14,8 @@ use tonic::{Request, Response, Status};
 
 use super::KmsState;
 use super::audit::bounded;
-use super::release::{FrontEnd, Refusal, release_app_keys};
+use super::ear::{Appraisal, Status as EarStatus};
+use super::release::{FrontEnd, Refusal, appraise, release_app_keys, release_root_keys};
 
 /// Longest status message sent back (policy reasons can be many).
 const MAX_STATUS_MESSAGE: usize = 2048;
@@ -106,12 +107,18 @@ impl KmsService {
         st
     }
 
-    async fn get_app_key_inner(
+    /// The checks every evidence-carrying request shares: evidence present
+    /// and named, a 32-byte client key, a valid challenge. Returns the
+    /// evidence and the report data `binding` computes from key and
+    /// challenge.
+    fn checked_request(
         &self,
-        req: proto::GetAppKeyRequest,
-    ) -> Result<proto::GetAppKeyResponse, Status> {
-        let s = &self.state;
-        let evidence = req.evidence.ok_or_else(|| {
+        evidence: Option<proto::Evidence>,
+        client_public_key: &[u8],
+        challenge: &[u8],
+        binding: fn(&[u8], &[u8]) -> Result<attest_core::ReportData, AttestError>,
+    ) -> Result<(Evidence, attest_core::ReportData), Status> {
+        let evidence = evidence.ok_or_else(|| {
             self.early_refusal(
                 "none",
                 "invalid",
@@ -120,39 +127,57 @@ impl KmsService {
         })?;
         let evidence =
             to_evidence(evidence).map_err(|st| self.early_refusal("invalid", "invalid", st))?;
-        let platform = evidence.platform.as_str().to_owned();
-        if req.client_public_key.len() != 32 {
+        let platform = evidence.platform.as_str();
+        if client_public_key.len() != 32 {
             return Err(self.early_refusal(
-                &platform,
+                platform,
                 "invalid",
                 Status::invalid_argument(format!(
                     "client_public_key must be a 32-byte X25519 key, found {} bytes",
-                    req.client_public_key.len()
+                    client_public_key.len()
                 )),
             ));
         }
-        s.challenges
-            .check(&req.challenge, now())
-            .map_err(|m| self.early_refusal(&platform, "deny", Status::permission_denied(m)))?;
-        let report_data =
-            app_key_report_data(&req.client_public_key, &req.challenge).map_err(|e| {
-                self.early_refusal(&platform, "invalid", Status::invalid_argument(e.message()))
-            })?;
+        self.state
+            .challenges
+            .check(challenge, now())
+            .map_err(|m| self.early_refusal(platform, "deny", Status::permission_denied(m)))?;
+        let report_data = binding(client_public_key, challenge).map_err(|e| {
+            self.early_refusal(platform, "invalid", Status::invalid_argument(e.message()))
+        })?;
+        Ok((evidence, report_data))
+    }
 
+    /// Maps a refusal to its status, logging it (rate-limited, bounded).
+    fn refused(&self, rpc: &str, platform: &str, r: &Refusal) -> Status {
+        let s = &self.state;
+        let st = refusal_status(r);
+        if s.refusal_log.allow() {
+            tracing::info!(
+                platform = %s.metrics.platform_label(platform),
+                code = ?st.code(),
+                "{rpc} refused: {}",
+                bounded(st.message(), 256)
+            );
+        }
+        st
+    }
+
+    async fn get_app_key_inner(
+        &self,
+        req: proto::GetAppKeyRequest,
+    ) -> Result<proto::GetAppKeyResponse, Status> {
+        let s = &self.state;
+        let (evidence, report_data) = self.checked_request(
+            req.evidence,
+            &req.client_public_key,
+            &req.challenge,
+            app_key_report_data,
+        )?;
+        let platform = evidence.platform.as_str().to_owned();
         let release = release_app_keys(s, FrontEnd::KMS_V1, &evidence, report_data)
             .await
-            .map_err(|r| {
-                let st = refusal_status(&r);
-                if s.refusal_log.allow() {
-                    tracing::info!(
-                        platform = %s.metrics.platform_label(&platform),
-                        code = ?st.code(),
-                        "GetAppKey refused: {}",
-                        bounded(st.message(), 256)
-                    );
-                }
-                st
-            })?;
+            .map_err(|r| self.refused("GetAppKey", &platform, &r))?;
 
         let app_id = release.identity.app.app_id;
         let material = &release.keys;
@@ -196,8 +221,119 @@ impl KmsService {
     }
 }
 
+impl KmsService {
+    async fn get_root_keys_inner(
+        &self,
+        req: proto::GetRootKeysRequest,
+    ) -> Result<proto::GetRootKeysResponse, Status> {
+        let s = &self.state;
+        let (evidence, report_data) = self.checked_request(
+            req.evidence,
+            &req.client_public_key,
+            &req.challenge,
+            root_keys_report_data,
+        )?;
+        let platform = evidence.platform.as_str().to_owned();
+        release_root_keys(s, FrontEnd::KMS_V1, &evidence, report_data)
+            .await
+            .map_err(|r| self.refused("GetRootKeys", &platform, &r))?;
+        let ca_key = p256::pkcs8::EncodePrivateKey::to_pkcs8_der(s.keys.ca_key())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let plaintext = zeroize::Zeroizing::new(
+            proto::RootKeySet {
+                ca_key: ca_key.as_bytes().to_vec(),
+                ca_cert: s.keys.ca_cert_pem().to_owned(),
+                k256_key: s.keys.k256().to_bytes().to_vec(),
+                root_secret: s.keys.root_secret().to_vec(),
+            }
+            .encode_to_vec(),
+        );
+        let aad = seal::root_keys_request_aad(&evidence, &req.client_public_key);
+        let (encapsulated_key, sealed) = seal::seal_root_keys::<super::kem::X25519AwsLc>(
+            &req.client_public_key,
+            &aad,
+            &plaintext,
+        )
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let signature = s
+            .keys
+            .sign_with_ca(&seal::response_message(&aad, &encapsulated_key, &sealed))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(proto::GetRootKeysResponse {
+            sealed,
+            encapsulated_key,
+            key_provider_id: s.keys.key_provider_id(),
+            signature,
+        })
+    }
+
+    async fn attest_inner(
+        &self,
+        req: proto::AttestRequest,
+    ) -> Result<proto::AttestResponse, Status> {
+        let s = &self.state;
+        let (evidence, report_data) = self.checked_request(
+            req.evidence,
+            &req.client_public_key,
+            &req.challenge,
+            app_key_report_data,
+        )?;
+        let platform = evidence.platform.as_str().to_owned();
+        let (identity, decision) = appraise(s, FrontEnd::KMS_V1, &evidence, report_data)
+            .await
+            .map_err(|r| self.refused("Attest", &platform, &r))?;
+        let identity_json = identity.to_json();
+        let status = EarStatus::of(&identity_json, decision.allow);
+        let mut reasons: Vec<String> = decision
+            .reasons
+            .iter()
+            .map(|r| format!("{}: found {}", r.rule, r.found))
+            .collect();
+        reasons.extend(decision.warnings.iter().cloned());
+        if status == EarStatus::Warning && reasons.is_empty() {
+            reasons.push(format!("tcb: {}", identity.tcb.status.as_str()));
+        }
+        let ear = s
+            .ear
+            .issue(&Appraisal {
+                platform: identity.platform.as_str(),
+                identity: identity_json,
+                status,
+                policy_id: Some(format!(
+                    "policy:{}:{}",
+                    s.policy.backend(),
+                    hex::encode(s.policy.digest())
+                )),
+                reasons,
+                nonce: Some(&req.challenge),
+                key: Some(&req.client_public_key),
+                issued_at: now(),
+            })
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(proto::AttestResponse { ear })
+    }
+}
+
 #[tonic::async_trait]
 impl proto::kms_server::Kms for KmsService {
+    async fn get_root_keys(
+        &self,
+        request: Request<proto::GetRootKeysRequest>,
+    ) -> Result<Response<proto::GetRootKeysResponse>, Status> {
+        self.get_root_keys_inner(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn attest(
+        &self,
+        request: Request<proto::AttestRequest>,
+    ) -> Result<Response<proto::AttestResponse>, Status> {
+        self.attest_inner(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn get_challenge(
         &self,
         _: Request<proto::GetChallengeRequest>,
@@ -271,6 +407,7 @@ impl proto::kms_server::Kms for KmsService {
             policy_backend: s.policy.backend().to_owned(),
             policy_digest: hex::encode(s.policy.digest()),
             kdf_profile: s.kdf.as_str().to_owned(),
+            ear_jwk: s.ear.jwk().to_string(),
         }))
     }
 }

@@ -6,6 +6,7 @@
 pub mod audit;
 pub mod challenge;
 pub mod cork;
+pub mod ear;
 pub mod grpc;
 pub mod kdf;
 pub mod kem;

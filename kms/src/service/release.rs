@@ -104,9 +104,46 @@ fn now() -> u64 {
     UnixTime::now().as_secs()
 }
 
+/// What a request asked for (audit records and policy input name it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// `GetAppKey`: an app's keys.
+    AppKeys,
+    /// `GetRootKeys`: the root keys, for a replica KMS.
+    RootKeys,
+    /// `Attest`: an attestation result, no keys.
+    Attestation,
+}
+
+impl Purpose {
+    /// The name in audit records and `request.keys` of the policy input.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::AppKeys => "app_keys",
+            Purpose::RootKeys => "root_keys",
+            Purpose::Attestation => "attestation",
+        }
+    }
+
+    fn request(self, time: UnixTime) -> RequestContext {
+        match self {
+            Purpose::AppKeys => RequestContext::app_keys(time),
+            Purpose::RootKeys => RequestContext::root_keys(time),
+            Purpose::Attestation => RequestContext::attestation(time),
+        }
+    }
+}
+
+/// Where a request comes from and what it asks for.
+#[derive(Clone, Copy, Debug)]
+struct Asked {
+    front_end: FrontEnd,
+    purpose: Purpose,
+}
+
 fn audit(
     state: &KmsState,
-    front_end: FrontEnd,
+    asked: Asked,
     platform: &str,
     decision: &str,
     identity: Option<&VerifiedIdentity>,
@@ -118,7 +155,8 @@ fn audit(
     let id = identity;
     log.record(&AuditRecord {
         time: now(),
-        front_end: front_end.0,
+        front_end: asked.front_end.0,
+        purpose: asked.purpose.as_str(),
         platform,
         decision,
         app_id: id.map(|i| i.app.app_id.to_hex()),
@@ -134,7 +172,7 @@ fn audit(
 /// A refusal: audited (best effort: a refusal releases nothing), counted.
 fn refuse(
     state: &KmsState,
-    front_end: FrontEnd,
+    asked: Asked,
     platform: &str,
     identity: Option<&VerifiedIdentity>,
     refusal: Refusal,
@@ -162,13 +200,157 @@ fn refuse(
             ));
         }
     }
-    if let Err(e) = audit(state, front_end, platform, decision, identity, reasons) {
+    if let Err(e) = audit(state, asked, platform, decision, identity, reasons) {
         if state.refusal_log.allow() {
             tracing::error!(error = %e, "cannot write a refusal to the audit log");
         }
     }
     state.metrics.request(platform, refusal.outcome());
     refusal
+}
+
+/// Verifies `evidence` against `expected` and resolves its OS image: the
+/// first steps of every path. Returns the identity and the platform label.
+async fn verified_identity(
+    state: &KmsState,
+    asked: Asked,
+    evidence: &Evidence,
+    ctx: &VerifyContext,
+) -> Result<(VerifiedIdentity, String), Refusal> {
+    let label = state.metrics.platform_label(evidence.platform.as_str());
+    // Network first, outside the CPU permits (bounded by the plug-ins'
+    // budgets and timeouts), then verification under a permit.
+    let fetched = state.verifiers.fetch_endorsements(evidence, ctx).await;
+    let t0 = Instant::now();
+    let verified = match fetched {
+        Err(e) => Err(e),
+        Ok(()) => {
+            let _permit = state.verify_permits.acquire().await;
+            state.verifiers.verify(evidence, ctx).await
+        }
+    };
+    state.metrics.verify_latency(&label, t0.elapsed());
+    let mut identity = match verified {
+        Ok(id) => id,
+        Err(e) => {
+            return Err(refuse(state, asked, &label, None, Refusal::Attestation(e)));
+        }
+    };
+    // The OS image comes from the reference values only, never from what
+    // the guest declares about itself.
+    identity.app.os_image_hash = state.images.resolve(&identity);
+    Ok((identity, label))
+}
+
+/// The policy's decision on `identity` for `purpose`, its warnings logged
+/// and its denials counted.
+async fn decide(
+    state: &KmsState,
+    identity: &VerifiedIdentity,
+    purpose: Purpose,
+    time: UnixTime,
+) -> policy::Decision {
+    let decision = state
+        .policy
+        .evaluate(&PolicyInput::new(identity, purpose.request(time)))
+        .await;
+    for w in &decision.warnings {
+        tracing::warn!(app_id = %identity.app.app_id, purpose = purpose.as_str(), "{w}");
+    }
+    if !decision.allow {
+        for r in &decision.reasons {
+            state.metrics.deny(&r.rule);
+        }
+    }
+    decision
+}
+
+/// Records an allowed release before it happens; one that cannot be
+/// recorded does not happen.
+fn record_release(
+    state: &KmsState,
+    asked: Asked,
+    label: &str,
+    identity: &VerifiedIdentity,
+) -> Result<(), Refusal> {
+    if let Err(e) = audit(state, asked, label, "allow", Some(identity), vec![]) {
+        tracing::error!(error = %e, "cannot write the audit log: refusing the release");
+        state.metrics.request(label, "unavailable");
+        return Err(Refusal::Unavailable(
+            "the release cannot be recorded in the audit log".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Verifies a replica KMS's evidence and decides, under the policy's
+/// `kms` role, whether it may hold the root keys. The caller seals them;
+/// the release is audited (and refused when it cannot be) before this
+/// returns.
+pub async fn release_root_keys(
+    state: &KmsState,
+    front_end: FrontEnd,
+    evidence: &Evidence,
+    expected: ReportData,
+) -> Result<VerifiedIdentity, Refusal> {
+    let asked = Asked {
+        front_end,
+        purpose: Purpose::RootKeys,
+    };
+    let ctx = VerifyContext::new(expected, UnixTime::now());
+    let (identity, label) = verified_identity(state, asked, evidence, &ctx).await?;
+    let decision = decide(state, &identity, Purpose::RootKeys, ctx.time).await;
+    if !decision.allow {
+        return Err(refuse(
+            state,
+            asked,
+            &label,
+            Some(&identity),
+            Refusal::Policy(decision.reasons),
+        ));
+    }
+    record_release(state, asked, &label, &identity)?;
+    state.metrics.request(&label, "allow");
+    tracing::info!(front_end = front_end.0, platform = %label, app_id = %identity.app.app_id, "root keys released to a replica");
+    Ok(identity)
+}
+
+/// Verifies `evidence` and asks the policy about it, releasing nothing:
+/// the appraisal an attestation result reports. Evidence that does not
+/// verify is a refusal; a policy denial is a result (`contraindicated`).
+/// Audited like a release.
+pub async fn appraise(
+    state: &KmsState,
+    front_end: FrontEnd,
+    evidence: &Evidence,
+    expected: ReportData,
+) -> Result<(VerifiedIdentity, policy::Decision), Refusal> {
+    let asked = Asked {
+        front_end,
+        purpose: Purpose::Attestation,
+    };
+    let ctx = VerifyContext::new(expected, UnixTime::now());
+    let (identity, label) = verified_identity(state, asked, evidence, &ctx).await?;
+    let decision = decide(state, &identity, Purpose::Attestation, ctx.time).await;
+    let (verdict, reasons) = if decision.allow {
+        ("allow", vec![])
+    } else {
+        (
+            "deny",
+            decision.reasons.iter().map(ToString::to_string).collect(),
+        )
+    };
+    if let Err(e) = audit(state, asked, &label, verdict, Some(&identity), reasons) {
+        tracing::error!(error = %e, "cannot write the audit log: refusing the attestation result");
+        state.metrics.request(&label, "unavailable");
+        return Err(Refusal::Unavailable(
+            "the attestation result cannot be recorded in the audit log".into(),
+        ));
+    }
+    state
+        .metrics
+        .request(&label, if decision.allow { "allow" } else { "deny" });
+    Ok((identity, decision))
 }
 
 /// Verifies `evidence` against `expected` report data, decides, derives:
@@ -180,56 +362,18 @@ pub async fn release_app_keys(
     expected: ReportData,
 ) -> Result<Release, Refusal> {
     let started = Instant::now();
-    let label = state.metrics.platform_label(evidence.platform.as_str());
+    let asked = Asked {
+        front_end,
+        purpose: Purpose::AppKeys,
+    };
     let ctx = VerifyContext::new(expected, UnixTime::now());
-
-    // Network first, outside the CPU permits (bounded by the plug-ins'
-    // budgets and timeouts), then verification under a permit.
-    let fetched = state.verifiers.fetch_endorsements(evidence, &ctx).await;
-    let t0 = Instant::now();
-    let verified = match fetched {
-        Err(e) => Err(e),
-        Ok(()) => {
-            let _permit = state.verify_permits.acquire().await;
-            state.verifiers.verify(evidence, &ctx).await
-        }
-    };
-    state.metrics.verify_latency(&label, t0.elapsed());
-    let mut identity = match verified {
-        Ok(id) => id,
-        Err(e) => {
-            return Err(refuse(
-                state,
-                front_end,
-                &label,
-                None,
-                Refusal::Attestation(e),
-            ));
-        }
-    };
-
-    // The OS image comes from the reference values only, never from what
-    // the guest declares about itself.
-    identity.app.os_image_hash = state.images.resolve(&identity);
-
-    let decision = state
-        .policy
-        .evaluate(&PolicyInput::new(
-            &identity,
-            RequestContext::app_keys(ctx.time),
-        ))
-        .await;
-    for w in &decision.warnings {
-        tracing::warn!(app_id = %identity.app.app_id, "{w}");
-    }
+    let (identity, label) = verified_identity(state, asked, evidence, &ctx).await?;
+    let decision = decide(state, &identity, Purpose::AppKeys, ctx.time).await;
     if !decision.allow {
-        for r in &decision.reasons {
-            state.metrics.deny(&r.rule);
-        }
         let reasons = decision.reasons.clone();
         return Err(refuse(
             state,
-            front_end,
+            asked,
             &label,
             Some(&identity),
             Refusal::Policy(reasons),
@@ -241,7 +385,7 @@ pub async fn release_app_keys(
         Err(e) => {
             return Err(refuse(
                 state,
-                front_end,
+                asked,
                 &label,
                 Some(&identity),
                 Refusal::Internal(e.to_string()),
@@ -250,13 +394,7 @@ pub async fn release_app_keys(
     };
     // Recorded before the keys leave; a release that cannot be recorded
     // does not happen.
-    if let Err(e) = audit(state, front_end, &label, "allow", Some(&identity), vec![]) {
-        tracing::error!(error = %e, "cannot write the audit log: refusing the release");
-        state.metrics.request(&label, "unavailable");
-        return Err(Refusal::Unavailable(
-            "the release cannot be recorded in the audit log".into(),
-        ));
-    }
+    record_release(state, asked, &label, &identity)?;
     state.metrics.request(&label, "allow");
     state.metrics.total_latency(&label, started.elapsed());
     tracing::info!(front_end = front_end.0, platform = %label, app_id = %identity.app.app_id, "app keys released");

@@ -26,6 +26,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct KmsState {
     /// Root keys.
     pub keys: RootKeys,
+    /// The attestation-result signing key (derived from the root secret).
+    pub ear: super::ear::EarSigner,
     /// The platform plug-ins.
     pub verifiers: Verifiers,
     /// The policy.
@@ -194,7 +196,9 @@ impl KmsState {
                 .iter()
                 .map(|p| p.to_string()),
         );
+        let ear = super::ear::EarSigner::derive(keys.root_secret()).map_err(|e| e.to_string())?;
         Ok(Arc::new(KmsState {
+            ear,
             challenges: Challenges::new(keys.root_secret(), config.challenge_ttl_secs),
             keys,
             verifiers: platforms.verifiers,
