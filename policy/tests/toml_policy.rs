@@ -283,7 +283,7 @@ fn load_error(text: &str) -> String {
 fn malformed_policies_are_load_errors_with_lines() {
     assert_eq!(
         load_error("platforms = [\"tdx\"]\nplatfroms = []\n"),
-        "invalid toml policy: line 2: unknown field `platfroms`, expected one of `platforms`, `debug`, `os_images`, `tcb`, `apps`, `platform`"
+        "invalid toml policy: line 2: unknown field `platfroms`, expected one of `platforms`, `debug`, `os_images`, `tcb`, `apps`, `kms`, `platform`"
     );
     let e = load_error(&base_toml().replace(COMPOSE, &COMPOSE[..62]));
     assert!(
