@@ -122,6 +122,10 @@ impl Policy for AllOf {
             out.allow &= d.allow;
             out.reasons.extend(d.reasons);
             out.warnings.extend(d.warnings);
+            // The first backend that names a gateway decides it.
+            if out.gateway_app_id.is_none() {
+                out.gateway_app_id = d.gateway_app_id;
+            }
         }
         out
     }
