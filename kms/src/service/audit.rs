@@ -26,6 +26,8 @@ pub struct AuditRecord<'a> {
     pub time: u64,
     /// The front end that took the request (`kms.v1`, `dstack`).
     pub front_end: &'a str,
+    /// What was asked: `app_keys`, or `app_certificate` (dstack's SignCert).
+    pub request: &'a str,
     /// Platform named in the request (a registered one, or `other`).
     pub platform: &'a str,
     /// `allow`, `deny` or `error`.
@@ -121,6 +123,7 @@ mod tests {
         let r = AuditRecord {
             time: 1,
             front_end: "kms.v1",
+            request: "app_keys",
             platform: "tdx",
             decision: "allow",
             app_id: None,

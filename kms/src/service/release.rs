@@ -40,6 +40,35 @@ impl FrontEnd {
     pub const DSTACK: FrontEnd = FrontEnd("dstack");
 }
 
+/// What the caller asks the release for: the policy sees it (`request.keys`)
+/// and the audit log records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// The app's keys (`GetAppKey` on every front end).
+    AppKeys,
+    /// A certificate from the app's CA (dstack's `SignCert`). The keys are
+    /// derived as for [`Purpose::AppKeys`] (the app CA comes from the same
+    /// root), and dstack webhooks get dstack's boot-time aggregates.
+    AppCertificate,
+}
+
+impl Purpose {
+    /// The name the audit log and the policy input use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::AppKeys => RequestContext::APP_KEYS,
+            Purpose::AppCertificate => RequestContext::APP_CERTIFICATE,
+        }
+    }
+
+    fn request_context(self, time: UnixTime) -> RequestContext {
+        match self {
+            Purpose::AppKeys => RequestContext::app_keys(time),
+            Purpose::AppCertificate => RequestContext::app_certificate(time),
+        }
+    }
+}
+
 /// What a release hands back to the front end.
 pub struct Release {
     /// The verified identity, with `os_image_hash` resolved from the
@@ -107,6 +136,7 @@ fn now() -> u64 {
 fn audit(
     state: &KmsState,
     front_end: FrontEnd,
+    purpose: Purpose,
     platform: &str,
     decision: &str,
     identity: Option<&VerifiedIdentity>,
@@ -119,6 +149,7 @@ fn audit(
     log.record(&AuditRecord {
         time: now(),
         front_end: front_end.0,
+        request: purpose.as_str(),
         platform,
         decision,
         app_id: id.map(|i| i.app.app_id.to_hex()),
@@ -135,6 +166,7 @@ fn audit(
 fn refuse(
     state: &KmsState,
     front_end: FrontEnd,
+    purpose: Purpose,
     platform: &str,
     identity: Option<&VerifiedIdentity>,
     refusal: Refusal,
@@ -162,7 +194,9 @@ fn refuse(
             ));
         }
     }
-    if let Err(e) = audit(state, front_end, platform, decision, identity, reasons) {
+    if let Err(e) = audit(
+        state, front_end, purpose, platform, decision, identity, reasons,
+    ) {
         if state.refusal_log.allow() {
             tracing::error!(error = %e, "cannot write a refusal to the audit log");
         }
@@ -171,11 +205,45 @@ fn refuse(
     refusal
 }
 
+/// A refusal of a request whose evidence never reached verification (no
+/// client certificate, an attestation bound to another key, a body too
+/// large): audited like a refusal of unverified evidence (rate-limited),
+/// counted under `platform` (a registered platform or `other`).
+pub fn refuse_unverified(
+    state: &KmsState,
+    front_end: FrontEnd,
+    purpose: Purpose,
+    platform: &str,
+    error: AttestError,
+) -> Refusal {
+    let label = state.metrics.platform_label(platform);
+    refuse(
+        state,
+        front_end,
+        purpose,
+        &label,
+        None,
+        Refusal::Attestation(error),
+    )
+}
+
 /// Verifies `evidence` against `expected` report data, decides, derives:
 /// the one path from evidence to keys.
 pub async fn release_app_keys(
     state: &KmsState,
     front_end: FrontEnd,
+    evidence: &Evidence,
+    expected: ReportData,
+) -> Result<Release, Refusal> {
+    release_for(state, front_end, Purpose::AppKeys, evidence, expected).await
+}
+
+/// [`release_app_keys`] for a stated [`Purpose`]: the same verification,
+/// image registry, policy, derivation, audit and metrics.
+pub async fn release_for(
+    state: &KmsState,
+    front_end: FrontEnd,
+    purpose: Purpose,
     evidence: &Evidence,
     expected: ReportData,
 ) -> Result<Release, Refusal> {
@@ -201,6 +269,7 @@ pub async fn release_app_keys(
             return Err(refuse(
                 state,
                 front_end,
+                purpose,
                 &label,
                 None,
                 Refusal::Attestation(e),
@@ -216,7 +285,7 @@ pub async fn release_app_keys(
         .policy
         .evaluate(&PolicyInput::new(
             &identity,
-            RequestContext::app_keys(ctx.time),
+            purpose.request_context(ctx.time),
         ))
         .await;
     for w in &decision.warnings {
@@ -230,6 +299,7 @@ pub async fn release_app_keys(
         return Err(refuse(
             state,
             front_end,
+            purpose,
             &label,
             Some(&identity),
             Refusal::Policy(reasons),
@@ -242,6 +312,7 @@ pub async fn release_app_keys(
             return Err(refuse(
                 state,
                 front_end,
+                purpose,
                 &label,
                 Some(&identity),
                 Refusal::Internal(e.to_string()),
@@ -250,7 +321,15 @@ pub async fn release_app_keys(
     };
     // Recorded before the keys leave; a release that cannot be recorded
     // does not happen.
-    if let Err(e) = audit(state, front_end, &label, "allow", Some(&identity), vec![]) {
+    if let Err(e) = audit(
+        state,
+        front_end,
+        purpose,
+        &label,
+        "allow",
+        Some(&identity),
+        vec![],
+    ) {
         tracing::error!(error = %e, "cannot write the audit log: refusing the release");
         state.metrics.request(&label, "unavailable");
         return Err(Refusal::Unavailable(
