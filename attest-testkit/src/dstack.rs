@@ -329,6 +329,33 @@ pub mod wire {
         }
     }
 
+    /// A V1 CSR (`api_version` 1, guests v0.5.1 ... v0.5.5): `confirm`,
+    /// `pubkey`, the first six config fields, the raw TDX `quote` and the
+    /// JSON `event_log`.
+    pub fn csr_v1(
+        confirm: &str,
+        spki_der: &[u8],
+        c: &CertConfig,
+        quote: &[u8],
+        event_log: &[u8],
+    ) -> Vec<u8> {
+        let mut out = Vec::new();
+        bytes(&mut out, confirm.as_bytes());
+        bytes(&mut out, spki_der);
+        option(&mut out, &c.org_name, |o, s| bytes(o, s.as_bytes()));
+        bytes(&mut out, c.subject.as_bytes());
+        compact(&mut out, c.subject_alt_names.len());
+        for n in &c.subject_alt_names {
+            bytes(&mut out, n.as_bytes());
+        }
+        for b in [c.usage_server_auth, c.usage_client_auth, c.ext_quote] {
+            out.push(u8::from(b));
+        }
+        bytes(&mut out, quote);
+        bytes(&mut out, event_log);
+        out
+    }
+
     /// A V2 CSR (`api_version` 2): `confirm`, `pubkey` (SPKI DER), config,
     /// then the attestation to the end.
     pub fn csr_v2(confirm: &str, spki_der: &[u8], c: &CertConfig, attestation: &[u8]) -> Vec<u8> {

@@ -101,6 +101,24 @@ fn the_real_stripped_tdx_attestation_decodes_replays_rtmr3_and_names_its_app() {
         assert_lite(&v);
     }
 
+    // In an RA-TLS certificate (PEM and DER), as a guest carries it: not
+    // bound to that certificate's key (its report data is an app's text).
+    let ca = kms::service::dstack::certs::TempCa::generate().unwrap();
+    let cert = attest_testkit::dstack::ra_cert(
+        attest_testkit::dstack::ra_key(),
+        ca.cert_pem(),
+        ca.key_pem(),
+        &[(8, raw.clone())],
+    );
+    for (name, bytes) in [("cert.pem", cert.pem.into_bytes()), ("cert.der", cert.der)] {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let (code, v) = inspect(&p);
+        assert_eq!(code, Some(0), "{name}");
+        assert_lite(&v);
+        assert_eq!(v["bound_to_certificate_key"], false);
+    }
+
     // One runtime event's payload changed (the top-level runtime events,
     // which come after the stripped log): the replay no longer matches.
     let compose =

@@ -773,12 +773,24 @@ async fn slow_clients_are_cut_off() {
     let dir = tempfile::tempdir().unwrap();
     let pkis = Pkis::new();
     let app = App::example();
-    let limits =
-        "[limits]\nrequest_timeout_secs = 1\nhandler_timeout_secs = 2\nidle_timeout_secs = 2\n";
+    let limits = "[limits]\nrequest_timeout_secs = 1\nhandler_timeout_secs = 2\nidle_timeout_secs = 2\nmax_connections_per_ip = 3\n";
     let server = start(dir.path(), &pkis, &app, "", limits).await;
     let url = server.dstack_url.clone().unwrap();
     let addr = url.trim_start_matches("https://").to_owned();
     let t = std::time::Instant::now();
+
+    // One address holds at most max_connections_per_ip connections: the
+    // fourth is closed at once.
+    let held = connect_many(&addr, 3).await;
+    let mut fourth = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut b = [0u8; 16];
+    let n = tokio::time::timeout(std::time::Duration::from_millis(500), fourth.read(&mut b))
+        .await
+        .expect("closed at once")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    drop(held);
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
 
     // TCP only, no handshake.
     let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
@@ -834,6 +846,16 @@ async fn slow_clients_are_cut_off() {
     );
     assert!(t.elapsed() < std::time::Duration::from_secs(12));
     server.stop().await;
+}
+
+async fn connect_many(addr: &str, n: usize) -> Vec<tokio::net::TcpStream> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // Let the listener admit them before the next one arrives.
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    out
 }
 
 #[derive(Debug)]
@@ -1007,7 +1029,13 @@ async fn sign_cert_issues_a_leaf_under_the_app_ca_dstack_derives() {
     let r = sign_cert(&client, &url, &c3, &sig3).await;
     assert_refused(d, r, "attestation failed: binding_mismatch: ", "error");
     // This KMS's own names are never certified for an app.
-    for name in ["127.0.0.1", "KMS.test", "*.test"] {
+    for name in [
+        "127.0.0.1",
+        "KMS.test",
+        "*.test",
+        "kms.test.",
+        "0:0:0:0:0:ffff:7f00:1",
+    ] {
         let mut cfg = config.clone();
         cfg.subject_alt_names = vec![name.into()];
         let (c4, sig4) = csr(&spki, &cfg, &att, &key);
@@ -1038,7 +1066,35 @@ async fn sign_cert_issues_a_leaf_under_the_app_ca_dstack_derives() {
         "attestation failed: malformed: request body larger than 262144 bytes",
         "error",
     );
-    // api_version 1 with a V2 encoding does not decode.
+    // A V1 CSR (api_version 1): the legacy quote and full JSON log,
+    // embedded as `.1.1` and `.1.2` when `ext_quote`.
+    let log: Vec<LogEvent> = events
+        .iter()
+        .map(|e| LogEvent {
+            register: 3,
+            body: EventBody::Runtime(e.clone()),
+        })
+        .collect();
+    let json_log = attest_core::eventlog::to_json_event_log(&log);
+    let quote = tdx_quote(&pkis, &events, rd);
+    let v1 = wire::csr_v1("please sign cert:", &spki, &config, &quote, &json_log);
+    let v1_sig = rcgen::SigningKey::sign(&key, &v1).unwrap();
+    let (s, v) = call(
+        &client,
+        &url,
+        "SignCert",
+        json!({"api_version": 1, "csr": hex::encode(&v1), "signature": hex::encode(&v1_sig)})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let leaf = pem_der(v["certificate_chain"][0].as_str().unwrap());
+    let ext = RaTlsCert::from_der(&leaf).unwrap().extensions().clone();
+    assert_eq!(ext.tdx_quote.as_deref(), Some(&quote[..]));
+    assert_eq!(ext.event_log.as_deref(), Some(&json_log[..]));
+    assert_eq!(ext.app_info, None, "V1 has no ext_app_info");
+
+    // api_version 3 does not exist.
     let (s, v) = call(
         &client,
         &url,

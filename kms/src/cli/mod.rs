@@ -150,6 +150,10 @@ pub enum KeysCommand {
         /// dstack's root-k256.key (32 raw bytes).
         #[arg(long)]
         root_k256_key: PathBuf,
+        /// dstack's root-ca.crt, kept instead of a new certificate (its
+        /// name stays the issuer of every certificate this KMS signs).
+        #[arg(long)]
+        root_ca_cert: Option<PathBuf>,
         /// kms.toml whose data_dir receives the keys (default ./kms-data).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -363,7 +367,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Keys(KeysCommand::ImportDstack {
             root_ca_key,
             root_k256_key,
+            root_ca_cert,
             config,
-        }) => keys::import_dstack(&root_ca_key, &root_k256_key, config.as_deref()),
+        }) => keys::import_dstack(
+            &root_ca_key,
+            &root_k256_key,
+            root_ca_cert.as_deref(),
+            config.as_deref(),
+        ),
     }
 }

@@ -305,9 +305,14 @@ impl DstackFront {
     /// wildcard covers, one of this KMS's own names.
     fn is_own_name(&self, name: &str) -> bool {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
+        // IPs compare as addresses (`::ffff:127.0.0.1` is `127.0.0.1`).
+        let as_ip = |s: &str| s.parse::<std::net::IpAddr>().ok().map(|i| i.to_canonical());
+        let ip = as_ip(&name);
         self.own_names.iter().any(|own| {
             let own = own.trim_end_matches('.');
-            own == name
+            let same_ip = ip.is_some() && as_ip(own) == ip;
+            same_ip
+                || own == name
                 || name.strip_prefix("*.").is_some_and(|suffix| {
                     own.split_once('.').is_some_and(|(_, rest)| rest == suffix)
                 })
