@@ -67,11 +67,13 @@ impl Rpc {
         })
     }
 
-    /// What a refusal of its request is audited as.
-    fn purpose(self) -> Purpose {
+    /// What a refusal of its request is audited as (the methods that
+    /// release nothing are not audited).
+    fn purpose(self) -> Option<Purpose> {
         match self {
-            Rpc::SignCert => Purpose::AppCertificate,
-            _ => Purpose::AppKeys,
+            Rpc::GetAppKey => Some(Purpose::AppKeys),
+            Rpc::SignCert => Some(Purpose::AppCertificate),
+            _ => None,
         }
     }
 }
@@ -320,12 +322,12 @@ where
     let body = match body {
         Ok(b) => b,
         Err(e) => {
-            // Refused before anything was decoded; audited like any refusal.
-            let e = front.unverified(
-                rpc.purpose(),
-                "none",
-                attest_core::AttestError::Malformed(e.0),
-            );
+            // Refused before anything was decoded; audited like any refusal
+            // of a key or certificate request.
+            let e = match rpc.purpose() {
+                Some(p) => front.unverified(p, "none", attest_core::AttestError::Malformed(e.0)),
+                None => e,
+            };
             return error(enc, &e);
         }
     };
