@@ -24,4 +24,21 @@ pub struct DstackClaims {
     pub mr_aggregated: HexBytes,
     /// dstack's `mr_system` (32 bytes).
     pub mr_system: HexBytes,
+    /// The same aggregates at boot time, as dstack computes them for
+    /// `SignCert` (`use_boottime_mr`): the app register replayed up to and
+    /// including `boot-mr-done`, and no key provider. `None` where the
+    /// platform has no such notion or the log has no `boot-mr-done`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_time: Option<BootTimeAggregates>,
+}
+
+/// dstack's boot-time `mr_aggregated` and `mr_system` (see
+/// [`DstackClaims::boot_time`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootTimeAggregates {
+    /// `mr_aggregated` over the boot-time app register (32 bytes).
+    pub mr_aggregated: HexBytes,
+    /// `mr_system` with no key provider (32 bytes).
+    pub mr_system: HexBytes,
 }

@@ -437,6 +437,7 @@ impl SnpVerifier {
                 tee_variant: "dstack-amd-sev-snp".into(),
                 mr_aggregated: sha(&[report.measurement(), report.host_data()]),
                 mr_system: sha(&[report.measurement()]),
+                boot_time: None,
             },
         )?;
         let report_data = ReportData(*report.report_data());

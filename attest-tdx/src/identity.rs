@@ -1,6 +1,6 @@
 //! Turning a verified quote and its event log into the normalized identity.
 
-use attest_core::dstack::{DstackClaims, SECTION as DSTACK_SECTION};
+use attest_core::dstack::{BootTimeAggregates, DstackClaims, SECTION as DSTACK_SECTION};
 use attest_core::eventlog::{self, RegisterSet, ReplayedLog, RuntimeAppInfo};
 use attest_core::names::reg;
 use attest_core::{
@@ -34,6 +34,11 @@ pub struct TdxClaims {
     pub tee_tcb_svn2: Option<HexBytes>,
     /// MRSERVICETD (TD 1.5).
     pub mr_service_td: Option<HexBytes>,
+    /// The registers the event log was replayed against: `rtmr0`..`rtmr3`
+    /// for a full log, `rtmr3` alone for dstack's stripped log (empty when
+    /// no log was given). MRTD and RTMR0..2 always come from the quote.
+    #[serde(default)]
+    pub replayed_registers: Vec<String>,
 }
 
 /// The `platform_claims` section name.
@@ -72,13 +77,55 @@ pub const RTMRS: RegisterSet = RegisterSet {
     prefix: "rtmr",
 };
 
-/// Replays the log and compares every RTMR with the quote's, naming the
+/// Which registers a log was replayed against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogCoverage {
+    /// RTMR0..3: a full log (boot events and runtime events).
+    Full,
+    /// RTMR3 only: dstack's stripped log, runtime events alone.
+    AppRegister,
+}
+
+impl LogCoverage {
+    /// Names of the registers checked.
+    pub fn registers(self) -> Vec<String> {
+        match self {
+            LogCoverage::Full => (0..RTMRS.count).map(|i| RTMRS.name(i)).collect(),
+            LogCoverage::AppRegister => vec![RTMRS.name(RTMRS.app_register as usize)],
+        }
+    }
+}
+
+/// Replays the log and compares it with the quote's RTMRs, naming the
 /// first register that differs.
-fn replay_and_check(quote: &TdQuote, log: &[u8]) -> Result<ReplayedLog, AttestError> {
+///
+/// A log whose every event is on RTMR3 (dstack's stripped log: the runtime
+/// events alone) is checked against RTMR3 only; any event on RTMR0..2 makes
+/// it a full log, and then all four registers must replay. The stripped
+/// form gives up nothing the KMS uses: the app identity comes only from
+/// RTMR3's runtime events (each digest recomputed), and MRTD and RTMR0..2
+/// are read from the signed quote, never from the log, for the boot
+/// measurements and the image registry's boot digest. Boot events in a full
+/// log only explain those registers; they never feed an identity.
+fn replay_and_check(
+    quote: &TdQuote,
+    log: &[u8],
+) -> Result<(ReplayedLog, LogCoverage), AttestError> {
     let events = parse_event_log(log)?;
+    let coverage = if events.iter().all(|e| e.register == RTMRS.app_register) {
+        LogCoverage::AppRegister
+    } else {
+        LogCoverage::Full
+    };
     let rtmrs = quote.rtmrs();
-    let signed = rtmrs.each_ref().map(|r| Some(&r[..]));
-    ReplayedLog::check::<Sha384>(events, &RTMRS, &signed)
+    let signed: [Option<&[u8]>; 4] = std::array::from_fn(|i| {
+        let checked = coverage == LogCoverage::Full || i == RTMRS.app_register as usize;
+        checked.then(|| &rtmrs[i][..])
+    });
+    Ok((
+        ReplayedLog::check::<Sha384>(events, &RTMRS, &signed)?,
+        coverage,
+    ))
 }
 
 fn sha256(parts: &[&[u8]]) -> Vec<u8> {
@@ -107,7 +154,7 @@ fn boot_measurements(quote: &TdQuote) -> BootMeasurements {
         .with(reg::MR_SEAM, &r.mr_seam[..])
 }
 
-fn dstack_claims(quote: &TdQuote, info: &RuntimeAppInfo) -> DstackClaims {
+fn dstack_claims(quote: &TdQuote, info: &RuntimeAppInfo, log: &ReplayedLog) -> DstackClaims {
     let r = quote.td10();
     // dstack's mr_system covers the exact key-provider payload bytes.
     let mr_key_provider = info
@@ -115,18 +162,29 @@ fn dstack_claims(quote: &TdQuote, info: &RuntimeAppInfo) -> DstackClaims {
         .as_deref()
         .map(|p| sha256(&[p]))
         .unwrap_or_else(|| vec![0; 32]);
-    let mr_system = sha256(&[&r.mr_td, &r.rt_mr0, &r.rt_mr1, &r.rt_mr2, &mr_key_provider]);
+    let mr_system = |kp: &[u8]| sha256(&[&r.mr_td, &r.rt_mr0, &r.rt_mr1, &r.rt_mr2, kp]);
     let extra_nonzero = [&r.mr_config_id, &r.mr_owner, &r.mr_owner_config]
         .iter()
         .any(|m| m.iter().any(|b| *b != 0));
-    let mut parts: Vec<&[u8]> = vec![&r.mr_td, &r.rt_mr0, &r.rt_mr1, &r.rt_mr2, &r.rt_mr3];
-    if extra_nonzero {
-        parts.extend([&r.mr_config_id[..], &r.mr_owner, &r.mr_owner_config]);
-    }
+    let mr_aggregated = |rtmr3: &[u8]| {
+        let mut parts: Vec<&[u8]> = vec![&r.mr_td, &r.rt_mr0, &r.rt_mr1, &r.rt_mr2, rtmr3];
+        if extra_nonzero {
+            parts.extend([&r.mr_config_id[..], &r.mr_owner, &r.mr_owner_config]);
+        }
+        sha256(&parts)
+    };
+    // dstack's SignCert view: RTMR3 up to `boot-mr-done`, no key provider.
+    let boot_time = log
+        .app_register_until::<Sha384>(eventlog::BOOT_MR_DONE)
+        .map(|rtmr3| BootTimeAggregates {
+            mr_aggregated: HexBytes(mr_aggregated(&rtmr3)),
+            mr_system: HexBytes(mr_system(&[0; 32])),
+        });
     DstackClaims {
         tee_variant: "dstack-tdx".into(),
-        mr_aggregated: HexBytes(sha256(&parts)),
-        mr_system: HexBytes(mr_system),
+        mr_aggregated: HexBytes(mr_aggregated(&r.rt_mr3)),
+        mr_system: HexBytes(mr_system(&mr_key_provider)),
+        boot_time,
     }
 }
 
@@ -138,6 +196,8 @@ struct QuotePart {
     report_data: ReportData,
     report_data_checked: bool,
     device_id: Option<DeviceId>,
+    /// The `tdx` section, inserted into `platform_claims` last.
+    tdx: TdxClaims,
     platform_claims: PlatformClaims,
 }
 
@@ -174,21 +234,18 @@ fn quote_part(v: &VerifiedQuote, ctx: &VerifyContext) -> Result<QuotePart, Attes
     let device_id = (!pck.ppid.is_empty()).then(|| DeviceId(Sha256::digest(&pck.ppid).into()));
 
     let td15 = quote.quote.report.as_td15();
-    let mut platform_claims = PlatformClaims::default();
-    platform_claims.insert(
-        SECTION,
-        &TdxClaims {
-            quote_version: quote.version,
-            body_type: quote.body_type().into(),
-            fmspc: key.fmspc_hex(),
-            pck_ca: key.ca_str().to_owned(),
-            tcb_eval_data_number: collateral.tcb_eval_data_number,
-            collateral_expires: claims.earliest_expiration_date,
-            seam_attributes: HexBytes(r.seam_attributes.to_vec()),
-            tee_tcb_svn2: td15.map(|t| HexBytes(t.tee_tcb_svn2.to_vec())),
-            mr_service_td: td15.map(|t| HexBytes(t.mr_service_td.to_vec())),
-        },
-    )?;
+    let tdx = TdxClaims {
+        quote_version: quote.version,
+        body_type: quote.body_type().into(),
+        fmspc: key.fmspc_hex(),
+        pck_ca: key.ca_str().to_owned(),
+        tcb_eval_data_number: collateral.tcb_eval_data_number,
+        collateral_expires: claims.earliest_expiration_date,
+        seam_attributes: HexBytes(r.seam_attributes.to_vec()),
+        tee_tcb_svn2: td15.map(|t| HexBytes(t.tee_tcb_svn2.to_vec())),
+        mr_service_td: td15.map(|t| HexBytes(t.mr_service_td.to_vec())),
+        replayed_registers: Vec::new(),
+    };
     Ok(QuotePart {
         boot: boot_measurements(quote),
         tcb: TcbInfo {
@@ -201,7 +258,8 @@ fn quote_part(v: &VerifiedQuote, ctx: &VerifyContext) -> Result<QuotePart, Attes
         report_data,
         report_data_checked,
         device_id,
-        platform_claims,
+        tdx,
+        platform_claims: PlatformClaims::default(),
     })
 }
 
@@ -218,11 +276,13 @@ pub(crate) fn build(
                 .into(),
         ));
     }
-    let log = replay_and_check(quote, event_log)?;
+    let (log, coverage) = replay_and_check(quote, event_log)?;
     let info = log.app_info()?;
     let app: AppIdentity = info.app_identity()?;
     part.platform_claims
-        .insert(DSTACK_SECTION, &dstack_claims(quote, &info))?;
+        .insert(DSTACK_SECTION, &dstack_claims(quote, &info, &log))?;
+    part.tdx.replayed_registers = coverage.registers();
+    part.platform_claims.insert(SECTION, &part.tdx)?;
     Ok(VerifiedIdentity {
         platform: PlatformId::TDX,
         app,
@@ -243,7 +303,8 @@ pub(crate) fn quote_only(
     v: &VerifiedQuote,
     ctx: &VerifyContext,
 ) -> Result<QuoteOnlyIdentity, AttestError> {
-    let part = quote_part(v, ctx)?;
+    let mut part = quote_part(v, ctx)?;
+    part.platform_claims.insert(SECTION, &part.tdx)?;
     Ok(QuoteOnlyIdentity {
         platform: PlatformId::TDX,
         app: NoApp,

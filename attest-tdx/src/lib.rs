@@ -3,7 +3,8 @@
 //! [`TdxVerifier`] checks a DCAP quote (v4 or v5: TD 1.0, TD 1.5, TD 1.5-ex
 //! bodies) with dcap-qvl against Intel's production root (embedded), using
 //! collateral from a [`collateral::CollateralSource`], replays the event log
-//! into RTMR0..3, and returns the normalized identity. Fail-closed: debug
+//! (into RTMR0..3, or RTMR3 alone for dstack's stripped log of runtime
+//! events), and returns the normalized identity. Fail-closed: debug
 //! TDs, a non-Intel TDX module (non-zero MRSIGNERSEAM), revoked TCBs, any
 //! signature, chain or CRL failure, collateral outside its window, report
 //! data other than the expected value, and an event log that does not

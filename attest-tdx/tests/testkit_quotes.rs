@@ -457,3 +457,145 @@ fn collateral_is_verified_part_by_part_before_caching() {
     let err = Collateral::new(c).unwrap().verify(&root, now).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::UntrustedChain, "{err}");
 }
+
+/// dstack's stripped log (runtime events only, on RTMR3) against a quote
+/// whose RTMR0..2 are not zero: checked against RTMR3 alone; MRTD and
+/// RTMR0..2 come from the quote.
+#[tokio::test]
+async fn a_stripped_log_is_checked_against_rtmr3_only() {
+    let c = case();
+    let td = TdFields {
+        rtmrs: [[0x01; 48], [0x02; 48], [0x03; 48], c.td.rtmrs[3]],
+        ..c.td.clone()
+    };
+    let v = verifier(&c.pki, &CollateralOptions::valid_from(ISSUED));
+    let id = v
+        .verify(&evidence(c.pki.quote(&td), &c.log), &ctx(&c))
+        .await
+        .unwrap();
+    assert_eq!(id.app.app_id.0, c.app.app_id);
+    let j = id.to_json();
+    assert_eq!(j["boot"]["rtmr0"], hex::encode([0x01; 48]));
+    assert_eq!(j["boot"]["rtmr2"], hex::encode([0x03; 48]));
+    assert_eq!(
+        j["platform_claims"]["tdx"]["replayed_registers"],
+        serde_json::json!(["rtmr3"])
+    );
+
+    // A tampered runtime event (its payload changed) no longer replays.
+    let mut events = c.app.runtime_events();
+    events[2] = attest_core::eventlog::LogEvent::runtime(3, "compose-hash", &[0xee; 32]);
+    let err = v
+        .verify(
+            &evidence(
+                c.pki.quote(&td),
+                &attest_core::eventlog::to_json_event_log(&events),
+            ),
+            &ctx(&c),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::IdentityMismatch);
+    assert!(
+        err.to_string().starts_with("identity_mismatch: rtmr3: "),
+        "{err}"
+    );
+}
+
+/// A log with any boot event is a full log: all four registers replay.
+#[tokio::test]
+async fn a_full_log_replays_all_four_registers() {
+    use attest_core::eventlog::{LogEvent, to_json_event_log};
+    use sha2::Sha384;
+    let c = case();
+    let boot = LogEvent::boot(1, 0x8000_0003, vec![0x11; 48], b"kernel".to_vec());
+    let mut events = vec![boot];
+    events.extend(c.app.runtime_events());
+    let log = to_json_event_log(&events);
+    let rtmr1: [u8; 48] = Sha384::new()
+        .chain_update([0u8; 48])
+        .chain_update([0x11; 48])
+        .finalize()
+        .into();
+    let v = verifier(&c.pki, &CollateralOptions::valid_from(ISSUED));
+    // The quote's RTMR1 is what the boot event extends: verifies.
+    let good = TdFields {
+        rtmrs: [[0; 48], rtmr1, [0; 48], c.td.rtmrs[3]],
+        ..c.td.clone()
+    };
+    let id = v
+        .verify(&evidence(c.pki.quote(&good), &log), &ctx(&c))
+        .await
+        .unwrap();
+    assert_eq!(
+        id.to_json()["platform_claims"]["tdx"]["replayed_registers"],
+        serde_json::json!(["rtmr0", "rtmr1", "rtmr2", "rtmr3"])
+    );
+    // RTMR0 in the quote is not what the (full) log replays to.
+    let bad = TdFields {
+        rtmrs: [[0x01; 48], rtmr1, [0; 48], c.td.rtmrs[3]],
+        ..c.td.clone()
+    };
+    let err = v
+        .verify(&evidence(c.pki.quote(&bad), &log), &ctx(&c))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("identity_mismatch: rtmr0: "),
+        "{err}"
+    );
+}
+
+/// V2 runtime events (JCS digests) replay with no preimage in the log, and
+/// dstack's boot-time aggregates stop at `boot-mr-done`.
+#[tokio::test]
+async fn v2_events_replay_without_preimages_and_boot_time_aggregates_stop_at_boot_mr_done() {
+    use attest_core::eventlog::{EventBody, RuntimeEventVersion, to_json_event_log};
+    let c = case();
+    let mut events = c.app.runtime_events();
+    for e in &mut events {
+        if let EventBody::Runtime(r) = &mut e.body {
+            r.version = RuntimeEventVersion::V2;
+        }
+    }
+    let (_, rtmr3) = attest_testkit::dstack::events_to_json(&events);
+    assert_ne!(rtmr3, c.td.rtmrs[3], "V2 digests differ from V1");
+    let boot_len = events
+        .iter()
+        .position(|e| e.as_runtime().unwrap().name == "boot-mr-done")
+        .unwrap()
+        + 1;
+    let (_, boot_rtmr3) = attest_testkit::dstack::events_to_json(&events[..boot_len]);
+    let td = TdFields {
+        rtmrs: [[0; 48], [0; 48], [0; 48], rtmr3],
+        ..c.td.clone()
+    };
+    let log = to_json_event_log(&events);
+    assert!(!String::from_utf8_lossy(&log).contains("preimage"));
+    let v = verifier(&c.pki, &CollateralOptions::valid_from(ISSUED));
+    let id = v
+        .verify(&evidence(c.pki.quote(&td), &log), &ctx(&c))
+        .await
+        .unwrap();
+    assert_eq!(id.app.app_id.0, c.app.app_id);
+    let j = id.to_json();
+    let d = &j["platform_claims"]["dstack"];
+    let agg = |rtmr3: &[u8]| {
+        let mut h = Sha256::new();
+        for p in [&td.mrtd[..], &[0; 48], &[0; 48], &[0; 48], rtmr3] {
+            h.update(p);
+        }
+        hex::encode(h.finalize())
+    };
+    assert_eq!(d["mr_aggregated"], agg(&rtmr3));
+    assert_eq!(d["boot_time"]["mr_aggregated"], agg(&boot_rtmr3));
+    let sys = {
+        let mut h = Sha256::new();
+        for p in [&td.mrtd[..], &[0; 48], &[0; 48], &[0; 48], &[0; 32]] {
+            h.update(p);
+        }
+        hex::encode(h.finalize())
+    };
+    assert_eq!(d["boot_time"]["mr_system"], sys);
+    assert_ne!(d["mr_system"], sys, "the full view hashes the key provider");
+}

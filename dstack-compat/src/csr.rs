@@ -91,6 +91,8 @@ pub struct CertConfig {
 pub struct CertSigningRequest {
     version: CsrVersion,
     encoded: Vec<u8>,
+    /// Where a V2 request's attestation starts in `encoded`.
+    attestation_at: Option<usize>,
     pubkey: Vec<u8>,
     config: CertConfig,
     attestation: GuestAttestation,
@@ -145,9 +147,11 @@ impl CertSigningRequest {
         }
         let pubkey = s.bytes("pubkey")?.to_vec();
         let config = config(&mut s, version)?;
+        let mut attestation_at = None;
         let attestation = match version {
             CsrVersion::V2 => {
                 let offset = s.position();
+                attestation_at = Some(offset);
                 let rest = s.take_rest();
                 let a = VersionedAttestation::decode(rest).map_err(|e| {
                     within(&format!("{CONTEXT}: attestation (from offset {offset})"), e)
@@ -166,6 +170,7 @@ impl CertSigningRequest {
         Ok(CertSigningRequest {
             version,
             encoded: csr.to_vec(),
+            attestation_at,
             pubkey,
             config,
             attestation,
@@ -195,6 +200,12 @@ impl CertSigningRequest {
     /// The exact bytes the signature covers.
     pub fn encoded(&self) -> &[u8] {
         &self.encoded
+    }
+
+    /// A V2 request's attestation, encoded as received (what an issued
+    /// certificate's `.1.8` carries); `None` for V1.
+    pub fn attestation_bytes(&self) -> Option<&[u8]> {
+        self.attestation_at.and_then(|at| self.encoded.get(at..))
     }
 
     /// Checks `signature` (ECDSA P-256 over SHA-256, ASN.1 DER) over the

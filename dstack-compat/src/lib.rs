@@ -25,7 +25,8 @@
 //! - [`csr`]: `SignCert` requests (V1 and V2) and their signature;
 //! - `quote`: the few TDX quote and SNP report offsets read here (legacy
 //!   report data, inspection);
-//! - [`inspect`]: decode + claimed identity + RTMR3 replay, for tools.
+//! - [`inspect`]: decode + claimed identity + RTMR3 replay, for tools;
+//! - [`app_info`]: the AppInfo an issued certificate states (`.1.9`).
 #![cfg_attr(
     not(test),
     deny(
@@ -36,6 +37,7 @@
     )
 )]
 
+pub mod app_info;
 pub mod attestation;
 pub mod binding;
 pub mod csr;
@@ -48,6 +50,7 @@ mod scale;
 mod v0;
 mod v1;
 
+pub use app_info::AppInfo;
 pub use attest_core::AttestError;
 pub use attestation::{
     AttestationVersion, MAX_ATTESTATION_LEN, PlatformQuote, SNP_REPORT_LEN, SnpQuote, StackKind,

@@ -116,6 +116,10 @@ fn dstacks_pinned_v2_encoding_decodes() {
     assert_eq!(csr.version(), CsrVersion::V2);
     assert_eq!(csr.pubkey(), &[1, 2, 3]);
     assert_eq!(csr.encoded(), bytes.as_slice());
+    // The attestation, as encoded: the 68 bytes after the config.
+    let att = csr.attestation_bytes().unwrap();
+    assert_eq!(att.len(), 2 + 1 + 1 + 1 + 64 + 1);
+    assert_eq!(att, &bytes[bytes.len() - att.len()..]);
     assert_eq!(
         csr.config(),
         &CertConfig {

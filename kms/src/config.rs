@@ -43,6 +43,59 @@ pub struct Config {
     pub sev_snp: SnpSection,
     /// Connection, stream, time and memory limits of every listener.
     pub limits: crate::service::limits::Limits,
+    /// The dstack-compatible listener (off when absent).
+    pub dstack_compat: Option<DstackCompatConfig>,
+}
+
+/// `[dstack_compat]`: prpc over RA-TLS for unmodified dstack guests.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DstackCompatConfig {
+    /// Where to listen (HTTPS; guests' `kms_urls` point here).
+    pub listen: SocketAddr,
+    /// The DNS names and IP addresses guests reach this KMS by (the hosts
+    /// of their `kms_urls`): the server certificate covers every one.
+    pub server_names: Vec<String>,
+    /// The gateway app id handed to guests (`gateway_app_id`) when the
+    /// policy gives none (a dstack webhook's `gatewayAppId` wins): `any`,
+    /// a hex app id, or empty (no gateway).
+    #[serde(default)]
+    pub gateway_app_id: String,
+}
+
+impl DstackCompatConfig {
+    /// Longest gateway app id accepted.
+    pub const MAX_GATEWAY_APP_ID: usize = 1024;
+
+    /// Names must be DNS names or IP addresses, at least one.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.server_names.is_empty() {
+            return Err("dstack_compat.server_names must name at least one host".into());
+        }
+        for n in &self.server_names {
+            let dns_ok = !n.is_empty()
+                && n.len() <= 253
+                && n.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if n.parse::<std::net::IpAddr>().is_err() && !dns_ok {
+                return Err(format!(
+                    "dstack_compat.server_names: {n:?} is neither a DNS name nor an IP address"
+                ));
+            }
+        }
+        if self.gateway_app_id.len() > Self::MAX_GATEWAY_APP_ID
+            || self.gateway_app_id.chars().any(char::is_control)
+        {
+            return Err(format!(
+                "dstack_compat.gateway_app_id must be at most {} printable characters",
+                Self::MAX_GATEWAY_APP_ID
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// TLS: a server certificate issued by the KMS root CA at start.
@@ -153,6 +206,7 @@ impl Default for Config {
             tdx: TdxConfig::default(),
             sev_snp: SnpSection::default(),
             limits: Default::default(),
+            dstack_compat: None,
         }
     }
 }
@@ -189,6 +243,9 @@ impl Config {
                 Self::MAX_REQUEST_BYTES,
                 self.max_request_bytes
             ));
+        }
+        if let Some(d) = &self.dstack_compat {
+            d.validate()?;
         }
         self.limits.validate()
     }

@@ -163,8 +163,13 @@ pub struct Server {
     pub key_provider_id: String,
     /// The running service's state (tests read its metrics and caches).
     pub state: std::sync::Arc<crate::service::KmsState>,
+    /// `https://127.0.0.1:port` of the dstack-compatible listener, when the
+    /// configuration has `[dstack_compat]` (its `listen` port may be 0).
+    pub dstack_url: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     join: Option<tokio::task::JoinHandle<Result<(), String>>>,
+    dstack_stop: Option<oneshot::Sender<()>>,
+    dstack_join: Option<tokio::task::JoinHandle<Result<(), String>>>,
 }
 
 impl Server {
@@ -217,6 +222,29 @@ impl Server {
             limits: config.limits.clone(),
             tls_names,
         };
+        let (mut dstack_url, mut dstack_stop, mut dstack_join) = (None, None, None);
+        if let Some(d) = &config.dstack_compat {
+            let mut own = d.server_names.clone();
+            own.extend(config.tls_names().unwrap_or_default());
+            let front = crate::service::dstack::DstackFront::new(
+                state.clone(),
+                d,
+                &dir.join("data"),
+                own,
+                config.limits.clone(),
+                config.max_request_bytes,
+            )
+            .map_err(|e| e.to_string())?;
+            let (tx, rx) = oneshot::channel::<()>();
+            let (addr, join) = std::sync::Arc::new(front)
+                .start(d, async move {
+                    let _ = rx.await;
+                })
+                .await?;
+            dstack_url = Some(format!("https://{addr}"));
+            dstack_stop = Some(tx);
+            dstack_join = Some(join);
+        }
         let served = state.clone();
         let join = tokio::spawn(async move {
             crate::service::listener::serve_with(listener, served, &listener_cfg, async move {
@@ -228,13 +256,22 @@ impl Server {
             url,
             key_provider_id,
             state,
+            dstack_url,
             stop: Some(tx),
             join: Some(join),
+            dstack_stop,
+            dstack_join,
         })
     }
 
     /// Stops the server after in-flight requests finish.
     pub async fn stop(mut self) {
+        if let Some(tx) = self.dstack_stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(j) = self.dstack_join.take() {
+            let _ = j.await;
+        }
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }

@@ -525,3 +525,50 @@ fn demo_runs_both_platforms_and_both_refusals() {
     assert!(text.contains("Debug mode"));
     assert!(text.contains("apps.compose_hashes"));
 }
+
+#[test]
+fn config_check_validates_dstack_compat() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write(
+        dir.path(),
+        "kms.toml",
+        "[dstack_compat]\nlisten = \"0.0.0.0:8000\"\nserver_names = [\"kms.example.com\", \"10.0.0.5\"]\ngateway_app_id = \"any\"\n",
+    );
+    let out = kms(&["config", "check", "--config", good.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("[dstack_compat]"), "{text}");
+    assert!(
+        text.contains("server_names = [\n    \"kms.example.com\",\n    \"10.0.0.5\",\n]"),
+        "{text}"
+    );
+    for (body, want) in [
+        (
+            "[dstack_compat]\nlisten = \"0.0.0.0:8000\"\nserver_names = []\n",
+            "dstack_compat.server_names must name at least one host",
+        ),
+        (
+            "[dstack_compat]\nlisten = \"0.0.0.0:8000\"\nserver_names = [\"kms example\"]\n",
+            "dstack_compat.server_names: \"kms example\" is neither a DNS name nor an IP address",
+        ),
+        (
+            "[dstack_compat]\nlisten = \"0.0.0.0:8000\"\nserver_names = [\"k\"]\nport = 1\n",
+            "unknown field `port`",
+        ),
+        (
+            "[dstack_compat]\nserver_names = [\"k\"]\n",
+            "missing field `listen`",
+        ),
+    ] {
+        let p = write(dir.path(), "bad.toml", body);
+        let out = kms(&["config", "check", "--config", p.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{body}: {err}");
+        assert!(err.contains(want), "{body}: {err}");
+    }
+}

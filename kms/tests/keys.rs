@@ -184,3 +184,97 @@ fn separate_imports_of_the_same_keys_agree() {
         & 0o777;
     assert_eq!(mode, 0o700);
 }
+
+/// `--root-ca-cert`: dstack's own root CA certificate is kept, and every
+/// certificate this KMS signs then names it as issuer, so clients that
+/// hold the old certificate still build chains to it.
+#[test]
+fn an_imported_dstack_root_certificate_stays_the_issuer() {
+    use p256::pkcs8::EncodePrivateKey;
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    let key = p256::SecretKey::random(&mut rand_core::OsRng);
+    let pem = key.to_pkcs8_pem(p256::pkcs8::LineEnding::LF).unwrap();
+    let kp = rcgen::KeyPair::from_pem(&pem).unwrap();
+    let dstack_cert = |not_after: time::OffsetDateTime| {
+        let mut p = rcgen::CertificateParams::default();
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Dstack");
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "Dstack KMS CA");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(1));
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        p.not_after = not_after;
+        p.self_signed(&kp).unwrap().pem()
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let cert = dstack_cert(now + time::Duration::days(365));
+    let k256 = [7u8; 32];
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let keys =
+        RootKeys::import_dstack_with_cert(&data, pem.as_bytes(), &k256, Some(cert.as_bytes()))
+            .unwrap();
+    assert_eq!(keys.ca_cert_pem(), cert);
+    let (loaded, _) = RootKeys::load_or_generate(&data).unwrap();
+    assert_eq!(loaded.ca_cert_pem(), cert);
+
+    // The kms.v1 TLS certificate and the dstack RPC certificate chain to it.
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from(
+            pem::parse(&cert).unwrap().into_contents(),
+        ))
+        .unwrap();
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        provider,
+    )
+    .build()
+    .unwrap();
+    let names = vec!["kms.example".to_owned()];
+    let (tls_pem, _) = loaded.tls_server_cert(&names).unwrap();
+    let (rpc_der, _) = kms::service::dstack::certs::rpc_server_cert(&loaded, &names).unwrap();
+    for leaf in [pem::parse(&tls_pem).unwrap().into_contents(), rpc_der] {
+        verifier
+            .verify_server_cert(
+                &CertificateDer::from(leaf),
+                &[],
+                &ServerName::try_from("kms.example").unwrap(),
+                &[],
+                UnixTime::now(),
+            )
+            .unwrap();
+    }
+
+    // Another key's certificate, or an expired one, is refused.
+    let other = dstack_cert(now - time::Duration::days(1));
+    let e = RootKeys::import_dstack_with_cert(
+        &dir.path().join("e"),
+        pem.as_bytes(),
+        &k256,
+        Some(other.as_bytes()),
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), "root CA certificate: it is not valid now");
+    let stranger = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut p = rcgen::CertificateParams::default();
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(1));
+    let foreign = p.self_signed(&stranger).unwrap().pem();
+    let e = RootKeys::import_dstack_with_cert(
+        &dir.path().join("f"),
+        pem.as_bytes(),
+        &k256,
+        Some(foreign.as_bytes()),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "root CA certificate: it is not the certificate of the imported root CA key"
+    );
+}

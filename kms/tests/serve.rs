@@ -383,3 +383,85 @@ async fn stalled_streams_from_one_host_cannot_starve_another() {
     assert_ne!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
     drop(stalled);
 }
+
+/// `[dstack_compat]` in `kms serve`: a second listener speaking dstack's
+/// prpc over HTTPS, its certificate issued by the root CA for the
+/// configured names; any HTTPS client gets dstack-shaped answers.
+#[tokio::test]
+async fn configured_dstack_listener_is_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n[dstack_compat]\nlisten = \"127.0.0.1:0\"\nserver_names = [\"127.0.0.1\"]\n",
+        dir.path().join("data").display()
+    );
+    let path = dir.path().join("kms.toml");
+    std::fs::write(&path, config).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_kms"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run kms serve");
+    let mut s = Serve {
+        child,
+        addr: "127.0.0.1:1".parse().unwrap(),
+        scheme: "http".into(),
+        dir,
+    };
+    let stdout = s.child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let l = lines.next().expect("kms serve exited").unwrap();
+        if let Some(rest) = l.strip_prefix("dstack-compatible prpc on https://") {
+            break rest.trim_end_matches("/prpc").to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let root = std::fs::read_to_string(s.dir.path().join("data/root-ca.crt")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(
+            pem::parse(&root).unwrap().into_contents(),
+        ))
+        .unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(
+            rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap(),
+            tcp,
+        )
+        .await
+        .unwrap();
+    tls.write_all(
+        b"POST /prpc/GetTempCaCert?json HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 4\r\nConnection: close\r\n\r\nnull",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    tls.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+    let body: serde_json::Value =
+        serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+    assert_eq!(body["ca_cert"], root);
+    assert!(
+        body["temp_ca_key"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
+    // The temp CA persists in the data directory.
+    assert!(s.dir.path().join("data/dstack-tmp-ca.key").exists());
+    let _ = s.addr;
+    drop(s);
+}

@@ -51,6 +51,11 @@ pub struct Decision {
     /// Things an operator must know even when allowed (a TCB grace period in
     /// use, ...).
     pub warnings: Vec<String>,
+    /// The gateway app id a dstack auth webhook answered (`gatewayAppId`),
+    /// which the dstack-compatible front end hands to the guest; `None`
+    /// when no backend said one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_app_id: Option<String>,
 }
 
 impl Decision {
@@ -60,6 +65,7 @@ impl Decision {
             allow: true,
             reasons: Vec::new(),
             warnings: Vec::new(),
+            gateway_app_id: None,
         }
     }
 
@@ -69,6 +75,7 @@ impl Decision {
             allow: false,
             reasons: vec![reason],
             warnings: Vec::new(),
+            gateway_app_id: None,
         }
     }
 
@@ -78,6 +85,7 @@ impl Decision {
             allow: reasons.is_empty(),
             reasons,
             warnings,
+            gateway_app_id: None,
         }
     }
 

@@ -20,7 +20,7 @@ impl RequestContext {
     pub fn app_keys(time: UnixTime) -> Self {
         RequestContext {
             time,
-            keys: vec!["app_keys".into()],
+            keys: vec![Self::APP_KEYS.into()],
         }
     }
 
@@ -45,6 +45,25 @@ impl RequestContext {
     /// Whether the root keys are asked for (the `kms` role).
     pub fn wants_root_keys(&self) -> bool {
         self.keys.iter().any(|k| k == ROOT_KEYS)
+    }
+
+    /// A request for a certificate from the app's CA (dstack's
+    /// `SignCert`) at `time`.
+    pub fn app_certificate(time: UnixTime) -> Self {
+        RequestContext {
+            time,
+            keys: vec![Self::APP_CERTIFICATE.into()],
+        }
+    }
+
+    /// `keys` of a GetAppKey request.
+    pub const APP_KEYS: &'static str = "app_keys";
+    /// `keys` of a certificate request.
+    pub const APP_CERTIFICATE: &'static str = "app_certificate";
+
+    /// Whether the request asks for an app certificate.
+    pub fn is_app_certificate(&self) -> bool {
+        self.keys.iter().any(|k| k == Self::APP_CERTIFICATE)
     }
 }
 

@@ -28,7 +28,7 @@ use async_trait::async_trait;
 
 pub use attest_core::VerifiedIdentity;
 pub use decision::{Decision, Reason};
-pub use input::{PolicyInput, RequestContext};
+pub use input::{PolicyInput, ROOT_KEYS, RequestContext};
 #[cfg(feature = "rego")]
 pub use rego::RegoPolicy;
 pub use spec::{PolicySpec, load, load_file};
@@ -122,6 +122,10 @@ impl Policy for AllOf {
             out.allow &= d.allow;
             out.reasons.extend(d.reasons);
             out.warnings.extend(d.warnings);
+            // The first backend that names a gateway decides it.
+            if out.gateway_app_id.is_none() {
+                out.gateway_app_id = d.gateway_app_id;
+            }
         }
         out
     }

@@ -57,6 +57,13 @@ impl BootInfo {
     /// Maps an identity to dstack's `BootInfo`. The platform-specific
     /// aggregates come from the plug-in's `dstack` claims.
     pub fn from_identity(id: &VerifiedIdentity) -> Result<Self, String> {
+        Self::from_identity_at(id, false)
+    }
+
+    /// [`BootInfo::from_identity`]; with `boot_time`, dstack's `SignCert`
+    /// view (`use_boottime_mr`): the boot-time aggregates where the
+    /// platform has them, and no key provider.
+    pub fn from_identity_at(id: &VerifiedIdentity, boot_time: bool) -> Result<Self, String> {
         let claims: DstackClaims = match id.platform_claims.get(dstack::SECTION) {
             Some(Ok(c)) => c,
             Some(Err(e)) => return Err(e.message()),
@@ -68,7 +75,16 @@ impl BootInfo {
                 ));
             }
         };
-        let key_provider_info = match &id.app.key_provider {
+        let (mr_aggregated, mr_system) = match (&claims.boot_time, boot_time) {
+            (Some(b), true) => (b.mr_aggregated.to_hex(), b.mr_system.to_hex()),
+            _ => (claims.mr_aggregated.to_hex(), claims.mr_system.to_hex()),
+        };
+        let key_provider = if boot_time {
+            None
+        } else {
+            id.app.key_provider.as_ref()
+        };
+        let key_provider_info = match key_provider {
             None => String::new(),
             // dstack's payload form, keys in its order. Written out rather
             // than via a JSON map, whose key order depends on serde_json
@@ -82,9 +98,9 @@ impl BootInfo {
         Ok(BootInfo {
             attestation_mode: claims.tee_variant.clone(),
             tee_variant: claims.tee_variant,
-            mr_aggregated: claims.mr_aggregated.to_hex(),
+            mr_aggregated,
             os_image_hash: id.app.os_image_hash.map(|h| h.to_hex()).unwrap_or_default(),
-            mr_system: claims.mr_system.to_hex(),
+            mr_system,
             app_id: id.app.app_id.to_hex(),
             compose_hash: id.app.compose_hash.to_hex(),
             instance_id: id.app.instance_id.map(|i| i.to_hex()).unwrap_or_default(),
@@ -103,7 +119,6 @@ struct AuthResponse {
     #[serde(default)]
     reason: String,
     #[serde(default)]
-    #[allow(dead_code)]
     gateway_app_id: String,
 }
 
@@ -205,17 +220,21 @@ fn describe(e: &reqwest::Error) -> String {
 impl Policy for WebhookPolicy {
     async fn evaluate(&self, input: &PolicyInput<'_>) -> Decision {
         let deny = |found: String| Decision::deny(Reason::new("webhook", "isAllowed: true", found));
-        let info = match BootInfo::from_identity(input.identity) {
-            Ok(i) => i,
-            Err(e) => return deny(format!("no BootInfo: {e}")),
-        };
+        let info =
+            match BootInfo::from_identity_at(input.identity, input.request.is_app_certificate()) {
+                Ok(i) => i,
+                Err(e) => return deny(format!("no BootInfo: {e}")),
+            };
         let endpoint = if input.request.wants_root_keys() {
             &self.kms_endpoint
         } else {
             &self.endpoint
         };
         match self.call(endpoint, &info).await {
-            Ok(r) if r.is_allowed => Decision::allow(),
+            Ok(r) if r.is_allowed => Decision {
+                gateway_app_id: Some(r.gateway_app_id).filter(|g| !g.is_empty()),
+                ..Decision::allow()
+            },
             Ok(r) => deny(format!("isAllowed: false ({})", r.reason)),
             Err(e) => deny(format!("webhook {endpoint}: {e}")),
         }

@@ -125,6 +125,8 @@ async fn allows_both_platforms_and_sends_dstack_boot_info() {
     let tdx = tdx_identity();
     let d = p.evaluate(&input(&tdx)).await;
     assert!(d.allow, "{:?}", d.reasons);
+    // The webhook's gatewayAppId reaches the decision.
+    assert_eq!(d.gateway_app_id.as_deref(), Some("0xgateway"));
 
     let sent = state.lock().unwrap().last_request.clone().unwrap();
     let keys: Vec<&str> = sent
@@ -312,4 +314,34 @@ fn bad_urls_are_rejected() {
             .is_ok()
     );
     assert!(WebhookPolicy::new("https://auth.example.com", Duration::from_secs(1)).is_ok());
+}
+
+/// dstack's SignCert view: the boot-time aggregates and no key provider.
+#[tokio::test]
+async fn certificate_requests_send_the_boot_time_boot_info() {
+    use attest_core::HexBytes;
+    use attest_core::dstack::{BootTimeAggregates, DstackClaims, SECTION};
+    let (url, state) = start(Mode::Normal).await;
+    let p = webhook(&url);
+    let mut tdx = tdx_identity();
+    let mut claims: DstackClaims = tdx.platform_claims.get(SECTION).unwrap().unwrap();
+    claims.boot_time = Some(BootTimeAggregates {
+        mr_aggregated: HexBytes(vec![0xb0; 32]),
+        mr_system: HexBytes(vec![0xb1; 32]),
+    });
+    tdx.platform_claims.insert(SECTION, &claims).unwrap();
+    let at = policy::PolicyInput::new(
+        &tdx,
+        policy::RequestContext::app_certificate(attest_core::UnixTime(1)),
+    );
+    assert!(p.evaluate(&at).await.allow);
+    let sent = state.lock().unwrap().last_request.clone().unwrap();
+    assert_eq!(sent["mrAggregated"], "b0".repeat(32));
+    assert_eq!(sent["mrSystem"], "b1".repeat(32));
+    assert_eq!(sent["keyProviderInfo"], "");
+    // A key request sends the full aggregates and the key provider.
+    assert!(p.evaluate(&input(&tdx)).await.allow);
+    let sent = state.lock().unwrap().last_request.clone().unwrap();
+    assert_eq!(sent["mrAggregated"], claims.mr_aggregated.to_hex());
+    assert_ne!(sent["keyProviderInfo"], "");
 }

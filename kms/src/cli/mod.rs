@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 #[cfg(feature = "demo")]
 mod demo;
+mod dstack;
 mod error;
 mod evidence;
 mod image;
@@ -149,6 +150,10 @@ pub enum KeysCommand {
         /// dstack's root-k256.key (32 raw bytes).
         #[arg(long)]
         root_k256_key: PathBuf,
+        /// dstack's root-ca.crt, kept instead of a new certificate (its
+        /// name stays the issuer of every certificate this KMS signs).
+        #[arg(long)]
+        root_ca_cert: Option<PathBuf>,
         /// kms.toml whose data_dir receives the keys (default ./kms-data).
         #[arg(long)]
         config: Option<PathBuf>,
@@ -201,6 +206,29 @@ pub enum VerifyCommand {
         #[arg(long, default_value_t = 0)]
         vmpl: u32,
     },
+    /// A dstack attestation (V0/V1, an RA-TLS certificate, or a quote and
+    /// its event log), verified with the production plug-ins: prints the
+    /// VerifiedIdentity JSON, or `error: <kind>: <message>`. Expected
+    /// report data: --report-data, else the certificate's RA-TLS binding,
+    /// else what the attestation states.
+    Dstack {
+        /// The attestation (binary, hex, PEM/DER certificate, or JSON).
+        #[arg(long)]
+        attestation: PathBuf,
+        /// dcap-qvl QuoteCollateralV3 JSON (TDX).
+        #[arg(long)]
+        collateral: Option<PathBuf>,
+        /// The VCEK (DER or PEM) or a certificate table, replacing the
+        /// attestation's own cert_chain (SEV-SNP).
+        #[arg(long)]
+        vcek: Option<PathBuf>,
+        /// Verification time, Unix seconds.
+        #[arg(long)]
+        at: u64,
+        /// Expected report data, 128 hex digits.
+        #[arg(long)]
+        report_data: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -215,6 +243,16 @@ pub enum InspectCommand {
         /// The event log: dstack's JSON list or a raw CCEL log area.
         #[arg(long)]
         event_log: Option<PathBuf>,
+    },
+    /// Decode a dstack attestation (V0/V1, an RA-TLS certificate, or a
+    /// quote and its event log) without verifying it: prints platform, the
+    /// claimed app, the runtime events and, on TDX, the RTMR3 replay
+    /// (`replay.computed`, `replay.quoted`, `replay.matches`); on SNP the
+    /// HOST_DATA check. Exits 1 if they do not match.
+    Dstack {
+        /// The attestation (binary, hex, PEM/DER certificate, or JSON).
+        #[arg(long)]
+        attestation: PathBuf,
     },
 }
 
@@ -284,6 +322,20 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Inspect(InspectCommand::Tdx { quote, event_log }) => {
             evidence::inspect_tdx(&quote, event_log.as_deref())
         }
+        Command::Inspect(InspectCommand::Dstack { attestation }) => dstack::inspect(&attestation),
+        Command::Verify(VerifyCommand::Dstack {
+            attestation,
+            collateral,
+            vcek,
+            at,
+            report_data,
+        }) => dstack::verify(&dstack::VerifyArgs {
+            attestation: &attestation,
+            collateral: collateral.as_deref(),
+            vcek: vcek.as_deref(),
+            at,
+            report_data: report_data.as_deref(),
+        }),
         Command::Measure(MeasureCommand::SevSnp {
             launch,
             vcpus,
@@ -315,7 +367,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Keys(KeysCommand::ImportDstack {
             root_ca_key,
             root_k256_key,
+            root_ca_cert,
             config,
-        }) => keys::import_dstack(&root_ca_key, &root_k256_key, config.as_deref()),
+        }) => keys::import_dstack(
+            &root_ca_key,
+            &root_k256_key,
+            root_ca_cert.as_deref(),
+            config.as_deref(),
+        ),
     }
 }

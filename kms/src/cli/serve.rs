@@ -71,6 +71,29 @@ pub fn serve(config: Option<&Path>) -> Result<ExitCode, CliError> {
             });
             println!("metrics on http://{m}/metrics");
         }
+        if let Some(d) = &cfg.dstack_compat {
+            let mut own = d.server_names.clone();
+            own.extend(cfg.tls_names().unwrap_or_default());
+            let front = kms::service::dstack::DstackFront::new(
+                state.clone(),
+                d,
+                &data,
+                own,
+                cfg.limits.clone(),
+                cfg.max_request_bytes,
+            )
+            .map_err(|e| CliError::new(format!("dstack_compat: {e}")))?;
+            let (addr, join) = std::sync::Arc::new(front)
+                .start(d, kms::service::listener::shutdown_signal())
+                .await
+                .map_err(CliError::new)?;
+            println!("dstack-compatible prpc on https://{addr}/prpc");
+            tokio::spawn(async move {
+                if let Ok(Err(e)) = join.await {
+                    tracing::error!("dstack_compat: {e}");
+                }
+            });
+        }
         let listener_cfg = kms::service::listener::ListenerConfig {
             max_request_bytes: cfg.max_request_bytes,
             limits: cfg.limits.clone(),

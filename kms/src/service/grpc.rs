@@ -363,25 +363,14 @@ impl proto::kms_server::Kms for KmsService {
             .map_err(|e| Status::invalid_argument(e.message()))?;
         // Unauthenticated: its own cache, so it cannot evict attested
         // apps' keys.
-        let public_key = s
-            .env_public_key(&app_id)
+        let k = s
+            .env_encrypt_pub_key(&app_id)
             .map_err(|e| Status::internal(e.to_string()))?;
-        let timestamp = now();
-        let mut msg = b"dstack-env-encrypt-pubkey:".to_vec();
-        msg.extend_from_slice(&app_id.0);
-        let mut msg_v1 = msg.clone();
-        msg.extend_from_slice(&public_key);
-        msg_v1.extend_from_slice(&timestamp.to_be_bytes());
-        msg_v1.extend_from_slice(&public_key);
-        let sign = |m: &[u8]| {
-            super::kdf::sign_recoverable(s.keys.k256(), m)
-                .map_err(|e| Status::internal(e.to_string()))
-        };
         Ok(Response::new(proto::GetAppEnvEncryptPubKeyResponse {
-            public_key: public_key.to_vec(),
-            signature: sign(&msg)?,
-            signature_v1: sign(&msg_v1)?,
-            timestamp,
+            public_key: k.public_key.to_vec(),
+            signature: k.signature,
+            signature_v1: k.signature_v1,
+            timestamp: k.timestamp,
         }))
     }
 

@@ -137,6 +137,42 @@ fn ca_cert(key: &p256::SecretKey) -> Result<String, KeyError> {
         .map_err(|e| KeyError::Invalid(format!("root CA certificate: {e}")))
 }
 
+/// dstack's root CA certificate, checked: one PEM certificate, for `key`,
+/// valid now; returned as normalized PEM.
+fn imported_ca_cert(key: &p256::SecretKey, pem_text: &[u8]) -> Result<String, KeyError> {
+    use der::Decode;
+    let bad = |m: String| KeyError::Invalid(format!("root CA certificate: {m}"));
+    let p = pem::parse(pem_text).map_err(|e| bad(e.to_string()))?;
+    if p.tag() != "CERTIFICATE" {
+        return Err(bad(format!(
+            "PEM block {:?}, expected CERTIFICATE",
+            p.tag()
+        )));
+    }
+    let cert = x509_cert::Certificate::from_der(p.contents()).map_err(|e| bad(e.to_string()))?;
+    let spki = dstack_compat::RaTlsCert::from_der(p.contents()).map_err(|e| bad(e.to_string()))?;
+    let want = key
+        .public_key()
+        .to_public_key_der()
+        .map_err(|e| bad(e.to_string()))?;
+    if spki.spki_der() != want.as_bytes() {
+        return Err(bad(
+            "it is not the certificate of the imported root CA key".into()
+        ));
+    }
+    let v = cert.tbs_certificate().validity();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    if v.not_before.to_unix_duration() > now || v.not_after.to_unix_duration() <= now {
+        return Err(bad("it is not valid now".into()));
+    }
+    Ok(pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", p.contents().to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    ))
+}
+
 impl RootKeys {
     fn from_parts(
         ca_key: p256::SecretKey,
@@ -250,6 +286,21 @@ impl RootKeys {
     /// import the same keys separately accept each other's challenges and
     /// derive the same `v2` keys. Refuses to overwrite existing keys.
     pub fn import_dstack(dir: &Path, ca_key_pem: &[u8], k256_raw: &[u8]) -> Result<Self, KeyError> {
+        Self::import_dstack_with_cert(dir, ca_key_pem, k256_raw, None)
+    }
+
+    /// [`RootKeys::import_dstack`], keeping dstack's root CA certificate
+    /// (`root-ca.crt`) when given instead of issuing a new one: its subject
+    /// (`O=Dstack, CN=Dstack KMS CA`) is then the issuer name of every
+    /// certificate this KMS signs, so gateways and clients that kept the
+    /// old certificate still build chains. The certificate must be for the
+    /// imported key and valid now.
+    pub fn import_dstack_with_cert(
+        dir: &Path,
+        ca_key_pem: &[u8],
+        k256_raw: &[u8],
+        ca_cert_pem: Option<&[u8]>,
+    ) -> Result<Self, KeyError> {
         if dir.join(CA_KEY).exists() || dir.join(K256_KEY).exists() {
             return Err(KeyError::Invalid(format!(
                 "{} already holds root keys; refusing to overwrite",
@@ -269,7 +320,11 @@ impl RootKeys {
         let k256 = k256::SecretKey::from_slice(k256_raw)
             .map_err(|_| KeyError::Invalid("root k256 key must be 32 raw bytes".into()))?;
         let secret = imported_root_secret(&ca_key, &k256);
-        let keys = Self::from_parts(ca_key.clone(), ca_cert(&ca_key)?, k256, *secret)?;
+        let cert = match ca_cert_pem {
+            None => ca_cert(&ca_key)?,
+            Some(pem) => imported_ca_cert(&ca_key, pem)?,
+        };
+        let keys = Self::from_parts(ca_key.clone(), cert, k256, *secret)?;
         private_data_dir(dir)?;
         keys.write(dir)?;
         Ok(keys)
@@ -283,7 +338,10 @@ impl RootKeys {
         names: &[String],
     ) -> Result<(String, zeroize::Zeroizing<String>), KeyError> {
         let ca_key = rcgen_key(&self.ca_key)?;
-        let issuer = rcgen::Issuer::new(ca_params(), &ca_key);
+        // The issuer name is the served root certificate's subject (an
+        // imported dstack certificate keeps its own).
+        let issuer = rcgen::Issuer::from_ca_cert_pem(&self.ca_cert_pem, &ca_key)
+            .map_err(|e| KeyError::Invalid(format!("root CA certificate: {e}")))?;
         let leaf_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| KeyError::Invalid(format!("TLS key: {e}")))?;
         let mut p = rcgen::CertificateParams::new(names.to_vec())

@@ -1,11 +1,12 @@
 //! The key service, by role: the shared [`KmsState`], the key-release core
 //! ([`release`]) every front end calls, the `kms.v1` gRPC front end
-//! ([`grpc`]), challenges, root keys, derivation, sealing, audit, metrics,
+//! ([`grpc`]), the dstack-compatible front end ([`dstack`]), challenges, root keys, derivation, sealing, audit, metrics,
 //! and the listener with its resource limits.
 
 pub mod audit;
 pub mod challenge;
 pub mod cork;
+pub mod dstack;
 pub mod ear;
 pub mod grpc;
 pub mod kdf;
@@ -18,4 +19,4 @@ pub mod peers;
 pub mod release;
 mod state;
 
-pub use state::{EnvKeyCache, KeyCache, KmsState, LogLimiter};
+pub use state::{EnvKeyCache, EnvPubKey, KeyCache, KmsState, LogLimiter};

@@ -40,6 +40,44 @@ impl FrontEnd {
     pub const DSTACK: FrontEnd = FrontEnd("dstack");
 }
 
+/// What the caller asks the release for: the policy sees it (`request.keys`)
+/// and the audit log records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// The app's keys (`GetAppKey` on every front end).
+    AppKeys,
+    /// A certificate from the app's CA (dstack's `SignCert`). The keys are
+    /// derived as for [`Purpose::AppKeys`] (the app CA comes from the same
+    /// root), and dstack webhooks get dstack's boot-time aggregates.
+    AppCertificate,
+    /// The root keys, for a replica KMS (`GetRootKeys`): the policy's `kms`
+    /// role decides.
+    RootKeys,
+    /// An attestation result (`Attest`): no keys.
+    Attestation,
+}
+
+impl Purpose {
+    /// The name the audit log and the policy input use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::AppKeys => RequestContext::APP_KEYS,
+            Purpose::AppCertificate => RequestContext::APP_CERTIFICATE,
+            Purpose::RootKeys => policy::ROOT_KEYS,
+            Purpose::Attestation => "attestation",
+        }
+    }
+
+    fn request_context(self, time: UnixTime) -> RequestContext {
+        match self {
+            Purpose::AppKeys => RequestContext::app_keys(time),
+            Purpose::AppCertificate => RequestContext::app_certificate(time),
+            Purpose::RootKeys => RequestContext::root_keys(time),
+            Purpose::Attestation => RequestContext::attestation(time),
+        }
+    }
+}
+
 /// What a release hands back to the front end.
 pub struct Release {
     /// The verified identity, with `os_image_hash` resolved from the
@@ -102,36 +140,6 @@ impl std::fmt::Display for Refusal {
 
 fn now() -> u64 {
     UnixTime::now().as_secs()
-}
-
-/// What a request asked for (audit records and policy input name it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Purpose {
-    /// `GetAppKey`: an app's keys.
-    AppKeys,
-    /// `GetRootKeys`: the root keys, for a replica KMS.
-    RootKeys,
-    /// `Attest`: an attestation result, no keys.
-    Attestation,
-}
-
-impl Purpose {
-    /// The name in audit records and `request.keys` of the policy input.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Purpose::AppKeys => "app_keys",
-            Purpose::RootKeys => "root_keys",
-            Purpose::Attestation => "attestation",
-        }
-    }
-
-    fn request(self, time: UnixTime) -> RequestContext {
-        match self {
-            Purpose::AppKeys => RequestContext::app_keys(time),
-            Purpose::RootKeys => RequestContext::root_keys(time),
-            Purpose::Attestation => RequestContext::attestation(time),
-        }
-    }
 }
 
 /// Where a request comes from and what it asks for.
@@ -252,7 +260,7 @@ async fn decide(
 ) -> policy::Decision {
     let decision = state
         .policy
-        .evaluate(&PolicyInput::new(identity, purpose.request(time)))
+        .evaluate(&PolicyInput::new(identity, purpose.request_context(time)))
         .await;
     for w in &decision.warnings {
         tracing::warn!(app_id = %identity.app.app_id, purpose = purpose.as_str(), "{w}");
@@ -353,6 +361,27 @@ pub async fn appraise(
     Ok((identity, decision))
 }
 
+/// A refusal of a request whose evidence never reached verification (no
+/// client certificate, an attestation bound to another key, a body too
+/// large): audited like a refusal of unverified evidence (rate-limited),
+/// counted under `platform` (a registered platform or `other`).
+pub fn refuse_unverified(
+    state: &KmsState,
+    front_end: FrontEnd,
+    purpose: Purpose,
+    platform: &str,
+    error: AttestError,
+) -> Refusal {
+    let label = state.metrics.platform_label(platform);
+    refuse(
+        state,
+        Asked { front_end, purpose },
+        &label,
+        None,
+        Refusal::Attestation(error),
+    )
+}
+
 /// Verifies `evidence` against `expected` report data, decides, derives:
 /// the one path from evidence to keys.
 pub async fn release_app_keys(
@@ -361,14 +390,23 @@ pub async fn release_app_keys(
     evidence: &Evidence,
     expected: ReportData,
 ) -> Result<Release, Refusal> {
+    release_for(state, front_end, Purpose::AppKeys, evidence, expected).await
+}
+
+/// [`release_app_keys`] for a stated [`Purpose`]: the same verification,
+/// image registry, policy, derivation, audit and metrics.
+pub async fn release_for(
+    state: &KmsState,
+    front_end: FrontEnd,
+    purpose: Purpose,
+    evidence: &Evidence,
+    expected: ReportData,
+) -> Result<Release, Refusal> {
     let started = Instant::now();
-    let asked = Asked {
-        front_end,
-        purpose: Purpose::AppKeys,
-    };
+    let asked = Asked { front_end, purpose };
     let ctx = VerifyContext::new(expected, UnixTime::now());
     let (identity, label) = verified_identity(state, asked, evidence, &ctx).await?;
-    let decision = decide(state, &identity, Purpose::AppKeys, ctx.time).await;
+    let decision = decide(state, &identity, purpose, ctx.time).await;
     if !decision.allow {
         let reasons = decision.reasons.clone();
         return Err(refuse(

@@ -75,6 +75,19 @@ type KeyCacheKey = (AppId, Option<InstanceId>);
 /// Most cached app key sets before the cache is cleared.
 const MAX_CACHED_KEYS: usize = 10_000;
 
+/// An app's env public key and the root k256 key's signatures over it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnvPubKey {
+    /// X25519 public key.
+    pub public_key: [u8; 32],
+    /// 65 bytes, without the timestamp.
+    pub signature: Vec<u8>,
+    /// Unix seconds.
+    pub timestamp: u64,
+    /// 65 bytes, with the timestamp.
+    pub signature_v1: Vec<u8>,
+}
+
 /// Env public keys by app id, bounded.
 #[derive(Default)]
 pub struct EnvKeyCache(Mutex<HashMap<AppId, [u8; 32]>>);
@@ -117,6 +130,27 @@ impl KmsState {
         }
         cache.insert(*app_id, public);
         Ok(public)
+    }
+
+    /// The env public key of an app, signed by the root k256 key as dstack
+    /// signs it (`GetAppEnvEncryptPubKey` on both front ends):
+    /// `signature` over `"dstack-env-encrypt-pubkey:" ‖ app_id ‖ key`,
+    /// `signature_v1` over `... ‖ app_id ‖ u64be(timestamp) ‖ key`.
+    pub fn env_encrypt_pub_key(&self, app_id: &AppId) -> Result<EnvPubKey, kdf::KdfError> {
+        let public_key = self.env_public_key(app_id)?;
+        let timestamp = attest_core::UnixTime::now().as_secs();
+        let mut msg = b"dstack-env-encrypt-pubkey:".to_vec();
+        msg.extend_from_slice(&app_id.0);
+        let mut msg_v1 = msg.clone();
+        msg.extend_from_slice(&public_key);
+        msg_v1.extend_from_slice(&timestamp.to_be_bytes());
+        msg_v1.extend_from_slice(&public_key);
+        Ok(EnvPubKey {
+            public_key,
+            signature: kdf::sign_recoverable(self.keys.k256(), &msg)?,
+            timestamp,
+            signature_v1: kdf::sign_recoverable(self.keys.k256(), &msg_v1)?,
+        })
     }
 
     /// How many attested apps' key sets are cached (for tests).

@@ -43,6 +43,7 @@ fn claims(variant: &str, agg: Vec<u8>, sys: Vec<u8>) -> PlatformClaims {
             tee_variant: variant.into(),
             mr_aggregated: HexBytes(agg),
             mr_system: HexBytes(sys),
+            boot_time: None,
         },
     )
     .unwrap();
