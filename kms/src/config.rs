@@ -2,7 +2,7 @@
 //! 127.0.0.1:7000, keeps its keys in `./kms-data`, denies everything
 //! (deny-all policy) and trusts only the production vendor roots.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -43,6 +43,10 @@ pub struct Config {
     pub sev_snp: SnpSection,
     /// Connection, stream, time and memory limits of every listener.
     pub limits: crate::service::limits::Limits,
+    /// Settings of the plug-ins that take them, by platform id
+    /// (`[platform.az-snp-vtpm]`, `[platform.az-tdx-vtpm]`); each plug-in
+    /// reads its own table (see `platforms.rs`).
+    pub platform: BTreeMap<String, toml::Table>,
 }
 
 /// TLS: a server certificate issued by the KMS root CA at start.
@@ -148,6 +152,7 @@ impl Default for Config {
             tdx: TdxConfig::default(),
             sev_snp: SnpSection::default(),
             limits: Default::default(),
+            platform: BTreeMap::new(),
         }
     }
 }
@@ -185,7 +190,8 @@ impl Config {
                 self.max_request_bytes
             ));
         }
-        self.limits.validate()
+        self.limits.validate()?;
+        crate::platforms::check_sections(self)
     }
 
     /// The names the TLS certificate covers when TLS is enabled: the

@@ -36,7 +36,7 @@ pub fn check(
                     .map_err(|e| usage(format!("{}: {e}", path.display())))?;
                 let registry = attest_core::image_registry::ImageRegistry::parse(
                     &text,
-                    &kms::platforms::registry_rules(),
+                    &kms::platforms::registry_rules(&cfg),
                 )
                 .map_err(|e| usage(format!("{}: {e}", path.display())))?;
                 identity.app.os_image_hash = registry.resolve(&identity);
