@@ -196,3 +196,44 @@ pub fn registry_rules(config: &Config) -> attest_core::image_registry::RegistryR
         .with(AZ_SNP_VTPM.as_str(), os_pcrs(&AZ_SNP_VTPM))
         .with(AZ_TDX_VTPM.as_str(), os_pcrs(&AZ_TDX_VTPM))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn config(text: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate().map(|()| c)
+    }
+
+    #[test]
+    fn platform_sections_are_checked() {
+        let c = config("[platform.az-snp-vtpm]\napp_pcr = 15\n").unwrap();
+        assert_eq!(vtpm_config(&c, &AZ_SNP_VTPM).unwrap().app_pcr, 15);
+        assert_eq!(vtpm_config(&c, &AZ_TDX_VTPM).unwrap().app_pcr, 8);
+        assert_eq!(
+            registry_rules(&c),
+            registry_rules(&Config::default())
+                .with("az-snp-vtpm", attest_vtpm::identity::os_pcr_registers(15))
+        );
+        for (text, want) in [
+            (
+                "[platform.az-tdx-vtpm]\napp_pcr = 16\n",
+                "[platform.az-tdx-vtpm]: app_pcr must be in 8..=15",
+            ),
+            (
+                "[platform.az-snp-vtpm]\napp_pcr = 7\n",
+                "[platform.az-snp-vtpm]: app_pcr must be in 8..=15",
+            ),
+            ("[platform.az-snp-vtpm]\npcr = 8\n", "unknown field `pcr`"),
+            (
+                "[platform.tdx]\napp_pcr = 8\n",
+                "[platform.tdx]: no plug-in takes settings",
+            ),
+        ] {
+            let e = config(text).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+}
