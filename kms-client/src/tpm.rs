@@ -285,8 +285,9 @@ impl<T: Transport> Tpm<T> {
         value.unwrap_or(1024).clamp(64, 1024)
     }
 
-    /// Reads all of NV index `index` (authorized by the index itself), in
-    /// chunks of at most `chunk` bytes; the first read is at offset 0.
+    /// Reads all of NV index `index` with owner auth (as Azure's guest
+    /// tools do), in chunks of at most `chunk` bytes; the first read is at
+    /// offset 0.
     pub fn nv_read(&mut self, index: u32, chunk: usize) -> Result<Vec<u8>, ClientError> {
         let size = self
             .nv_size(index)?
@@ -295,7 +296,7 @@ impl<T: Transport> Tpm<T> {
         while out.len() < size {
             let n = (size - out.len()).min(chunk);
             let params = [(n as u16).to_be_bytes(), (out.len() as u16).to_be_bytes()].concat();
-            let (_, p) = self.command(cc::NV_READ, &[index, index], 1, &params, 0)?;
+            let (_, p) = self.command(cc::NV_READ, &[RH_OWNER, index], 1, &params, 0)?;
             let mut r = Reader::new(&p, "NV_Read");
             let data = sized(&mut r, "data")?;
             if data.len() != n {
