@@ -1,6 +1,8 @@
-//! `TdxVerifier` with a warm collateral cache against a raw dcap-qvl call on
-//! the same quote and collateral, in the same run. Target: the plug-in adds
-//! at most 10% over raw dcap-qvl.
+//! `TdxVerifier` against a raw dcap-qvl call on the same quote and
+//! collateral, in the same run: warm (collateral cached, the platform
+//! verified once, so a quote costs its own signature), and uncached (the
+//! verified-platform cache off: the cost of a platform's first quote).
+//! Target: warm ≤ 0.30x raw dcap-qvl (aim 0.15x).
 //!
 //! The real v4 quote of `../shared/vectors/tdx/dcap-qvl` is used for the
 //! quote-verification comparison; the full `verify` path (quote + event log
@@ -41,22 +43,31 @@ fn bench(c: &mut Criterion) {
         )
         .unwrap(),
     );
-    let verifier = TdxVerifier::new(cache).unwrap();
+    let verifier = TdxVerifier::new(cache.clone()).unwrap();
     rt.block_on(verifier.verify_quote(&quote, UnixTime(AT)))
         .unwrap();
+    let uncached = TdxVerifier::new(cache).unwrap().with_platform_cache(false);
     let ctx = VerifyContext::without_report_data(UnixTime(AT));
 
     let mut g = c.benchmark_group("tdx_verify");
     g.sample_size(50);
-    g.bench_function("raw_dcap_qvl_verify", |b| {
+    g.bench_function("raw_dcap_qvl", |b| {
         b.iter(|| {
             black_box(dcap_qvl::verify::verify(black_box(&quote), &raw_collateral, AT).unwrap())
         })
     });
-    g.bench_function("plugin_verify_quote_warm_cache", |b| {
+    g.bench_function("plugin_warm", |b| {
         b.iter(|| {
             black_box(
                 rt.block_on(verifier.verify_quote_only(black_box(&quote), &ctx))
+                    .unwrap(),
+            )
+        })
+    });
+    g.bench_function("plugin_uncached", |b| {
+        b.iter(|| {
+            black_box(
+                rt.block_on(uncached.verify_quote_only(black_box(&quote), &ctx))
                     .unwrap(),
             )
         })

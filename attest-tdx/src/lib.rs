@@ -14,6 +14,7 @@ mod errors;
 mod identity;
 mod pck;
 mod pki;
+mod platform_cache;
 mod quote;
 mod tcb_date;
 
@@ -99,6 +100,9 @@ pub struct TdxVerifier {
     collateral: Arc<dyn CollateralSource>,
     /// PCK chains checked to the pinned root, by digest.
     pck: pck::PckChains,
+    /// What full verifications established per platform; `None` when
+    /// switched off (every quote verified in full).
+    platforms: Option<platform_cache::PlatformCache>,
 }
 
 impl TdxVerifier {
@@ -117,7 +121,21 @@ impl TdxVerifier {
             pck: pck::PckChains::new(&root_ca_der)?,
             qvl: QuoteVerifier::new(root_ca_der),
             collateral,
+            platforms: Some(platform_cache::PlatformCache::default()),
         })
+    }
+
+    /// Switches the verified-platform cache on (the default) or off. Off,
+    /// every quote gets a full dcap-qvl verification (about ten signature
+    /// checks instead of one); for comparisons and benchmarks.
+    pub fn with_platform_cache(mut self, on: bool) -> Self {
+        self.platforms = on.then(platform_cache::PlatformCache::default);
+        self
+    }
+
+    /// Verified platforms held by the cache (0 when it is off).
+    pub fn cached_platforms(&self) -> usize {
+        self.platforms.as_ref().map_or(0, |c| c.len())
     }
 
     /// Parses the quote and checks its PCK chain to the pinned root: what
@@ -163,6 +181,20 @@ impl TdxVerifier {
         now: UnixTime,
     ) -> Result<VerifiedQuote, AttestError> {
         let (quote, key, collateral) = self.quote_and_collateral(raw, now).await?;
+        let parts = match &self.platforms {
+            Some(_) => Some(platform_cache::Parts::of(raw, &quote, &collateral)?),
+            None => None,
+        };
+        if let (Some(cache), Some(parts)) = (&self.platforms, &parts) {
+            if let Some(hit) = cache.lookup(&key, &collateral, parts, &quote, now.as_secs()) {
+                return Ok(VerifiedQuote {
+                    claims: hit?,
+                    quote,
+                    key,
+                    collateral,
+                });
+            }
+        }
         // dcap-qvl's own checks (signatures, chains, CRLs, collateral
         // windows, Revoked, debug and TD attributes) all run here; the TCB
         // status itself is left to the KMS policy.
@@ -170,6 +202,9 @@ impl TdxVerifier {
             .qvl
             .verify_with_policy(raw, &collateral.data, now.as_secs(), &VerdictToPolicy)
             .map_err(|e| errors::map_qvl_error(&e))?;
+        if let (Some(cache), Some(parts)) = (&self.platforms, &parts) {
+            cache.insert(key, &collateral, parts, &claims);
+        }
         Ok(VerifiedQuote {
             quote,
             key,

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use attest_core::{AttestError, UnixTime};
-use dcap_qvl::quote::Quote;
+use dcap_qvl::quote::{AuthData, Quote};
 use sha2::{Digest, Sha256};
 
 use crate::collateral::CollateralKey;
@@ -53,14 +53,17 @@ impl PckChains {
     /// its leaf names.
     pub(crate) fn check(&self, quote: &Quote, now: UnixTime) -> Result<CheckedPck, AttestError> {
         let t = now.as_secs();
-        let chain = dcap_qvl::intel::extract_cert_chain(quote)
-            .map_err(|e| AttestError::Malformed(format!("PCK certificate chain: {e:#}")))?;
+        // Remembered by the digest of the certification data exactly as the
+        // quote carries it (the PEM text), so a known chain costs a hash,
+        // not a PEM decode.
+        let cert_data = match &quote.auth_data {
+            AuthData::V3(d) => &d.certification_data,
+            AuthData::V4(d) => &d.qe_report_data.certification_data,
+        };
         let digest: [u8; 32] = {
             let mut h = Sha256::new();
-            for c in &chain {
-                h.update((c.len() as u64).to_be_bytes());
-                h.update(c);
-            }
+            h.update(cert_data.cert_type.to_le_bytes());
+            h.update(&cert_data.body.data);
             h.finalize().into()
         };
         let remembered = self
@@ -74,6 +77,8 @@ impl PckChains {
                 return Ok(c);
             }
         }
+        let chain = dcap_qvl::intel::extract_cert_chain(quote)
+            .map_err(|e| AttestError::Malformed(format!("PCK certificate chain: {e:#}")))?;
         let checked = self.check_chain(&chain, t)?;
         let mut map = self.checked.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_REMEMBERED_CHAINS {

@@ -237,6 +237,10 @@ pub struct FakeIntelPki {
     pck_pem: String,
     pck_serial: Vec<u8>,
     attestation_key: EcdsaKeyPair,
+    /// The QE report certifying the attestation key and the PCK key's
+    /// signature over it: made once, as a real QE does when it certifies
+    /// its key, so every quote of this platform carries the same bytes.
+    qe_certification: std::sync::OnceLock<Vec<u8>>,
 }
 
 impl Default for FakeIntelPki {
@@ -293,6 +297,7 @@ impl FakeIntelPki {
             pck_pem: pck.pem(),
             pck_serial,
             attestation_key,
+            qe_certification: std::sync::OnceLock::new(),
         }
     }
 
@@ -469,13 +474,15 @@ impl FakeIntelPki {
 
         let signature = sign(&self.attestation_key, &q);
         let auth_data = [0x5a; 32];
-        let qe_report = self.qe_report(&auth_data);
-        let qe_report_sig = sign(&ring_key(&self.pck_key), &qe_report);
+        let qe_certification = self.qe_certification.get_or_init(|| {
+            let qe_report = self.qe_report(&auth_data);
+            let sig = sign(&ring_key(&self.pck_key), &qe_report);
+            [qe_report.as_slice(), sig.as_slice()].concat()
+        });
         let chain = format!("{}{}{}", self.pck_pem, self.platform_ca.pem, self.root.pem);
 
         let mut inner = Vec::new();
-        inner.extend_from_slice(&qe_report);
-        inner.extend_from_slice(&qe_report_sig);
+        inner.extend_from_slice(qe_certification);
         inner.extend_from_slice(&(auth_data.len() as u16).to_le_bytes());
         inner.extend_from_slice(&auth_data);
         inner.extend_from_slice(&5u16.to_le_bytes());

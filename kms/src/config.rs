@@ -86,6 +86,10 @@ pub struct TdxConfig {
     pub fetches_per_minute: u32,
     /// Allow `pccs_url` over plain HTTP to a host that is not loopback.
     pub insecure_http: bool,
+    /// Reuse what a full verification established for a platform (PCK
+    /// chain, QE, collateral signatures) for its next quotes, which then
+    /// cost one signature check. Off, every quote is verified in full.
+    pub verified_platform_cache: bool,
 }
 
 impl Default for TdxConfig {
@@ -97,6 +101,7 @@ impl Default for TdxConfig {
             cache_dir: "collateral".into(),
             fetches_per_minute: attest_tdx::CachedCollateral::DEFAULT_FETCH_BUDGET,
             insecure_http: false,
+            verified_platform_cache: true,
         }
     }
 }

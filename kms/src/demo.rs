@@ -56,6 +56,11 @@ impl Pkis {
 
     /// TDX, SNP and Azure vTPM verifiers that trust these fake roots.
     pub fn verifiers(&self) -> Verifiers {
+        self.verifiers_with(true)
+    }
+
+    /// [`Pkis::verifiers`], with the TDX verified-platform cache on or off.
+    pub fn verifiers_with(&self, tdx_platform_cache: bool) -> Verifiers {
         let now = UnixTime::now().as_secs() as i64;
         // The testkit's own collateral always parses.
         let collateral = Collateral::new(
@@ -68,7 +73,8 @@ impl Pkis {
                 self.intel.root_der(),
                 Arc::new(StaticCollateral(Arc::new(collateral))),
             )
-            .expect("testkit Intel root"),
+            .expect("testkit Intel root")
+            .with_platform_cache(tdx_platform_cache),
         );
         let mut roots = HashMap::new();
         for (p, k) in [
@@ -272,7 +278,7 @@ impl Server {
         let (keys, _) = RootKeys::load_or_generate(&dir.join("data")).map_err(|e| e.to_string())?;
         let key_provider_id = keys.key_provider_id();
         let platforms = Platforms {
-            verifiers: pkis.verifiers(),
+            verifiers: pkis.verifiers_with(config.tdx.verified_platform_cache),
             collateral_cache: None,
         };
         let state = crate::service::KmsState::from_config(&config, dir, keys, platforms)?;

@@ -107,7 +107,11 @@ pub fn build(config: &Config, base: &Path) -> Result<Platforms, String> {
             .with_dir(data.join(&config.tdx.cache_dir))
             .with_fetch_budget(config.tdx.fetches_per_minute),
     );
-    let tdx = Arc::new(TdxVerifier::new(cache.clone()).map_err(|e| e.to_string())?);
+    let tdx = Arc::new(
+        TdxVerifier::new(cache.clone())
+            .map_err(|e| e.to_string())?
+            .with_platform_cache(config.tdx.verified_platform_cache),
+    );
 
     // SEV-SNP: VCEKs from the evidence, then an offline directory, then
     // KDS; AMD's CRLs from the same two sources.

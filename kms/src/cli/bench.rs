@@ -149,6 +149,17 @@ pub fn bench(
     let server = server_rt
         .block_on(Server::start(&dir, &pkis, &app))
         .map_err(CliError::new)?;
+    // The same build with the TDX verified-platform cache switched off (the
+    // configuration switch), for the `tdx-uncached` scenario.
+    let uncached_server = server_rt
+        .block_on(Server::start_configured(
+            &dir.join("uncached"),
+            &pkis,
+            &app,
+            false,
+            "[tdx]\nverified_platform_cache = false\n",
+        ))
+        .map_err(CliError::new)?;
     let load = Load {
         concurrency: concurrency.max(1),
         requests: requests.max(1),
@@ -157,11 +168,12 @@ pub fn bench(
         attribute_cpu,
     };
     let rt = if attribute_cpu { &load_rt } else { &server_rt };
-    let result = rt.block_on(run(&server.url, &pkis, &app, load));
+    let result = rt.block_on(run(&server.url, &uncached_server.url, &pkis, &app, load));
     // The load generator's connections may live on its own runtime: dropping
     // it closes them, so the server's graceful stop does not wait for them.
     drop(load_rt);
     server_rt.block_on(server.stop());
+    server_rt.block_on(uncached_server.stop());
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
@@ -200,7 +212,13 @@ fn cpu_time_by_side() -> (Duration, Duration) {
     (server, rest)
 }
 
-async fn run(url: &str, pkis: &Pkis, app: &App, load: Load) -> Result<ExitCode, CliError> {
+async fn run(
+    url: &str,
+    uncached_url: &str,
+    pkis: &Pkis,
+    app: &App,
+    load: Load,
+) -> Result<ExitCode, CliError> {
     let Load {
         concurrency,
         requests,
@@ -215,24 +233,30 @@ async fn run(url: &str, pkis: &Pkis, app: &App, load: Load) -> Result<ExitCode, 
         "kms bench -- TEST ROOTS ONLY (testkit evidence), {cores} cores, concurrency {concurrency} over {connections} HTTP/2 connections, {requests} requests per scenario"
     );
 
-    let mut client = KmsClient::connect(url)
-        .await
-        .map_err(|e| CliError::new(e.to_string()))?;
-    let challenge = client
-        .raw()
-        .get_challenge(proto::GetChallengeRequest {})
-        .await
-        .map_err(|e| CliError::new(e.to_string()))?
-        .into_inner()
-        .challenge;
+    let challenge_of = |url: String| async move {
+        let mut client = KmsClient::connect(&url)
+            .await
+            .map_err(|e| CliError::new(e.to_string()))?;
+        Ok::<_, CliError>(
+            client
+                .raw()
+                .get_challenge(proto::GetChallengeRequest {})
+                .await
+                .map_err(|e| CliError::new(e.to_string()))?
+                .into_inner()
+                .challenge,
+        )
+    };
+    let challenge = challenge_of(url.to_owned()).await?;
+    let uncached_challenge = challenge_of(uncached_url.to_owned()).await?;
 
     // Pre-generated evidence, each bound to its own client key.
-    let prepare = |platform: &str, n: usize| -> Vec<Prepared> {
+    let prepare = |platform: &str, n: usize, challenge: &Vec<u8>| -> Vec<Prepared> {
         (0..n)
             .map(|_| {
                 let (_, pk) = seal::client_keypair();
-                let rd = app_key_report_data(&pk, &challenge)
-                    .unwrap_or(attest_core::ReportData([0; 64]));
+                let rd =
+                    app_key_report_data(&pk, challenge).unwrap_or(attest_core::ReportData([0; 64]));
                 let evidence = match platform {
                     "tdx" => pkis.tdx_evidence(app, rd, false),
                     _ => pkis.snp_evidence(app, rd, ReportFields::default()),
@@ -253,15 +277,26 @@ async fn run(url: &str, pkis: &Pkis, app: &App, load: Load) -> Result<ExitCode, 
             })
             .collect()
     };
-    let tdx = Arc::new(prepare("tdx", 64));
-    let snp = Arc::new(prepare("sev-snp", 64));
+    let tdx = Arc::new(prepare("tdx", 64, &challenge));
+    let snp = Arc::new(prepare("sev-snp", 64, &challenge));
+    let tdx_uncached = Arc::new(prepare("tdx", 64, &uncached_challenge));
 
     // The verification ceiling: verify-only cost per request, same run.
     let verifiers = pkis.verifiers();
+    let uncached_verifiers = pkis.verifiers_with(false);
     let mut verify_cost = Vec::new();
-    for (name, set) in [("tdx", &tdx), ("sev-snp", &snp)] {
+    for (name, set, verifiers, challenge) in [
+        ("tdx", &tdx, &verifiers, &challenge),
+        ("sev-snp", &snp, &verifiers, &challenge),
+        (
+            "tdx-uncached",
+            &tdx_uncached,
+            &uncached_verifiers,
+            &uncached_challenge,
+        ),
+    ] {
         let p = &set[0];
-        let rd = app_key_report_data(&p.public_key, &challenge)
+        let rd = app_key_report_data(&p.public_key, challenge)
             .map_err(|e| CliError::new(e.to_string()))?;
         let ctx = VerifyContext::new(rd, UnixTime::now());
         verifiers
@@ -281,7 +316,7 @@ async fn run(url: &str, pkis: &Pkis, app: &App, load: Load) -> Result<ExitCode, 
             per = per.min(t.elapsed() / n);
         }
         println!(
-            "verify-only cost {name:8} {:>8.1} us/request -> ceiling {:>7.0} req/s on {cores} cores",
+            "verify-only cost {name:12} {:>8.1} us/request -> ceiling {:>7.0} req/s on {cores} cores",
             per.as_secs_f64() * 1e6,
             cores as f64 / per.as_secs_f64()
         );
@@ -289,7 +324,7 @@ async fn run(url: &str, pkis: &Pkis, app: &App, load: Load) -> Result<ExitCode, 
     }
 
     println!(
-        "{:<8} {:>8} {:>7} {:>8} {:>7} {:>7} {:>7} {:>11} {:>11} {:>11}",
+        "{:<12} {:>8} {:>7} {:>8} {:>7} {:>7} {:>7} {:>11} {:>11} {:>11}",
         "scenario",
         "requests",
         "errors",
@@ -303,8 +338,10 @@ async fn run(url: &str, pkis: &Pkis, app: &App, load: Load) -> Result<ExitCode, 
     );
     // A few HTTP/2 connections, as a fleet of CVMs would open.
     let mut conns = Vec::new();
+    let mut uncached_conns = Vec::new();
     for _ in 0..connections {
         conns.push(LoadConn::connect(url).await?);
+        uncached_conns.push(LoadConn::connect(uncached_url).await?);
     }
     // Warm-up (not measured): connections, HTTP/2 windows, caches, allocator.
     for (i, p) in tdx
@@ -317,16 +354,30 @@ async fn run(url: &str, pkis: &Pkis, app: &App, load: Load) -> Result<ExitCode, 
         let mut c = conns[i % conns.len()].clone();
         let _ = c.get_app_key(p.framed.clone()).await;
     }
+    for (i, p) in tdx_uncached
+        .iter()
+        .cycle()
+        .take(2 * concurrency.max(64))
+        .enumerate()
+    {
+        let mut c = uncached_conns[i % uncached_conns.len()].clone();
+        let _ = c.get_app_key(p.framed.clone()).await;
+    }
 
     let mut all_ok = true;
-    for scenario in ["tdx", "sev-snp", "mixed"] {
+    for scenario in ["tdx", "tdx-uncached", "sev-snp", "mixed"] {
         if only.as_deref().is_some_and(|o| o != scenario) {
             continue;
         }
         let ceiling_cost = match scenario {
             "tdx" => verify_cost[0],
             "sev-snp" => verify_cost[1],
+            "tdx-uncached" => verify_cost[2],
             _ => (verify_cost[0] + verify_cost[1]) / 2,
+        };
+        let (conns, tdx) = match scenario {
+            "tdx-uncached" => (&uncached_conns, &tdx_uncached),
+            _ => (&conns, &tdx),
         };
         let ceiling = cores as f64 / ceiling_cost.as_secs_f64();
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -350,7 +401,7 @@ async fn run(url: &str, pkis: &Pkis, app: &App, load: Load) -> Result<ExitCode, 
                         break;
                     }
                     let p = match scenario.as_str() {
-                        "tdx" => &tdx[i % tdx.len()],
+                        "tdx" | "tdx-uncached" => &tdx[i % tdx.len()],
                         "sev-snp" => &snp[i % snp.len()],
                         _ if i % 2 == 0 => &tdx[i % tdx.len()],
                         _ => &snp[i % snp.len()],
@@ -382,7 +433,7 @@ async fn run(url: &str, pkis: &Pkis, app: &App, load: Load) -> Result<ExitCode, 
         let kms_cpu = per_request(cpu_after.0, cpu_before.0);
         let all_cpu = kms_cpu + per_request(cpu_after.1, cpu_before.1);
         println!(
-            "{scenario:<8} {requests:>8} {errors:>7} {rps:>8.0} {:>7.2} {:>7.2} {:>7.2} {:>10.0}% {all_cpu:>11.0} {:>11}",
+            "{scenario:<12} {requests:>8} {errors:>7} {rps:>8.0} {:>7.2} {:>7.2} {:>7.2} {:>10.0}% {all_cpu:>11.0} {:>11}",
             pct(&lat, 0.50).as_secs_f64() * 1e3,
             pct(&lat, 0.90).as_secs_f64() * 1e3,
             pct(&lat, 0.99).as_secs_f64() * 1e3,

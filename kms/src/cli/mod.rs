@@ -44,10 +44,10 @@ pub enum Command {
         /// Requests in flight.
         #[arg(long, default_value_t = 32)]
         concurrency: usize,
-        /// Requests per scenario (tdx, sev-snp, mixed).
+        /// Requests per scenario (tdx, tdx-uncached, sev-snp, mixed).
         #[arg(long, default_value_t = 2000)]
         requests: usize,
-        /// Run one scenario only: tdx, sev-snp or mixed.
+        /// Run one scenario only: tdx, tdx-uncached, sev-snp or mixed.
         #[arg(long)]
         only: Option<String>,
         /// HTTP/2 connections the load is spread over.
