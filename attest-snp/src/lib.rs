@@ -360,18 +360,42 @@ fn check_report_signature(report: &Report<'_>, vek: &Vek) -> Result<(), AttestEr
         })
 }
 
-/// Everything the report proves besides the app identity.
-struct ReportPart {
-    boot: BootMeasurements,
-    tcb: TcbInfo,
-    report_data: ReportData,
-    report_data_checked: bool,
-    device_id: Option<DeviceId>,
-    platform_claims: PlatformClaims,
+/// Everything a verified report proves besides the app identity: the
+/// identity parts a plug-in that composes on SEV-SNP (a paravisor's report,
+/// such as Azure's vTPM) builds its own identity from.
+///
+/// `platform_claims` holds the `sev_snp` section only; the `dstack`
+/// aggregates over MEASUREMENT and HOST_DATA are added by this plug-in's
+/// own identities, where they mean something.
+#[derive(Clone, Debug)]
+pub struct ReportPart {
+    /// The report's registers (`measurement`, `host_data`, `vmpl`, the TCBs,
+    /// ...), with `boot_digest` = MEASUREMENT.
+    pub boot: BootMeasurements,
+    /// The TCB verdict against the configured minimum.
+    pub tcb: TcbInfo,
+    /// REPORT_DATA.
+    pub report_data: ReportData,
+    /// Whether REPORT_DATA was compared with the context's expected value.
+    pub report_data_checked: bool,
+    /// SHA-256 of CHIP_ID, `None` when it is masked.
+    pub device_id: Option<DeviceId>,
+    /// The `sev_snp` section ([`SnpClaims`]).
+    pub platform_claims: PlatformClaims,
 }
 
 impl SnpVerifier {
-    fn report_part(
+    /// The settings this verifier was built with (a composing plug-in
+    /// checks, for one, that it requires VMPL 0).
+    pub fn config(&self) -> &SnpConfig {
+        &self.config
+    }
+
+    /// The identity parts of a report [`SnpVerifier::verify_report`]
+    /// accepted: registers, TCB verdict, device id and the `sev_snp`
+    /// claims. `ctx` is compared with REPORT_DATA again (a mismatch is an
+    /// error; `None` leaves `report_data_checked` false).
+    pub fn report_part(
         &self,
         verified: &VerifiedReport<'_>,
         ctx: &VerifyContext,
@@ -424,22 +448,6 @@ impl SnpVerifier {
                 relaunch_advised,
             },
         )?;
-        let sha = |parts: &[&[u8]]| {
-            let mut h = Sha256::new();
-            for x in parts {
-                h.update(x);
-            }
-            HexBytes(h.finalize().to_vec())
-        };
-        platform_claims.insert(
-            DSTACK_SECTION,
-            &DstackClaims {
-                tee_variant: "dstack-amd-sev-snp".into(),
-                mr_aggregated: sha(&[report.measurement(), report.host_data()]),
-                mr_system: sha(&[report.measurement()]),
-                boot_time: None,
-            },
-        )?;
         let report_data = ReportData(*report.report_data());
         let mut tcb = TcbInfo::new(status);
         if relaunch_advised {
@@ -453,6 +461,34 @@ impl SnpVerifier {
             device_id: (!masked).then(|| DeviceId(Sha256::digest(&chip_id[..]).into())),
             platform_claims,
         })
+    }
+
+    /// [`SnpVerifier::report_part`] plus dstack's aggregates, for this
+    /// plug-in's own identities.
+    fn report_part_with_dstack(
+        &self,
+        verified: &VerifiedReport<'_>,
+        ctx: &VerifyContext,
+    ) -> Result<ReportPart, AttestError> {
+        let mut part = self.report_part(verified, ctx)?;
+        let report = verified.report();
+        let sha = |parts: &[&[u8]]| {
+            let mut h = Sha256::new();
+            for x in parts {
+                h.update(x);
+            }
+            HexBytes(h.finalize().to_vec())
+        };
+        part.platform_claims.insert(
+            DSTACK_SECTION,
+            &DstackClaims {
+                tee_variant: "dstack-amd-sev-snp".into(),
+                mr_aggregated: sha(&[report.measurement(), report.host_data()]),
+                mr_system: sha(&[report.measurement()]),
+                boot_time: None,
+            },
+        )?;
+        Ok(part)
     }
 
     /// Checks a certificate chain supplied by an operator or a host (PEM:
@@ -483,7 +519,7 @@ impl SnpVerifier {
         ctx: &VerifyContext,
     ) -> Result<attest_core::QuoteOnlyIdentity, AttestError> {
         let verified = self.verify_report(evidence, ctx).await?;
-        let part = self.report_part(&verified, ctx)?;
+        let part = self.report_part_with_dstack(&verified, ctx)?;
         Ok(attest_core::QuoteOnlyIdentity {
             platform: PlatformId::SEV_SNP,
             app: attest_core::NoApp,
@@ -547,7 +583,7 @@ impl Attestation for SnpVerifier {
             ));
         }
         let app = verify_app_config(&evidence.app_config, report.host_data())?.app_identity();
-        let part = self.report_part(&verified, ctx)?;
+        let part = self.report_part_with_dstack(&verified, ctx)?;
         Ok(VerifiedIdentity {
             platform: PlatformId::SEV_SNP,
             app,

@@ -188,20 +188,40 @@ fn dstack_claims(quote: &TdQuote, info: &RuntimeAppInfo, log: &ReplayedLog) -> D
     }
 }
 
-/// Everything the quote itself proves (no event log needed).
-struct QuotePart {
-    boot: BootMeasurements,
-    tcb: TcbInfo,
-    debug: bool,
-    report_data: ReportData,
-    report_data_checked: bool,
-    device_id: Option<DeviceId>,
-    /// The `tdx` section, inserted into `platform_claims` last.
-    tdx: TdxClaims,
-    platform_claims: PlatformClaims,
+/// Everything a verified quote proves (no event log needed): the identity
+/// parts a plug-in that composes on TDX (a paravisor's TD quote, such as
+/// Azure's vTPM) builds its own identity from.
+///
+/// `platform_claims` holds the `tdx` section only; dstack's aggregates
+/// over the RTMRs are added by this plug-in's own identities.
+#[derive(Clone, Debug)]
+pub struct QuotePart {
+    /// The quote's registers (`mrtd`, `rtmr0`..`rtmr3`, `mr_seam`, ...),
+    /// with `boot_digest` = SHA-384(MRTD ‖ RTMR0 ‖ RTMR1 ‖ RTMR2).
+    pub boot: BootMeasurements,
+    /// dcap-qvl's TCB verdict, advisories and dates.
+    pub tcb: TcbInfo,
+    /// Always false: a debug TD is refused.
+    pub debug: bool,
+    /// REPORTDATA.
+    pub report_data: ReportData,
+    /// Whether REPORTDATA was compared with the context's expected value.
+    pub report_data_checked: bool,
+    /// SHA-256 of the PPID, when the PCK certificate has one.
+    pub device_id: Option<DeviceId>,
+    /// The `tdx` section ([`TdxClaims`]), as also held in `tdx`.
+    pub platform_claims: PlatformClaims,
+    /// The `tdx` section, typed: this plug-in completes it
+    /// (`replayed_registers`) once an event log replays.
+    pub tdx: TdxClaims,
 }
 
-fn quote_part(v: &VerifiedQuote, ctx: &VerifyContext) -> Result<QuotePart, AttestError> {
+/// The identity parts of a quote [`crate::TdxVerifier::verify_quote`]
+/// accepted, after the checks dcap-qvl leaves to this plug-in: a TDX
+/// module signed by Intel (MRSIGNERSEAM zero) and debug off
+/// ([`AttestError::Insecure`] otherwise), and REPORTDATA equal to the
+/// context's expected value when it has one ([`AttestError::BindingMismatch`]).
+pub fn quote_part(v: &VerifiedQuote, ctx: &VerifyContext) -> Result<QuotePart, AttestError> {
     let (quote, collateral, claims, key) =
         (v.quote(), v.collateral(), v.claims(), v.collateral_key());
     let r = quote.td10();
@@ -258,8 +278,12 @@ fn quote_part(v: &VerifiedQuote, ctx: &VerifyContext) -> Result<QuotePart, Attes
         report_data,
         report_data_checked,
         device_id,
+        platform_claims: {
+            let mut c = PlatformClaims::default();
+            c.insert(SECTION, &tdx)?;
+            c
+        },
         tdx,
-        platform_claims: PlatformClaims::default(),
     })
 }
 

@@ -31,7 +31,7 @@ use dcap_qvl::verify::QuoteVerifier;
 pub use collateral::{
     CachedCollateral, Collateral, CollateralKey, CollateralSource, OfflineCollateral, PcsClient,
 };
-pub use identity::{Inspection, RTMRS, RegisterReplay, TdxClaims, inspect};
+pub use identity::{Inspection, QuotePart, RTMRS, RegisterReplay, TdxClaims, inspect, quote_part};
 pub use quote::{TdQuote, parse_event_log};
 
 /// Intel's SGX/TDX root CA (DER), the DCAP trust anchor.

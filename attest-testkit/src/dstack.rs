@@ -1,7 +1,7 @@
 //! dstack-shaped app identity documents for test evidence.
 
 use attest_core::eventlog::{self, LogEvent};
-use sha2::Sha384;
+use sha2::{Sha256, Sha384};
 
 /// The app a simulated CVM runs.
 #[derive(Clone, Debug)]
@@ -53,6 +53,31 @@ impl App {
     /// dstack's JSON event log of these events, and the RTMR3 they replay to.
     pub fn tdx_event_log(&self) -> (Vec<u8>, [u8; 48]) {
         events_to_json(&self.runtime_events())
+    }
+
+    /// The same runtime events extended into a vTPM's `app_pcr` (SHA-256
+    /// bank), as dstack's JSON list, and the PCR value they replay to from
+    /// zero.
+    pub fn vtpm_event_log(&self, app_pcr: u32) -> (Vec<u8>, [u8; 32]) {
+        let events: Vec<LogEvent> = self
+            .runtime_events()
+            .into_iter()
+            .map(|mut e| {
+                e.register = app_pcr;
+                e
+            })
+            .collect();
+        let set = eventlog::RegisterSet {
+            count: 24,
+            app_register: app_pcr,
+            prefix: "pcr",
+        };
+        let regs = eventlog::replay::<Sha256>(&events, &set).unwrap_or_default();
+        let mut pcr = [0u8; 32];
+        if let Some(r) = regs.get(app_pcr as usize) {
+            pcr.copy_from_slice(r);
+        }
+        (eventlog::to_json_event_log(&events), pcr)
     }
 
     /// The dstack app config v3 document (SNP HOST_DATA binds it).

@@ -8,7 +8,7 @@
 //! |---|---|
 //! | SNP v0 | `quote: {signature: [u8], message: [u8], pcrs: [[u8;32];24]}`, `report: [u8]` (HCL), `vcek: "<PEM>"` |
 //! | TDX v0 | `tpm_quote` (as v0 `quote`), `hcl_report: [u8]`, `td_quote: [u8]` |
-//! | v1, v2 | `version: 1\|2`, `tpm_quote: {signature: hex, message: hex, pcrs: [hex;24]}`, `hcl_report: b64url`, and `vcek: b64url(DER)` (SNP) or `td_quote: b64url` (TDX) |
+//! | v1, v2 | `version: 1\|2`, `tpm_quote: {signature: hex, message: hex, pcrs: [hex;24]}`, `hcl_report: b64url`, and `vcek: b64url(DER)` (SNP, optional) or `td_quote: b64url` (TDX) |
 //!
 //! Base64url is accepted with or without padding (the vectors pad it);
 //! hex in either case. The document and every field are bounded before
@@ -97,6 +97,10 @@ pub enum Endorsement {
     /// TDX: the DCAP TD quote whose REPORTDATA binds the claims (the
     /// TDREPORT inside the HCL report is only MAC'd).
     TdQuote(Vec<u8>),
+    /// SNP, with no VCEK in the container (a v1/v2 document without
+    /// `vcek`): the verifier takes it from `Evidence.certificates` or its
+    /// VCEK sources.
+    NoVcek,
 }
 
 impl std::fmt::Debug for Endorsement {
@@ -104,6 +108,7 @@ impl std::fmt::Debug for Endorsement {
         match self {
             Endorsement::Vcek(v) => write!(f, "Endorsement::Vcek({v:?})"),
             Endorsement::TdQuote(q) => write!(f, "Endorsement::TdQuote({} bytes)", q.len()),
+            Endorsement::NoVcek => f.write_str("Endorsement::NoVcek"),
         }
     }
 }
@@ -566,10 +571,11 @@ impl RawContainer {
                     (None, Some(t)) => {
                         Endorsement::TdQuote(nonempty("td_quote", t.text(Encoding::Base64Url)?)?)
                     }
-                    _ => {
+                    (None, None) => Endorsement::NoVcek,
+                    (Some(_), Some(_)) => {
                         return Err(bad(
                             form,
-                            "exactly one of vcek (SNP) and td_quote (TDX) is required",
+                            "vcek (SNP) and td_quote (TDX) exclude each other",
                         ));
                     }
                 };
@@ -636,7 +642,7 @@ mod tests {
     #[test]
     fn strict_members() {
         assert!(err(&v1(r#","extra":1"#, &pcrs_hex(24))).contains("unknown field"));
-        assert!(err(&v1(r#","vcek":"MAA""#, &pcrs_hex(24))).contains("exactly one of"));
+        assert!(err(&v1(r#","vcek":"MAA""#, &pcrs_hex(24))).contains("exclude each other"));
         assert!(err(&v1(r#","vcek":null"#, &pcrs_hex(24))).contains("invalid type: null"));
         assert!(err(&v1(r#","version":1"#, &pcrs_hex(24))).contains("duplicate field"));
         assert!(err(&v1("", &pcrs_hex(23))).contains("found 23"));

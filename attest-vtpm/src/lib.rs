@@ -1,4 +1,6 @@
-//! Azure confidential VM vTPM evidence: the platform-independent core.
+//! Azure confidential VMs attested through their vTPM: the plug-ins
+//! `az-snp-vtpm` and `az-tdx-vtpm` ([`AzVtpm`]), composed on attest-snp and
+//! attest-tdx, and the platform-independent core they share.
 //!
 //! The chain of trust (reference `vtpm.md` §0): the hardware report (an SNP
 //! report at VMPL 0, or a TDX TD quote) carries
@@ -20,11 +22,16 @@
 //!    (`user-data` = the request's report data, `extraData` = its SHA-256),
 //!    or [`CheckedVtpm::check_nonce`] for an offline nonce.
 //!
+//! [`AzVtpm`] does both with the reused verifier, replays the app PCR
+//! ([`identity`]) and builds the identity.
+//!
 //! Every length is bounded before use and no input can panic.
 
 pub mod claims;
 pub mod container;
 pub mod hcl;
+pub mod identity;
+mod plugin;
 pub mod tpm;
 
 use attest_core::{AttestError, ReportData};
@@ -32,6 +39,8 @@ use attest_core::{AttestError, ReportData};
 pub use claims::{AkPublicKey, RuntimeClaims, VmConfiguration};
 pub use container::{Container, ContainerVersion, Endorsement, TpmQuote, Vcek};
 pub use hcl::{HclReport, TeeType};
+pub use identity::{PCR_NAMES, VtpmClaims};
+pub use plugin::{AZ_SNP_VTPM, AZ_TDX_VTPM, AzVtpm, Nonce, OfflineIdentity, VtpmConfig};
 pub use tpm::{ClockInfo, Pcrs, TpmsAttest, verify_quote_signature};
 
 /// The hardware report to verify next, with what endorses it.
@@ -42,8 +51,8 @@ pub enum HardwareReport<'a> {
     Snp {
         /// The SNP report (HCL bytes 0x20..0x4C0).
         report: &'a [u8],
-        /// The VCEK as the container carried it.
-        vcek: &'a Vcek,
+        /// The VCEK as the container carried it, if it did.
+        vcek: Option<&'a Vcek>,
     },
     /// TDX: the DCAP TD quote (the HCL's TDREPORT is only MAC'd and is not
     /// offered).
@@ -101,7 +110,13 @@ pub fn check_container(container: Container, tee: TeeType) -> Result<CheckedVtpm
         )));
     }
     match (&endorsement, tee) {
-        (Endorsement::Vcek(_), TeeType::Snp) | (Endorsement::TdQuote(_), TeeType::Tdx) => {}
+        (Endorsement::Vcek(_) | Endorsement::NoVcek, TeeType::Snp)
+        | (Endorsement::TdQuote(_), TeeType::Tdx) => {}
+        (Endorsement::NoVcek, TeeType::Tdx) => {
+            return Err(AttestError::Malformed(
+                "vTPM evidence: a TDX HCL report needs td_quote, the container has none".into(),
+            ));
+        }
         (Endorsement::Vcek(_), TeeType::Tdx) => {
             return Err(AttestError::Malformed(
                 "vTPM evidence: a TDX HCL report needs td_quote, the container has a vcek".into(),
@@ -149,7 +164,11 @@ impl CheckedVtpm {
         match &self.endorsement {
             Endorsement::Vcek(vcek) => HardwareReport::Snp {
                 report: self.hcl.tee_report(),
-                vcek,
+                vcek: Some(vcek),
+            },
+            Endorsement::NoVcek => HardwareReport::Snp {
+                report: self.hcl.tee_report(),
+                vcek: None,
             },
             Endorsement::TdQuote(td_quote) => HardwareReport::Tdx { td_quote },
         }

@@ -301,7 +301,7 @@ fn container_shapes_are_strict() {
     check(&d, "null");
     let mut d = doc.clone();
     d["td_quote"] = "AAAA".into();
-    check(&d, "exactly one of vcek");
+    check(&d, "exclude each other");
     let mut d = doc.clone();
     d["vcek"] = "AAAA".into();
     check(&d, "vcek");

@@ -25,7 +25,7 @@ fn abbrev(value: &[u8], prefix: &str, suffix: &str) {
 
 fn snp_parts(c: &CheckedVtpm) -> (&[u8], &Vcek) {
     match c.hardware_report() {
-        HardwareReport::Snp { report, vcek } => (report, vcek),
+        HardwareReport::Snp { report, vcek } => (report, vcek.expect("a VCEK")),
         HardwareReport::Tdx { .. } => panic!("expected SNP"),
     }
 }

@@ -43,6 +43,20 @@ enum Command {
         /// For an https:// KMS: its root CA certificate (PEM).
         #[arg(long)]
         ca_cert: Option<PathBuf>,
+        /// Azure confidential VM: attest through the vTPM (raw TPM commands
+        /// on --tpm-device, endorsements from IMDS) instead of configfs-tsm.
+        #[arg(long)]
+        vtpm: bool,
+        /// Azure vTPM: the TPM device.
+        #[arg(long, default_value = kms_client::tpm::DEFAULT_DEVICE)]
+        tpm_device: PathBuf,
+        /// Azure vTPM: the PCR the runtime events are extended into (the
+        /// KMS's `[platform.az-*-vtpm] app_pcr`).
+        #[arg(long, default_value_t = 8)]
+        app_pcr: u32,
+        /// Azure vTPM: the instance metadata service, host:port.
+        #[arg(long, default_value = kms_client::imds::AZURE_IMDS)]
+        imds: String,
     },
 }
 
@@ -64,7 +78,21 @@ fn main() -> ExitCode {
         runtime_events,
         app_config,
         ca_cert,
+        vtpm,
+        tpm_device,
+        app_pcr,
+        imds,
     } = command;
+    let vtpm_cfg = vtpm.then(|| kms_client::vtpm::VtpmConfig {
+        device: tpm_device,
+        app_pcr,
+        runtime_events: runtime_events.clone(),
+        ..Default::default()
+    });
+    let imds = kms_client::imds::HttpImds {
+        addr: imds,
+        ..Default::default()
+    };
     let ca = match ca_cert.map(std::fs::read_to_string).transpose() {
         Ok(c) => c,
         Err(e) => {
@@ -94,10 +122,15 @@ fn main() -> ExitCode {
         client
             .get_app_key(&key_provider_id, |rd| {
                 let cfg = cfg.clone();
+                let vtpm_cfg = vtpm_cfg.clone();
+                let imds = imds.clone();
                 async move {
-                    tokio::task::spawn_blocking(move || tsm::collect(&cfg, &rd))
-                        .await
-                        .map_err(|e| kms_client::ClientError::Evidence(e.to_string()))?
+                    tokio::task::spawn_blocking(move || match vtpm_cfg {
+                        Some(v) => kms_client::vtpm::collect(&v, &imds, &rd),
+                        None => tsm::collect(&cfg, &rd),
+                    })
+                    .await
+                    .map_err(|e| kms_client::ClientError::Evidence(e.to_string()))?
                 }
             })
             .await

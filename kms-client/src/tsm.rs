@@ -168,8 +168,20 @@ pub fn tdx_event_log(cfg: &TsmConfig) -> Result<Vec<u8>, ClientError> {
     } else {
         Vec::new()
     };
-    if cfg.runtime_events.exists() {
-        let text = read_bounded(&cfg.runtime_events)?;
+    events.extend(runtime_events(&cfg.runtime_events, 3)?);
+    Ok(attest_core::eventlog::to_json_event_log(&events))
+}
+
+/// dstack's runtime events (JSON lines `{"event", "payload": base64}`), as
+/// extended into `register` (TDX: RTMR3 = 3; a vTPM: its app PCR). None
+/// when the file does not exist.
+pub fn runtime_events(
+    path: &Path,
+    register: u32,
+) -> Result<Vec<attest_core::eventlog::LogEvent>, ClientError> {
+    let mut events = Vec::new();
+    if path.exists() {
+        let text = read_bounded(path)?;
         for (i, line) in String::from_utf8_lossy(&text).lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -181,10 +193,12 @@ pub fn tdx_event_log(cfg: &TsmConfig) -> Result<Vec<u8>, ClientError> {
                 .ok_or_else(|| err(format!("runtime event {i}: no name")))?;
             let payload = base64_decode(v["payload"].as_str().unwrap_or(""))
                 .ok_or_else(|| err(format!("runtime event {i}: payload is not base64")))?;
-            events.push(attest_core::eventlog::LogEvent::runtime(3, name, &payload));
+            events.push(attest_core::eventlog::LogEvent::runtime(
+                register, name, &payload,
+            ));
         }
     }
-    Ok(attest_core::eventlog::to_json_event_log(&events))
+    Ok(events)
 }
 
 /// Collects the whole evidence for `report_data`.

@@ -2,7 +2,7 @@
 //! 127.0.0.1:7000, keeps its keys in `./kms-data`, denies everything
 //! (deny-all policy) and trusts only the production vendor roots.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -45,6 +45,10 @@ pub struct Config {
     pub limits: crate::service::limits::Limits,
     /// The dstack-compatible listener (off when absent).
     pub dstack_compat: Option<DstackCompatConfig>,
+    /// Settings of the plug-ins that take them, by platform id
+    /// (`[platform.az-snp-vtpm]`, `[platform.az-tdx-vtpm]`); each plug-in
+    /// reads its own table (see `platforms.rs`).
+    pub platform: BTreeMap<String, toml::Table>,
 }
 
 /// `[dstack_compat]`: prpc over RA-TLS for unmodified dstack guests.
@@ -207,6 +211,7 @@ impl Default for Config {
             sev_snp: SnpSection::default(),
             limits: Default::default(),
             dstack_compat: None,
+            platform: BTreeMap::new(),
         }
     }
 }
@@ -247,7 +252,8 @@ impl Config {
         if let Some(d) = &self.dstack_compat {
             d.validate()?;
         }
-        self.limits.validate()
+        self.limits.validate()?;
+        crate::platforms::check_sections(self)
     }
 
     /// The names the TLS certificate covers when TLS is enabled: the

@@ -1,6 +1,7 @@
-//! A KMS with the testkit's fake vendor roots installed, and simulated TDX
-//! and SNP CVMs of one app: what `kms demo`, `kms bench` and the end-to-end
-//! tests run. TEST ROOTS ONLY: nothing here is trusted in production.
+//! A KMS with the testkit's fake vendor roots installed, and simulated TDX,
+//! SNP and Azure vTPM (SNP- and TDX-backed) CVMs of one app: what `kms
+//! demo`, `kms bench` and the end-to-end tests run. TEST ROOTS ONLY:
+//! nothing here is trusted in production.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -17,17 +18,24 @@ use attest_tdx::{Collateral, TdxVerifier};
 use attest_testkit::dstack::App;
 use attest_testkit::snp::{self as kit, FakeAmdPki, ReportFields};
 use attest_testkit::tdx::{CollateralOptions, FakeIntelPki, TdFields};
+use attest_testkit::vtpm::{FakeVtpm, VtpmFields};
+use attest_vtpm::{AZ_SNP_VTPM, AzVtpm, VtpmConfig};
 use tokio::sync::oneshot;
 
 /// The OS image the registry names.
 pub const OS_IMAGE: &str = "0505050505050505050505050505050505050505050505050505050505050505";
 
-/// The fake Intel and AMD PKIs.
+/// The PCR the demo's Azure vTPM CVMs extend the runtime events into.
+pub const VTPM_APP_PCR: u32 = 8;
+
+/// The fake Intel and AMD PKIs, and a fake Azure vTPM.
 pub struct Pkis {
     /// Plays Intel (quotes, collateral).
     pub intel: FakeIntelPki,
     /// Plays AMD (reports, certificates).
     pub amd: FakeAmdPki,
+    /// Plays an Azure CVM's vTPM and paravisor.
+    pub vtpm: FakeVtpm,
 }
 
 impl Default for Pkis {
@@ -42,10 +50,11 @@ impl Pkis {
         Pkis {
             intel: FakeIntelPki::new(),
             amd: FakeAmdPki::new(),
+            vtpm: FakeVtpm::new(),
         }
     }
 
-    /// TDX and SNP verifiers that trust these fake roots.
+    /// TDX, SNP and Azure vTPM verifiers that trust these fake roots.
     pub fn verifiers(&self) -> Verifiers {
         self.verifiers_with(true)
     }
@@ -59,12 +68,14 @@ impl Pkis {
                 .collateral(&CollateralOptions::valid_from(now - 86_400)),
         )
         .expect("testkit collateral");
-        let tdx = TdxVerifier::with_root(
-            self.intel.root_der(),
-            Arc::new(StaticCollateral(Arc::new(collateral))),
-        )
-        .expect("testkit Intel root")
-        .with_platform_cache(tdx_platform_cache);
+        let tdx = Arc::new(
+            TdxVerifier::with_root(
+                self.intel.root_der(),
+                Arc::new(StaticCollateral(Arc::new(collateral))),
+            )
+            .expect("testkit Intel root")
+            .with_platform_cache(tdx_platform_cache),
+        );
         let mut roots = HashMap::new();
         for (p, k) in [
             (Product::Milan, kit::Product::Milan),
@@ -93,8 +104,65 @@ impl Pkis {
             min_tcb: HashMap::from([(Product::Genoa, min)]),
             ..Default::default()
         };
-        let snp = SnpVerifier::with_roots(Roots::custom(roots), vec![], config);
-        Verifiers::new().with(Arc::new(tdx)).with(Arc::new(snp))
+        let snp = SnpVerifier::with_roots(Roots::custom(roots.clone()), vec![], config.clone());
+        let vtpm = VtpmConfig {
+            app_pcr: VTPM_APP_PCR,
+        };
+        let az_snp = AzVtpm::snp(
+            SnpVerifier::with_roots(Roots::custom(roots), vec![], config),
+            vtpm,
+        )
+        .expect("VMPL 0");
+        let az_tdx = AzVtpm::tdx(tdx.clone(), vtpm).expect("app PCR");
+        Verifiers::new()
+            .with(tdx)
+            .with(Arc::new(snp))
+            .with(Arc::new(az_snp))
+            .with(Arc::new(az_tdx))
+    }
+
+    /// An Azure CVM (vTPM on SNP when `platform` is `az-snp-vtpm`, else on
+    /// TDX) running `app`: the request's report data in the claims'
+    /// `user-data`, the quote's nonce its SHA-256, the app's runtime events
+    /// in PCR 8.
+    pub fn vtpm_evidence(
+        &self,
+        platform: &PlatformId,
+        app: &App,
+        report_data: ReportData,
+    ) -> Evidence {
+        self.vtpm_evidence_with(platform, app, report_data, |_| {})
+    }
+
+    /// [`Pkis::vtpm_evidence`], with `edit` applied to the vTPM's fields
+    /// after the defaults are set.
+    pub fn vtpm_evidence_with(
+        &self,
+        platform: &PlatformId,
+        app: &App,
+        report_data: ReportData,
+        edit: impl FnOnce(&mut VtpmFields),
+    ) -> Evidence {
+        let (log, pcr) = app.vtpm_event_log(VTPM_APP_PCR);
+        let mut f = VtpmFields {
+            user_data: Some(report_data.0),
+            ..Default::default()
+        };
+        f.pcrs[VTPM_APP_PCR as usize] = pcr;
+        edit(&mut f);
+        let quote = if *platform == AZ_SNP_VTPM {
+            self.vtpm
+                .snp_container(&self.amd, &ReportFields::default(), &f)
+        } else {
+            let td = TdFields {
+                rtmrs: [[0; 48]; 4],
+                ..Default::default()
+            };
+            self.vtpm.tdx_container(&self.intel, &td, &f)
+        };
+        let mut e = Evidence::new(platform.clone(), quote);
+        e.event_log = log;
+        e
     }
 
     /// A TDX CVM running `app` (its quote carries `report_data`).
@@ -135,21 +203,30 @@ impl Pkis {
     }
 }
 
-/// The image registry: the testkit TD's boot registers and SNP measurement.
+/// The image registry: the testkit TD's boot registers, SNP measurement,
+/// and the fake vTPM's OS PCRs (the same image on SNP and TDX Azure CVMs).
 pub fn registry() -> String {
     let td = TdFields::default();
+    let pcrs = attest_testkit::vtpm::default_pcrs();
+    let os_pcrs: String = attest_vtpm::identity::os_pcr_registers(VTPM_APP_PCR)
+        .iter()
+        .map(|name| {
+            let i: usize = name[3..].parse().unwrap_or_default();
+            format!("{name} = \"{}\"\n", hex::encode(pcrs[i]))
+        })
+        .collect();
     format!(
-        "[[image]]\nos_image_hash = \"{OS_IMAGE}\"\n[[image.tdx]]\nmrtd = \"{}\"\nrtmr0 = \"{z}\"\nrtmr1 = \"{z}\"\nrtmr2 = \"{z}\"\n[[image.sev-snp]]\nmeasurement = \"{}\"\n",
+        "[[image]]\nos_image_hash = \"{OS_IMAGE}\"\n[[image.tdx]]\nmrtd = \"{}\"\nrtmr0 = \"{z}\"\nrtmr1 = \"{z}\"\nrtmr2 = \"{z}\"\n[[image.sev-snp]]\nmeasurement = \"{}\"\n[[image.az-snp-vtpm]]\n{os_pcrs}[[image.az-tdx-vtpm]]\n{os_pcrs}",
         hex::encode(td.mrtd),
         hex::encode(ReportFields::default().measurement),
         z = "00".repeat(48)
     )
 }
 
-/// A policy allowing `app` on both platforms with the registered image.
+/// A policy allowing `app` on every platform with the registered image.
 pub fn policy(app: &App) -> String {
     format!(
-        "platforms = [\"tdx\", \"sev-snp\"]\nos_images = [\"{OS_IMAGE}\"]\n[[apps]]\napp_id = \"{}\"\ncompose_hashes = [\"{}\"]\n",
+        "platforms = [\"tdx\", \"sev-snp\", \"az-snp-vtpm\", \"az-tdx-vtpm\"]\nos_images = [\"{OS_IMAGE}\"]\n[[apps]]\napp_id = \"{}\"\ncompose_hashes = [\"{}\"]\n",
         hex::encode(app.app_id),
         hex::encode(app.compose_hash)
     )

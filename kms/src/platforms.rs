@@ -9,6 +9,7 @@ use attest_core::Verifiers;
 use attest_snp::{CrlSource, Crls, KdsClient, OfflineVceks, SnpConfig, SnpVerifier, VcekSource};
 use attest_tdx::collateral::PcsConfig;
 use attest_tdx::{CachedCollateral, CollateralSource, OfflineCollateral, PcsClient, TdxVerifier};
+use attest_vtpm::{AZ_SNP_VTPM, AZ_TDX_VTPM, AzVtpm, VtpmConfig};
 
 use crate::config::Config;
 
@@ -45,6 +46,47 @@ pub struct Platforms {
     pub collateral_cache: Option<Arc<CachedCollateral>>,
 }
 
+/// A plug-in's `[platform.<id>]` table, as its settings type (defaults
+/// when the table is absent; unknown keys are errors).
+fn section<T: serde::de::DeserializeOwned + Default>(
+    config: &Config,
+    id: &attest_core::PlatformId,
+) -> Result<T, String> {
+    match config.platform.get(id.as_str()) {
+        None => Ok(T::default()),
+        Some(t) => t
+            .clone()
+            .try_into()
+            .map_err(|e| format!("[platform.{id}]: {e}")),
+    }
+}
+
+/// The vTPM plug-ins' settings.
+fn vtpm_config(config: &Config, id: &attest_core::PlatformId) -> Result<VtpmConfig, String> {
+    let c: VtpmConfig = section(config, id)?;
+    c.validate()
+        .map_err(|e| format!("[platform.{id}]: {}", e.message()))?;
+    Ok(c)
+}
+
+/// Checks every `[platform.<id>]` table names a plug-in that takes one and
+/// holds valid settings for it.
+pub fn check_sections(config: &Config) -> Result<(), String> {
+    for id in config.platform.keys() {
+        match id.as_str() {
+            "az-snp-vtpm" | "az-tdx-vtpm" => {}
+            other => {
+                return Err(format!(
+                    "[platform.{other}]: no plug-in takes settings under this name (az-snp-vtpm, az-tdx-vtpm do)"
+                ));
+            }
+        }
+    }
+    vtpm_config(config, &AZ_SNP_VTPM)?;
+    vtpm_config(config, &AZ_TDX_VTPM)?;
+    Ok(())
+}
+
 /// Builds the production plug-ins (vendor roots pinned) from `config`.
 pub fn build(config: &Config, base: &Path) -> Result<Platforms, String> {
     let data = base.join(&config.data_dir);
@@ -65,9 +107,11 @@ pub fn build(config: &Config, base: &Path) -> Result<Platforms, String> {
             .with_dir(data.join(&config.tdx.cache_dir))
             .with_fetch_budget(config.tdx.fetches_per_minute),
     );
-    let tdx = TdxVerifier::new(cache.clone())
-        .map_err(|e| e.to_string())?
-        .with_platform_cache(config.tdx.verified_platform_cache);
+    let tdx = Arc::new(
+        TdxVerifier::new(cache.clone())
+            .map_err(|e| e.to_string())?
+            .with_platform_cache(config.tdx.verified_platform_cache),
+    );
 
     // SEV-SNP: VCEKs from the evidence, then an offline directory, then
     // KDS; AMD's CRLs from the same two sources.
@@ -92,8 +136,9 @@ pub fn build(config: &Config, base: &Path) -> Result<Platforms, String> {
         veks.push(kds.clone());
         crls.push(kds);
     }
+    let crl_dir = data.join(&config.sev_snp.vcek_cache_dir).join("crl");
     let snp = SnpVerifier::new(
-        veks,
+        veks.clone(),
         SnpConfig {
             vmpl: config.sev_snp.vmpl,
             allow_migrate_ma: false,
@@ -101,21 +146,48 @@ pub fn build(config: &Config, base: &Path) -> Result<Platforms, String> {
         },
     )
     .map_err(|e| e.to_string())?
-    .with_crls(Crls::new(
-        crls,
-        Some(data.join(&config.sev_snp.vcek_cache_dir).join("crl")),
-    ));
+    .with_crls(Crls::new(crls.clone(), Some(crl_dir.clone())));
 
-    let verifiers = Verifiers::new().with(Arc::new(tdx)).with(Arc::new(snp));
+    // Azure vTPM: the paravisor's SNP report at VMPL 0 (its own verifier,
+    // the same VCEK and CRL sources and TCB minimum), the TD quote by the
+    // TDX plug-in itself.
+    let az_snp = SnpVerifier::new(
+        veks,
+        SnpConfig {
+            vmpl: 0,
+            allow_migrate_ma: false,
+            min_tcb: config.sev_snp.min_tcb.clone(),
+        },
+    )
+    .map_err(|e| e.to_string())?
+    .with_crls(Crls::new(crls, Some(crl_dir)));
+    let az_snp =
+        AzVtpm::snp(az_snp, vtpm_config(config, &AZ_SNP_VTPM)?).map_err(|e| e.to_string())?;
+    let az_tdx =
+        AzVtpm::tdx(tdx.clone(), vtpm_config(config, &AZ_TDX_VTPM)?).map_err(|e| e.to_string())?;
+
+    let verifiers = Verifiers::new()
+        .with(tdx)
+        .with(Arc::new(snp))
+        .with(Arc::new(az_snp))
+        .with(Arc::new(az_tdx));
     Ok(Platforms {
         verifiers,
         collateral_cache: Some(cache),
     })
 }
 
-/// The image registry rules of the production plug-ins (what `kms image`
-/// and `kms config check` validate entries with).
-pub fn registry_rules() -> attest_core::image_registry::RegistryRules {
+/// The image registry rules of the production plug-ins under `config`
+/// (what `kms image` and `kms config check` validate entries with; the
+/// vTPM plug-ins' OS PCRs depend on their app PCR).
+pub fn registry_rules(config: &Config) -> attest_core::image_registry::RegistryRules {
+    let os_pcrs = |id| {
+        attest_vtpm::identity::os_pcr_registers(
+            vtpm_config(config, id)
+                .map(|c| c.app_pcr)
+                .unwrap_or_default(),
+        )
+    };
     attest_core::image_registry::RegistryRules::new()
         .with(
             attest_core::PlatformId::TDX.as_str(),
@@ -125,4 +197,47 @@ pub fn registry_rules() -> attest_core::image_registry::RegistryRules {
             attest_core::PlatformId::SEV_SNP.as_str(),
             attest_snp::IMAGE_REGISTERS,
         )
+        .with(AZ_SNP_VTPM.as_str(), os_pcrs(&AZ_SNP_VTPM))
+        .with(AZ_TDX_VTPM.as_str(), os_pcrs(&AZ_TDX_VTPM))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn config(text: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(text).map_err(|e| e.to_string())?;
+        c.validate().map(|()| c)
+    }
+
+    #[test]
+    fn platform_sections_are_checked() {
+        let c = config("[platform.az-snp-vtpm]\napp_pcr = 15\n").unwrap();
+        assert_eq!(vtpm_config(&c, &AZ_SNP_VTPM).unwrap().app_pcr, 15);
+        assert_eq!(vtpm_config(&c, &AZ_TDX_VTPM).unwrap().app_pcr, 8);
+        assert_eq!(
+            registry_rules(&c),
+            registry_rules(&Config::default())
+                .with("az-snp-vtpm", attest_vtpm::identity::os_pcr_registers(15))
+        );
+        for (text, want) in [
+            (
+                "[platform.az-tdx-vtpm]\napp_pcr = 16\n",
+                "[platform.az-tdx-vtpm]: app_pcr must be in 8..=15",
+            ),
+            (
+                "[platform.az-snp-vtpm]\napp_pcr = 7\n",
+                "[platform.az-snp-vtpm]: app_pcr must be in 8..=15",
+            ),
+            ("[platform.az-snp-vtpm]\npcr = 8\n", "unknown field `pcr`"),
+            (
+                "[platform.tdx]\napp_pcr = 8\n",
+                "[platform.tdx]: no plug-in takes settings",
+            ),
+        ] {
+            let e = config(text).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
 }

@@ -572,3 +572,137 @@ fn config_check_validates_dstack_compat() {
         assert!(err.contains(want), "{body}: {err}");
     }
 }
+
+#[test]
+fn verify_and_inspect_azure_vtpm_evidence() {
+    let v = vectors().join("azure-vtpm");
+    let p = |rel: &str| v.join(rel).display().to_string();
+    let run = |args: &[&str]| kms(args);
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+    let challenge = hex::encode(b"challenge");
+    let out = run(&[
+        "verify",
+        "az-snp-vtpm",
+        "--evidence",
+        &p("evidence-v1.json"),
+        "--at",
+        "1740000000",
+        "--nonce",
+        &challenge,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let id: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(id["platform"], "az-snp-vtpm");
+    assert!(id["app"].is_null());
+    assert_eq!(id["boot"]["vmpl"], 0);
+    assert!(
+        id["boot"]["pcr00"]
+            .as_str()
+            .unwrap()
+            .starts_with("e15c4479")
+    );
+    assert!(
+        id["boot"]["measurement"]
+            .as_str()
+            .unwrap()
+            .starts_with("6a063be9")
+    );
+    assert_eq!(id["platform_claims"]["vtpm"]["nonce"], challenge);
+    // Without --nonce any nonce is accepted and reported.
+    let out = run(&[
+        "verify",
+        "az-snp-vtpm",
+        "--evidence",
+        &p("evidence-genoa.json"),
+        "--at",
+        "1740000000",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let id: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        id["platform_claims"]["vtpm"]["nonce"]
+            .as_str()
+            .unwrap()
+            .starts_with("0218488b")
+    );
+    // A wrong nonce, the KMS binding (Trustee's quotes lack it), a wrong
+    // report data.
+    for (extra, want) in [
+        (&["--nonce", "00"][..], "error: binding_mismatch: "),
+        (&["--nonce", "kms"][..], "error: binding_mismatch: "),
+        (
+            &["--report-data", &"11".repeat(64)][..],
+            "error: binding_mismatch: ",
+        ),
+    ] {
+        let v0 = p("evidence-v0.json");
+        let mut args = vec![
+            "verify",
+            "az-snp-vtpm",
+            "--evidence",
+            &v0,
+            "--at",
+            "1740000000",
+        ];
+        args.extend_from_slice(extra);
+        let out = run(&args);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}");
+        assert!(
+            stderr(&out).starts_with(want),
+            "{extra:?}: {}",
+            stderr(&out)
+        );
+    }
+    // The TDX set on the SNP verb, and the TDX verb with another platform's
+    // collateral.
+    let out = run(&[
+        "verify",
+        "az-snp-vtpm",
+        "--evidence",
+        &p("tdx/evidence-v1.json"),
+        "--at",
+        "1740000000",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("report_type: expected 2 (SNP), found 4 (TDX)"));
+    let other = vectors().join("tdx/dcap-qvl/tdx_quote_collateral.json");
+    let out = run(&[
+        "verify",
+        "az-tdx-vtpm",
+        "--evidence",
+        &p("tdx/evidence-v1.json"),
+        "--collateral",
+        other.to_str().unwrap(),
+        "--at",
+        "1740000000",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("error: "), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"));
+
+    // inspect: every part parsed, nothing verified.
+    let out = run(&["inspect", "vtpm", "--evidence", &p("tdx/evidence-v0.json")]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let i: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(i["verified"], false);
+    assert_eq!(i["endorsement"], "td_quote");
+    assert_eq!(i["hcl_report"]["tee"], "TDX");
+    assert_eq!(
+        i["hcl_report"]["claims_sha256"],
+        "9734504f161d104c74e3165c15f779b06a9bb40dfa71937817d7eee68e593839"
+    );
+    assert_eq!(i["quote"]["nonce"], challenge);
+    assert_eq!(i["quote"]["listed_pcrs_match_digest"], true);
+    // A PCR changed: parsed, but the listed PCRs no longer match (exit 1).
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(v.join("evidence-v1.json")).unwrap()).unwrap();
+    doc["tpm_quote"]["pcrs"][3] = "11".repeat(32).into();
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("e.json");
+    std::fs::write(&f, serde_json::to_vec(&doc).unwrap()).unwrap();
+    let out = run(&["inspect", "vtpm", "--evidence", f.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let i: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(i["quote"]["listed_pcrs_match_digest"], false);
+    assert_eq!(i["pcrs"]["pcr03"], "11".repeat(32));
+}

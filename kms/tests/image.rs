@@ -250,7 +250,7 @@ async fn registry_from_image_add_resolves_a_report_measured_by_the_calculator() 
     let app = App::example();
     let registry = ImageRegistry::parse(
         &std::fs::read_to_string(&reg).unwrap(),
-        &kms::platforms::registry_rules(),
+        &kms::platforms::registry_rules(&kms::config::Config::default()),
     )
     .unwrap();
     let mut roots = HashMap::new();

@@ -31,14 +31,28 @@
 //! vmpls = [0]                        # allowed boot.vmpl
 //! family_ids = ["<hex16>"]           # allowed boot.family_id
 //! image_ids = ["<hex16>"]            # allowed boot.image_id
+//!
+//! [platform.az-snp-vtpm]             # any platform id the policy allows
+//! min_tcb = { snp = 8 }              # every rule above works on any platform whose
+//! require_revocation_check = true    # identity has the registers it reads
+//! registers = { pcr07 = ["<hex>"], measurement = ["<hex48>"] }   # boot register pins
+//! claims = { "vtpm.secure_boot" = true, "vtpm.ak_pub_sha256" = ["<hex32>"] }  # platform_claims pins
 //! ```
+//!
+//! A `[platform.<id>]` section applies to identities of that platform only,
+//! and must name a platform `platforms` allows (a misspelt section would
+//! otherwise never apply). Its rules read registers and claims by name, so
+//! a platform composed on another (Azure's vTPM on SEV-SNP or TDX) takes
+//! the same hardware rules; a rule whose register or claim the identity
+//! lacks denies.
 //!
 //! Every key is optional, and every default denies: an empty file denies
 //! everything. A `GetRootKeys` request (a replica KMS, `request.keys =
 //! ["root_keys"]`) is judged by the `[kms]` role's images and deployments
 //! and never by the app lists, so no app can obtain the root keys and no KMS
 //! image app keys; without a `[kms]` section no replica is allowed. The
-//! platform, debug, TCB, advisory and per-platform rules apply to both. In particular an identity with any advisory id (Intel's
+//! platform, debug, TCB, advisory and per-platform rules apply to both.
+//! In particular an identity with any advisory id (Intel's
 //! `INTEL-SA-*` on `SWHardeningNeeded` platforms, `SNP-RELAUNCH-ADVISED`) is
 //! denied unless `tcb.allowed_advisories` lists it, as dstack's default
 //! webhook denies any advisory. Unknown keys, bad hex and wrong lengths are load errors that
@@ -148,27 +162,19 @@ struct AppRule {
     device_ids: Option<Vec<DeviceId>>,
 }
 
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-struct PlatformSections {
-    #[serde(default)]
-    tdx: Option<TdxRules>,
-    #[serde(default, rename = "sev-snp")]
-    sev_snp: Option<SnpRules>,
-}
+type PlatformSections = BTreeMap<PlatformId, PlatformRules>;
 
+/// A section with its TCB minimum's components listed.
+type CompiledSection = (Vec<(&'static str, u8)>, PlatformRules);
+
+/// One `[platform.<id>]` section.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TdxRules {
+struct PlatformRules {
     #[serde(default)]
     min_tee_tcb_svn: Option<Hex<16>>,
     #[serde(default)]
     mr_seams: Option<Vec<Hex<48>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct SnpRules {
     #[serde(default)]
     min_tcb: Option<SnpTcb>,
     #[serde(default)]
@@ -179,6 +185,55 @@ struct SnpRules {
     image_ids: Option<Vec<Hex<16>>>,
     #[serde(default)]
     require_revocation_check: bool,
+    #[serde(default)]
+    registers: BTreeMap<String, Vec<HexValue>>,
+    #[serde(default)]
+    claims: BTreeMap<String, OneOrMany>,
+}
+
+/// Hex of any non-zero length (a register pin), kept lowercase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct HexValue(String);
+
+impl<'de> Deserialize<'de> for HexValue {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.is_empty() || s.len() % 2 != 0 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(D::Error::custom(format!(
+                "expected a register value in hex, found {s:?}"
+            )));
+        }
+        Ok(HexValue(s.to_ascii_lowercase()))
+    }
+}
+
+/// A claim pin: one allowed value, or a list of them (scalars only).
+#[derive(Clone, Debug)]
+struct OneOrMany(Vec<serde_json::Value>);
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = toml::Value::deserialize(d)?;
+        let scalar = |v: toml::Value| -> Result<serde_json::Value, D::Error> {
+            match v {
+                toml::Value::String(s) => Ok(serde_json::Value::String(s)),
+                toml::Value::Integer(i) => Ok(serde_json::Value::from(i)),
+                toml::Value::Boolean(b) => Ok(serde_json::Value::Bool(b)),
+                other => Err(D::Error::custom(format!(
+                    "a claim pin is a string, an integer or a boolean (or a list of them), found {}",
+                    other.type_str()
+                ))),
+            }
+        };
+        let values = match v {
+            toml::Value::Array(a) => a.into_iter().map(scalar).collect::<Result<Vec<_>, _>>()?,
+            other => vec![scalar(other)?],
+        };
+        if values.is_empty() {
+            return Err(D::Error::custom("a claim pin lists no value"));
+        }
+        Ok(OneOrMany(values))
+    }
 }
 
 #[derive(Deserialize)]
@@ -209,8 +264,8 @@ pub struct TomlPolicy {
     apps: HashMap<AppId, CompiledApp>,
     /// The `kms` role: its images and deployments (`None`: no replica).
     kms: Option<(HashSet<OsImageHash>, HashMap<AppId, CompiledApp>)>,
-    tdx: Option<TdxRules>,
-    snp: Option<(Vec<(&'static str, u8)>, SnpRules)>,
+    /// Per platform: the TCB minimum's components, and the section.
+    platform_rules: HashMap<PlatformId, CompiledSection>,
     digest: [u8; 32],
 }
 
@@ -267,7 +322,28 @@ impl TomlPolicy {
                 file.tcb.grace_days
             )));
         }
-        let snp = file.platform.sev_snp.map(|rules| {
+        let mut platform_rules = HashMap::new();
+        for (id, rules) in file.platform {
+            if !file.platforms.contains(&id) {
+                let needle = format!("platform.{id}");
+                let line = text.find(&needle).map(|o| line_of(text, o)).unwrap_or(1);
+                return Err(invalid(format!(
+                    "line {line}: [platform.{id}] is for a platform `platforms` does not allow ({}); it would never apply",
+                    one_of(&file.platforms)
+                )));
+            }
+            for claim in rules.claims.keys() {
+                if claim.split('.').count() != 2 || claim.split('.').any(str::is_empty) {
+                    return Err(invalid(format!(
+                        "[platform.{id}] claims: {claim:?} must be <section>.<claim>, as in \"vtpm.secure_boot\""
+                    )));
+                }
+            }
+            if let Some((name, _)) = rules.registers.iter().find(|(_, v)| v.is_empty()) {
+                return Err(invalid(format!(
+                    "[platform.{id}] registers.{name} lists no value"
+                )));
+            }
             let mins = rules
                 .min_tcb
                 .as_ref()
@@ -284,8 +360,8 @@ impl TomlPolicy {
                     .collect()
                 })
                 .unwrap_or_default();
-            (mins, rules)
-        });
+            platform_rules.insert(id, (mins, rules));
+        }
         Ok(TomlPolicy {
             platforms: file.platforms,
             debug: file.debug,
@@ -302,8 +378,7 @@ impl TomlPolicy {
             grace_days: file.tcb.grace_days,
             apps,
             kms,
-            tdx: file.platform.tdx,
-            snp,
+            platform_rules,
             digest: sha256(&[b"toml", text.as_bytes()]),
         })
     }
@@ -385,14 +460,11 @@ impl TomlPolicy {
                 }
             }
         }
-        if id.platform == PlatformId::TDX {
-            if let Some(rules) = &self.tdx {
-                check_tdx(rules, id, &mut reasons);
-            }
-        } else if id.platform == PlatformId::SEV_SNP {
-            if let Some((mins, rules)) = &self.snp {
-                check_snp(mins, rules, id, &mut reasons);
-            }
+        if let Some((mins, rules)) = self.platform_rules.get(&id.platform) {
+            let prefix = format!("platform.{}", id.platform);
+            check_tdx(&prefix, rules, id, &mut reasons);
+            check_snp(&prefix, mins, rules, id, &mut reasons);
+            check_pins(&prefix, rules, id, &mut reasons);
         }
         Decision::from_reasons(reasons, warnings)
     }
@@ -527,14 +599,19 @@ fn check_list<const N: usize>(
     }
 }
 
-fn check_tdx(rules: &TdxRules, id: &VerifiedIdentity, reasons: &mut Vec<Reason>) {
+fn check_tdx(
+    prefix: &str,
+    rules: &PlatformRules,
+    id: &VerifiedIdentity,
+    reasons: &mut Vec<Reason>,
+) {
     if let Some(min) = &rules.min_tee_tcb_svn {
         let found = boot_bytes(id, reg::TEE_TCB_SVN);
         let ok =
             found.is_some_and(|f| f.len() == 16 && f.iter().zip(min.0.iter()).all(|(f, m)| f >= m));
         if !ok {
             reasons.push(Reason::new(
-                "platform.tdx.min_tee_tcb_svn",
+                format!("{prefix}.min_tee_tcb_svn"),
                 format!(
                     "every byte of boot.tee_tcb_svn at least {}",
                     hex::encode(min.0)
@@ -544,7 +621,7 @@ fn check_tdx(rules: &TdxRules, id: &VerifiedIdentity, reasons: &mut Vec<Reason>)
         }
     }
     check_list(
-        "platform.tdx.mr_seams",
+        &format!("{prefix}.mr_seams"),
         reg::MR_SEAM,
         &rules.mr_seams,
         id,
@@ -561,8 +638,9 @@ const SNP_TCB_REGISTERS: [&str; 4] = [
 ];
 
 fn check_snp(
+    prefix: &str,
     mins: &[(&'static str, u8)],
-    rules: &SnpRules,
+    rules: &PlatformRules,
     id: &VerifiedIdentity,
     reasons: &mut Vec<Reason>,
 ) {
@@ -587,7 +665,7 @@ fn check_snp(
             };
             if found.is_none_or(|f| f < u64::from(*min)) {
                 reasons.push(Reason::new(
-                    format!("platform.sev-snp.min_tcb.{name}"),
+                    format!("{prefix}.min_tcb.{name}"),
                     format!(
                         "the lowest {name} of boot.{{reported,committed,launch,current}}_tcb >= {min}"
                     ),
@@ -605,7 +683,7 @@ fn check_snp(
         };
         if !found.is_some_and(|v| vmpls.iter().any(|a| u64::from(*a) == v)) {
             reasons.push(Reason::new(
-                "platform.sev-snp.vmpls",
+                format!("{prefix}.vmpls"),
                 format!("boot.vmpl {}", one_of(vmpls)),
                 found
                     .map(|f| f.to_string())
@@ -614,14 +692,14 @@ fn check_snp(
         }
     }
     check_list(
-        "platform.sev-snp.family_ids",
+        &format!("{prefix}.family_ids"),
         reg::FAMILY_ID,
         &rules.family_ids,
         id,
         reasons,
     );
     check_list(
-        "platform.sev-snp.image_ids",
+        &format!("{prefix}.image_ids"),
         reg::IMAGE_ID,
         &rules.image_ids,
         id,
@@ -636,10 +714,54 @@ fn check_snp(
             .and_then(serde_json::Value::as_bool);
         if checked != Some(true) {
             reasons.push(Reason::new(
-                "platform.sev-snp.require_revocation_check",
+                format!("{prefix}.require_revocation_check"),
                 "platform_claims.sev_snp.revocation_checked = true (an AMD CRL was checked)",
                 checked
                     .map(|c| c.to_string())
+                    .unwrap_or_else(|| "none".into()),
+            ));
+        }
+    }
+}
+
+/// `registers` and `claims` pins: the identity's value must be one of the
+/// listed ones.
+fn check_pins(
+    prefix: &str,
+    rules: &PlatformRules,
+    id: &VerifiedIdentity,
+    reasons: &mut Vec<Reason>,
+) {
+    for (name, allowed) in &rules.registers {
+        let found = boot_bytes(id, name).map(hex::encode);
+        if !found
+            .as_ref()
+            .is_some_and(|f| allowed.iter().any(|a| a.0 == *f))
+        {
+            reasons.push(Reason::new(
+                format!("{prefix}.registers.{name}"),
+                format!(
+                    "boot.{name} {}",
+                    one_of(&allowed.iter().map(|a| a.0.clone()).collect::<Vec<_>>())
+                ),
+                found.unwrap_or_else(|| "none".into()),
+            ));
+        }
+    }
+    for (path, allowed) in &rules.claims {
+        let (section, claim) = path.split_once('.').unwrap_or((path, ""));
+        let found = id
+            .platform_claims
+            .0
+            .get(section)
+            .and_then(|s| s.get(claim))
+            .filter(|v| !v.is_null());
+        if !found.is_some_and(|f| allowed.0.contains(f)) {
+            reasons.push(Reason::new(
+                format!("{prefix}.claims.{path}"),
+                format!("platform_claims.{path} {}", one_of(&allowed.0)),
+                found
+                    .map(|f| f.to_string())
                     .unwrap_or_else(|| "none".into()),
             ));
         }

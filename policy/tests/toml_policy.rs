@@ -314,11 +314,39 @@ fn malformed_policies_are_load_errors_with_lines() {
         e.contains("line 1") && e.contains("platform id must be"),
         "{e}"
     );
-    let e = load_error("[platform.nitro]\n");
+    let e = load_error("platforms = [\"tdx\"]\n[platform.nitro]\n");
+    assert_eq!(
+        e,
+        "invalid toml policy: line 2: [platform.nitro] is for a platform `platforms` does not allow (one of [tdx]); it would never apply"
+    );
+    let e = load_error("platforms = [\"az-snp-vtpm\"]\n[platform.az-snp-vptm]\n");
     assert!(
-        e.starts_with("invalid toml policy: line 1: unknown field `nitro`"),
+        e.contains("[platform.az-snp-vptm] is for a platform"),
         "{e}"
     );
+    let e = load_error("[platform.TDX]\n");
+    assert!(e.contains("platform id must be"), "{e}");
+    let e = load_error(
+        "platforms = [\"az-snp-vtpm\"]\n[platform.az-snp-vtpm]\nregisters = { pcr07 = [\"0g\"] }\n",
+    );
+    assert!(e.contains("expected a register value in hex"), "{e}");
+    let e = load_error(
+        "platforms = [\"az-snp-vtpm\"]\n[platform.az-snp-vtpm]\nregisters = { pcr07 = [] }\n",
+    );
+    assert!(e.contains("registers.pcr07 lists no value"), "{e}");
+    let e = load_error(
+        "platforms = [\"az-snp-vtpm\"]\n[platform.az-snp-vtpm]\nclaims = { secure_boot = true }\n",
+    );
+    assert!(e.contains("must be <section>.<claim>"), "{e}");
+    let e = load_error(
+        "platforms = [\"az-snp-vtpm\"]\n[platform.az-snp-vtpm]\nclaims = { \"vtpm.x\" = 1.5 }\n",
+    );
+    assert!(
+        e.contains("a claim pin is a string, an integer or a boolean"),
+        "{e}"
+    );
+    let e = load_error("platforms = [\"az-snp-vtpm\"]\n[platform.az-snp-vtpm]\nmin_pcrs = 1\n");
+    assert!(e.contains("unknown field `min_pcrs`"), "{e}");
     let e = load_error("[platform.tdx]\nmr_seams = [\"abcd\"]\n");
     assert!(
         e.starts_with(
@@ -456,4 +484,76 @@ fn advisories_are_denied_unless_allowed() {
     id.tcb.advisory_ids.clear();
     let p = with("allow = [\"UpToDate\", \"SWHardeningNeeded\"]");
     assert!(decide(&p, &id).allow);
+}
+
+/// An Azure vTPM identity on SEV-SNP: the SNP registers and claims of the
+/// reused verifier, the PCRs, the `vtpm` section.
+fn vtpm_identity() -> attest_core::VerifiedIdentity {
+    let mut id = snp_identity();
+    id.platform = attest_core::PlatformId::parse("az-snp-vtpm").unwrap();
+    for i in 0..24u8 {
+        id.boot.registers.insert(
+            format!("pcr{i:02}"),
+            BootValue::Bytes(attest_core::HexBytes(vec![i; 32])),
+        );
+    }
+    id.platform_claims.0.insert(
+        "vtpm".into(),
+        serde_json::json!({"secure_boot": true, "console_enabled": false, "ak_pub_sha256": "ab".repeat(32), "vm_unique_id": null}),
+    );
+    id
+}
+
+#[test]
+fn vtpm_sections_pin_pcrs_claims_and_hardware() {
+    let base = base_toml().replace("platforms = [", "platforms = [\"az-snp-vtpm\", ");
+    let id = vtpm_identity();
+    assert!(
+        decide(&base, &id).allow,
+        "{:?}",
+        reasons(&decide(&base, &id))
+    );
+    let pcr07 = "07".repeat(32);
+    let ok = format!(
+        "{base}\n[platform.az-snp-vtpm]\nregisters = {{ pcr07 = [\"{}\", \"{}\"], pcr04 = [\"{}\"] }}\nclaims = {{ \"vtpm.secure_boot\" = true, \"vtpm.console_enabled\" = [false], \"vtpm.ak_pub_sha256\" = [\"{}\", \"{}\"] }}\nmin_tcb = {{ snp = 8 }}\nvmpls = [0]\n",
+        "ff".repeat(32),
+        pcr07.to_uppercase(),
+        "04".repeat(32),
+        "cd".repeat(32),
+        "ab".repeat(32),
+    );
+    assert!(decide(&ok, &id).allow, "{:?}", reasons(&decide(&ok, &id)));
+    // The section applies to az-snp-vtpm only: the plain SNP identity of
+    // the same machine is not judged by it.
+    let mut snp = vtpm_identity();
+    snp.platform = attest_core::PlatformId::SEV_SNP;
+    let deny_all = format!(
+        "{base}\n[platform.az-snp-vtpm]\nregisters = {{ pcr07 = [\"{}\"] }}\n",
+        "ee".repeat(32)
+    );
+    assert!(decide(&deny_all, &snp_identity()).allow);
+    assert_eq!(
+        reasons(&decide(&deny_all, &id)),
+        [format!(
+            "platform.az-snp-vtpm.registers.pcr07: expected boot.pcr07 one of [{}], found {pcr07}",
+            "ee".repeat(32)
+        )]
+    );
+    // Every pin fails on its own line; a missing claim or register is none.
+    let strict = format!(
+        "{base}\n[platform.az-snp-vtpm]\nregisters = {{ pcr99 = [\"00\"] }}\nclaims = {{ \"vtpm.secure_boot\" = false, \"vtpm.vm_unique_id\" = \"x\", \"tdx.fmspc\" = \"00806f050000\" }}\nmin_tcb = {{ snp = 9 }}\nvmpls = [1]\nmin_tee_tcb_svn = \"{}\"\n",
+        "00".repeat(16)
+    );
+    assert_eq!(
+        reasons(&decide(&strict, &id)),
+        [
+            "platform.az-snp-vtpm.min_tee_tcb_svn: expected every byte of boot.tee_tcb_svn at least 00000000000000000000000000000000, found none".to_owned(),
+            "platform.az-snp-vtpm.min_tcb.snp: expected the lowest snp of boot.{reported,committed,launch,current}_tcb >= 9, found 8".to_owned(),
+            "platform.az-snp-vtpm.vmpls: expected boot.vmpl one of [1], found 0".to_owned(),
+            "platform.az-snp-vtpm.registers.pcr99: expected boot.pcr99 one of [00], found none".to_owned(),
+            "platform.az-snp-vtpm.claims.tdx.fmspc: expected platform_claims.tdx.fmspc one of [\"00806f050000\"], found none".to_owned(),
+            "platform.az-snp-vtpm.claims.vtpm.secure_boot: expected platform_claims.vtpm.secure_boot one of [false], found true".to_owned(),
+            "platform.az-snp-vtpm.claims.vtpm.vm_unique_id: expected platform_claims.vtpm.vm_unique_id one of [\"x\"], found none".to_owned(),
+        ]
+    );
 }

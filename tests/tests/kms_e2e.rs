@@ -1,6 +1,6 @@
 //! The KMS end to end: a real gRPC server on 127.0.0.1 with the testkit's
-//! fake vendor roots, TDX and SNP CVMs of one app through the one
-//! GetAppKey path, and every refusal.
+//! fake vendor roots, TDX, SNP and Azure vTPM (SNP- and TDX-backed) CVMs of
+//! one app through the one GetAppKey path, and every refusal.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use attest_core::binding::app_key_report_data;
@@ -20,6 +20,9 @@ async fn keys_for(
     c.get_app_key(&server.key_provider_id, |rd| {
         let e = match platform {
             "tdx" => pkis.tdx_evidence(app, rd, false),
+            "az-snp-vtpm" | "az-tdx-vtpm" => {
+                pkis.vtpm_evidence(&attest_core::PlatformId::parse(platform).unwrap(), app, rd)
+            }
             _ => pkis.snp_evidence(app, rd, ReportFields::default()),
         };
         async move { Ok(e) }
@@ -81,8 +84,98 @@ async fn tdx_and_snp_of_one_app_get_the_same_app_keys() {
     assert_eq!(pk.signature.len(), 65);
     let meta = raw.meta().await.unwrap();
     assert_eq!(meta.key_provider_id, server.key_provider_id);
-    assert_eq!(meta.platforms, ["sev-snp", "tdx"]);
+    assert_eq!(
+        meta.platforms,
+        ["az-snp-vtpm", "az-tdx-vtpm", "sev-snp", "tdx"]
+    );
     assert_eq!(meta.policy_backend, "toml");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn azure_vtpm_cvms_of_the_app_get_the_same_keys_as_on_tdx_and_snp() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkis = Pkis::new();
+    let app = App::example();
+    let server = Server::start(dir.path(), &pkis, &app).await.unwrap();
+    let tdx = keys_for(&server, &pkis, &app, "tdx").await.unwrap();
+    let snp = keys_for(&server, &pkis, &app, "sev-snp").await.unwrap();
+    for platform in ["az-snp-vtpm", "az-tdx-vtpm"] {
+        let k = keys_for(&server, &pkis, &app, platform)
+            .await
+            .unwrap_or_else(|e| panic!("{platform}: {e}"));
+        for other in [&tdx, &snp] {
+            assert_eq!(*k.k256_key, *other.k256_key, "{platform}");
+            assert_eq!(*k.env_crypt_key, *other.env_crypt_key, "{platform}");
+            assert_eq!(*k.disk_crypt_key, *other.disk_crypt_key, "{platform}");
+            assert_eq!(k.k256_signature, other.k256_signature, "{platform}");
+        }
+        assert_eq!(k.app_id, app.app_id);
+        assert_eq!(k.os_image_hash, hex::decode(OS_IMAGE).unwrap());
+    }
+
+    // Refusals through the same path.
+    let mut c = KmsClient::connect(&server.url).await.unwrap();
+    let az_snp = attest_core::PlatformId::parse("az-snp-vtpm").unwrap();
+    let az_tdx = attest_core::PlatformId::parse("az-tdx-vtpm").unwrap();
+    // A quote whose nonce is not SHA-256 of the request's report data (a
+    // replayed quote over fresh claims).
+    let (code_, msg) = code(
+        c.get_app_key(&server.key_provider_id, |rd| {
+            let e = pkis.vtpm_evidence_with(&az_snp, &app, rd, |f| f.nonce = Some(vec![7; 32]));
+            async move { Ok(e) }
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(code_, tonic::Code::PermissionDenied, "{msg}");
+    assert!(msg.contains("binding_mismatch"), "{msg}");
+    // The claims' user-data of another request.
+    let (code_, msg) = code(
+        c.get_app_key(&server.key_provider_id, |rd| {
+            let mut other = rd;
+            other.0[0] ^= 1;
+            let e = pkis.vtpm_evidence(&az_tdx, &app, other);
+            async move { Ok(e) }
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(code_, tonic::Code::PermissionDenied, "{msg}");
+    assert!(msg.contains("binding_mismatch"), "{msg}");
+    // Another OS image: a boot PCR the registry does not list.
+    let (code_, msg) = code(
+        c.get_app_key(&server.key_provider_id, |rd| {
+            let e = pkis.vtpm_evidence_with(&az_snp, &app, rd, |f| f.pcrs[4][0] ^= 1);
+            async move { Ok(e) }
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(code_, tonic::Code::PermissionDenied, "{msg}");
+    assert!(msg.contains("os_images"), "{msg}");
+    // An unapproved compose hash in the app PCR's events.
+    let mut rogue = app.clone();
+    rogue.compose_hash[0] ^= 1;
+    let (code_, msg) = code(
+        keys_for(&server, &pkis, &rogue, "az-tdx-vtpm")
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(code_, tonic::Code::PermissionDenied, "{msg}");
+    assert!(msg.contains("apps.compose_hashes"), "{msg}");
+    // The event log of another app, over this app's PCR.
+    let (code_, msg) = code(
+        c.get_app_key(&server.key_provider_id, |rd| {
+            let mut e = pkis.vtpm_evidence(&az_snp, &app, rd);
+            e.event_log = rogue.vtpm_event_log(VTPM_APP_PCR).0;
+            async move { Ok(e) }
+        })
+        .await
+        .unwrap_err(),
+    );
+    assert_eq!(code_, tonic::Code::PermissionDenied, "{msg}");
+    assert!(msg.contains("identity_mismatch"), "{msg}");
     server.stop().await;
 }
 

@@ -159,3 +159,153 @@ pub fn verify_snp(a: &SnpArgs) -> Result<ExitCode, CliError> {
     print_json(&json);
     Ok(ExitCode::SUCCESS)
 }
+
+/// Arguments of `kms verify az-snp-vtpm` / `az-tdx-vtpm`.
+pub struct VtpmArgs {
+    pub platform: PlatformId,
+    pub evidence: std::path::PathBuf,
+    pub vcek: Option<std::path::PathBuf>,
+    pub collateral: Option<std::path::PathBuf>,
+    pub event_log: Option<std::path::PathBuf>,
+    pub at: u64,
+    pub nonce: Option<String>,
+    pub report_data: Option<String>,
+    pub app_pcr: u32,
+}
+
+/// `kms verify az-snp-vtpm` and `kms verify az-tdx-vtpm`.
+pub fn verify_vtpm(a: &VtpmArgs) -> Result<ExitCode, CliError> {
+    use attest_vtpm::{AzVtpm, Nonce, VtpmConfig};
+    let config = VtpmConfig { app_pcr: a.app_pcr };
+    let plugin = if a.platform == attest_vtpm::AZ_SNP_VTPM {
+        let snp = attest_snp::SnpVerifier::new(vec![], attest_snp::SnpConfig::default())
+            .map_err(|e| CliError::new(e.to_string()))?;
+        AzVtpm::snp(snp, config)
+    } else {
+        let path = a
+            .collateral
+            .as_ref()
+            .ok_or_else(|| CliError::new("az-tdx-vtpm needs --collateral"))?;
+        let collateral =
+            Collateral::from_json(&read_plain(path)?).map_err(|e| CliError::new(e.to_string()))?;
+        let tdx = TdxVerifier::new(Arc::new(StaticCollateral(Arc::new(collateral))))
+            .map_err(|e| CliError::new(e.to_string()))?;
+        AzVtpm::tdx(Arc::new(tdx), config)
+    }
+    .map_err(|e| CliError::new(e.to_string()))?;
+    let mut evidence = Evidence::new(a.platform.clone(), read_plain(&a.evidence)?);
+    if let Some(v) = &a.vcek {
+        evidence.certificates = read_plain(v)?;
+    }
+    if let Some(l) = &a.event_log {
+        evidence.event_log = read_plain(l)?;
+    }
+    let nonce_bytes = match a.nonce.as_deref().map(str::trim) {
+        None | Some("kms") => None,
+        Some(h) => {
+            Some(hex::decode(h).map_err(|e| CliError::new(format!("--nonce: not hex: {e}")))?)
+        }
+    };
+    let nonce = match (a.nonce.as_deref().map(str::trim), &nonce_bytes) {
+        (Some("kms"), _) => Nonce::Kms,
+        (_, Some(b)) => Nonce::Exact(b),
+        _ => Nonce::Unchecked,
+    };
+    let ctx = VerifyContext {
+        expected_report_data: parse_report_data(a.report_data.as_deref())?,
+        time: UnixTime(a.at),
+    };
+    let id = runtime()?
+        .block_on(plugin.verify_offline(&evidence, &ctx, nonce))
+        .map_err(|e| CliError::new(e.to_string()))?;
+    print_json(&id.to_json());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `kms inspect vtpm`: every part of the container parsed, nothing
+/// verified (no signature, no hardware report); exits 1 when a part does
+/// not parse or the listed PCRs do not match the quote's digest.
+pub fn inspect_vtpm(evidence: &Path) -> Result<ExitCode, CliError> {
+    use attest_vtpm::{Container, HclReport, PCR_NAMES, RuntimeClaims, TpmsAttest};
+    let container =
+        Container::parse(&read_plain(evidence)?).map_err(|e| CliError::new(e.to_string()))?;
+    let mut ok = true;
+    let mut fail = |e: attest_core::AttestError| {
+        ok = false;
+        serde_json::json!({ "error": e.to_string() })
+    };
+    let hcl = HclReport::parse(container.hcl_report());
+    let claims = hcl
+        .as_ref()
+        .map_err(Clone::clone)
+        .and_then(|h| RuntimeClaims::parse(h.claims()));
+    let q = container.tpm_quote();
+    let attest = TpmsAttest::parse(q.message());
+    let pcrs: serde_json::Map<String, serde_json::Value> = PCR_NAMES
+        .iter()
+        .zip(q.pcrs().as_array())
+        .map(|(n, v)| ((*n).to_owned(), hex::encode(v).into()))
+        .collect();
+    let hcl_json = match &hcl {
+        Ok(h) => serde_json::json!({
+            "tee": h.tee().to_string(),
+            "header_version": h.header_version(),
+            "request_data_version": h.request_data_version(),
+            "claims_sha256": hex::encode(h.claims_digest()),
+            "expected_hardware_report_data": h.expected_report_data(),
+            "claims": String::from_utf8_lossy(h.claims()),
+        }),
+        Err(e) => fail(e.clone()),
+    };
+    let claims_json = match &claims {
+        Ok(c) => serde_json::json!({
+            "ak_pub_sha256": hex::encode(c.ak().digest()),
+            "user_data": c.user_data(),
+            "secure_boot": c.vm_configuration().secure_boot,
+            "tpm_persisted": c.vm_configuration().tpm_persisted,
+            "console_enabled": c.vm_configuration().console_enabled,
+            "vm_unique_id": c.vm_configuration().vm_unique_id,
+        }),
+        Err(e) => fail(e.clone()),
+    };
+    let quote_json = match &attest {
+        Ok(a) => {
+            let matches = a.check_pcrs(q.pcrs()).is_ok();
+            serde_json::json!({
+                "nonce": hex::encode(a.extra_data()),
+                "pcr_digest": hex::encode(a.pcr_digest()),
+                "listed_pcrs_match_digest": matches,
+                "firmware_version": format!("{:016x}", a.firmware_version()),
+                "reset_count": a.clock_info().reset_count,
+                "restart_count": a.clock_info().restart_count,
+                "signature_len": q.signature().len(),
+            })
+        }
+        Err(e) => fail(e.clone()),
+    };
+    if attest
+        .as_ref()
+        .is_ok_and(|a| a.check_pcrs(q.pcrs()).is_err())
+    {
+        ok = false;
+    }
+    let endorsement = match container.endorsement() {
+        attest_vtpm::Endorsement::Vcek(_) => "vcek",
+        attest_vtpm::Endorsement::TdQuote(_) => "td_quote",
+        attest_vtpm::Endorsement::NoVcek => "none",
+    };
+    print_json(&serde_json::json!({
+        "verified": false,
+        "container_version": format!("{:?}", container.version()),
+        "endorsement": endorsement,
+        "hcl_report": hcl_json,
+        "claims": claims_json,
+        "quote": quote_json,
+        "pcrs": pcrs,
+    }));
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -115,11 +115,16 @@ pub fn measure(a: &SnpLaunchArgs, vcpus: u32, ovmf_only: bool) -> Result<ExitCod
 
 fn load(registry: &Path) -> Result<ImageRegistry, CliError> {
     match std::fs::read_to_string(registry) {
-        Ok(text) => ImageRegistry::parse(&text, &kms::platforms::registry_rules())
-            .map_err(|e| CliError::new(format!("{}: {e}", registry.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            ImageRegistry::parse("", &kms::platforms::registry_rules()).map_err(CliError::new)
-        }
+        Ok(text) => ImageRegistry::parse(
+            &text,
+            &kms::platforms::registry_rules(&kms::config::Config::default()),
+        )
+        .map_err(|e| CliError::new(format!("{}: {e}", registry.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => ImageRegistry::parse(
+            "",
+            &kms::platforms::registry_rules(&kms::config::Config::default()),
+        )
+        .map_err(CliError::new),
         Err(e) => Err(CliError::new(format!("{}: {e}", registry.display()))),
     }
 }

@@ -21,7 +21,8 @@ mod serve;
 pub use error::CliError;
 use image::{ImageAddPlatform, SnpLaunchArgs};
 
-/// Key management service for confidential VMs (Intel TDX, AMD SEV-SNP):
+/// Key management service for confidential VMs (Intel TDX, AMD SEV-SNP,
+/// Azure vTPM on either):
 /// one attestation path, one policy and one key derivation for every platform.
 #[derive(Debug, Parser)]
 #[command(name = "kms", version, about, long_about = None)]
@@ -229,6 +230,50 @@ pub enum VerifyCommand {
         #[arg(long)]
         report_data: Option<String>,
     },
+    /// Azure vTPM evidence on SEV-SNP (the JSON container; the SNP report
+    /// in its HCL report must come from VMPL 0): prints the identity JSON
+    /// (`app` null without an event log), or `error: <kind>: <message>`.
+    AzSnpVtpm {
+        #[command(flatten)]
+        common: VtpmVerifyArgs,
+        /// A VCEK (DER or PEM) to use before the container's.
+        #[arg(long)]
+        vcek: Option<PathBuf>,
+    },
+    /// Azure vTPM evidence on TDX (the JSON container with its TD quote):
+    /// prints the identity JSON, or `error: <kind>: <message>`.
+    AzTdxVtpm {
+        #[command(flatten)]
+        common: VtpmVerifyArgs,
+        /// dcap-qvl QuoteCollateralV3 JSON for the TD quote.
+        #[arg(long)]
+        collateral: PathBuf,
+    },
+}
+
+/// What `kms verify az-snp-vtpm` and `az-tdx-vtpm` share.
+#[derive(Debug, clap::Args)]
+pub struct VtpmVerifyArgs {
+    /// The evidence container (JSON, v0/v1/v2).
+    #[arg(long)]
+    evidence: PathBuf,
+    /// Verification time, Unix seconds.
+    #[arg(long)]
+    at: u64,
+    /// The quote's nonce (extraData), hex, compared in full; `kms` requires
+    /// the KMS binding (extraData = SHA-256(user-data)). Without it any
+    /// nonce is accepted and reported in `platform_claims.vtpm.nonce`.
+    #[arg(long)]
+    nonce: Option<String>,
+    /// Expected report data (the claims' user-data), 128 hex digits.
+    #[arg(long)]
+    report_data: Option<String>,
+    /// dstack's JSON event log of the app PCR's runtime events.
+    #[arg(long)]
+    event_log: Option<PathBuf>,
+    /// The app PCR (8..=15).
+    #[arg(long, default_value_t = 8)]
+    app_pcr: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,6 +298,14 @@ pub enum InspectCommand {
         /// The attestation (binary, hex, PEM/DER certificate, or JSON).
         #[arg(long)]
         attestation: PathBuf,
+    },
+    /// Parse Azure vTPM evidence (the JSON container) without verifying
+    /// anything: HCL report, runtime claims, quote, PCRs; exits 1 when a
+    /// part does not parse or the PCRs do not match the quote's digest.
+    Vtpm {
+        /// The evidence container.
+        #[arg(long)]
+        evidence: PathBuf,
     },
 }
 
@@ -336,6 +389,13 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             at,
             report_data: report_data.as_deref(),
         }),
+        Command::Inspect(InspectCommand::Vtpm { evidence }) => evidence::inspect_vtpm(&evidence),
+        Command::Verify(VerifyCommand::AzSnpVtpm { common, vcek }) => {
+            evidence::verify_vtpm(&common.into_args(attest_vtpm::AZ_SNP_VTPM, vcek, None))
+        }
+        Command::Verify(VerifyCommand::AzTdxVtpm { common, collateral }) => evidence::verify_vtpm(
+            &common.into_args(attest_vtpm::AZ_TDX_VTPM, None, Some(collateral)),
+        ),
         Command::Measure(MeasureCommand::SevSnp {
             launch,
             vcpus,
@@ -375,5 +435,26 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             root_ca_cert.as_deref(),
             config.as_deref(),
         ),
+    }
+}
+
+impl VtpmVerifyArgs {
+    fn into_args(
+        self,
+        platform: attest_core::PlatformId,
+        vcek: Option<PathBuf>,
+        collateral: Option<PathBuf>,
+    ) -> evidence::VtpmArgs {
+        evidence::VtpmArgs {
+            platform,
+            evidence: self.evidence,
+            vcek,
+            collateral,
+            event_log: self.event_log,
+            at: self.at,
+            nonce: self.nonce,
+            report_data: self.report_data,
+            app_pcr: self.app_pcr,
+        }
     }
 }

@@ -36,7 +36,7 @@ pub fn check(
                     .map_err(|e| usage(format!("{}: {e}", path.display())))?;
                 let registry = attest_core::image_registry::ImageRegistry::parse(
                     &text,
-                    &kms::platforms::registry_rules(),
+                    &kms::platforms::registry_rules(&cfg),
                 )
                 .map_err(|e| usage(format!("{}: {e}", path.display())))?;
                 identity.app.os_image_hash = registry.resolve(&identity);
@@ -72,7 +72,7 @@ pub fn check(
 pub const EXPLAIN: &str = r#"Policy input (the same for every platform; Rego sees it as `input`)
 
 field                          type                    meaning
-platform                       string                  "tdx", "sev-snp", ...
+platform                       string                  "tdx", "sev-snp", "az-snp-vtpm", "az-tdx-vtpm"
 app.app_id                     hex (20 bytes)          application id
 app.compose_hash               hex (32 bytes)          SHA-256 of the app compose file
 app.instance_id                hex (20 bytes) | null   instance id
@@ -86,8 +86,12 @@ boot.<register>                hex | number | object   boot registers by platfor
                                                               guest_svn, policy, vmpl, reported_tcb,
                                                               committed_tcb, launch_tcb, current_tcb,
                                                               platform_info, chip_id
+                                                         az-snp-vtpm / az-tdx-vtpm: pcr00..pcr23 (the signed
+                                                              SHA-256 PCRs) plus the sev-snp / tdx registers
                                                          (TCBs are objects: bootloader, tee, snp, microcode, fmc)
-boot.boot_digest               hex                     digest looked up in the image registry
+boot.boot_digest               hex                     digest over the OS-identifying registers (vTPM: SHA-256
+                                                       over "az-vtpm-os-pcrs/v1" and PCRs 4,5,7,9,11,12,13
+                                                       without the app PCR, each as index byte and value)
 tcb.status                     string                  UpToDate | SWHardeningNeeded | ConfigurationNeeded |
                                                        ConfigurationAndSWHardeningNeeded | OutOfDate |
                                                        OutOfDateConfigurationNeeded | Unknown
@@ -99,12 +103,17 @@ debug                          bool                    debug TEE (memory readabl
 report_data                    hex (64 bytes)          the report data the evidence carries
 report_data_checked            bool                    whether it was checked against the request binding
 device_id                      hex (32 bytes) | null   SHA-256 of the TDX PPID / SNP CHIP_ID
-platform_claims.<section>      object                  platform-specific claims (tdx, sev_snp, dstack)
+platform_claims.<section>      object                  platform-specific claims (tdx, sev_snp, dstack, vtpm)
+platform_claims.vtpm           object                  ak_pub_sha256, app_pcr, nonce, tpm_firmware_version,
+                                                       reset_count, restart_count, hcl_header_version,
+                                                       request_data_version, container_version, secure_boot,
+                                                       tpm_enabled, tpm_persisted, console_enabled, vm_unique_id
 request.time                   number                  decision time, Unix seconds
 request.keys                   [string]                requested keys ("app_keys", ...)
 
 TOML policy keys: platforms, debug, os_images, tcb.allow, tcb.grace_days, [[apps]] app_id /
-compose_hashes / device_ids, [platform.tdx] min_tee_tcb_svn / mr_seams,
-[platform.sev-snp] min_tcb / vmpls / family_ids / image_ids.
+compose_hashes / device_ids, [platform.<id>] (any platform `platforms` allows) min_tee_tcb_svn /
+mr_seams / min_tcb / vmpls / family_ids / image_ids / require_revocation_check /
+registers = { <register> = [hex, ...] } / claims = { "<section>.<claim>" = value or [values] }.
 Rego: `package kms`; `data.kms.allow` decides, `data.kms.deny_reasons` (set of strings) explains.
 "#;

@@ -120,8 +120,11 @@ pub fn check(config: Option<&Path>) -> Result<ExitCode, CliError> {
         let path = base.join(reg);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
-        attest_core::image_registry::ImageRegistry::parse(&text, &kms::platforms::registry_rules())
-            .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
+        attest_core::image_registry::ImageRegistry::parse(
+            &text,
+            &kms::platforms::registry_rules(&cfg),
+        )
+        .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
     }
     print!("{}", cfg.to_toml());
     Ok(ExitCode::SUCCESS)
