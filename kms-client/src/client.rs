@@ -4,6 +4,7 @@ use std::future::Future;
 
 use attest_core::binding::app_key_report_data;
 use attest_core::{AppId, Evidence, ReportData};
+use p256::pkcs8::{DecodePrivateKey, EncodePublicKey};
 use prost::Message;
 use serde::Serialize;
 use tonic::transport::Channel;
@@ -215,6 +216,147 @@ impl KmsClient {
             app_id: keys.app_id,
             key_provider_id: keys.key_provider_id,
         })
+    }
+}
+
+/// The root keys a replica received (`GetRootKeys`). Secrets are zeroized
+/// on drop and redacted from `Debug`.
+pub struct RootKeySet {
+    /// The root CA key, PKCS#8 DER.
+    pub ca_key: Zeroizing<Vec<u8>>,
+    /// The root CA certificate, PEM.
+    pub ca_cert: String,
+    /// The secp256k1 root key, 32 bytes.
+    pub k256_key: Zeroizing<Vec<u8>>,
+    /// The 32-byte root secret.
+    pub root_secret: Zeroizing<Vec<u8>>,
+    /// The key provider id the answer was checked against.
+    pub key_provider_id: String,
+}
+
+impl std::fmt::Debug for RootKeySet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RootKeySet")
+            .field("key_provider_id", &self.key_provider_id)
+            .field("secrets", &"<redacted>")
+            .finish()
+    }
+}
+
+impl KmsClient {
+    /// Asks a running KMS for its root keys, as a replica: `evidence_for`
+    /// gets the report data (the `kms-root-keys/v1` binding of a fresh
+    /// X25519 key and the KMS's challenge) and returns the replica's
+    /// evidence. The answer must be signed by the KMS whose key provider id
+    /// is `expected_key_provider_id`, and the sealed keys must be that
+    /// KMS's: whoever answers in between cannot hand the replica other keys.
+    pub async fn get_root_keys<F, Fut>(
+        &mut self,
+        expected_key_provider_id: &str,
+        evidence_for: F,
+    ) -> Result<RootKeySet, ClientError>
+    where
+        F: FnOnce(ReportData) -> Fut,
+        Fut: Future<Output = Result<Evidence, ClientError>>,
+    {
+        let challenge = self
+            .inner
+            .get_challenge(proto::GetChallengeRequest {})
+            .await
+            .map_err(refused)?
+            .into_inner()
+            .challenge;
+        let (secret, public) = seal::client_keypair();
+        let secret = Zeroizing::new(secret);
+        let report_data = attest_core::binding::root_keys_report_data(&public, &challenge)
+            .map_err(|e| ClientError::Evidence(e.to_string()))?;
+        let evidence = evidence_for(report_data).await?;
+        let aad = seal::root_keys_request_aad(&evidence, &public);
+        let resp = self
+            .inner
+            .get_root_keys(proto::GetRootKeysRequest {
+                evidence: Some(proto::Evidence::from(&evidence)),
+                client_public_key: public.to_vec(),
+                challenge,
+            })
+            .await
+            .map_err(refused)?
+            .into_inner();
+        let expected = expected_key_provider_id.trim().to_ascii_lowercase();
+        if resp.key_provider_id.to_ascii_lowercase() != expected {
+            return Err(ClientError::Untrusted(format!(
+                "the answer names key provider {}, not the expected one",
+                resp.key_provider_id
+            )));
+        }
+        seal::verify_response(
+            &expected,
+            &aad,
+            &resp.encapsulated_key,
+            &resp.sealed,
+            &resp.signature,
+        )
+        .map_err(|e| ClientError::Untrusted(e.to_string()))?;
+        let opened = Zeroizing::new(
+            seal::open_root_keys(&secret, &aad, &resp.encapsulated_key, &resp.sealed)
+                .map_err(|e| ClientError::Untrusted(e.to_string()))?,
+        );
+        let set = proto::RootKeySet::decode(opened.as_slice())
+            .map_err(|e| ClientError::Untrusted(format!("sealed root keys: {e}")))?;
+        let set = RootKeySet {
+            ca_key: Zeroizing::new(set.ca_key),
+            ca_cert: set.ca_cert,
+            k256_key: Zeroizing::new(set.k256_key),
+            root_secret: Zeroizing::new(set.root_secret),
+            key_provider_id: expected.clone(),
+        };
+        // The keys inside must be the signer's own: its CA key's public half
+        // is the expected key provider id.
+        let ca = p256::SecretKey::from_pkcs8_der(&set.ca_key)
+            .map_err(|e| ClientError::Untrusted(format!("sealed root CA key: {e}")))?;
+        let spki = ca
+            .public_key()
+            .to_public_key_der()
+            .map_err(|e| ClientError::Untrusted(format!("sealed root CA key: {e}")))?;
+        if hex::encode(spki.as_bytes()) != expected {
+            return Err(ClientError::Untrusted(
+                "the sealed root CA key is not the expected key provider's".into(),
+            ));
+        }
+        Ok(set)
+    }
+
+    /// Asks the KMS for a signed attestation result (an EAR JWT) about the
+    /// evidence `evidence_for` returns for the report data (bound as for
+    /// `GetAppKey` to a fresh key and the challenge). The result is checked
+    /// by whoever relies on it, with the key `GetMeta` publishes.
+    pub async fn attest<F, Fut>(&mut self, evidence_for: F) -> Result<String, ClientError>
+    where
+        F: FnOnce(ReportData) -> Fut,
+        Fut: Future<Output = Result<Evidence, ClientError>>,
+    {
+        let challenge = self
+            .inner
+            .get_challenge(proto::GetChallengeRequest {})
+            .await
+            .map_err(refused)?
+            .into_inner()
+            .challenge;
+        let (_, public) = seal::client_keypair();
+        let report_data = app_key_report_data(&public, &challenge)
+            .map_err(|e| ClientError::Evidence(e.to_string()))?;
+        let evidence = evidence_for(report_data).await?;
+        Ok(self
+            .inner
+            .attest(proto::AttestRequest {
+                evidence: Some(proto::Evidence::from(&evidence)),
+                client_public_key: public.to_vec(),
+                challenge,
+            })
+            .await
+            .map_err(refused)?
+            .into_inner()
+            .ear)
     }
 }
 

@@ -9,6 +9,6 @@ pub mod tpm;
 pub mod tsm;
 pub mod vtpm;
 
-pub use client::{AppKeys, ClientError, KmsClient, app_id_of, open_with_app_id};
+pub use client::{AppKeys, ClientError, KmsClient, RootKeySet, app_id_of, open_with_app_id};
 /// The wire protocol (re-exported from `kms-proto`, which both sides share).
 pub use kms_proto::{binding, proto, seal};

@@ -45,10 +45,46 @@ pub struct Config {
     pub limits: crate::service::limits::Limits,
     /// The dstack-compatible listener (off when absent).
     pub dstack_compat: Option<DstackCompatConfig>,
+    /// Get the root keys from a running KMS at first start (a replica).
+    pub onboard: Option<OnboardConfig>,
     /// Settings of the plug-ins that take them, by platform id
     /// (`[platform.az-snp-vtpm]`, `[platform.az-tdx-vtpm]`); each plug-in
     /// reads its own table (see `platforms.rs`).
     pub platform: BTreeMap<String, toml::Table>,
+}
+
+/// `[onboard]`: a replica's source of root keys.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnboardConfig {
+    /// The running KMS (`https://...`, or `http://` on a trusted network:
+    /// the answer is sealed and signed either way).
+    pub from: String,
+    /// The key provider id (hex SPKI) the keys must come from.
+    pub key_provider_id: String,
+    /// For `https://`: the root CA certificate (PEM file) the source's TLS
+    /// certificate must chain to.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl OnboardConfig {
+    /// A URL and a hex key provider id.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(self.from.starts_with("http://") || self.from.starts_with("https://")) {
+            return Err(format!(
+                "onboard.from must be an http(s) URL, found {:?}",
+                self.from
+            ));
+        }
+        let kpi = self.key_provider_id.trim();
+        if kpi.is_empty() || kpi.len() > 1024 || hex::decode(kpi).is_err() {
+            return Err(
+                "onboard.key_provider_id must be the source's key provider id (hex)".into(),
+            );
+        }
+        Ok(())
+    }
 }
 
 /// `[dstack_compat]`: prpc over RA-TLS for unmodified dstack guests.
@@ -211,6 +247,7 @@ impl Default for Config {
             sev_snp: SnpSection::default(),
             limits: Default::default(),
             dstack_compat: None,
+            onboard: None,
             platform: BTreeMap::new(),
         }
     }
@@ -251,6 +288,9 @@ impl Config {
         }
         if let Some(d) = &self.dstack_compat {
             d.validate()?;
+        }
+        if let Some(o) = &self.onboard {
+            o.validate()?;
         }
         self.limits.validate()?;
         crate::platforms::check_sections(self)

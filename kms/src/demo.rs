@@ -223,12 +223,27 @@ pub fn registry() -> String {
     )
 }
 
-/// A policy allowing `app` on every platform with the registered image.
+/// The KMS deployment the demo policy's `kms` role allows (replicas
+/// onboarding with `GetRootKeys` present this app identity).
+pub fn kms_app() -> App {
+    App {
+        app_id: [0x4b; 20],
+        compose_hash: [0x4d; 32],
+        instance_id: Some([0x1e; 20]),
+        ..App::example()
+    }
+}
+
+/// A policy allowing `app` on every platform with the registered image,
+/// and [`kms_app`] on the same image as a replica KMS (the `kms` role).
 pub fn policy(app: &App) -> String {
+    let kms = kms_app();
     format!(
-        "platforms = [\"tdx\", \"sev-snp\", \"az-snp-vtpm\", \"az-tdx-vtpm\"]\nos_images = [\"{OS_IMAGE}\"]\n[[apps]]\napp_id = \"{}\"\ncompose_hashes = [\"{}\"]\n",
+        "platforms = [\"tdx\", \"sev-snp\", \"az-snp-vtpm\", \"az-tdx-vtpm\"]\nos_images = [\"{OS_IMAGE}\"]\n[[apps]]\napp_id = \"{}\"\ncompose_hashes = [\"{}\"]\n[kms]\nos_images = [\"{OS_IMAGE}\"]\n[[kms.apps]]\napp_id = \"{}\"\ncompose_hashes = [\"{}\"]\n",
         hex::encode(app.app_id),
-        hex::encode(app.compose_hash)
+        hex::encode(app.compose_hash),
+        hex::encode(kms.app_id),
+        hex::encode(kms.compose_hash)
     )
 }
 

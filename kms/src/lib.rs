@@ -12,6 +12,7 @@
 pub mod config;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod onboard;
 pub mod platforms;
 pub mod service;
 

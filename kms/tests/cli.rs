@@ -706,3 +706,158 @@ fn verify_and_inspect_azure_vtpm_evidence() {
     assert_eq!(i["quote"]["listed_pcrs_match_digest"], false);
     assert_eq!(i["pcrs"]["pcr03"], "11".repeat(32));
 }
+
+/// `kms keys init` creates a data directory without serving; `kms keys
+/// show` prints its public half with the EAR key; `kms verify ... --format
+/// ear --data-dir D` signs an attestation result offline that an
+/// independent JWT library verifies with that key.
+#[test]
+fn keys_init_show_and_offline_attestation_results() {
+    use jwt_compact::AlgorithmExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let d = data.to_str().unwrap();
+    let out = kms(&["keys", "init", "--data-dir", d]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.starts_with("created "), "{text}");
+    let kpi = text
+        .lines()
+        .find_map(|l| l.strip_prefix("key provider id: "))
+        .unwrap()
+        .to_owned();
+    // Again: the same keys, reported.
+    let again = kms(&["keys", "init", "--data-dir", d]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains(&kpi));
+
+    let out = kms(&["keys", "show", "--data-dir", d]);
+    assert_eq!(out.status.code(), Some(0));
+    let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["key_provider_id"], kpi);
+    assert_eq!(shown["ear_jwk"]["kty"], "EC");
+    assert_eq!(shown["ear_jwk"]["alg"], "ES256");
+    assert!(
+        shown["ca_cert"]
+            .as_str()
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    // No secret is printed.
+    let secret = std::fs::read(data.join("root-secret")).unwrap();
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&hex::encode(secret)));
+    let empty = dir.path().join("empty");
+    let out = kms(&["keys", "show", "--data-dir", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no root keys"));
+
+    let q = vectors().join("tdx/dcap-qvl");
+    let (quote, coll) = (q.join("tdx_quote"), q.join("tdx_quote_collateral.json"));
+    let out = kms(&[
+        "verify",
+        "tdx",
+        "--quote",
+        quote.to_str().unwrap(),
+        "--collateral",
+        coll.to_str().unwrap(),
+        "--at",
+        "1752919234",
+        "--format",
+        "ear",
+        "--data-dir",
+        d,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ear = String::from_utf8(out.stdout).unwrap();
+    let jwk: jwt_compact::jwk::JsonWebKey<'_> =
+        serde_json::from_value(shown["ear_jwk"].clone()).unwrap();
+    let key = p256::ecdsa::VerifyingKey::try_from(&jwk).unwrap();
+    let token = jwt_compact::UntrustedToken::new(ear.trim()).unwrap();
+    let claims = jwt_compact::alg::Es256
+        .validator::<serde_json::Value>(&key)
+        .validate(&token)
+        .unwrap()
+        .claims()
+        .custom
+        .clone();
+    let s = &claims["submods"]["tdx"];
+    assert_eq!(s["ear.status"], "affirming");
+    assert_eq!(
+        s["ear.veraison.annotated-evidence"]["tcb"]["status"],
+        "UpToDate"
+    );
+    assert!(s.get("ear.appraisal-policy-id").is_none());
+    // Without a data directory there is no key to sign with.
+    let out = kms(&[
+        "verify",
+        "--format",
+        "ear",
+        "tdx",
+        "--quote",
+        quote.to_str().unwrap(),
+        "--collateral",
+        coll.to_str().unwrap(),
+        "--at",
+        "1752919234",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--format ear needs --data-dir"));
+}
+
+/// `[onboard]` is validated: an http(s) source and a hex key provider id;
+/// without configfs-tsm here, `kms onboard` fails cleanly before any key is
+/// written.
+#[test]
+fn onboard_settings_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    for (body, want) in [
+        (
+            "[onboard]\nfrom = \"ftp://kms\"\nkey_provider_id = \"3059\"\n",
+            "onboard.from must be an http(s) URL",
+        ),
+        (
+            "[onboard]\nfrom = \"https://kms\"\nkey_provider_id = \"not hex\"\n",
+            "onboard.key_provider_id must be the source's key provider id (hex)",
+        ),
+        (
+            "[onboard]\nfrom = \"https://kms\"\nkey_provider_id = \"3059\"\nurl = \"x\"\n",
+            "unknown field `url`",
+        ),
+    ] {
+        let p = write(dir.path(), "bad.toml", body);
+        let out = kms(&["config", "check", "--config", p.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{body}: {err}");
+        assert!(err.contains(want), "{body}: {err}");
+    }
+    let cfg = write(
+        dir.path(),
+        "kms.toml",
+        &format!("data_dir = \"{}\"\n", dir.path().join("data").display()),
+    );
+    let out = kms(&[
+        "onboard",
+        "--from",
+        "http://127.0.0.1:9",
+        "--key-provider-id",
+        "3059",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("onboarding from http://127.0.0.1:9"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!dir.path().join("data").join("root-ca.key").exists());
+}

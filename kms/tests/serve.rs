@@ -228,6 +228,36 @@ async fn metrics_listener_cuts_off_silent_clients() {
     let body = ok.expect("metrics listener up");
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.contains("kms_get_app_key_requests_total"));
+    // The key attestation results are signed with, as a JWK set: the one
+    // GetMeta publishes.
+    let jwks = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        c.write_all(b"GET /.well-known/jwks.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        c.read_to_string(&mut text).await.unwrap();
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        assert!(
+            text.to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{text}"
+        );
+        let body = text.split("\r\n\r\n").nth(1).unwrap().to_owned();
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    let meta = kms_client::KmsClient::connect(&s.url())
+        .await
+        .unwrap()
+        .meta()
+        .await
+        .unwrap();
+    let published: serde_json::Value = serde_json::from_str(&meta.ear_jwk).unwrap();
+    assert_eq!(jwks["keys"][0], published);
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
     // A silent client is closed after the header deadline.
     use tokio::io::AsyncReadExt;
     let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port))

@@ -221,7 +221,7 @@ pub struct VerifyArgs<'a> {
 /// `--report-data`, else the RA-TLS binding of the certificate's key when
 /// the input is a certificate, else the report data the attestation
 /// states (then the check is that the quote signed what it states).
-pub fn verify(a: &VerifyArgs<'_>) -> Result<ExitCode, CliError> {
+pub fn verify(a: &VerifyArgs<'_>, output: &super::evidence::Output) -> Result<ExitCode, CliError> {
     let input = read_input(a.attestation)?;
     let att = &input.attestation;
     let mut evidence = att.to_evidence().map_err(err)?;
@@ -263,9 +263,5 @@ pub fn verify(a: &VerifyArgs<'_>) -> Result<ExitCode, CliError> {
     let id = rt
         .block_on(verifiers.verify(&evidence, &ctx))
         .map_err(err)?;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&id.to_json()).unwrap_or_default()
-    );
-    Ok(ExitCode::SUCCESS)
+    output.emit(&id.to_json())
 }

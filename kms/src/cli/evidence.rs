@@ -50,6 +50,71 @@ fn print_json(v: &serde_json::Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+/// What `kms verify` prints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The verified identity as JSON.
+    #[default]
+    Json,
+    /// A signed attestation result (EAR JWT), with the key of `--data-dir`.
+    Ear,
+}
+
+/// How `kms verify` prints a verified identity.
+#[derive(Clone, Debug, Default)]
+pub struct Output {
+    /// JSON or EAR.
+    pub format: Format,
+    /// The data directory whose root secret derives the EAR signing key.
+    pub data_dir: Option<std::path::PathBuf>,
+}
+
+impl Output {
+    /// Prints `identity` (its JSON) in the chosen format. An EAR made
+    /// offline has no policy: `affirming` for an up-to-date TCB without
+    /// advisories, `warning` otherwise.
+    pub fn emit(&self, identity: &serde_json::Value) -> Result<ExitCode, CliError> {
+        match self.format {
+            Format::Json => print_json(identity),
+            Format::Ear => {
+                let dir = self.data_dir.as_ref().ok_or_else(|| {
+                    CliError::new("--format ear needs --data-dir (the signing key)")
+                })?;
+                let keys = kms::service::keys::RootKeys::load_existing(dir)
+                    .map_err(|e| CliError::new(e.to_string()))?
+                    .ok_or_else(|| {
+                        CliError::new(format!("{} holds no root keys", dir.display()))
+                    })?;
+                let signer = kms::service::ear::EarSigner::derive(keys.root_secret())
+                    .map_err(|e| CliError::new(e.to_string()))?;
+                let status = kms::service::ear::Status::of(identity, true);
+                let mut reasons = Vec::new();
+                if status != kms::service::ear::Status::Affirming {
+                    reasons.push(format!(
+                        "tcb: {} (advisories: {})",
+                        identity["tcb"]["status"].as_str().unwrap_or("?"),
+                        identity["tcb"]["advisory_ids"]
+                    ));
+                }
+                let ear = signer
+                    .issue(&kms::service::ear::Appraisal {
+                        platform: identity["platform"].as_str().unwrap_or("unknown"),
+                        identity: identity.clone(),
+                        status,
+                        policy_id: None,
+                        reasons,
+                        nonce: None,
+                        key: None,
+                        issued_at: UnixTime::now().as_secs(),
+                    })
+                    .map_err(|e| CliError::new(e.to_string()))?;
+                println!("{ear}");
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+}
+
 /// Parses `--report-data`.
 pub fn parse_report_data(hex_text: Option<&str>) -> Result<Option<ReportData>, CliError> {
     hex_text
@@ -67,6 +132,7 @@ pub fn verify_tdx(
     at: u64,
     event_log: Option<&Path>,
     report_data: Option<&str>,
+    output: &Output,
 ) -> Result<ExitCode, CliError> {
     let quote = read_evidence_file(quote)?;
     let collateral = Collateral::from_json(&read_plain(collateral)?)
@@ -90,8 +156,7 @@ pub fn verify_tdx(
             .map(|id| id.to_json()),
     };
     let json = out.map_err(|e| CliError::new(e.to_string()))?;
-    print_json(&json);
-    Ok(ExitCode::SUCCESS)
+    output.emit(&json)
 }
 
 /// `kms inspect tdx`.
@@ -120,7 +185,7 @@ pub struct SnpArgs {
 }
 
 /// `kms verify sev-snp`.
-pub fn verify_snp(a: &SnpArgs) -> Result<ExitCode, CliError> {
+pub fn verify_snp(a: &SnpArgs, output: &Output) -> Result<ExitCode, CliError> {
     use attest_snp::{SnpConfig, SnpVerifier};
     let mut evidence = Evidence::new(PlatformId::SEV_SNP, read_evidence_file(&a.report)?);
     if let Some(v) = &a.vcek {
@@ -156,8 +221,7 @@ pub fn verify_snp(a: &SnpArgs) -> Result<ExitCode, CliError> {
             .check_supplied_chain(product, &read_plain(chain)?)
             .map_err(|e| CliError::new(e.to_string()))?;
     }
-    print_json(&json);
-    Ok(ExitCode::SUCCESS)
+    output.emit(&json)
 }
 
 /// Arguments of `kms verify az-snp-vtpm` / `az-tdx-vtpm`.
@@ -174,7 +238,7 @@ pub struct VtpmArgs {
 }
 
 /// `kms verify az-snp-vtpm` and `kms verify az-tdx-vtpm`.
-pub fn verify_vtpm(a: &VtpmArgs) -> Result<ExitCode, CliError> {
+pub fn verify_vtpm(a: &VtpmArgs, output: &Output) -> Result<ExitCode, CliError> {
     use attest_vtpm::{AzVtpm, Nonce, VtpmConfig};
     let config = VtpmConfig { app_pcr: a.app_pcr };
     let plugin = if a.platform == attest_vtpm::AZ_SNP_VTPM {
@@ -218,8 +282,7 @@ pub fn verify_vtpm(a: &VtpmArgs) -> Result<ExitCode, CliError> {
     let id = runtime()?
         .block_on(plugin.verify_offline(&evidence, &ctx, nonce))
         .map_err(|e| CliError::new(e.to_string()))?;
-    print_json(&id.to_json());
-    Ok(ExitCode::SUCCESS)
+    output.emit(&id.to_json())
 }
 
 /// `kms inspect vtpm`: every part of the container parsed, nothing

@@ -71,9 +71,36 @@ pub enum Command {
     /// Root key management.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Verify evidence offline and print the verified identity as JSON.
-    #[command(subcommand)]
-    Verify(VerifyCommand),
+    /// Get the root keys from a running KMS into this replica's data
+    /// directory, with this CVM's evidence (configfs-tsm); the answer must
+    /// come from the expected key provider.
+    Onboard {
+        /// The running KMS.
+        #[arg(long)]
+        from: String,
+        /// The key provider id (hex SPKI) the keys must come from.
+        #[arg(long)]
+        key_provider_id: String,
+        /// For https: the root CA certificate (PEM) of the source.
+        #[arg(long)]
+        ca_cert: Option<PathBuf>,
+        /// kms.toml whose data_dir receives the keys (default ./kms-data).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Verify evidence offline and print the verified identity as JSON (or
+    /// as a signed attestation result with `--format ear --data-dir D`).
+    Verify {
+        /// `json` (the identity) or `ear` (an EAT attestation result, a
+        /// JWT signed with the EAR key of `--data-dir`).
+        #[arg(long, global = true, value_enum, default_value_t = evidence::Format::Json)]
+        format: evidence::Format,
+        /// The data directory whose keys sign `--format ear` results.
+        #[arg(long, global = true)]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        which: VerifyCommand,
+    },
     /// Parse evidence without checking signatures; replay its event log.
     #[command(subcommand)]
     Inspect(InspectCommand),
@@ -143,6 +170,21 @@ pub enum ConfigCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
+    /// Create a data directory with fresh root keys without serving (or
+    /// report the keys it already holds).
+    Init {
+        /// The data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+    /// Print the public half of a data directory's keys as JSON: key
+    /// provider id, root CA certificate, k256 public key, and `ear_jwk`
+    /// (the key attestation results are signed with).
+    Show {
+        /// The data directory.
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Import a dstack KMS's root keys (root-ca.key PEM, root-k256.key raw) into the data directory.
     ImportDstack {
         /// dstack's root-ca.key (PKCS#8 PEM).
@@ -342,60 +384,78 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
             identity,
             at,
         }) => policy::check(policy.as_deref(), config.as_deref(), &identity, at),
-        Command::Verify(VerifyCommand::Tdx {
-            quote,
-            collateral,
-            at,
-            event_log,
-            report_data,
-        }) => evidence::verify_tdx(
-            &quote,
-            &collateral,
-            at,
-            event_log.as_deref(),
-            report_data.as_deref(),
-        ),
-        Command::Verify(VerifyCommand::SevSnp {
-            report,
-            vcek,
-            cert_chain,
-            app_config,
-            at,
-            report_data,
-            vmpl,
-        }) => evidence::verify_snp(&evidence::SnpArgs {
-            report,
-            vcek,
-            cert_chain,
-            app_config,
-            at,
-            report_data,
-            vmpl,
-        }),
+        Command::Verify {
+            format,
+            data_dir,
+            which,
+        } => {
+            let output = evidence::Output { format, data_dir };
+            match which {
+                VerifyCommand::Tdx {
+                    quote,
+                    collateral,
+                    at,
+                    event_log,
+                    report_data,
+                } => evidence::verify_tdx(
+                    &quote,
+                    &collateral,
+                    at,
+                    event_log.as_deref(),
+                    report_data.as_deref(),
+                    &output,
+                ),
+                VerifyCommand::SevSnp {
+                    report,
+                    vcek,
+                    cert_chain,
+                    app_config,
+                    at,
+                    report_data,
+                    vmpl,
+                } => evidence::verify_snp(
+                    &evidence::SnpArgs {
+                        report,
+                        vcek,
+                        cert_chain,
+                        app_config,
+                        at,
+                        report_data,
+                        vmpl,
+                    },
+                    &output,
+                ),
+                VerifyCommand::Dstack {
+                    attestation,
+                    collateral,
+                    vcek,
+                    at,
+                    report_data,
+                } => dstack::verify(
+                    &dstack::VerifyArgs {
+                        attestation: &attestation,
+                        collateral: collateral.as_deref(),
+                        vcek: vcek.as_deref(),
+                        at,
+                        report_data: report_data.as_deref(),
+                    },
+                    &output,
+                ),
+                VerifyCommand::AzSnpVtpm { common, vcek } => evidence::verify_vtpm(
+                    &common.into_args(attest_vtpm::AZ_SNP_VTPM, vcek, None),
+                    &output,
+                ),
+                VerifyCommand::AzTdxVtpm { common, collateral } => evidence::verify_vtpm(
+                    &common.into_args(attest_vtpm::AZ_TDX_VTPM, None, Some(collateral)),
+                    &output,
+                ),
+            }
+        }
         Command::Inspect(InspectCommand::Tdx { quote, event_log }) => {
             evidence::inspect_tdx(&quote, event_log.as_deref())
         }
         Command::Inspect(InspectCommand::Dstack { attestation }) => dstack::inspect(&attestation),
-        Command::Verify(VerifyCommand::Dstack {
-            attestation,
-            collateral,
-            vcek,
-            at,
-            report_data,
-        }) => dstack::verify(&dstack::VerifyArgs {
-            attestation: &attestation,
-            collateral: collateral.as_deref(),
-            vcek: vcek.as_deref(),
-            at,
-            report_data: report_data.as_deref(),
-        }),
         Command::Inspect(InspectCommand::Vtpm { evidence }) => evidence::inspect_vtpm(&evidence),
-        Command::Verify(VerifyCommand::AzSnpVtpm { common, vcek }) => {
-            evidence::verify_vtpm(&common.into_args(attest_vtpm::AZ_SNP_VTPM, vcek, None))
-        }
-        Command::Verify(VerifyCommand::AzTdxVtpm { common, collateral }) => evidence::verify_vtpm(
-            &common.into_args(attest_vtpm::AZ_TDX_VTPM, None, Some(collateral)),
-        ),
         Command::Measure(MeasureCommand::SevSnp {
             launch,
             vcpus,
@@ -424,6 +484,21 @@ pub fn run(cli: Cli) -> Result<ExitCode, CliError> {
         } => bench::bench(concurrency, requests, only, connections, attribute_cpu),
         Command::Serve { config } => serve::serve(config.as_deref()),
         Command::Config(ConfigCommand::Check { config }) => serve::check(config.as_deref()),
+        Command::Keys(KeysCommand::Init { data_dir }) => keys::init(&data_dir),
+        Command::Keys(KeysCommand::Show { data_dir }) => keys::show(&data_dir),
+        Command::Onboard {
+            from,
+            key_provider_id,
+            ca_cert,
+            config,
+        } => keys::onboard(
+            &kms::config::OnboardConfig {
+                from,
+                key_provider_id,
+                ca_cert: ca_cert.map(|p| std::path::absolute(&p).unwrap_or(p)),
+            },
+            config.as_deref(),
+        ),
         Command::Keys(KeysCommand::ImportDstack {
             root_ca_key,
             root_k256_key,

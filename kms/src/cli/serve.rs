@@ -38,6 +38,9 @@ pub fn serve(config: Option<&Path>) -> Result<ExitCode, CliError> {
         .map_err(|e| CliError::new(format!("runtime: {e}")))?;
     rt.block_on(async move {
         let data = base.join(&cfg.data_dir);
+        if let Some(o) = &cfg.onboard {
+            super::keys::onboard_with_tsm(&data, &data.join(&cfg.audit_log), o, &base).await?;
+        }
         let (keys, created) =
             RootKeys::load_or_generate(&data).map_err(|e| CliError::new(e.to_string()))?;
         if created {

@@ -330,6 +330,59 @@ impl RootKeys {
         Ok(keys)
     }
 
+    /// Installs root keys a replica received from a running KMS
+    /// (`GetRootKeys`): the same CA key and certificate, k256 key and root
+    /// secret, so the replica serves the same key provider id, keys and
+    /// challenges. The certificate must be for the CA key and valid now.
+    /// Refuses to overwrite existing keys.
+    pub fn install(
+        dir: &Path,
+        ca_pkcs8_der: &[u8],
+        ca_cert_pem: &str,
+        k256_raw: &[u8],
+        root_secret: &[u8],
+    ) -> Result<Self, KeyError> {
+        if [CA_KEY, CA_CERT, K256_KEY, ROOT_SECRET]
+            .iter()
+            .any(|f| dir.join(f).exists())
+        {
+            return Err(KeyError::Invalid(format!(
+                "{} already holds root keys; refusing to overwrite",
+                dir.display()
+            )));
+        }
+        let ca_key = p256::SecretKey::from_pkcs8_der(ca_pkcs8_der)
+            .map_err(|e| KeyError::Invalid(format!("received root CA key: {e}")))?;
+        let cert = imported_ca_cert(&ca_key, ca_cert_pem.as_bytes())?;
+        let k256 = k256::SecretKey::from_slice(k256_raw)
+            .map_err(|_| KeyError::Invalid("received root k256 key must be 32 bytes".into()))?;
+        let secret: [u8; 32] = root_secret
+            .try_into()
+            .map_err(|_| KeyError::Invalid("received root secret must be 32 bytes".into()))?;
+        let keys = Self::from_parts(ca_key, cert, k256, secret)?;
+        private_data_dir(dir)?;
+        keys.write(dir)?;
+        Ok(keys)
+    }
+
+    /// Loads the keys in `dir` when it holds a complete set (`None` when it
+    /// holds none; an incomplete set is an error).
+    pub fn load_existing(dir: &Path) -> Result<Option<Self>, KeyError> {
+        let files = [CA_KEY, CA_CERT, K256_KEY, ROOT_SECRET].map(|f| dir.join(f));
+        match files.iter().filter(|p| p.exists()).count() {
+            0 => Ok(None),
+            4 => {
+                keyfile::check_private_dir(dir)
+                    .map_err(|e| KeyError::Invalid(format!("{e}; refusing to start")))?;
+                Self::load(dir).map(Some)
+            }
+            _ => Err(KeyError::Invalid(format!(
+                "{} holds an incomplete key set; refusing to start",
+                dir.display()
+            ))),
+        }
+    }
+
     /// A TLS server certificate for `names`, issued by the root CA (valid
     /// one year): (certificate chain PEM, private key PEM). Clients that
     /// trust the root CA certificate can connect.

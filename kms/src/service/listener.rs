@@ -188,13 +188,24 @@ pub async fn serve_metrics(
 ) -> Result<(), String> {
     use axum::routing::get;
     let s = state.clone();
-    let app = axum::Router::new().route(
-        "/metrics",
-        get(move || {
-            let s = s.clone();
-            async move { s.render_metrics() }
-        }),
-    );
+    // The key attestation results (EAR) are signed with, as a JWK set, for
+    // relying parties that fetch it rather than read it from GetMeta.
+    let jwks = state.ear.jwks().to_string();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let s = s.clone();
+                async move { s.render_metrics() }
+            }),
+        )
+        .route(
+            "/.well-known/jwks.json",
+            get(move || {
+                let jwks = jwks.clone();
+                async move { ([(http::header::CONTENT_TYPE, "application/json")], jwks) }
+            }),
+        );
     let l = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("metrics {addr}: {e}"))?;
