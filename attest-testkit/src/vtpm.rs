@@ -257,6 +257,29 @@ impl FakeVtpm {
     }
 }
 
+/// The fake paravisor's SNP launch measurement: what a KMS pins for
+/// `az-snp-vtpm` (any other SNP guest has its own).
+pub const PARAVISOR_MEASUREMENT: [u8; 48] = [0x5a; 48];
+/// The fake paravisor's TD MRTD: what a KMS pins for `az-tdx-vtpm`.
+pub const PARAVISOR_MRTD: [u8; 48] = [0x5b; 48];
+
+/// The SNP report fields of the fake paravisor (its measurement).
+pub fn paravisor_report() -> ReportFields {
+    ReportFields {
+        measurement: PARAVISOR_MEASUREMENT,
+        ..Default::default()
+    }
+}
+
+/// The TD fields of the fake paravisor (its MRTD, no RTMR extended).
+pub fn paravisor_td() -> TdFields {
+    TdFields {
+        mrtd: PARAVISOR_MRTD,
+        rtmrs: [[0; 48]; 4],
+        ..Default::default()
+    }
+}
+
 /// `SHA-256(claims) ‖ 0³²`: the report data the paravisor requests.
 pub fn claims_report_data(claims: &[u8]) -> [u8; 64] {
     let mut rd = [0u8; 64];

@@ -100,6 +100,11 @@ pub fn add_pcrs(mut boot: BootMeasurements, pcrs: &Pcrs, app_pcr: u32) -> BootMe
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VtpmClaims {
+    /// Whether the hardware report's launch measurement matched a pinned
+    /// paravisor (always true for evidence the KMS accepts; offline
+    /// verification without pins reports false).
+    #[serde(default)]
+    pub paravisor_pinned: bool,
     /// SHA-256 of the AK's RSA modulus (its provenance inside the vTPM is
     /// not attested, reference P7: pin it where that matters).
     pub ak_pub_sha256: HexBytes,

@@ -40,31 +40,50 @@ pub const AZ_TDX_VTPM: PlatformId = PlatformId::from_static("az-tdx-vtpm");
 
 /// Settings of a vTPM plug-in (`[platform.az-snp-vtpm]` /
 /// `[platform.az-tdx-vtpm]` in `kms.toml`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VtpmConfig {
     /// The PCR the measured OS extends dstack's runtime events into
     /// (8..=15; default 8, as on grub-less UKI images).
     pub app_pcr: u32,
+    /// The launch measurements of the paravisors trusted to run the vTPM:
+    /// the SNP report's MEASUREMENT (`az-snp-vtpm`) or the TD quote's MRTD
+    /// (`az-tdx-vtpm`), 48 bytes each, as hex.
+    ///
+    /// The claims, the AK and so every PCR are trusted only because the
+    /// hardware report binds them, and that means something only when the
+    /// report comes from the paravisor: any other SEV-SNP guest runs its own
+    /// kernel at VMPL 0, and any TD sets its own REPORTDATA, so either can
+    /// frame claims naming an AK of its own. The KMS therefore refuses all
+    /// evidence of a vTPM platform until its paravisors are pinned here.
+    pub paravisors: Vec<attest_core::HexBytes>,
 }
 
 impl Default for VtpmConfig {
     fn default() -> Self {
-        VtpmConfig { app_pcr: 8 }
+        VtpmConfig {
+            app_pcr: 8,
+            paravisors: Vec::new(),
+        }
     }
 }
 
 impl VtpmConfig {
-    /// Checks the app PCR is in 8..=15.
+    /// Checks the app PCR is in 8..=15 and each paravisor pin is 48 bytes.
     pub fn validate(&self) -> Result<(), AttestError> {
-        if APP_PCR_RANGE.contains(&self.app_pcr) {
-            Ok(())
-        } else {
-            Err(AttestError::Malformed(format!(
+        if !APP_PCR_RANGE.contains(&self.app_pcr) {
+            return Err(AttestError::Malformed(format!(
                 "app_pcr must be in 8..=15 (not the firmware's 0-7, the resettable 16 or 23, or DRTM's 17-22), found {}",
                 self.app_pcr
-            )))
+            )));
         }
+        if let Some(bad) = self.paravisors.iter().find(|p| p.0.len() != 48) {
+            return Err(AttestError::Malformed(format!(
+                "paravisors: a launch measurement is 48 bytes, found {} ({bad})",
+                bad.0.len()
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -293,6 +312,58 @@ impl AzVtpm {
         Ok(part)
     }
 
+    /// Checks that the hardware report comes from a pinned paravisor
+    /// ([`VtpmConfig::paravisors`]); on TDX, also that no RTMR was extended
+    /// (the paravisor extends none: a TD that did runs other code). Returns
+    /// whether a pin was checked; with no pin configured, an error when
+    /// `required`.
+    fn check_paravisor(&self, hw: &HardwarePart, required: bool) -> Result<bool, AttestError> {
+        use attest_core::BootValue;
+        use attest_core::names::reg;
+        let bytes = |name: &str| match hw.boot.get(name) {
+            Some(BootValue::Bytes(b)) => Some(b.0.as_slice()),
+            _ => None,
+        };
+        let (platform, register) = match self.hw {
+            Hardware::Snp(_) => (AZ_SNP_VTPM, reg::MEASUREMENT),
+            Hardware::Tdx(_) => {
+                for r in [reg::RTMR0, reg::RTMR1, reg::RTMR2, reg::RTMR3] {
+                    if bytes(r).is_some_and(|v| v.iter().any(|b| *b != 0)) {
+                        return Err(AttestError::Insecure(format!(
+                            "az-tdx-vtpm: {r} of the TD quote is extended, so the TD is not Azure's paravisor (which extends no RTMR)"
+                        )));
+                    }
+                }
+                (AZ_TDX_VTPM, reg::MRTD)
+            }
+        };
+        if self.config.paravisors.is_empty() {
+            return if required {
+                Err(AttestError::Insecure(format!(
+                    "{platform}: no paravisor is pinned ([platform.{platform}] paravisors): without one, any {} guest could frame vTPM evidence",
+                    if register == reg::MRTD {
+                        "TD"
+                    } else {
+                        "SEV-SNP"
+                    }
+                )))
+            } else {
+                Ok(false)
+            };
+        }
+        let found = bytes(register).ok_or_else(|| {
+            AttestError::Malformed(format!("{platform}: the hardware report has no {register}"))
+        })?;
+        if self.config.paravisors.iter().any(|p| p.0 == found) {
+            Ok(true)
+        } else {
+            Err(AttestError::Insecure(format!(
+                "{platform}: {register} {} is not a pinned paravisor's",
+                hex::encode(found)
+            )))
+        }
+    }
+
     async fn verify_parts(
         &self,
         evidence: &Evidence,
@@ -313,6 +384,11 @@ impl AzVtpm {
         };
         let report_data_checked = ctx.check_report_data(&report_data)?;
 
+        // The paravisor: the KMS path always requires a pinned one;
+        // offline, a pin is checked when configured and its absence is
+        // reported.
+        let paravisor_pinned = self.check_paravisor(&hw, nonce == Nonce::Kms)?;
+
         // Step 5: the app PCR.
         let app_pcr = self.config.app_pcr;
         let app = if evidence.event_log.is_empty() {
@@ -327,7 +403,9 @@ impl AzVtpm {
 
         // Step 6: the identity.
         let mut platform_claims = hw.platform_claims;
-        platform_claims.insert(SECTION, &vtpm_claims(&checked, app_pcr))?;
+        let mut claims = vtpm_claims(&checked, app_pcr);
+        claims.paravisor_pinned = paravisor_pinned;
+        platform_claims.insert(SECTION, &claims)?;
         Ok(Parts {
             boot: add_pcrs(hw.boot, checked.pcrs(), app_pcr),
             tcb: hw.tcb,
@@ -417,6 +495,7 @@ fn vtpm_claims(c: &CheckedVtpm, app_pcr: u32) -> VtpmClaims {
         tpm_persisted: vm.tpm_persisted,
         console_enabled: vm.console_enabled,
         vm_unique_id: vm.vm_unique_id.clone(),
+        paravisor_pinned: false,
     }
 }
 

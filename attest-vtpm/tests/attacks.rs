@@ -71,10 +71,17 @@ fn world() -> &'static World {
             )
             .unwrap(),
         );
-        let config = VtpmConfig { app_pcr: APP_PCR };
+        let pinned = |launch: [u8; 48]| VtpmConfig {
+            app_pcr: APP_PCR,
+            paravisors: vec![attest_core::HexBytes(launch.to_vec())],
+        };
         World {
-            snp: AzVtpm::snp(snp_verifier(&amd, SnpConfig::default()), config).unwrap(),
-            tdx: AzVtpm::tdx(tdx, config).unwrap(),
+            snp: AzVtpm::snp(
+                snp_verifier(&amd, SnpConfig::default()),
+                pinned(attest_testkit::vtpm::PARAVISOR_MEASUREMENT),
+            )
+            .unwrap(),
+            tdx: AzVtpm::tdx(tdx, pinned(attest_testkit::vtpm::PARAVISOR_MRTD)).unwrap(),
             amd,
             intel,
             vtpm: FakeVtpm::new(),
@@ -102,10 +109,7 @@ fn fields() -> (VtpmFields, Vec<u8>) {
 }
 
 fn azure_td() -> TdFields {
-    TdFields {
-        rtmrs: [[0; 48]; 4],
-        ..Default::default()
-    }
+    attest_testkit::vtpm::paravisor_td()
 }
 
 /// Evidence for `platform` built from `f`, with the app's event log.
@@ -130,7 +134,12 @@ fn evidence_with(
 fn evidence(platform: &PlatformId, edit: impl FnOnce(&mut VtpmFields)) -> Evidence {
     let (mut f, _) = fields();
     edit(&mut f);
-    evidence_with(platform, &f, ReportFields::default(), azure_td())
+    evidence_with(
+        platform,
+        &f,
+        attest_testkit::vtpm::paravisor_report(),
+        azure_td(),
+    )
 }
 
 fn plugin(platform: &PlatformId) -> &'static AzVtpm {
@@ -300,14 +309,14 @@ async fn debug_and_foreign_modules_are_refused() {
     let e = evidence_with(
         &AZ_SNP_VTPM,
         &f,
-        ReportFields::default().debug(),
+        attest_testkit::vtpm::paravisor_report().debug(),
         azure_td(),
     );
     assert_kind(verify(&e).await, ErrorKind::Insecure, "debug");
     let e = evidence_with(
         &AZ_TDX_VTPM,
         &f,
-        ReportFields::default(),
+        attest_testkit::vtpm::paravisor_report(),
         azure_td().debug(),
     );
     assert_eq!(verify(&e).await.unwrap_err().kind(), ErrorKind::Insecure);
@@ -315,7 +324,12 @@ async fn debug_and_foreign_modules_are_refused() {
         mr_signer_seam: [1; 48],
         ..azure_td()
     };
-    let e = evidence_with(&AZ_TDX_VTPM, &f, ReportFields::default(), td);
+    let e = evidence_with(
+        &AZ_TDX_VTPM,
+        &f,
+        attest_testkit::vtpm::paravisor_report(),
+        td,
+    );
     assert_kind(verify(&e).await, ErrorKind::Insecure, "MRSIGNER");
 }
 
@@ -472,7 +486,7 @@ async fn event_log_games_are_refused() {
     .unwrap();
     let (mut f, _) = fields();
     f.pcrs[APP_PCR as usize].copy_from_slice(&regs[APP_PCR as usize]);
-    let mut e = evidence_with(&p, &f, ReportFields::default(), azure_td());
+    let mut e = evidence_with(&p, &f, attest_testkit::vtpm::paravisor_report(), azure_td());
     e.event_log = attest_core::eventlog::to_json_event_log(&events);
     let id = verify(&e).await.unwrap();
     assert_eq!(id.app.app_id.0, app.app_id);
@@ -548,4 +562,105 @@ async fn offline_nonce_modes() {
         .to_json();
     assert_eq!(id["report_data_checked"], true);
     assert_eq!(id["app"]["app_id"], hex::encode(App::example().app_id));
+}
+
+/// The claims, the AK and so every PCR are trusted only because the
+/// hardware report binds them, which means something only when the report
+/// comes from Azure's paravisor: a plain SEV-SNP guest (its own kernel at
+/// VMPL 0) or any TD can bind claims naming an AK of its own. Evidence from
+/// a launch measurement that is not a pinned paravisor's is refused.
+#[tokio::test]
+async fn hardware_reports_from_anything_but_a_pinned_paravisor_are_refused() {
+    let (f, _) = fields();
+    let plain_snp_vm = attest_testkit::snp::ReportFields {
+        measurement: [0xa7; 48],
+        ..attest_testkit::vtpm::paravisor_report()
+    };
+    let e = evidence_with(&AZ_SNP_VTPM, &f, plain_snp_vm, azure_td());
+    assert_kind(
+        verify(&e).await,
+        ErrorKind::Insecure,
+        &format!(
+            "az-snp-vtpm: measurement {} is not a pinned paravisor's",
+            "a7".repeat(48)
+        ),
+    );
+    // A TD with another MRTD, and a TD (even with the paravisor's MRTD)
+    // that extended an RTMR: other code ran.
+    let other_td = TdFields {
+        mrtd: [0x4d; 48],
+        ..azure_td()
+    };
+    let e = evidence_with(
+        &AZ_TDX_VTPM,
+        &f,
+        attest_testkit::vtpm::paravisor_report(),
+        other_td,
+    );
+    assert_kind(
+        verify(&e).await,
+        ErrorKind::Insecure,
+        &format!(
+            "az-tdx-vtpm: mrtd {} is not a pinned paravisor's",
+            "4d".repeat(48)
+        ),
+    );
+    let mut extended = azure_td();
+    extended.rtmrs[3] = [0x33; 48];
+    let e = evidence_with(
+        &AZ_TDX_VTPM,
+        &f,
+        attest_testkit::vtpm::paravisor_report(),
+        extended,
+    );
+    assert_kind(
+        verify(&e).await,
+        ErrorKind::Insecure,
+        "az-tdx-vtpm: rtmr3 of the TD quote is extended, so the TD is not Azure's paravisor",
+    );
+}
+
+/// With no paravisor pinned, the KMS path refuses every piece of evidence
+/// (fail closed); offline verification still verifies and reports that no
+/// pin was checked.
+#[tokio::test]
+async fn without_a_pinned_paravisor_the_kms_refuses_all_evidence() {
+    let w = world();
+    let unpinned = AzVtpm::snp(
+        snp_verifier(&w.amd, SnpConfig::default()),
+        VtpmConfig {
+            app_pcr: APP_PCR,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let e = evidence(&AZ_SNP_VTPM, |_| {});
+    assert_kind(
+        unpinned.verify(&e, &ctx()).await,
+        ErrorKind::Insecure,
+        "az-snp-vtpm: no paravisor is pinned ([platform.az-snp-vtpm] paravisors)",
+    );
+    let offline = unpinned
+        .verify_offline(&e, &ctx(), attest_vtpm::Nonce::Kms)
+        .await;
+    assert_kind(offline, ErrorKind::Insecure, "no paravisor is pinned");
+    let id = unpinned
+        .verify_offline(&e, &ctx(), attest_vtpm::Nonce::Unchecked)
+        .await
+        .unwrap()
+        .to_json();
+    assert_eq!(id["platform_claims"]["vtpm"]["paravisor_pinned"], false);
+    // Pinned: reported true.
+    let id = verify(&e).await.unwrap().to_json();
+    assert_eq!(id["platform_claims"]["vtpm"]["paravisor_pinned"], true);
+    // A pin of the wrong size is a configuration error.
+    let bad = VtpmConfig {
+        app_pcr: APP_PCR,
+        paravisors: vec![attest_core::HexBytes(vec![0; 32])],
+    };
+    assert_kind(
+        bad.validate(),
+        ErrorKind::Malformed,
+        "a launch measurement is 48 bytes, found 32",
+    );
 }

@@ -419,7 +419,10 @@ async fn configuration_is_checked() {
     for pcr in [0u32, 7, 16, 23, 24] {
         let e = AzVtpm::snp(
             SnpVerifier::new(vec![], SnpConfig::default()).unwrap(),
-            VtpmConfig { app_pcr: pcr },
+            VtpmConfig {
+                app_pcr: pcr,
+                ..Default::default()
+            },
         )
         .err()
         .unwrap();
@@ -446,7 +449,10 @@ async fn configuration_is_checked() {
     }
     let p = AzVtpm::snp(
         SnpVerifier::new(vec![], SnpConfig::default()).unwrap(),
-        VtpmConfig { app_pcr: 9 },
+        VtpmConfig {
+            app_pcr: 9,
+            ..Default::default()
+        },
     )
     .unwrap();
     assert_eq!(

@@ -105,15 +105,17 @@ impl Pkis {
             ..Default::default()
         };
         let snp = SnpVerifier::with_roots(Roots::custom(roots.clone()), vec![], config.clone());
-        let vtpm = VtpmConfig {
+        let pinned = |launch: [u8; 48]| VtpmConfig {
             app_pcr: VTPM_APP_PCR,
+            paravisors: vec![attest_core::HexBytes(launch.to_vec())],
         };
         let az_snp = AzVtpm::snp(
             SnpVerifier::with_roots(Roots::custom(roots), vec![], config),
-            vtpm,
+            pinned(attest_testkit::vtpm::PARAVISOR_MEASUREMENT),
         )
         .expect("VMPL 0");
-        let az_tdx = AzVtpm::tdx(tdx.clone(), vtpm).expect("app PCR");
+        let az_tdx = AzVtpm::tdx(tdx.clone(), pinned(attest_testkit::vtpm::PARAVISOR_MRTD))
+            .expect("app PCR");
         Verifiers::new()
             .with(tdx)
             .with(Arc::new(snp))
@@ -152,13 +154,10 @@ impl Pkis {
         edit(&mut f);
         let quote = if *platform == AZ_SNP_VTPM {
             self.vtpm
-                .snp_container(&self.amd, &ReportFields::default(), &f)
+                .snp_container(&self.amd, &attest_testkit::vtpm::paravisor_report(), &f)
         } else {
-            let td = TdFields {
-                rtmrs: [[0; 48]; 4],
-                ..Default::default()
-            };
-            self.vtpm.tdx_container(&self.intel, &td, &f)
+            self.vtpm
+                .tdx_container(&self.intel, &attest_testkit::vtpm::paravisor_td(), &f)
         };
         let mut e = Evidence::new(platform.clone(), quote);
         e.event_log = log;

@@ -235,12 +235,28 @@ pub struct VtpmArgs {
     pub nonce: Option<String>,
     pub report_data: Option<String>,
     pub app_pcr: u32,
+    pub paravisors: Vec<String>,
 }
 
 /// `kms verify az-snp-vtpm` and `kms verify az-tdx-vtpm`.
 pub fn verify_vtpm(a: &VtpmArgs, output: &Output) -> Result<ExitCode, CliError> {
     use attest_vtpm::{AzVtpm, Nonce, VtpmConfig};
-    let config = VtpmConfig { app_pcr: a.app_pcr };
+    let paravisors = a
+        .paravisors
+        .iter()
+        .map(|h| {
+            hex::decode(h.trim())
+                .map(attest_core::HexBytes)
+                .map_err(|e| CliError::new(format!("--paravisor: not hex: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let config = VtpmConfig {
+        app_pcr: a.app_pcr,
+        paravisors,
+    };
+    config
+        .validate()
+        .map_err(|e| CliError::new(e.to_string()))?;
     let plugin = if a.platform == attest_vtpm::AZ_SNP_VTPM {
         let snp = attest_snp::SnpVerifier::new(vec![], attest_snp::SnpConfig::default())
             .map_err(|e| CliError::new(e.to_string()))?;

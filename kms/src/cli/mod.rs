@@ -316,6 +316,11 @@ pub struct VtpmVerifyArgs {
     /// The app PCR (8..=15).
     #[arg(long, default_value_t = 8)]
     app_pcr: u32,
+    /// A trusted paravisor's launch measurement (SNP MEASUREMENT or TD
+    /// MRTD, 96 hex digits; repeatable). Required with `--nonce kms`;
+    /// without one, `platform_claims.vtpm.paravisor_pinned` is false.
+    #[arg(long = "paravisor")]
+    paravisors: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -530,6 +535,7 @@ impl VtpmVerifyArgs {
             nonce: self.nonce,
             report_data: self.report_data,
             app_pcr: self.app_pcr,
+            paravisors: self.paravisors,
         }
     }
 }
