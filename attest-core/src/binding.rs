@@ -18,8 +18,18 @@ pub const APP_KEY_LABEL: &[u8] = b"kms-app-key/v1";
 /// never serves to obtain the root keys, nor the reverse.
 pub const ROOT_KEYS_LABEL: &[u8] = b"kms-root-keys/v1";
 
-/// Computes the report data a `GetAppKey` (or `Attest`) request must be
-/// bound to.
+/// The label of `Attest` (an attestation result, no keys): evidence made
+/// for a relying party's result never releases keys, even though it is
+/// bound to a key the relying party holds.
+pub const ATTEST_LABEL: &[u8] = b"kms-attest/v1";
+
+/// Computes the report data an `Attest` request must be bound to:
+/// `SHA-512("kms-attest/v1" ‖ u32be(len) ‖ public_key ‖ u32be(len) ‖ challenge)`.
+pub fn attest_report_data(public_key: &[u8], challenge: &[u8]) -> Result<ReportData, AttestError> {
+    report_data(ATTEST_LABEL, public_key, challenge)
+}
+
+/// Computes the report data a `GetAppKey` request must be bound to.
 pub fn app_key_report_data(
     client_public_key: &[u8],
     challenge: &[u8],
@@ -63,7 +73,11 @@ mod tests {
     fn root_keys_and_app_keys_never_share_report_data() {
         let (k, c) = ([0x11u8; 32], [0x22u8; 16]);
         let root = root_keys_report_data(&k, &c).unwrap();
-        assert_ne!(root, app_key_report_data(&k, &c).unwrap());
+        let app = app_key_report_data(&k, &c).unwrap();
+        let attest = attest_report_data(&k, &c).unwrap();
+        assert_ne!(root, app);
+        assert_ne!(attest, app);
+        assert_ne!(attest, root);
         let mut pre = b"kms-root-keys/v1".to_vec();
         pre.extend_from_slice(&32u32.to_be_bytes());
         pre.extend_from_slice(&k);

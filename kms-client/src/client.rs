@@ -327,8 +327,9 @@ impl KmsClient {
     }
 
     /// Asks the KMS for a signed attestation result (an EAR JWT) about the
-    /// evidence `evidence_for` returns for the report data (bound as for
-    /// `GetAppKey` to a fresh key and the challenge). The result is checked
+    /// evidence `evidence_for` returns for the report data (the
+    /// `kms-attest/v1` binding of a fresh key and the challenge: evidence
+    /// made for a result never releases keys). The result is checked
     /// by whoever relies on it, with the key `GetMeta` publishes.
     pub async fn attest<F, Fut>(&mut self, evidence_for: F) -> Result<String, ClientError>
     where
@@ -343,7 +344,7 @@ impl KmsClient {
             .into_inner()
             .challenge;
         let (_, public) = seal::client_keypair();
-        let report_data = app_key_report_data(&public, &challenge)
+        let report_data = attest_core::binding::attest_report_data(&public, &challenge)
             .map_err(|e| ClientError::Evidence(e.to_string()))?;
         let evidence = evidence_for(report_data).await?;
         Ok(self

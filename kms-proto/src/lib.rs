@@ -14,7 +14,8 @@ pub mod seal;
 /// `SHA-512("kms-app-key/v1" ‖ u32be(len) ‖ client_public_key ‖ u32be(len) ‖ challenge)`.
 pub mod binding {
     pub use attest_core::binding::{
-        APP_KEY_LABEL, ROOT_KEYS_LABEL, app_key_report_data, root_keys_report_data,
+        APP_KEY_LABEL, ATTEST_LABEL, ROOT_KEYS_LABEL, app_key_report_data, attest_report_data,
+        root_keys_report_data,
     };
 }
 

@@ -17,6 +17,18 @@
 //! }
 //! ```
 //!
+//! A replica KMS asking for the root keys (`input.request.keys ==
+//! ["root_keys"]`) is decided by a separate rule, `data.kms.allow_root_keys`,
+//! never by `allow`: an app allowlist written for `allow` must not hand an
+//! app the root keys. A module without that rule allows no replica.
+//!
+//! ```rego
+//! allow_root_keys if {
+//!     input.app.compose_hash in data.kms_deployments
+//!     input.tcb.status == "UpToDate"
+//! }
+//! ```
+//!
 //! The module is parsed and checked once at load; each evaluation clones the
 //! prepared engine (cheap: the modules are shared) and runs under a
 //! wall-clock limit, so a pathological policy denies instead of stalling the
@@ -29,6 +41,9 @@ use async_trait::async_trait;
 use regorus::utils::limits::{ExecutionTimerConfig, PolicyLengthConfig};
 use regorus::{Engine, Value};
 
+/// The rule that decides `GetRootKeys` (the `kms` role).
+const ROOT_KEYS_RULE: &str = "allow_root_keys";
+
 use crate::decision::sha256;
 use crate::{Decision, Policy, PolicyError, PolicyInput, Reason};
 
@@ -40,6 +55,8 @@ pub const MAX_POLICY_BYTES: usize = 1024 * 1024;
 /// A loaded Rego policy.
 pub struct RegoPolicy {
     engine: Engine,
+    /// Whether the module declares `allow_root_keys` (the `kms` role).
+    root_keys_rule: bool,
     digest: [u8; 32],
 }
 
@@ -120,6 +137,9 @@ impl RegoPolicy {
         {
             return Err(invalid("the module declares no `allow` rule".into()));
         }
+        let root_keys_rule = engine
+            .has_declared_rule_rooted_at("policy.rego", ROOT_KEYS_RULE)
+            .map_err(|e| invalid(e.to_string()))?;
         // Prepare once (rule indexing happens on first evaluation) so that
         // clones start warm, and surface errors that only evaluation finds.
         engine.set_input(Value::new_object());
@@ -128,6 +148,7 @@ impl RegoPolicy {
             .map_err(|e| invalid(format!("evaluating data.kms.allow on an empty input: {e}")))?;
         Ok(RegoPolicy {
             engine,
+            root_keys_rule,
             // The digest covers every byte that decides: module and data.
             digest: sha256(&[
                 b"rego",
@@ -139,23 +160,42 @@ impl RegoPolicy {
 
     /// Decides synchronously.
     pub fn decide(&self, input: &PolicyInput<'_>) -> Decision {
+        let root_keys = input.request.wants_root_keys();
+        let rule = if root_keys {
+            "data.kms.allow_root_keys"
+        } else {
+            "data.kms.allow"
+        };
         let deny =
-            |found: String| Decision::deny(Reason::new("rego", "data.kms.allow == true", found));
+            |found: String| Decision::deny(Reason::new("rego", format!("{rule} == true"), found));
+        if root_keys && !self.root_keys_rule {
+            return deny(format!(
+                "undefined (the module declares no `{ROOT_KEYS_RULE}` rule: no replica may hold the root keys)"
+            ));
+        }
         let input_value: Value = match serde::Deserialize::deserialize(input.to_json()) {
             Ok(v) => v,
             Err(e) => return deny(format!("input conversion failed: {e}")),
         };
         let mut engine = self.engine.clone();
         engine.set_input(input_value);
-        let allow = match engine.eval_rule("data.kms.allow".into()) {
+        let allow = match engine.eval_rule(rule.into()) {
             Ok(v) => v,
             Err(e) => return deny(format!("evaluation error: {e}")),
         };
         if allow == Value::Bool(true) {
             return Decision::allow();
         }
-        let reasons: Vec<Reason> = match engine.eval_rule("data.kms.deny_reasons".into()) {
-            Ok(Value::Set(set)) => set
+        // deny_reasons explain the app rule; the root-keys rule stands alone.
+        let explained = if root_keys {
+            Value::Undefined
+        } else {
+            engine
+                .eval_rule("data.kms.deny_reasons".into())
+                .unwrap_or(Value::Undefined)
+        };
+        let reasons: Vec<Reason> = match explained {
+            Value::Set(set) => set
                 .iter()
                 .map(|v| match v.as_string() {
                     Ok(s) => Reason::new("rego.deny_reasons", "no deny reason", s.to_string()),

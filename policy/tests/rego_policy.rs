@@ -220,3 +220,45 @@ fn data_cannot_override_the_module() {
     assert!(!other.decide(&input(&tdx_identity())).allow);
     assert_ne!(p.digest(), other.digest());
 }
+
+/// A replica asking for the root keys is decided by `allow_root_keys`,
+/// never by `allow`: the app allowlist above allows this app's keys but, as
+/// the module declares no `allow_root_keys`, no root keys; a module that
+/// declares it decides them, and its `allow` still decides app keys.
+#[test]
+fn root_keys_are_decided_by_their_own_rule() {
+    let id = tdx_identity();
+    let root_keys = |id| {
+        policy::PolicyInput::new(
+            id,
+            policy::RequestContext::root_keys(attest_core::UnixTime(common::NOW)),
+        )
+    };
+    let apps_only = RegoPolicy::parse(&rego_source()).unwrap();
+    assert!(apps_only.decide(&input(&id)).allow);
+    let d = apps_only.decide(&root_keys(&id));
+    assert!(!d.allow);
+    assert_eq!(d.reasons.len(), 1);
+    assert_eq!(d.reasons[0].rule, "rego");
+    assert_eq!(d.reasons[0].expected, "data.kms.allow_root_keys == true");
+    assert!(
+        d.reasons[0]
+            .found
+            .contains("declares no `allow_root_keys` rule: no replica may hold the root keys"),
+        "{:?}",
+        d.reasons
+    );
+
+    let with_role = format!(
+        "{}\nkms_deployments := {{\"{COMPOSE}\"}}\nallow_root_keys if input.app.compose_hash in kms_deployments\n",
+        rego_source()
+    );
+    let p = RegoPolicy::parse(&with_role).unwrap();
+    assert!(p.decide(&root_keys(&id)).allow);
+    assert!(p.decide(&input(&id)).allow);
+    let mut other = id.clone();
+    other.app.compose_hash.0[0] ^= 1;
+    let d = p.decide(&root_keys(&other));
+    assert!(!d.allow);
+    assert_eq!(d.reasons[0].found, "undefined");
+}

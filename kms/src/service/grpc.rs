@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use attest_core::binding::{app_key_report_data, root_keys_report_data};
+use attest_core::binding::{app_key_report_data, attest_report_data, root_keys_report_data};
 use attest_core::{AppId, AttestError, ErrorKind, Evidence, PlatformId, UnixTime};
 use kms_proto::{proto, seal};
 use prost::Message;
@@ -276,7 +276,7 @@ impl KmsService {
             req.evidence,
             &req.client_public_key,
             &req.challenge,
-            app_key_report_data,
+            attest_report_data,
         )?;
         let platform = evidence.platform.as_str().to_owned();
         let (identity, decision) = appraise(s, FrontEnd::KMS_V1, &evidence, report_data)
