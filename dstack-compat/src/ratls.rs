@@ -296,6 +296,18 @@ pub enum GuestAttestation {
 }
 
 impl GuestAttestation {
+    /// The runtime events it states, in order (trusted only once the
+    /// verifier replays them to the quoted register, which also proves the
+    /// list complete).
+    pub fn runtime_events(&self) -> Vec<&attest_core::eventlog::RuntimeEvent> {
+        match self {
+            GuestAttestation::Versioned(a) => a.runtime_events().iter().collect(),
+            GuestAttestation::Legacy(l) => {
+                l.events().iter().filter_map(LogEvent::as_runtime).collect()
+            }
+        }
+    }
+
     /// The plug-in that verifies it.
     pub fn platform(&self) -> PlatformId {
         match self {

@@ -199,7 +199,7 @@ impl Paravisor<'_> {
         let tee_report = match self.tee {
             Tee::Snp => self.pkis.amd.report(&ReportFields {
                 report_data: rd,
-                ..Default::default()
+                ..attest_testkit::vtpm::paravisor_report()
             }),
             Tee::Tdx => {
                 // A stand-in TDREPORT: REPORTDATA at +128, as in the real one.
@@ -257,9 +257,8 @@ impl Imds for FakeImds<'_> {
     fn td_quote(&self, tdreport: &[u8]) -> Result<Vec<u8>, ClientError> {
         let report_data: [u8; 64] = tdreport[128..192].try_into().unwrap();
         Ok(self.pkis.intel.quote(&TdFields {
-            rtmrs: [[0; 48]; 4],
             report_data,
-            ..Default::default()
+            ..attest_testkit::vtpm::paravisor_td()
         }))
     }
 }

@@ -281,6 +281,36 @@ impl DstackFront {
                 return Err(self.unverified(purpose, platform.as_str(), e));
             }
         };
+        // Keys go to a booting guest only. A certificate this KMS issued to
+        // an app (SignCert: `.1.3` app id, `.1.4` usage) is held by the
+        // app's containers, not the guest OS; and a guest asks for its keys
+        // right after `boot-mr-done`, before it measures `key-provider` or
+        // `system-ready`, so an attestation past those was made after boot
+        // (the replay proves the list complete: none can be left out).
+        let ext = cert.extensions();
+        if ext.app_id.is_some() || ext.special_usage.is_some() {
+            return Err(self.unverified(
+                purpose,
+                att.platform().as_str(),
+                AttestError::Insecure(
+                    "the client certificate was issued to an app by SignCert (extensions 1.3/1.4): keys go only to a booting guest's own RA-TLS certificate".into(),
+                ),
+            ));
+        }
+        if let Some(late) = att
+            .runtime_events()
+            .iter()
+            .find(|e| e.name == "key-provider" || e.name == attest_core::eventlog::SYSTEM_READY)
+        {
+            return Err(self.unverified(
+                purpose,
+                att.platform().as_str(),
+                AttestError::Insecure(format!(
+                    "the attestation's runtime events include {:?}, which a guest measures only after it has its keys: keys go only to a booting guest",
+                    late.name
+                )),
+            ));
+        }
         let release = self.release(purpose, &att, cert.spki_der()).await?;
         let gateway = self.gateway_app_id(&release);
         let k = &release.keys;
