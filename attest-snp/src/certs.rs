@@ -31,7 +31,7 @@ pub struct ProductRoots {
 
 fn validity_of(der: &[u8], what: &str) -> Result<(u64, u64), AttestError> {
     let c = x509_cert::Certificate::from_der(der)
-        .map_err(|e| AttestError::UntrustedChain(format!("{what}: {e}")))?;
+        .map_err(|e| AttestError::untrusted_chain_text(format!("{what}: {e}")))?;
     let v = c.tbs_certificate().validity();
     Ok((
         v.not_before.to_unix_duration().as_secs(),
@@ -40,7 +40,7 @@ fn validity_of(der: &[u8], what: &str) -> Result<(u64, u64), AttestError> {
 }
 
 fn sev_err(what: &str) -> impl Fn(std::io::Error) -> AttestError + '_ {
-    move |e| AttestError::UntrustedChain(format!("{what}: {e}"))
+    move |e| AttestError::untrusted_chain_text(format!("{what}: {e}"))
 }
 
 impl ProductRoots {
@@ -67,7 +67,7 @@ impl ProductRoots {
         ];
         let parse = |c: &Certificate, w: &str| -> Result<x509_cert::Certificate, AttestError> {
             x509_cert::Certificate::from_der(&der(c, w)?)
-                .map_err(|e| AttestError::UntrustedChain(format!("{w}: {e}")))
+                .map_err(|e| AttestError::untrusted_chain_text(format!("{w}: {e}")))
         };
         let ark_x = parse(&ark, "ARK")?;
         let serial = |c: &Certificate, w: &str| -> Result<Vec<u8>, AttestError> {
@@ -101,7 +101,7 @@ impl ProductRoots {
         for (name, i) in names.iter().zip(idx) {
             let (nb, na) = self.validity[i];
             if now.as_secs() < nb || now.as_secs() > na {
-                return Err(AttestError::UntrustedChain(format!(
+                return Err(AttestError::untrusted_chain_text(format!(
                     "{name} is valid {nb}..{na}, not at {}",
                     now.as_secs()
                 )));
@@ -164,7 +164,7 @@ impl Roots {
             pem_blocks(chain)
                 .into_iter()
                 .next()
-                .ok_or_else(|| AttestError::UntrustedChain("embedded ASVK missing".into()))
+                .ok_or_else(|| AttestError::untrusted_chain_text("embedded ASVK missing".into()))
         };
         let mut by_product = HashMap::new();
         by_product.insert(
@@ -201,9 +201,9 @@ impl Roots {
 
     /// The roots of `product`.
     pub fn get(&self, product: Product) -> Result<&ProductRoots, AttestError> {
-        self.by_product
-            .get(&product)
-            .ok_or_else(|| AttestError::UntrustedChain(format!("no pinned roots for {product:?}")))
+        self.by_product.get(&product).ok_or_else(|| {
+            AttestError::untrusted_chain_text(format!("no pinned roots for {product:?}"))
+        })
     }
 }
 
@@ -260,8 +260,9 @@ fn ia5(v: &[u8]) -> Option<String> {
 impl Vek {
     /// Parses a VCEK/VLEK certificate (no signature check).
     pub fn parse(der_bytes: &[u8]) -> Result<Self, AttestError> {
-        let bad =
-            |m: String| AttestError::UntrustedChain(format!("endorsement key certificate: {m}"));
+        let bad = |m: String| {
+            AttestError::untrusted_chain_text(format!("endorsement key certificate: {m}"))
+        };
         let cert = x509_cert::Certificate::from_der(der_bytes).map_err(|e| bad(e.to_string()))?;
         let tbs = cert.tbs_certificate();
         let v = tbs.validity();
@@ -348,12 +349,12 @@ fn check_signed(
         Signer::Vlek => (&roots.asvk, "ASVK", "SEV-VLEK"),
     };
     (issuer, &cert).verify().map_err(|e| {
-        AttestError::UntrustedChain(format!(
+        AttestError::untrusted_chain_text(format!(
             "the pinned {product:?} {name} did not sign this {cn} certificate: {e}"
         ))
     })?;
     if vek.common_name != cn {
-        return Err(AttestError::UntrustedChain(format!(
+        return Err(AttestError::untrusted_chain_text(format!(
             "KEY_INFO says {cn} but the certificate is {:?}",
             vek.common_name
         )));
@@ -374,19 +375,19 @@ pub fn check_vcek_for(
     let vek = Vek::parse(der)?;
     check_signed(roots.get(product)?, product, Signer::Vcek, der, &vek)?;
     if vek.product().is_some_and(|p| p != product) {
-        return Err(AttestError::UntrustedChain(format!(
+        return Err(AttestError::untrusted_chain_text(format!(
             "a VCEK for {:?} answered a {product:?} request",
             vek.product_name
         )));
     }
     if vek.hwid.as_deref() != Some(req.hwid(product)) {
-        return Err(AttestError::UntrustedChain(
+        return Err(AttestError::untrusted_chain_text(
             "the VCEK is for another chip (hwID)".into(),
         ));
     }
     let tcb = Tcb::decode(product, &req.reported_tcb);
     if vek.tcb != tcb {
-        return Err(AttestError::UntrustedChain(format!(
+        return Err(AttestError::untrusted_chain_text(format!(
             "the VCEK is for TCB {:?}, the request for {tcb:?}",
             vek.tcb
         )));
@@ -450,7 +451,7 @@ impl ChainCache {
         };
         roots.check_validity(now, signer)?;
         if now.as_secs() < vek.not_before || now.as_secs() > vek.not_after {
-            return Err(AttestError::UntrustedChain(format!(
+            return Err(AttestError::untrusted_chain_text(format!(
                 "{} certificate is valid {}..{}, not at {}",
                 vek.common_name,
                 vek.not_before,

@@ -75,7 +75,7 @@ impl AmdCrl {
     /// Parses `der` and checks it is the ARK's: issuer name and signature.
     pub fn verify(der_bytes: &[u8], roots: &ProductRoots) -> Result<Self, AttestError> {
         if der_bytes.len() > MAX_CRL {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "CRL larger than {MAX_CRL} bytes"
             )));
         }
@@ -83,28 +83,30 @@ impl AmdCrl {
         if signed.algorithm != RSASSA_PSS
             || !signed.parameters.windows(SHA384.len()).any(|w| w == SHA384)
         {
-            return Err(AttestError::UntrustedChain(
+            return Err(AttestError::untrusted_chain_text(
                 "the CRL is not signed with RSASSA-PSS/SHA-384 (AMD's ARK uses nothing else)"
                     .into(),
             ));
         }
         let crl = CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der_bytes)
-            .map_err(|e| AttestError::Malformed(format!("AMD CRL: {e}")))?;
+            .map_err(|e| AttestError::malformed_text(format!("AMD CRL: {e}")))?;
         if crl.tbs_cert_list.issuer != *roots.ark_subject() {
-            return Err(AttestError::UntrustedChain(
+            return Err(AttestError::untrusted_chain_text(
                 "the CRL is not issued by the pinned ARK".into(),
             ));
         }
         UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA384, roots.ark_public_key())
             .verify(signed.tbs, signed.signature)
             .map_err(|_| {
-                AttestError::BadSignature("the ARK's signature over the CRL does not verify".into())
+                AttestError::bad_signature_text(
+                    "the ARK's signature over the CRL does not verify".into(),
+                )
             })?;
         let this_update = crl.tbs_cert_list.this_update.to_unix_duration().as_secs();
         let next_update = crl
             .tbs_cert_list
             .next_update
-            .ok_or_else(|| AttestError::Malformed("AMD CRL has no nextUpdate".into()))?
+            .ok_or_else(|| AttestError::malformed_text("AMD CRL has no nextUpdate".into()))?
             .to_unix_duration()
             .as_secs();
         let revoked = crl

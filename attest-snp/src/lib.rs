@@ -209,7 +209,7 @@ impl SnpVerifier {
             }
         }
         Err(last.unwrap_or_else(|| {
-            AttestError::CollateralMissing(
+            AttestError::collateral_missing_text(
                 "the evidence carries no endorsement key certificate and no VCEK source is configured".into(),
             )
         }))
@@ -239,7 +239,9 @@ impl SnpVerifier {
         let product = match named {
             Some(p) => p,
             None => unverified.product().ok_or_else(|| {
-                AttestError::UntrustedChain("the endorsement key names no known product".into())
+                AttestError::untrusted_chain_text(
+                    "the endorsement key names no known product".into(),
+                )
             })?,
         };
         let roots = self.roots.get(product)?;
@@ -247,7 +249,7 @@ impl SnpVerifier {
             .chains
             .verify(roots, product, report.signer, &der, ctx.time)?;
         if vek.product().is_some_and(|p| p != product) {
-            return Err(AttestError::UntrustedChain(format!(
+            return Err(AttestError::untrusted_chain_text(format!(
                 "the report is from a {product:?} but its key certificate is for {:?}",
                 vek.product_name
             )));
@@ -260,7 +262,7 @@ impl SnpVerifier {
                 Some(h) if h.as_slice() == want => {}
                 Some(h) => return Err(AttestError::identity_mismatch("vcek hwID", want, h)),
                 None => {
-                    return Err(AttestError::UntrustedChain(
+                    return Err(AttestError::untrusted_chain_text(
                         "the VCEK has no hwID extension".into(),
                     ));
                 }
@@ -277,7 +279,7 @@ impl SnpVerifier {
 
         // The key that verified the signature is the one the chain vouches for.
         if vek.public_key != unverified.public_key {
-            return Err(AttestError::UntrustedChain(
+            return Err(AttestError::untrusted_chain_text(
                 "the verified endorsement key is not the one that signed the report".into(),
             ));
         }
@@ -294,12 +296,12 @@ impl SnpVerifier {
                     Signer::Vlek => ("ASVK", roots.intermediate_serial(Signer::Vlek)),
                 };
                 if crl.revokes(intermediate) {
-                    return Err(AttestError::Revoked(format!(
+                    return Err(AttestError::revoked_text(format!(
                         "AMD's {product:?} CRL revokes the {name}"
                     )));
                 }
                 if crl.revokes(&vek.serial) {
-                    return Err(AttestError::Revoked(format!(
+                    return Err(AttestError::revoked_text(format!(
                         "AMD's {product:?} CRL revokes this {}",
                         vek.common_name
                     )));
@@ -311,17 +313,17 @@ impl SnpVerifier {
 
         let policy = report.policy();
         if policy & POLICY_DEBUG != 0 {
-            return Err(AttestError::Insecure(
+            return Err(AttestError::insecure_text(
                 "the guest policy allows debugging (POLICY.DEBUG)".into(),
             ));
         }
         if policy & POLICY_MIGRATE_MA != 0 && !self.config.allow_migrate_ma {
-            return Err(AttestError::Insecure(
+            return Err(AttestError::insecure_text(
                 "the guest policy allows a migration agent (POLICY.MIGRATE_MA)".into(),
             ));
         }
         if report.vmpl() != self.config.vmpl {
-            return Err(AttestError::Insecure(format!(
+            return Err(AttestError::insecure_text(format!(
                 "report from VMPL {}, expected VMPL {}",
                 report.vmpl(),
                 self.config.vmpl
@@ -353,7 +355,7 @@ fn check_report_signature(report: &Report<'_>, vek: &Vek) -> Result<(), AttestEr
     UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, &vek.public_key)
         .verify(report.signed_bytes(), &report.signature_be())
         .map_err(|_| {
-            AttestError::BadSignature(format!(
+            AttestError::bad_signature_text(format!(
                 "the {} signature over the report does not verify",
                 vek.common_name
             ))
@@ -499,10 +501,10 @@ impl SnpVerifier {
         let pinned = self.roots.get(product)?.ark_der();
         let certs = vcek::pem_certificates(pem);
         let ark = certs.last().ok_or_else(|| {
-            AttestError::Malformed("the certificate chain holds no PEM certificate".into())
+            AttestError::malformed_text("the certificate chain holds no PEM certificate".into())
         })?;
         if *ark != pinned {
-            return Err(AttestError::UntrustedChain(format!(
+            return Err(AttestError::untrusted_chain_text(format!(
                 "the supplied chain's ARK is not AMD's pinned {product:?} ARK"
             )));
         }
@@ -578,7 +580,7 @@ impl Attestation for SnpVerifier {
         let verified = self.verify_report(evidence, ctx).await?;
         let report = verified.report();
         if evidence.app_config.is_empty() {
-            return Err(AttestError::Malformed(
+            return Err(AttestError::malformed_text(
                 "SEV-SNP evidence carries no app_config: the app identity is the document HOST_DATA binds".into(),
             ));
         }

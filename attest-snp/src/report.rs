@@ -195,7 +195,7 @@ pub struct Report<'a> {
 fn zero(r: &mut Reader<'_>, n: usize, what: &str) -> Result<(), AttestError> {
     let at = r.position();
     if r.take(n, what)?.iter().any(|b| *b != 0) {
-        return Err(AttestError::Malformed(format!(
+        return Err(AttestError::malformed_text(format!(
             "report bytes {at:#x}..{:#x} ({what}) must be zero",
             at + n
         )));
@@ -227,7 +227,7 @@ impl<'a> Report<'a> {
     /// Checks the layout of `raw` and reads its fields.
     pub fn parse(raw: &'a [u8]) -> Result<Self, AttestError> {
         if raw.len() != REPORT_LEN {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "an SEV-SNP report is {REPORT_LEN} bytes, found {}",
                 raw.len()
             )));
@@ -235,14 +235,14 @@ impl<'a> Report<'a> {
         let mut r = Reader::new(raw, "SEV-SNP report");
         let version = r.u32_le("VERSION")?;
         if !matches!(version, 2..=5) {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "unsupported report version {version}"
             )));
         }
         let guest_svn = r.u32_le("GUEST_SVN")?;
         let policy = r.u64_le("POLICY")?;
         if policy & (1 << 17) == 0 || policy >> 26 != 0 {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "guest policy {policy:#x} has reserved bits wrong"
             )));
         }
@@ -251,7 +251,7 @@ impl<'a> Report<'a> {
         let vmpl = r.u32_le("VMPL")?;
         let sig_algo = r.u32_le("SIGNATURE_ALGO")?;
         if sig_algo != 1 {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "signature algorithm {sig_algo}, only 1 (ECDSA P-384 SHA-384) is defined"
             )));
         }
@@ -259,12 +259,12 @@ impl<'a> Report<'a> {
         let platform_info = r.u64_le("PLATFORM_INFO")?;
         let key_info = r.u32_le("KEY_INFO")?;
         if key_info >> 5 != 0 {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "KEY_INFO {key_info:#x} has reserved bits set"
             )));
         }
         if key_info & 0b10 != 0 {
-            return Err(AttestError::BadSignature(
+            return Err(AttestError::bad_signature_text(
                 "MASK_CHIP_KEY is set: the report is unsigned".into(),
             ));
         }
@@ -272,12 +272,12 @@ impl<'a> Report<'a> {
             0 => Signer::Vcek,
             1 => Signer::Vlek,
             7 => {
-                return Err(AttestError::BadSignature(
+                return Err(AttestError::bad_signature_text(
                     "SIGNING_KEY is 7: the report is unsigned".into(),
                 ));
             }
             k => {
-                return Err(AttestError::Malformed(format!(
+                return Err(AttestError::malformed_text(format!(
                     "reserved SIGNING_KEY value {k}"
                 )));
             }
@@ -365,7 +365,7 @@ impl<'a> Report<'a> {
             (0x19, 0x00..=0x0F) => Ok(Some(Product::Milan)),
             (0x19, 0x10..=0x1F) | (0x19, 0xA0..=0xAF) => Ok(Some(Product::Genoa)),
             (0x1A, 0x00..=0x1F) => Ok(Some(Product::Turin)),
-            _ => Err(AttestError::Malformed(format!(
+            _ => Err(AttestError::malformed_text(format!(
                 "unknown AMD processor: CPUID family {family:#x} model {model:#x}"
             ))),
         }

@@ -135,7 +135,7 @@ pub fn certs_from_evidence(bytes: &[u8], signer: Signer) -> Result<Option<Vec<u8
     };
     // `{GUID, u32 offset, u32 length}` entries, closed by an all-zero
     // GUID; offsets count from the start of the table.
-    let bad = |m: &str| AttestError::Malformed(format!("certificate table: {m}"));
+    let bad = |m: &str| AttestError::malformed_text(format!("certificate table: {m}"));
     let mut r = attest_core::reader::Reader::new(bytes, "certificate table");
     for _ in 0..MAX_TABLE_ENTRIES {
         let g: [u8; 16] = r.take_array("entry GUID")?;
@@ -176,12 +176,15 @@ impl OfflineVceks {
 fn read_cert(path: &std::path::Path) -> Result<Option<Vec<u8>>, AttestError> {
     match std::fs::read(path) {
         Ok(b) if b.len() <= MAX_CERT => Ok(Some(b)),
-        Ok(_) => Err(AttestError::Malformed(format!(
+        Ok(_) => Err(AttestError::malformed_text(format!(
             "{}: larger than {MAX_CERT} bytes",
             path.display()
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(AttestError::Unavailable(format!("{}: {e}", path.display()))),
+        Err(e) => Err(AttestError::unavailable_text(format!(
+            "{}: {e}",
+            path.display()
+        ))),
     }
 }
 
@@ -196,13 +199,16 @@ impl crate::crl::CrlSource for OfflineVceks {
         let path = self.dir.join(crate::crl::crl_name(product, signer));
         match std::fs::read(&path) {
             Ok(b) if b.len() <= crate::crl::MAX_CRL => Ok(Some(b)),
-            Ok(_) => Err(AttestError::Malformed(format!(
+            Ok(_) => Err(AttestError::malformed_text(format!(
                 "{}: larger than {} bytes",
                 path.display(),
                 crate::crl::MAX_CRL
             ))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(AttestError::Unavailable(format!("{}: {e}", path.display()))),
+            Err(e) => Err(AttestError::unavailable_text(format!(
+                "{}: {e}",
+                path.display()
+            ))),
         }
     }
 
@@ -219,7 +225,7 @@ impl VcekSource for OfflineVceks {
                 return Ok(c);
             }
         }
-        Err(AttestError::CollateralMissing(format!(
+        Err(AttestError::collateral_missing_text(format!(
             "no endorsement key certificate for {} in {}",
             req.file_name(req.product.unwrap_or(Product::Milan)),
             self.dir.display()
@@ -283,7 +289,7 @@ impl KdsClient {
             .connect_timeout(timeout)
             .user_agent(concat!("confidential-kms/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| AttestError::Unavailable(format!("http client: {e}")))?;
+            .map_err(|e| AttestError::unavailable_text(format!("http client: {e}")))?;
         Ok(KdsClient {
             base: base.trim_end_matches('/').to_owned(),
             http,
@@ -368,14 +374,14 @@ impl KdsClient {
 
     async fn get_bounded(&self, url: &str, max: usize) -> Result<Option<Vec<u8>>, AttestError> {
         if let Some(left) = self.in_backoff() {
-            return Err(AttestError::Unavailable(format!(
+            return Err(AttestError::unavailable_text(format!(
                 "AMD KDS throttled us; not asking again for {}s",
                 left.as_secs().max(1)
             )));
         }
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let unavailable = |m: String| AttestError::Unavailable(format!("{url}: {m}"));
+        let unavailable = |m: String| AttestError::unavailable_text(format!("{url}: {m}"));
         let resp = self.http.get(url).send().await.map_err(|e| {
             unavailable(if e.is_timeout() {
                 "timed out".into()
@@ -484,12 +490,12 @@ impl crate::crl::CrlSource for KdsClient {
 impl VcekSource for KdsClient {
     async fn fetch(&self, req: &VekRequest) -> Result<Vec<u8>, AttestError> {
         if req.signer == Signer::Vlek {
-            return Err(AttestError::CollateralMissing(
+            return Err(AttestError::collateral_missing_text(
                 "a VLEK is not public on AMD KDS: it must come with the evidence".into(),
             ));
         }
         if req.chip_id == [0u8; 64] {
-            return Err(AttestError::CollateralMissing(
+            return Err(AttestError::collateral_missing_text(
                 "CHIP_ID is masked: no VCEK can be looked up; send it with the evidence".into(),
             ));
         }
@@ -513,7 +519,7 @@ impl VcekSource for KdsClient {
                     // another chip's key) would otherwise be served from
                     // the cache for ever.
                     crate::certs::check_vcek_for(&self.roots, product, req, &der).map_err(|e| {
-                        AttestError::Unavailable(format!(
+                        AttestError::unavailable_text(format!(
                             "AMD KDS answered {name} with a certificate that does not check: {e}"
                         ))
                     })?;
@@ -525,7 +531,7 @@ impl VcekSource for KdsClient {
                     .insert(name, "AMD KDS has no VCEK for this chip and TCB".into()),
             }
         }
-        Err(AttestError::CollateralMissing(
+        Err(AttestError::collateral_missing_text(
             "AMD KDS has no VCEK for this chip and TCB".into(),
         ))
     }

@@ -9,7 +9,7 @@ pub(crate) fn map_qvl_error(e: &anyhow::Error) -> AttestError {
     let msg = format!("{e:#}");
     let has = |needles: &[&str]| needles.iter().any(|n| msg.contains(n));
     if has(&["Revoked", "CertRevoked"]) {
-        AttestError::Revoked(msg)
+        AttestError::revoked_text(msg)
     } else if has(&[
         "expired",
         "Expired",
@@ -17,7 +17,7 @@ pub(crate) fn map_qvl_error(e: &anyhow::Error) -> AttestError {
         "NotValidYet",
         "not yet valid",
     ]) {
-        AttestError::CollateralExpired(msg)
+        AttestError::collateral_expired_text(msg)
     } else if has(&[
         "Debug mode",
         "debug",
@@ -33,7 +33,7 @@ pub(crate) fn map_qvl_error(e: &anyhow::Error) -> AttestError {
         "TD attributes",
         "profiling",
     ]) {
-        AttestError::Insecure(msg)
+        AttestError::insecure_text(msg)
     } else if has(&[
         "Signature is invalid",
         "signature is invalid",
@@ -41,13 +41,13 @@ pub(crate) fn map_qvl_error(e: &anyhow::Error) -> AttestError {
         "BadSignature",
         "InvalidSignature",
     ]) {
-        AttestError::BadSignature(msg)
+        AttestError::bad_signature_text(msg)
     } else if has(&[
         "Fmspc mismatch",
         "non-TDX TCB info",
         "QE Identity id/version",
     ]) {
-        AttestError::CollateralMissing(msg)
+        AttestError::collateral_missing_text(msg)
     } else if has(&[
         "decode",
         "Decode",
@@ -56,8 +56,8 @@ pub(crate) fn map_qvl_error(e: &anyhow::Error) -> AttestError {
         "must have version",
         "Unsupported TEE",
     ]) {
-        AttestError::Malformed(msg)
+        AttestError::malformed_text(msg)
     } else {
-        AttestError::UntrustedChain(msg)
+        AttestError::untrusted_chain_text(msg)
     }
 }

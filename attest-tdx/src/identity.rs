@@ -226,14 +226,14 @@ pub fn quote_part(v: &VerifiedQuote, ctx: &VerifyContext) -> Result<QuotePart, A
         (v.quote(), v.collateral(), v.claims(), v.collateral_key());
     let r = quote.td10();
     if r.mr_signer_seam.iter().any(|b| *b != 0) {
-        return Err(AttestError::Insecure(format!(
+        return Err(AttestError::insecure_text(format!(
             "MRSIGNERSEAM is {}, not Intel's (zero): a TDX module not signed by Intel",
             hex::encode(r.mr_signer_seam)
         )));
     }
     let debug = r.td_attributes[0] & 0x01 != 0;
     if debug {
-        return Err(AttestError::Insecure(
+        return Err(AttestError::insecure_text(
             "the TD runs in debug mode (TDATTRIBUTES.DEBUG)".into(),
         ));
     }
@@ -295,7 +295,7 @@ pub(crate) fn build(
     let quote = v.quote();
     let mut part = quote_part(v, ctx)?;
     if event_log.is_empty() {
-        return Err(AttestError::Malformed(
+        return Err(AttestError::malformed_text(
             "TDX evidence carries no event log: the app identity is in its RTMR3 runtime events"
                 .into(),
         ));

@@ -147,7 +147,7 @@ impl TdxVerifier {
         now: UnixTime,
     ) -> Result<(TdQuote, CollateralKey), AttestError> {
         if raw.len() > MAX_QUOTE_LEN {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "quote is {} bytes, at most {MAX_QUOTE_LEN} accepted",
                 raw.len()
             )));
@@ -256,7 +256,7 @@ impl Attestation for TdxVerifier {
             return Err(AttestError::UnsupportedPlatform(evidence.platform.clone()));
         }
         if evidence.event_log.len() > MAX_EVENT_LOG_LEN {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "event log is {} bytes, at most {MAX_EVENT_LOG_LEN} accepted",
                 evidence.event_log.len()
             )));

@@ -78,7 +78,7 @@ impl PckChains {
             }
         }
         let chain = dcap_qvl::intel::extract_cert_chain(quote)
-            .map_err(|e| AttestError::Malformed(format!("PCK certificate chain: {e:#}")))?;
+            .map_err(|e| AttestError::malformed_text(format!("PCK certificate chain: {e:#}")))?;
         let checked = self.check_chain(&chain, t)?;
         let mut map = self.checked.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_REMEMBERED_CHAINS {
@@ -96,12 +96,12 @@ impl PckChains {
             [leaf, ca] => (leaf, ca),
             [leaf, ca, root] if root.as_slice() == self.root.der.as_slice() => (leaf, ca),
             [_, _, _] => {
-                return Err(AttestError::UntrustedChain(
+                return Err(AttestError::untrusted_chain_text(
                     "the quote's PCK chain ends in a root that is not the pinned Intel root".into(),
                 ));
             }
             _ => {
-                return Err(AttestError::UntrustedChain(format!(
+                return Err(AttestError::untrusted_chain_text(format!(
                     "the quote's PCK chain has {} certificates, expected leaf, PCK CA and root",
                     chain.len()
                 )));
@@ -111,8 +111,9 @@ impl PckChains {
         let ca_cert = Cert::parse(ca, "PCK CA")?;
         ca_cert.check_issued_by(&self.root, now, "PCK CA")?;
         leaf_cert.check_issued_by(&ca_cert, now, "PCK leaf")?;
-        let ext = dcap_qvl::intel::parse_pck_extension(leaf)
-            .map_err(|e| AttestError::Malformed(format!("PCK certificate extension: {e:#}")))?;
+        let ext = dcap_qvl::intel::parse_pck_extension(leaf).map_err(|e| {
+            AttestError::malformed_text(format!("PCK certificate extension: {e:#}"))
+        })?;
         // The CA kind from the CA's own (now verified) name; dcap-qvl's
         // helper would call any unknown issuer a Processor CA.
         let ca = ca_cert.pck_ca_kind("the quote's PCK CA")?;

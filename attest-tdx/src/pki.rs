@@ -20,7 +20,7 @@ const ECDSA_WITH_SHA256_OID: der::oid::ObjectIdentifier =
     der::oid::ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 
 fn untrusted(m: impl Into<String>) -> AttestError {
-    AttestError::UntrustedChain(m.into())
+    AttestError::untrusted_chain_text(m.into())
 }
 
 /// Checks that `der` (a certificate or a CRL) is signed by the holder of
@@ -35,7 +35,9 @@ pub(crate) fn check_signed(der: &[u8], issuer_key: &[u8], what: &str) -> Result<
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, issuer_key)
         .verify(signed.tbs, signed.signature)
         .map_err(|_| {
-            AttestError::BadSignature(format!("the signature over the {what} does not verify"))
+            AttestError::bad_signature_text(format!(
+                "the signature over the {what} does not verify"
+            ))
         })
 }
 
@@ -50,7 +52,9 @@ pub(crate) fn check_raw_signature(
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key)
         .verify(msg, sig)
         .map_err(|_| {
-            AttestError::BadSignature(format!("the signature over the {what} does not verify"))
+            AttestError::bad_signature_text(format!(
+                "the signature over the {what} does not verify"
+            ))
         })
 }
 
@@ -63,7 +67,7 @@ pub(crate) struct Cert {
 impl Cert {
     pub(crate) fn parse(der: &[u8], what: &str) -> Result<Self, AttestError> {
         let parsed = Certificate::from_der(der)
-            .map_err(|e| AttestError::Malformed(format!("{what} certificate: {e}")))?;
+            .map_err(|e| AttestError::malformed_text(format!("{what} certificate: {e}")))?;
         if parsed.signature_algorithm().oid != ECDSA_WITH_SHA256_OID
             || parsed.tbs_certificate().signature().oid != ECDSA_WITH_SHA256_OID
         {
@@ -162,7 +166,7 @@ impl Crl {
     /// Parses `der` and checks that `issuer` signed it.
     pub(crate) fn verify(der: &[u8], issuer: &Cert, what: &str) -> Result<Self, AttestError> {
         let parsed = CertificateList::from_der(der)
-            .map_err(|e| AttestError::Malformed(format!("{what}: {e}")))?;
+            .map_err(|e| AttestError::malformed_text(format!("{what}: {e}")))?;
         if parsed.tbs_cert_list.issuer != *issuer.parsed.tbs_certificate().subject() {
             return Err(untrusted(format!(
                 "{what} is not issued by the expected CA"
@@ -177,7 +181,7 @@ impl Crl {
         let next = parsed
             .tbs_cert_list
             .next_update
-            .ok_or_else(|| AttestError::Malformed(format!("{what} has no nextUpdate")))?
+            .ok_or_else(|| AttestError::malformed_text(format!("{what} has no nextUpdate")))?
             .to_unix_duration()
             .as_secs();
         Ok(Crl {
@@ -200,14 +204,14 @@ impl Crl {
 /// The DER certificates of a PEM chain, in order.
 pub(crate) fn pem_chain(pem: &[u8], what: &str) -> Result<Vec<Vec<u8>>, AttestError> {
     let blocks =
-        ::pem::parse_many(pem).map_err(|e| AttestError::Malformed(format!("{what}: {e}")))?;
+        ::pem::parse_many(pem).map_err(|e| AttestError::malformed_text(format!("{what}: {e}")))?;
     let certs: Vec<Vec<u8>> = blocks
         .into_iter()
         .filter(|p| p.tag() == "CERTIFICATE")
         .map(|p| p.into_contents())
         .collect();
     if certs.is_empty() || certs.len() > 4 {
-        return Err(AttestError::Malformed(format!(
+        return Err(AttestError::malformed_text(format!(
             "{what} holds {} certificates, expected 1 to 4",
             certs.len()
         )));

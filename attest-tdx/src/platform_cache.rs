@@ -89,7 +89,7 @@ pub(crate) struct Parts<'a> {
 }
 
 fn malformed(m: &str) -> AttestError {
-    AttestError::Malformed(format!("TDX quote: {m}"))
+    AttestError::malformed_text(format!("TDX quote: {m}"))
 }
 
 impl<'a> Parts<'a> {
@@ -152,7 +152,7 @@ impl<'a> Parts<'a> {
         UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
             .verify(self.signed, self.signature)
             .map_err(|_| {
-                AttestError::BadSignature("ISV enclave report signature is invalid".into())
+                AttestError::bad_signature_text("ISV enclave report signature is invalid".into())
             })
     }
 }

@@ -18,12 +18,12 @@ impl TdQuote {
     /// Parses a TDX quote; SGX quotes and unknown layouts are rejected.
     pub fn parse(raw: &[u8]) -> Result<Self, AttestError> {
         check_framing(raw)?;
-        let quote =
-            Quote::parse(raw).map_err(|e| AttestError::Malformed(format!("TDX quote: {e:#}")))?;
+        let quote = Quote::parse(raw)
+            .map_err(|e| AttestError::malformed_text(format!("TDX quote: {e:#}")))?;
         let td10 = match (quote.header.tee_type, quote.report.as_td10()) {
             (0x81, Some(td10)) => *td10,
             (tee, _) => {
-                return Err(AttestError::Malformed(format!(
+                return Err(AttestError::malformed_text(format!(
                     "not a TDX quote (TEE type {tee:#x})"
                 )));
             }
@@ -62,7 +62,7 @@ pub fn parse_event_log(bytes: &[u8]) -> Result<Vec<LogEvent>, AttestError> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[') => eventlog::parse_json_event_log(bytes),
         Some(_) => eventlog::tcg::parse_ccel(bytes),
-        None => Err(AttestError::Malformed("the event log is empty".into())),
+        None => Err(AttestError::malformed_text("the event log is empty".into())),
     }
 }
 
@@ -76,7 +76,7 @@ const TD10_BODY_LEN: usize = 584;
 /// after it (to 5006 or 8000 bytes); anything but zeros there is unsigned
 /// data smuggled along, and rejected.
 fn check_framing(raw: &[u8]) -> Result<(), AttestError> {
-    let bad = |m: String| AttestError::Malformed(format!("TDX quote: {m}"));
+    let bad = |m: String| AttestError::malformed_text(format!("TDX quote: {m}"));
     let mut r = Reader::new(raw, "TDX quote");
     let version = r.u16_le("version")?;
     let body_len = match version {

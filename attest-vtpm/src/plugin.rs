@@ -60,7 +60,7 @@ impl VtpmConfig {
         if APP_PCR_RANGE.contains(&self.app_pcr) {
             Ok(())
         } else {
-            Err(AttestError::Malformed(format!(
+            Err(AttestError::malformed_text(format!(
                 "app_pcr must be in 8..=15 (not the firmware's 0-7, the resettable 16 or 23, or DRTM's 17-22), found {}",
                 self.app_pcr
             )))
@@ -149,7 +149,7 @@ impl AzVtpm {
         config.validate()?;
         let c = snp.config();
         if c.vmpl != 0 || c.allow_migrate_ma {
-            return Err(AttestError::Insecure(format!(
+            return Err(AttestError::insecure_text(format!(
                 "az-snp-vtpm needs an SNP verifier that requires VMPL 0 and refuses a migration agent (found vmpl {}, allow_migrate_ma {})",
                 c.vmpl, c.allow_migrate_ma
             )));
@@ -190,19 +190,19 @@ impl AzVtpm {
             return Err(AttestError::UnsupportedPlatform(evidence.platform.clone()));
         }
         if !evidence.app_config.is_empty() {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "{platform} evidence carries an app_config; the app identity is in the app PCR's event log"
             )));
         }
         match self.hw {
             Hardware::Snp(_) if evidence.certificates.len() > MAX_VCEK => {
-                return Err(AttestError::Malformed(format!(
+                return Err(AttestError::malformed_text(format!(
                     "certificates: {} bytes, at most {MAX_VCEK} accepted",
                     evidence.certificates.len()
                 )));
             }
             Hardware::Tdx(_) if !evidence.certificates.is_empty() => {
-                return Err(AttestError::Malformed(
+                return Err(AttestError::malformed_text(
                     "az-tdx-vtpm evidence carries certificates; the TD quote holds its PCK chain"
                         .into(),
                 ));
@@ -210,7 +210,7 @@ impl AzVtpm {
             _ => {}
         }
         if evidence.event_log.len() > identity::MAX_EVENT_LOG {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "event log is {} bytes, at most {} accepted",
                 evidence.event_log.len(),
                 identity::MAX_EVENT_LOG
@@ -222,7 +222,7 @@ impl AzVtpm {
     /// The reused verifier's evidence for the hardware report.
     fn snp_evidence(evidence: &Evidence, checked: &CheckedVtpm) -> Result<Evidence, AttestError> {
         let HardwareReport::Snp { report, vcek } = checked.hardware_report() else {
-            return Err(AttestError::Malformed(
+            return Err(AttestError::malformed_text(
                 "az-snp-vtpm evidence holds no SNP report".into(),
             ));
         };
@@ -242,7 +242,7 @@ impl AzVtpm {
     fn td_quote(checked: &CheckedVtpm) -> Result<&[u8], AttestError> {
         match checked.hardware_report() {
             HardwareReport::Tdx { td_quote } => Ok(td_quote),
-            HardwareReport::Snp { .. } => Err(AttestError::Malformed(
+            HardwareReport::Snp { .. } => Err(AttestError::malformed_text(
                 "az-tdx-vtpm evidence holds no TD quote".into(),
             )),
         }
@@ -288,7 +288,9 @@ impl AzVtpm {
         // plug-in's to keep, so it is checked here too.
         checked.hcl_report().check_report_data(&part.report_data)?;
         if part.debug {
-            return Err(AttestError::Insecure("the TEE runs in debug mode".into()));
+            return Err(AttestError::insecure_text(
+                "the TEE runs in debug mode".into(),
+            ));
         }
         Ok(part)
     }
@@ -389,7 +391,7 @@ fn unbound_user_data(
     match checked.claims().user_data() {
         Some(u) => Ok(*u),
         None if ctx.expected_report_data.is_none() => Ok(ReportData([0; 64])),
-        None => Err(AttestError::Malformed(
+        None => Err(AttestError::malformed_text(
             "HCL runtime claims have no user-data: the evidence carries no request binding".into(),
         )),
     }
@@ -461,14 +463,14 @@ impl Attestation for AzVtpm {
     ) -> Result<VerifiedIdentity, AttestError> {
         let platform = self.platform();
         if evidence.platform == platform && evidence.event_log.is_empty() {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "{platform} evidence carries no event log: the app identity is in the runtime events of PCR {}",
                 self.config.app_pcr
             )));
         }
         let p = self.verify_parts(evidence, ctx, Nonce::Kms).await?;
         let app = p.app.ok_or_else(|| {
-            AttestError::Malformed(format!("{platform} evidence carries no event log"))
+            AttestError::malformed_text(format!("{platform} evidence carries no event log"))
         })?;
         Ok(VerifiedIdentity {
             platform,

@@ -210,7 +210,7 @@ impl CachedCollateral {
             .and_then(|()| fetched.check_for(key))
         {
             self.stats.rejected_sets.fetch_add(1, Ordering::Relaxed);
-            return Err(AttestError::Unavailable(format!(
+            return Err(AttestError::unavailable_text(format!(
                 "the collateral source answered for {key:?} with a set that does not verify: {e}"
             )));
         }
@@ -246,7 +246,7 @@ impl CollateralSource for CachedCollateral {
             return Ok(c);
         }
         if let Some(m) = self.not_found.get(key) {
-            return Err(AttestError::CollateralMissing(m));
+            return Err(AttestError::collateral_missing_text(m));
         }
         let _flight = self.flights.enter(key).await;
 

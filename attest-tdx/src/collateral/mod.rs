@@ -86,18 +86,18 @@ pub(crate) fn rfc3339(what: &str, s: &str) -> Result<u64, AttestError> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .ok()
         .and_then(|t| u64::try_from(t.unix_timestamp()).ok())
-        .ok_or_else(|| AttestError::Malformed(format!("collateral {what}: bad date {s:?}")))
+        .ok_or_else(|| AttestError::malformed_text(format!("collateral {what}: bad date {s:?}")))
 }
 
 fn crl_dates(what: &str, der_bytes: &[u8]) -> Result<(u64, u64), AttestError> {
     let crl =
         x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der_bytes)
-            .map_err(|e| AttestError::Malformed(format!("collateral {what}: {e}")))?;
+            .map_err(|e| AttestError::malformed_text(format!("collateral {what}: {e}")))?;
     let this = crl.tbs_cert_list.this_update.to_unix_duration().as_secs();
     let next = crl
         .tbs_cert_list
         .next_update
-        .ok_or_else(|| AttestError::Malformed(format!("collateral {what} has no nextUpdate")))?
+        .ok_or_else(|| AttestError::malformed_text(format!("collateral {what} has no nextUpdate")))?
         .to_unix_duration()
         .as_secs();
     Ok((this, next))
@@ -107,9 +107,9 @@ impl Collateral {
     /// Wraps collateral, reading its validity dates.
     pub fn new(data: QuoteCollateralV3) -> Result<Self, AttestError> {
         let tcb: dcap_qvl::TcbInfo = serde_json::from_str(&data.tcb_info)
-            .map_err(|e| AttestError::Malformed(format!("collateral tcb_info: {e}")))?;
+            .map_err(|e| AttestError::malformed_text(format!("collateral tcb_info: {e}")))?;
         let qe: dcap_qvl::QeIdentity = serde_json::from_str(&data.qe_identity)
-            .map_err(|e| AttestError::Malformed(format!("collateral qe_identity: {e}")))?;
+            .map_err(|e| AttestError::malformed_text(format!("collateral qe_identity: {e}")))?;
         let (root_this, root_next) = crl_dates("root_ca_crl", &data.root_ca_crl)?;
         let (pck_this, pck_next) = crl_dates("pck_crl", &data.pck_crl)?;
         let next_update = [
@@ -135,7 +135,7 @@ impl Collateral {
         }
         let mut fmspc = [0u8; 6];
         hex::decode_to_slice(&tcb.fmspc, &mut fmspc).map_err(|_| {
-            AttestError::Malformed(format!("collateral tcb_info fmspc {:?}", tcb.fmspc))
+            AttestError::malformed_text(format!("collateral tcb_info fmspc {:?}", tcb.fmspc))
         })?;
         let crl_chain =
             crate::pki::pem_chain(data.pck_crl_issuer_chain.as_bytes(), "PCK CRL issuer chain")?;
@@ -183,8 +183,9 @@ impl Collateral {
     /// set of another platform or CA verifies to Intel's root like the
     /// right one, so signatures alone do not show this.
     pub fn check_for(&self, key: &CollateralKey) -> Result<(), AttestError> {
-        let wrong =
-            |m: String| AttestError::CollateralMissing(format!("collateral for {key:?}: {m}"));
+        let wrong = |m: String| {
+            AttestError::collateral_missing_text(format!("collateral for {key:?}: {m}"))
+        };
         if self.tcb_info.id != "TDX" || self.tcb_info.version < 3 {
             return Err(wrong(format!(
                 "TCB info is {:?} version {}, expected TDX version 3 or later",
@@ -215,7 +216,7 @@ impl Collateral {
     /// Parses dcap-qvl's `QuoteCollateralV3` JSON.
     pub fn from_json(json: &[u8]) -> Result<Self, AttestError> {
         let data: QuoteCollateralV3 = serde_json::from_slice(json)
-            .map_err(|e| AttestError::Malformed(format!("collateral JSON: {e}")))?;
+            .map_err(|e| AttestError::malformed_text(format!("collateral JSON: {e}")))?;
         Self::new(data)
     }
 

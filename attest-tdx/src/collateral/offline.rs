@@ -57,15 +57,15 @@ impl CollateralSource for OfflineCollateral {
         for name in candidates {
             let path = self.dir.join(&name);
             let bytes = read_bounded(&path).map_err(|e| {
-                AttestError::Unavailable(format!("reading {}: {e}", path.display()))
+                AttestError::unavailable_text(format!("reading {}: {e}", path.display()))
             })?;
             if let Some(bytes) = bytes {
                 return Collateral::from_json(&bytes).map(Arc::new).map_err(|e| {
-                    AttestError::Malformed(format!("{}: {}", path.display(), e.message()))
+                    AttestError::malformed_text(format!("{}: {}", path.display(), e.message()))
                 });
             }
         }
-        Err(AttestError::CollateralMissing(format!(
+        Err(AttestError::collateral_missing_text(format!(
             "no collateral for {stem} in {}",
             self.dir.display()
         )))

@@ -116,7 +116,7 @@ struct Response {
 }
 
 fn unavailable(url: &str, what: impl std::fmt::Display) -> AttestError {
-    AttestError::Unavailable(format!("{url}: {what}"))
+    AttestError::unavailable_text(format!("{url}: {what}"))
 }
 
 impl PcsClient {
@@ -140,7 +140,7 @@ impl PcsClient {
             .connect_timeout(config.timeout)
             .user_agent(concat!("confidential-kms/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| AttestError::Unavailable(format!("http client: {e}")))?;
+            .map_err(|e| AttestError::unavailable_text(format!("http client: {e}")))?;
         Ok(PcsClient {
             base,
             update: config.update,
@@ -182,7 +182,9 @@ impl PcsClient {
             body.extend_from_slice(&chunk);
         }
         if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(AttestError::CollateralMissing(format!("{url}: HTTP 404")));
+            return Err(AttestError::collateral_missing_text(format!(
+                "{url}: HTTP 404"
+            )));
         }
         if !status.is_success() {
             return Err(unavailable(url, format!("HTTP {status}")));
@@ -279,7 +281,7 @@ impl CollateralSource for PcsClient {
     ) -> Result<Arc<Collateral>, AttestError> {
         let data = self.fetch_collateral(key).await?;
         Collateral::new(data).map(Arc::new).map_err(|e| {
-            AttestError::Unavailable(format!(
+            AttestError::unavailable_text(format!(
                 "{}: unusable collateral: {}",
                 self.base,
                 e.message()

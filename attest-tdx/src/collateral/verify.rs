@@ -16,7 +16,7 @@ use super::QuoteCollateralV3;
 use crate::pki::{Cert, Crl, check_raw_signature, pem_chain};
 
 fn expired(m: String) -> AttestError {
-    AttestError::CollateralExpired(m)
+    AttestError::collateral_expired_text(m)
 }
 
 /// A signer certificate from an issuer chain (PEM: signer, then the root),
@@ -31,7 +31,7 @@ fn signer(
     let chain = pem_chain(chain_pem.as_bytes(), what)?;
     if let Some(embedded_root) = chain.get(1) {
         if embedded_root.as_slice() != root.der.as_slice() {
-            return Err(AttestError::UntrustedChain(format!(
+            return Err(AttestError::untrusted_chain_text(format!(
                 "{what} ends in a root that is not the pinned Intel root"
             )));
         }
@@ -39,7 +39,7 @@ fn signer(
     let cert = Cert::parse(&chain[0], what)?;
     cert.check_issued_by(root, now, what)?;
     if root_crl.revokes(&cert) {
-        return Err(AttestError::Revoked(format!(
+        return Err(AttestError::revoked_text(format!(
             "the {what} signer is on the root CA CRL"
         )));
     }
@@ -77,7 +77,7 @@ pub(crate) fn verify_collateral(
     let pck_chain = pem_chain(c.pck_crl_issuer_chain.as_bytes(), "PCK CRL issuer chain")?;
     if let Some(embedded_root) = pck_chain.get(1) {
         if embedded_root.as_slice() != root.der.as_slice() {
-            return Err(AttestError::UntrustedChain(
+            return Err(AttestError::untrusted_chain_text(
                 "the PCK CRL issuer chain ends in a root that is not the pinned Intel root".into(),
             ));
         }
@@ -85,7 +85,7 @@ pub(crate) fn verify_collateral(
     let pck_ca = Cert::parse(&pck_chain[0], "PCK CA")?;
     pck_ca.check_issued_by(root, now, "PCK CA")?;
     if root_crl.revokes(&pck_ca) {
-        return Err(AttestError::Revoked(
+        return Err(AttestError::revoked_text(
             "the PCK CA is on the root CA CRL".into(),
         ));
     }

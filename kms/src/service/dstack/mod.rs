@@ -246,7 +246,7 @@ impl DstackFront {
             return Err(self.unverified(
                 purpose,
                 "none",
-                AttestError::Malformed(format!(
+                AttestError::malformed_text(format!(
                     "unsupported api_version {} (0 and 1 are supported)",
                     req.api_version
                 )),
@@ -256,7 +256,7 @@ impl DstackFront {
             return Err(self.unverified(
                 purpose,
                 "none",
-                AttestError::Malformed(
+                AttestError::malformed_text(
                     "no client certificate: GetAppKey needs an RA-TLS client certificate carrying the guest's attestation".into(),
                 ),
             ));
@@ -268,7 +268,7 @@ impl DstackFront {
                 return Err(self.unverified(
                     purpose,
                     "none",
-                    AttestError::Malformed(
+                    AttestError::malformed_text(
                         "the client certificate carries no dstack attestation (extension 1.3.6.1.4.1.62397.1.8, or 1.1 and 1.2)".into(),
                     ),
                 ));
@@ -336,7 +336,7 @@ impl DstackFront {
             return Err(self.unverified(
                 purpose,
                 platform.as_str(),
-                AttestError::Malformed(format!(
+                AttestError::malformed_text(format!(
                     "the CSR asks for {n:?}, a name of this KMS, which apps are never certified for"
                 )),
             ));
