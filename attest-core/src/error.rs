@@ -173,6 +173,12 @@ pub enum Malformed {
         /// What was found.
         found: String,
     },
+    /// A version, type or vendor this verifier does not support, in a
+    /// vendor library's words.
+    Unsupported {
+        /// The library's message.
+        detail: String,
+    },
     /// A field, at an offset, that does not decode: a problem a decoder
     /// (SCALE, msgpack) names in words.
     BadField {
@@ -308,9 +314,9 @@ impl fmt::Display for Malformed {
                 offset,
                 problem,
             } => write!(f, "{context}: {field} at offset {offset}: {problem}"),
-            Malformed::Missing { detail, .. } | Malformed::Unexpected { detail, .. } => {
-                f.write_str(detail)
-            }
+            Malformed::Missing { detail, .. }
+            | Malformed::Unexpected { detail, .. }
+            | Malformed::Unsupported { detail } => f.write_str(detail),
             Malformed::Syntax { what, detail } => write!(f, "{what}: {detail}"),
             Malformed::Within { location, inner } => write!(f, "{location}: {inner}"),
             Malformed::Other(m) => f.write_str(m),
