@@ -19,7 +19,9 @@
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::{AppId, AppIdentity, AttestError, ComposeHash, HexBytes, InstanceId, KeyProvider};
+use crate::{
+    AppId, AppIdentity, AttestError, ComposeHash, HexBytes, InstanceId, KeyProvider, Malformed,
+};
 
 /// Domain prefix of the HOST_DATA digest (followed by one 0x00 byte).
 pub const HOST_DATA_PREFIX: &[u8] = b"dstack-mr-config-v3:";
@@ -78,35 +80,40 @@ fn strip(s: &str) -> &str {
 fn hash32(what: &str, s: &str) -> Result<[u8; 32], AttestError> {
     ComposeHash::from_hex(strip(s))
         .map(|h| h.0)
-        .map_err(|e| AttestError::Malformed(format!("app config {what}: {}", e.message())))
+        .map_err(|e| e.within(format!("app config {what}")))
 }
 
 impl AppConfigV3 {
     /// Parses and validates a document.
     pub fn parse(document: &[u8]) -> Result<Self, AttestError> {
         if document.len() > MAX_DOCUMENT_LEN {
-            return Err(AttestError::Malformed(format!(
-                "app config is {} bytes, at most {MAX_DOCUMENT_LEN} accepted",
-                document.len()
-            )));
-        }
-        let raw: RawV3 = serde_json::from_slice(document)
-            .map_err(|e| AttestError::Malformed(format!("app config: {e}")))?;
-        if raw.version != 3 {
-            return Err(AttestError::Malformed(format!(
-                "app config version must be 3, found {}",
-                raw.version
-            )));
-        }
-        let ctx = |what: &'static str| {
-            move |e: AttestError| {
-                AttestError::Malformed(format!("app config {what}: {}", e.message()))
+            return Err(Malformed::TooLarge {
+                what: "app config".into(),
+                size: document.len(),
+                max: MAX_DOCUMENT_LEN,
             }
-        };
+            .into());
+        }
+        let raw: RawV3 = serde_json::from_slice(document).map_err(|e| Malformed::Syntax {
+            what: "app config".into(),
+            detail: e.to_string(),
+        })?;
+        if raw.version != 3 {
+            return Err(Malformed::BadValue {
+                what: "app config version".into(),
+                expected: "3".into(),
+                found: raw.version.to_string(),
+            }
+            .into());
+        }
+        let ctx = |what: &'static str| move |e: AttestError| e.within(format!("app config {what}"));
         if raw.key_provider.is_empty() || raw.key_provider.len() > 64 {
-            return Err(AttestError::Malformed(
-                "app config key_provider must be 1..=64 bytes".into(),
-            ));
+            return Err(Malformed::BadValue {
+                what: "app config key_provider".into(),
+                expected: "1..=64 bytes".into(),
+                found: format!("{} bytes", raw.key_provider.len()),
+            }
+            .into());
         }
         Ok(AppConfigV3 {
             app_id: AppId::from_hex(strip(&raw.app_id)).map_err(ctx("app_id"))?,
@@ -213,30 +220,45 @@ mod tests {
 
     #[test]
     fn rejects_bad_documents() {
-        let cases: &[(&str, &str)] = &[
-            (r#"{"version":3,"app_id":"00","compose_hash":"00","key_provider":"kms"}"#, "app_id"),
-            (&DOC.replace("\"version\":3", "\"version\":2"), "version must be 3"),
-            (&DOC.replace("\"version\":3", "\"version\":\"3\""), "invalid type"),
-            (&DOC.replace("\"key_provider\":\"kms\"", "\"key_provider\":7"), "invalid type"),
-            (&DOC.replace("{", "{\"extra\":1,"), "unknown field `extra`"),
-            (&DOC.replace("{", "{\"version\":3,"), "duplicate field `version`"),
-            (&DOC.replace(",\"compose_hash\":\"3763bc34552cf3a27ff71ad5f7a90471562a1a2df552dfc1998cba2d60da27e7\"", ""), "missing field `compose_hash`"),
-            (&DOC.replace("\"key_provider_id\":\"3059\"", "\"key_provider_id\":\"305\""), "key_provider_id"),
-            (&DOC.replace("c3714eb66990eace777b4e664c16e09375dec4c9", "c3714e"), "instance_id"),
-            ("[]", "app config"),
-            ("", "app config"),
+        // Where the error is (a field's location, or the document for
+        // serde's own verdicts) and, for serde's, the words it uses.
+        let cases: &[(&str, &str, &str)] = &[
+            (r#"{"version":3,"app_id":"00","compose_hash":"00","key_provider":"kms"}"#, "app config app_id", ""),
+            (&DOC.replace("\"version\":3", "\"version\":2"), "version", ""),
+            (&DOC.replace("\"version\":3", "\"version\":\"3\""), "syntax", "invalid type"),
+            (&DOC.replace("\"key_provider\":\"kms\"", "\"key_provider\":7"), "syntax", "invalid type"),
+            (&DOC.replace("{", "{\"extra\":1,"), "syntax", "unknown field `extra`"),
+            (&DOC.replace("{", "{\"version\":3,"), "syntax", "duplicate field `version`"),
+            (&DOC.replace(",\"compose_hash\":\"3763bc34552cf3a27ff71ad5f7a90471562a1a2df552dfc1998cba2d60da27e7\"", ""), "syntax", "missing field `compose_hash`"),
+            (&DOC.replace("\"key_provider_id\":\"3059\"", "\"key_provider_id\":\"305\""), "app config key_provider_id", ""),
+            (&DOC.replace("c3714eb66990eace777b4e664c16e09375dec4c9", "c3714e"), "app config instance_id", ""),
+            ("[]", "syntax", ""),
+            ("", "syntax", ""),
         ];
-        for (doc, needle) in cases {
+        for (doc, place, needle) in cases {
             let err = AppConfigV3::parse(doc.as_bytes()).unwrap_err();
-            assert_eq!(err.kind(), crate::ErrorKind::Malformed, "{doc}");
-            assert!(err.to_string().contains(needle), "{doc}: {err}");
+            match (&err, *place) {
+                (AttestError::Malformed(Malformed::Syntax { what, detail }), "syntax") => {
+                    assert_eq!(what, "app config");
+                    assert!(detail.contains(needle), "{doc}: {err}");
+                }
+                (AttestError::Malformed(Malformed::BadValue { what, .. }), "version") => {
+                    assert_eq!(what, "app config version")
+                }
+                (AttestError::Malformed(Malformed::Within { location, .. }), field) => {
+                    assert_eq!(location, field, "{doc}: {err}")
+                }
+                _ => panic!("{doc}: {err:?}, expected {place}"),
+            }
         }
         let huge = vec![b' '; MAX_DOCUMENT_LEN + 1];
-        assert!(
-            AppConfigV3::parse(&huge)
-                .unwrap_err()
-                .to_string()
-                .contains("at most")
+        assert_eq!(
+            AppConfigV3::parse(&huge).unwrap_err().malformed(),
+            Some(&Malformed::TooLarge {
+                what: "app config".into(),
+                size: MAX_DOCUMENT_LEN + 1,
+                max: MAX_DOCUMENT_LEN
+            })
         );
     }
 

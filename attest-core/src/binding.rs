@@ -57,8 +57,11 @@ fn report_data(
         ("client public key", client_public_key),
         ("challenge", challenge),
     ] {
-        let len = u32::try_from(part.len())
-            .map_err(|_| AttestError::Malformed(format!("{what} longer than 4 GiB")))?;
+        let len = u32::try_from(part.len()).map_err(|_| crate::Malformed::TooLarge {
+            what: what.into(),
+            size: part.len(),
+            max: u32::MAX as usize,
+        })?;
         h.update(len.to_be_bytes());
         h.update(part);
     }

@@ -7,20 +7,23 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::AttestError;
+use crate::{AttestError, Malformed};
 
 /// Decodes hex text (either case, no `0x`) into exactly `N` bytes.
 fn decode_fixed<const N: usize>(what: &str, s: &str) -> Result<[u8; N], AttestError> {
     let mut out = [0u8; N];
     if s.len() != 2 * N {
-        return Err(AttestError::Malformed(format!(
-            "{what} must be {N} bytes ({} hex digits), found {} hex digits",
-            2 * N,
-            s.len()
-        )));
+        return Err(Malformed::BadHexLength {
+            what: what.to_owned(),
+            expected: N,
+            digits: s.len(),
+        }
+        .into());
     }
-    hex::decode_to_slice(s, &mut out)
-        .map_err(|e| AttestError::Malformed(format!("{what} is not valid hex: {e}")))?;
+    hex::decode_to_slice(s, &mut out).map_err(|e| Malformed::NotHex {
+        what: Some(what.to_owned()),
+        detail: e.to_string(),
+    })?;
     Ok(out)
 }
 
@@ -37,12 +40,12 @@ macro_rules! fixed_bytes {
             /// Copies from a slice that must be exactly [`Self::LEN`] bytes.
             pub fn from_slice(bytes: &[u8]) -> Result<Self, AttestError> {
                 <[u8; $len]>::try_from(bytes).map($name).map_err(|_| {
-                    AttestError::Malformed(format!(
-                        "{} must be {} bytes, found {}",
-                        $what,
-                        $len,
-                        bytes.len()
-                    ))
+                    Malformed::BadLength {
+                        what: $what.into(),
+                        expected: $len,
+                        found: bytes.len(),
+                    }
+                    .into()
                 })
             }
 
@@ -156,9 +159,13 @@ pub struct HexBytes(pub Vec<u8>);
 impl HexBytes {
     /// Parses hex text (either case, no `0x`).
     pub fn from_hex(s: &str) -> Result<Self, AttestError> {
-        hex::decode(s)
-            .map(HexBytes)
-            .map_err(|e| AttestError::Malformed(format!("not valid hex: {e}")))
+        hex::decode(s).map(HexBytes).map_err(|e| {
+            Malformed::NotHex {
+                what: None,
+                detail: e.to_string(),
+            }
+            .into()
+        })
     }
 
     /// Lowercase hex.
@@ -233,11 +240,31 @@ mod tests {
 
         let short = AppId::from_hex("3763bc34").unwrap_err();
         assert_eq!(
+            short.malformed(),
+            Some(&Malformed::BadHexLength {
+                what: "app_id".into(),
+                expected: 20,
+                digits: 8
+            })
+        );
+        assert_eq!(
             short.to_string(),
             "malformed: app_id must be 20 bytes (40 hex digits), found 8 hex digits"
         );
-        assert!(AppId::from_slice(&[0u8; 21]).is_err());
-        assert!(ComposeHash::from_hex(&"zz".repeat(32)).is_err());
+        assert_eq!(
+            AppId::from_slice(&[0u8; 21]).unwrap_err().malformed(),
+            Some(&Malformed::BadLength {
+                what: "app_id".into(),
+                expected: 20,
+                found: 21
+            })
+        );
+        assert!(matches!(
+            ComposeHash::from_hex(&"zz".repeat(32))
+                .unwrap_err()
+                .malformed(),
+            Some(Malformed::NotHex { .. })
+        ));
         assert!(
             serde_json::from_str::<AppId>("\"0x3763bc34552cf3a27ff71ad5f7a90471562a1a\"").is_err()
         );

@@ -4,8 +4,8 @@
 //! and the signature. Semantic parsing stays with `x509-cert`; this only
 //! locates bytes, so the signature is never checked over a re-encoding.
 
-use crate::AttestError;
 use crate::reader::Reader;
+use crate::{AttestError, Malformed};
 
 /// One DER element: its tag, the whole element and its contents.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,13 +18,24 @@ pub struct Tlv<'a> {
     pub contents: &'a [u8],
 }
 
+fn bad(what: &str, expected: &str, found: String) -> AttestError {
+    Malformed::BadValue {
+        what: what.into(),
+        expected: expected.into(),
+        found,
+    }
+    .into()
+}
+
 /// Reads one DER element: definite, minimal lengths of at most 4 bytes.
 pub fn tlv<'a>(r: &mut Reader<'a>) -> Result<Tlv<'a>, AttestError> {
     let start = r.rest();
     let tag = r.u8("DER tag")?;
     if tag & 0x1f == 0x1f {
-        return Err(AttestError::Malformed(
-            "multi-byte DER tags are not used here".into(),
+        return Err(bad(
+            "DER tag",
+            "a single-byte tag",
+            format!("{tag:#04x} (a multi-byte tag)"),
         ));
     }
     let first = r.u8("DER length")?;
@@ -34,19 +45,29 @@ pub fn tlv<'a>(r: &mut Reader<'a>) -> Result<Tlv<'a>, AttestError> {
             let n = usize::from(first & 0x7f);
             let bytes = r.take(n, "DER length")?;
             if bytes[0] == 0 {
-                return Err(AttestError::Malformed("non-minimal DER length".into()));
+                return Err(bad(
+                    "DER length",
+                    "a minimal length",
+                    "a leading zero byte".into(),
+                ));
             }
             let len = bytes
                 .iter()
                 .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
             if len < 0x80 {
-                return Err(AttestError::Malformed("non-minimal DER length".into()));
+                return Err(bad(
+                    "DER length",
+                    "a minimal length",
+                    format!("{len} in the long form"),
+                ));
             }
             len
         }
         _ => {
-            return Err(AttestError::Malformed(
-                "indefinite or oversized DER length".into(),
+            return Err(bad(
+                "DER length",
+                "a definite length of at most 4 bytes",
+                format!("length byte {first:#04x}"),
             ));
         }
     };
@@ -75,12 +96,12 @@ pub struct Signed<'a> {
 /// Splits a certificate or CRL (DER) into its signed bytes, algorithm and
 /// signature. The whole input must be the one structure.
 pub fn split_signed(der: &[u8]) -> Result<Signed<'_>, AttestError> {
-    let bad = |m: &str| AttestError::Malformed(format!("signed DER structure: {m}"));
+    let what = "signed DER structure";
     let mut outer = Reader::new(der, "signed DER structure");
     let seq = tlv(&mut outer)?;
     outer.finish()?;
     if seq.tag != 0x30 {
-        return Err(bad("not a SEQUENCE"));
+        return Err(bad(what, "a SEQUENCE", format!("tag {:#04x}", seq.tag)));
     }
     let mut r = Reader::new(seq.contents, "signed DER structure");
     let tbs = tlv(&mut r)?;
@@ -88,17 +109,31 @@ pub fn split_signed(der: &[u8]) -> Result<Signed<'_>, AttestError> {
     let sig = tlv(&mut r)?;
     r.finish()?;
     if tbs.tag != 0x30 || alg.tag != 0x30 || sig.tag != 0x03 {
-        return Err(bad("expected SEQUENCE, AlgorithmIdentifier, BIT STRING"));
+        return Err(bad(
+            what,
+            "SEQUENCE, AlgorithmIdentifier, BIT STRING",
+            format!("tags {:#04x}, {:#04x}, {:#04x}", tbs.tag, alg.tag, sig.tag),
+        ));
     }
     let mut a = Reader::new(alg.contents, "signature algorithm");
     let oid = tlv(&mut a)?;
     if oid.tag != 0x06 {
-        return Err(bad("the algorithm is not an OID"));
+        return Err(bad(
+            "signature algorithm",
+            "an OID",
+            format!("tag {:#04x}", oid.tag),
+        ));
     }
     let parameters = a.rest();
     let signature = match sig.contents.split_first() {
         Some((0, s)) => s,
-        _ => return Err(bad("the signature has unused bits")),
+        _ => {
+            return Err(bad(
+                "signature BIT STRING",
+                "no unused bits",
+                format!("{:?} unused bits", sig.contents.first()),
+            ));
+        }
     };
     Ok(Signed {
         tbs: tbs.whole,
@@ -112,10 +147,22 @@ pub fn split_signed(der: &[u8]) -> Result<Signed<'_>, AttestError> {
 mod tests {
     use super::*;
 
+    fn is_bad_length(r: Result<Tlv<'_>, AttestError>) -> bool {
+        matches!(
+            r.unwrap_err().malformed(),
+            Some(Malformed::BadValue { what, .. }) if what == "DER length"
+        )
+    }
+
     #[test]
     fn lengths_are_minimal_and_bounded() {
         let mut r = Reader::new(&[0x30, 0x81, 0x05, 1, 2, 3, 4, 5], "t");
-        assert!(tlv(&mut r).is_err(), "0x81 with a short length");
+        assert!(
+            tlv(&mut r).unwrap_err().malformed().is_some_and(
+                |m| matches!(m, Malformed::BadValue { what, .. } if what == "DER length")
+            ),
+            "0x81 with a short length"
+        );
         let mut r = Reader::new(&[0x30, 0x03, 1, 2, 3], "t");
         let t = tlv(&mut r).unwrap();
         assert_eq!(
@@ -123,13 +170,23 @@ mod tests {
             (0x30, 5, &[1u8, 2, 3][..])
         );
         let mut r = Reader::new(&[0x30, 0x85, 0, 0, 0, 0, 1, 0], "t");
-        assert!(tlv(&mut r).is_err());
+        assert!(is_bad_length(tlv(&mut r)));
         let mut r = Reader::new(&[0x30, 0x80], "t");
-        assert!(tlv(&mut r).is_err(), "indefinite length");
+        assert!(is_bad_length(tlv(&mut r)), "indefinite length");
         let mut r = Reader::new(&[0x30, 0x82, 0x00, 0x90], "t");
-        assert!(tlv(&mut r).is_err(), "leading zero length byte");
+        assert!(is_bad_length(tlv(&mut r)), "leading zero length byte");
         let mut r = Reader::new(&[0x30, 0x05, 1], "t");
-        assert_eq!(tlv(&mut r).unwrap_err().kind(), crate::ErrorKind::Malformed);
+        assert!(
+            tlv(&mut r)
+                .unwrap_err()
+                .malformed()
+                .is_some_and(Malformed::is_truncated)
+        );
+        let mut r = Reader::new(&[0x1f, 0x01, 0], "t");
+        assert!(matches!(
+            tlv(&mut r).unwrap_err().malformed(),
+            Some(Malformed::BadValue { what, .. }) if what == "DER tag"
+        ));
     }
 
     #[test]
@@ -146,9 +203,16 @@ mod tests {
         assert_eq!(s.signature, &[0xab]);
         let mut trailing = der.to_vec();
         trailing.push(0);
-        assert!(split_signed(&trailing).is_err());
+        assert!(matches!(
+            split_signed(&trailing).unwrap_err().malformed(),
+            Some(Malformed::TrailingData { extra: 1, .. })
+        ));
         for cut in 0..der.len() {
-            assert!(split_signed(&der[..cut]).is_err(), "cut at {cut}");
+            let e = split_signed(&der[..cut]).unwrap_err();
+            assert!(
+                e.malformed().is_some_and(Malformed::is_truncated),
+                "cut at {cut}: {e}"
+            );
         }
     }
 }

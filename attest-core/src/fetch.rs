@@ -51,10 +51,13 @@ impl FetchBudget {
             s.0 -= 1.0;
             Ok(())
         } else {
-            Err(AttestError::Unavailable(format!(
-                "the budget of {} fetches per minute for {what} not seen before is spent; try again shortly",
-                self.per_minute
-            )))
+            Err(crate::Unavailable::Throttled {
+                detail: format!(
+                    "the budget of {} fetches per minute for {what} not seen before is spent; try again shortly",
+                    self.per_minute
+                ),
+            }
+            .into())
         }
     }
 }
@@ -209,15 +212,17 @@ impl<K: Eq + Hash> NegativeCache<K> {
 /// host, or when the operator set `insecure_http` (answers over plain HTTP
 /// can be rewritten by anyone on the path).
 pub fn check_service_url(url: &str, insecure_http: bool) -> Result<(), AttestError> {
-    let bad = |m: String| AttestError::Malformed(m);
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| bad(format!("{url:?} is not an http(s) URL")))?;
+    let bad = |expected: &str| {
+        AttestError::from(crate::Malformed::BadValue {
+            what: "service URL".into(),
+            expected: expected.into(),
+            found: format!("{url:?}"),
+        })
+    };
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| bad("an http(s) URL"))?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     if authority.is_empty() || authority.contains('@') {
-        return Err(bad(format!(
-            "{url:?} must name a host (and no user information)"
-        )));
+        return Err(bad("a URL that names a host (and no user information)"));
     }
     let host = match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or(""),
@@ -233,12 +238,12 @@ pub fn check_service_url(url: &str, insecure_http: bool) -> Result<(), AttestErr
             if loopback || insecure_http {
                 Ok(())
             } else {
-                Err(bad(format!(
-                    "{url:?} is plain HTTP to a host that is not loopback: use https, or set insecure_http = true"
-                )))
+                Err(bad(
+                    "https, or plain HTTP to a loopback host only (set insecure_http = true to allow any)",
+                ))
             }
         }
-        other => Err(bad(format!("{url:?}: scheme {other:?} is not http(s)"))),
+        _ => Err(bad("the scheme http or https")),
     }
 }
 
@@ -266,7 +271,13 @@ mod tests {
             "127.0.0.1",
             "http://",
         ] {
-            assert!(check_service_url(bad, false).is_err(), "{bad}");
+            assert!(
+                matches!(
+                    check_service_url(bad, false).unwrap_err().malformed(),
+                    Some(crate::Malformed::BadValue { what, .. }) if what == "service URL"
+                ),
+                "{bad}"
+            );
         }
         check_service_url("http://pccs.example.com", true).unwrap();
     }
@@ -278,7 +289,13 @@ mod tests {
             b.take("x").unwrap();
         }
         let err = b.take("chips").unwrap_err();
-        assert_eq!(err.kind(), crate::ErrorKind::Unavailable);
+        assert!(
+            matches!(
+                err,
+                AttestError::Unavailable(crate::Unavailable::Throttled { .. })
+            ),
+            "{err}"
+        );
         assert!(err.to_string().contains("3 fetches per minute for chips"));
         assert!(FetchBudget::per_minute(0).take("x").is_err());
     }

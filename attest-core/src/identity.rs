@@ -274,10 +274,12 @@ impl std::str::FromStr for TcbStatus {
             .into_iter()
             .find(|t| t.as_str() == s)
             .ok_or_else(|| {
-                AttestError::Malformed(format!(
-                    "unknown TCB status {:?}",
-                    crate::platform::truncate_for_message(s)
-                ))
+                crate::Malformed::BadValue {
+                    what: "TCB status".into(),
+                    expected: "a status Intel defines, or Unknown".into(),
+                    found: format!("{:?}", crate::platform::truncate_for_message(s)),
+                }
+                .into()
             })
     }
 }
@@ -329,8 +331,9 @@ impl PlatformClaims {
     /// Stores a section. Claims are plain data structs; one that fails to
     /// serialize (a non-string map key) is a plug-in bug, reported here.
     pub fn insert<T: Serialize>(&mut self, section: &str, claims: &T) -> Result<(), AttestError> {
-        let value = serde_json::to_value(claims).map_err(|e| {
-            AttestError::Malformed(format!("platform claims {section} do not serialize: {e}"))
+        let value = serde_json::to_value(claims).map_err(|e| crate::Malformed::Syntax {
+            what: format!("platform claims {section} do not serialize"),
+            detail: e.to_string(),
         })?;
         self.0.insert(section.to_owned(), value);
         Ok(())
@@ -340,7 +343,11 @@ impl PlatformClaims {
     pub fn get<T: DeserializeOwned>(&self, section: &str) -> Option<Result<T, AttestError>> {
         self.0.get(section).map(|v| {
             T::deserialize(v).map_err(|e| {
-                AttestError::Malformed(format!("platform claims {section} do not parse: {e}"))
+                crate::Malformed::Syntax {
+                    what: format!("platform claims {section} do not parse"),
+                    detail: e.to_string(),
+                }
+                .into()
             })
         })
     }

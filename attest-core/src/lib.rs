@@ -34,7 +34,10 @@ pub mod reader;
 
 pub use attestation::{Attestation, Verifiers};
 pub use bytes::{AppId, ComposeHash, DeviceId, HexBytes, InstanceId, OsImageHash, ReportData};
-pub use error::{AttestError, ErrorKind};
+pub use error::{
+    AttestError, BadSignature, CollateralExpired, CollateralMissing, ErrorKind, Insecure,
+    Malformed, Revoked, Unavailable, UntrustedChain,
+};
 pub use evidence::{Evidence, UnixTime, VerifyContext};
 pub use identity::{
     AppIdentity, BootMeasurements, BootValue, KeyProvider, NoApp, PlatformClaims,

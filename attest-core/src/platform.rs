@@ -38,11 +38,12 @@ impl PlatformId {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
         if !valid {
-            return Err(crate::AttestError::Malformed(format!(
-                "platform id must be 1..={} chars of [a-z0-9_-], found {:?}",
-                Self::MAX_LEN,
-                truncate_for_message(name)
-            )));
+            return Err(crate::Malformed::BadValue {
+                what: "platform id".into(),
+                expected: format!("1..={} chars of [a-z0-9_-]", Self::MAX_LEN),
+                found: format!("{:?}", truncate_for_message(name)),
+            }
+            .into());
         }
         Ok(PlatformId(Cow::Owned(name.to_owned())))
     }

@@ -6,7 +6,7 @@
 //! into its own reader, and [`Reader::finish`] rejects trailing bytes, so a
 //! parser states exactly which bytes it consumed.
 
-use crate::AttestError;
+use crate::{AttestError, Malformed};
 
 /// A cursor over untrusted bytes.
 #[derive(Clone, Debug)]
@@ -48,12 +48,13 @@ impl<'a> Reader<'a> {
     }
 
     fn truncated(&self, what: &str, n: usize) -> AttestError {
-        AttestError::Malformed(format!(
-            "{} truncated: {what} needs {n} bytes at offset {}, {} left",
-            self.context,
-            self.pos,
-            self.remaining()
-        ))
+        AttestError::Malformed(Malformed::Truncated {
+            context: self.context,
+            field: what.to_owned(),
+            offset: self.pos,
+            needed: n,
+            available: self.remaining(),
+        })
     }
 
     /// The next `n` bytes.
@@ -131,12 +132,11 @@ impl<'a> Reader<'a> {
         if self.is_empty() {
             Ok(())
         } else {
-            Err(AttestError::Malformed(format!(
-                "{}: {} unexpected trailing bytes at offset {}",
-                self.context,
-                self.remaining(),
-                self.pos
-            )))
+            Err(AttestError::Malformed(Malformed::TrailingData {
+                context: self.context,
+                offset: self.pos,
+                extra: self.remaining(),
+            }))
         }
     }
 }
@@ -152,6 +152,16 @@ mod tests {
         assert_eq!(r.u32_le("b").unwrap(), 2);
         assert_eq!(r.position(), 6);
         let err = r.u32_le("c").unwrap_err();
+        assert_eq!(
+            err.malformed(),
+            Some(&Malformed::Truncated {
+                context: "test",
+                field: "c".into(),
+                offset: 6,
+                needed: 4,
+                available: 2
+            })
+        );
         assert_eq!(
             err.to_string(),
             "malformed: test truncated: c needs 4 bytes at offset 6, 2 left"
@@ -170,8 +180,17 @@ mod tests {
         assert!(s.clone().finish().is_err());
         assert_eq!(s.rest(), &[8]);
         assert_eq!(r.peek_u32_le(), None);
+        let err = r.finish().unwrap_err();
         assert_eq!(
-            r.finish().unwrap_err().to_string(),
+            err.malformed(),
+            Some(&Malformed::TrailingData {
+                context: "t",
+                offset: 6,
+                extra: 1
+            })
+        );
+        assert_eq!(
+            err.to_string(),
             "malformed: t: 1 unexpected trailing bytes at offset 6"
         );
         let mut r = Reader::new(&[1, 2], "t");

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use attest_core::{AttestError, UnixTime};
+use attest_core::{AttestError, UnixTime, UntrustedChain};
 use der::Decode;
 use sev::certs::snp::{Certificate, Verifiable};
 use sha2::{Digest, Sha256};
@@ -30,8 +30,7 @@ pub struct ProductRoots {
 }
 
 fn validity_of(der: &[u8], what: &str) -> Result<(u64, u64), AttestError> {
-    let c = x509_cert::Certificate::from_der(der)
-        .map_err(|e| AttestError::UntrustedChain(format!("{what}: {e}")))?;
+    let c = x509_cert::Certificate::from_der(der).map_err(|e| bad_certificate(what, e))?;
     let v = c.tbs_certificate().validity();
     Ok((
         v.not_before.to_unix_duration().as_secs(),
@@ -39,8 +38,27 @@ fn validity_of(der: &[u8], what: &str) -> Result<(u64, u64), AttestError> {
     ))
 }
 
+fn bad_certificate(what: &str, e: impl std::fmt::Display) -> AttestError {
+    UntrustedChain::BadCertificate {
+        what: what.into(),
+        detail: e.to_string(),
+    }
+    .into()
+}
+
+/// A `sev` crate failure to read a certificate.
 fn sev_err(what: &str) -> impl Fn(std::io::Error) -> AttestError + '_ {
-    move |e| AttestError::UntrustedChain(format!("{what}: {e}"))
+    move |e| bad_certificate(what, e)
+}
+
+/// A `sev` crate signature check that failed: `what` says which.
+fn not_signed(what: &str) -> impl Fn(std::io::Error) -> AttestError + '_ {
+    move |e| {
+        UntrustedChain::NotIssuedBy {
+            detail: format!("{what}: {e}"),
+        }
+        .into()
+    }
 }
 
 impl ProductRoots {
@@ -52,13 +70,13 @@ impl ProductRoots {
         let asvk = Certificate::from_pem(asvk).map_err(sev_err("ASVK"))?;
         (&ark, &ark)
             .verify()
-            .map_err(sev_err("ARK is not self-signed"))?;
+            .map_err(not_signed("ARK is not self-signed"))?;
         (&ark, &ask)
             .verify()
-            .map_err(sev_err("ARK does not sign the ASK"))?;
+            .map_err(not_signed("ARK does not sign the ASK"))?;
         (&ark, &asvk)
             .verify()
-            .map_err(sev_err("ARK does not sign the ASVK"))?;
+            .map_err(not_signed("ARK does not sign the ASVK"))?;
         let der = |c: &Certificate, w: &str| c.to_der().map_err(sev_err(w));
         let validity = [
             validity_of(&der(&ark, "ARK")?, "ARK")?,
@@ -66,8 +84,7 @@ impl ProductRoots {
             validity_of(&der(&asvk, "ASVK")?, "ASVK")?,
         ];
         let parse = |c: &Certificate, w: &str| -> Result<x509_cert::Certificate, AttestError> {
-            x509_cert::Certificate::from_der(&der(c, w)?)
-                .map_err(|e| AttestError::UntrustedChain(format!("{w}: {e}")))
+            x509_cert::Certificate::from_der(&der(c, w)?).map_err(|e| bad_certificate(w, e))
         };
         let ark_x = parse(&ark, "ARK")?;
         let serial = |c: &Certificate, w: &str| -> Result<Vec<u8>, AttestError> {
@@ -101,10 +118,13 @@ impl ProductRoots {
         for (name, i) in names.iter().zip(idx) {
             let (nb, na) = self.validity[i];
             if now.as_secs() < nb || now.as_secs() > na {
-                return Err(AttestError::UntrustedChain(format!(
-                    "{name} is valid {nb}..{na}, not at {}",
-                    now.as_secs()
-                )));
+                return Err(UntrustedChain::OutsideValidity {
+                    what: (*name).into(),
+                    not_before: nb,
+                    not_after: na,
+                    now: now.as_secs(),
+                }
+                .into());
             }
         }
         Ok(())
@@ -161,10 +181,12 @@ impl Roots {
     pub fn amd() -> Result<Self, AttestError> {
         use sev::certs::snp::builtin::{genoa, milan, turin};
         let asvk = |chain: &[u8]| -> Result<Vec<u8>, AttestError> {
-            pem_blocks(chain)
-                .into_iter()
-                .next()
-                .ok_or_else(|| AttestError::UntrustedChain("embedded ASVK missing".into()))
+            pem_blocks(chain).into_iter().next().ok_or_else(|| {
+                UntrustedChain::UnknownRoot {
+                    detail: "embedded ASVK missing".into(),
+                }
+                .into()
+            })
         };
         let mut by_product = HashMap::new();
         by_product.insert(
@@ -201,9 +223,12 @@ impl Roots {
 
     /// The roots of `product`.
     pub fn get(&self, product: Product) -> Result<&ProductRoots, AttestError> {
-        self.by_product
-            .get(&product)
-            .ok_or_else(|| AttestError::UntrustedChain(format!("no pinned roots for {product:?}")))
+        self.by_product.get(&product).ok_or_else(|| {
+            UntrustedChain::UnknownRoot {
+                detail: format!("no pinned roots for {product:?}"),
+            }
+            .into()
+        })
     }
 }
 
@@ -260,8 +285,7 @@ fn ia5(v: &[u8]) -> Option<String> {
 impl Vek {
     /// Parses a VCEK/VLEK certificate (no signature check).
     pub fn parse(der_bytes: &[u8]) -> Result<Self, AttestError> {
-        let bad =
-            |m: String| AttestError::UntrustedChain(format!("endorsement key certificate: {m}"));
+        let bad = |m: String| bad_certificate("endorsement key certificate", m);
         let cert = x509_cert::Certificate::from_der(der_bytes).map_err(|e| bad(e.to_string()))?;
         let tbs = cert.tbs_certificate();
         let v = tbs.validity();
@@ -347,16 +371,21 @@ fn check_signed(
         Signer::Vcek => (&roots.ask, "ASK", "SEV-VCEK"),
         Signer::Vlek => (&roots.asvk, "ASVK", "SEV-VLEK"),
     };
-    (issuer, &cert).verify().map_err(|e| {
-        AttestError::UntrustedChain(format!(
-            "the pinned {product:?} {name} did not sign this {cn} certificate: {e}"
-        ))
-    })?;
+    (issuer, &cert)
+        .verify()
+        .map_err(|e| UntrustedChain::NotIssuedBy {
+            detail: format!(
+                "the pinned {product:?} {name} did not sign this {cn} certificate: {e}"
+            ),
+        })?;
     if vek.common_name != cn {
-        return Err(AttestError::UntrustedChain(format!(
-            "KEY_INFO says {cn} but the certificate is {:?}",
-            vek.common_name
-        )));
+        return Err(UntrustedChain::WrongKey {
+            detail: format!(
+                "KEY_INFO says {cn} but the certificate is {:?}",
+                vek.common_name
+            ),
+        }
+        .into());
     }
     Ok(())
 }
@@ -374,22 +403,26 @@ pub fn check_vcek_for(
     let vek = Vek::parse(der)?;
     check_signed(roots.get(product)?, product, Signer::Vcek, der, &vek)?;
     if vek.product().is_some_and(|p| p != product) {
-        return Err(AttestError::UntrustedChain(format!(
-            "a VCEK for {:?} answered a {product:?} request",
-            vek.product_name
-        )));
+        return Err(UntrustedChain::WrongKey {
+            detail: format!(
+                "a VCEK for {:?} answered a {product:?} request",
+                vek.product_name
+            ),
+        }
+        .into());
     }
     if vek.hwid.as_deref() != Some(req.hwid(product)) {
-        return Err(AttestError::UntrustedChain(
-            "the VCEK is for another chip (hwID)".into(),
-        ));
+        return Err(UntrustedChain::WrongKey {
+            detail: "the VCEK is for another chip (hwID)".into(),
+        }
+        .into());
     }
     let tcb = Tcb::decode(product, &req.reported_tcb);
     if vek.tcb != tcb {
-        return Err(AttestError::UntrustedChain(format!(
-            "the VCEK is for TCB {:?}, the request for {tcb:?}",
-            vek.tcb
-        )));
+        return Err(UntrustedChain::WrongKey {
+            detail: format!("the VCEK is for TCB {:?}, the request for {tcb:?}", vek.tcb),
+        }
+        .into());
     }
     Ok(vek)
 }
@@ -450,13 +483,13 @@ impl ChainCache {
         };
         roots.check_validity(now, signer)?;
         if now.as_secs() < vek.not_before || now.as_secs() > vek.not_after {
-            return Err(AttestError::UntrustedChain(format!(
-                "{} certificate is valid {}..{}, not at {}",
-                vek.common_name,
-                vek.not_before,
-                vek.not_after,
-                now.as_secs()
-            )));
+            return Err(UntrustedChain::OutsideValidity {
+                what: format!("{} certificate", vek.common_name),
+                not_before: vek.not_before,
+                not_after: vek.not_after,
+                now: now.as_secs(),
+            }
+            .into());
         }
         Ok(vek)
     }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use attest_core::fetch::SingleFlight;
-use attest_core::{AttestError, UnixTime};
+use attest_core::{AttestError, BadSignature, Malformed, UnixTime, UntrustedChain};
 use aws_lc_rs::signature::{RSA_PSS_2048_8192_SHA384, UnparsedPublicKey};
 use der::Decode;
 use x509_cert::crl::CertificateList;
@@ -75,36 +75,49 @@ impl AmdCrl {
     /// Parses `der` and checks it is the ARK's: issuer name and signature.
     pub fn verify(der_bytes: &[u8], roots: &ProductRoots) -> Result<Self, AttestError> {
         if der_bytes.len() > MAX_CRL {
-            return Err(AttestError::Malformed(format!(
-                "CRL larger than {MAX_CRL} bytes"
-            )));
+            return Err(Malformed::TooLarge {
+                what: "AMD CRL".into(),
+                size: der_bytes.len(),
+                max: MAX_CRL,
+            }
+            .into());
         }
         let signed = attest_core::der::split_signed(der_bytes)?;
         if signed.algorithm != RSASSA_PSS
             || !signed.parameters.windows(SHA384.len()).any(|w| w == SHA384)
         {
-            return Err(AttestError::UntrustedChain(
-                "the CRL is not signed with RSASSA-PSS/SHA-384 (AMD's ARK uses nothing else)"
-                    .into(),
-            ));
+            return Err(UntrustedChain::BadCertificate {
+                what: "the CRL".into(),
+                detail: "not signed with RSASSA-PSS/SHA-384 (AMD's ARK uses nothing else)".into(),
+            }
+            .into());
         }
-        let crl = CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der_bytes)
-            .map_err(|e| AttestError::Malformed(format!("AMD CRL: {e}")))?;
+        let crl = CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der_bytes).map_err(
+            |e| Malformed::Syntax {
+                what: "AMD CRL".into(),
+                detail: e.to_string(),
+            },
+        )?;
         if crl.tbs_cert_list.issuer != *roots.ark_subject() {
-            return Err(AttestError::UntrustedChain(
-                "the CRL is not issued by the pinned ARK".into(),
-            ));
+            return Err(UntrustedChain::NotIssuedBy {
+                detail: "the CRL is not issued by the pinned ARK".into(),
+            }
+            .into());
         }
         UnparsedPublicKey::new(&RSA_PSS_2048_8192_SHA384, roots.ark_public_key())
             .verify(signed.tbs, signed.signature)
-            .map_err(|_| {
-                AttestError::BadSignature("the ARK's signature over the CRL does not verify".into())
+            .map_err(|_| BadSignature::DoesNotVerify {
+                signed: "the CRL".into(),
+                signer: Some("ARK's".into()),
             })?;
         let this_update = crl.tbs_cert_list.this_update.to_unix_duration().as_secs();
         let next_update = crl
             .tbs_cert_list
             .next_update
-            .ok_or_else(|| AttestError::Malformed("AMD CRL has no nextUpdate".into()))?
+            .ok_or_else(|| Malformed::Missing {
+                what: "nextUpdate",
+                detail: "AMD CRL has no nextUpdate".into(),
+            })?
             .to_unix_duration()
             .as_secs();
         let revoked = crl

@@ -31,8 +31,9 @@ use attest_core::app_config::verify_app_config;
 use attest_core::dstack::{DstackClaims, SECTION as DSTACK_SECTION};
 use attest_core::names::reg;
 use attest_core::{
-    AttestError, Attestation, BootMeasurements, BootValue, DeviceId, Evidence, HexBytes,
-    PlatformClaims, PlatformId, ReportData, TcbInfo, TcbStatus, VerifiedIdentity, VerifyContext,
+    AttestError, Attestation, BadSignature, BootMeasurements, BootValue, CollateralMissing,
+    DeviceId, Evidence, HexBytes, Insecure, Malformed, PlatformClaims, PlatformId, ReportData,
+    Revoked, TcbInfo, TcbStatus, UntrustedChain, VerifiedIdentity, VerifyContext,
 };
 use aws_lc_rs::signature::{ECDSA_P384_SHA384_FIXED, UnparsedPublicKey};
 use serde::{Deserialize, Serialize};
@@ -209,9 +210,10 @@ impl SnpVerifier {
             }
         }
         Err(last.unwrap_or_else(|| {
-            AttestError::CollateralMissing(
-                "the evidence carries no endorsement key certificate and no VCEK source is configured".into(),
-            )
+            CollateralMissing::NoSource {
+                detail: "the evidence carries no endorsement key certificate and no VCEK source is configured".into(),
+            }
+            .into()
         }))
     }
 
@@ -238,19 +240,24 @@ impl SnpVerifier {
         // v2 reports do not name their product: the VEK's productName does.
         let product = match named {
             Some(p) => p,
-            None => unverified.product().ok_or_else(|| {
-                AttestError::UntrustedChain("the endorsement key names no known product".into())
-            })?,
+            None => unverified
+                .product()
+                .ok_or_else(|| UntrustedChain::UnknownRoot {
+                    detail: "the endorsement key names no known product".into(),
+                })?,
         };
         let roots = self.roots.get(product)?;
         let vek = self
             .chains
             .verify(roots, product, report.signer, &der, ctx.time)?;
         if vek.product().is_some_and(|p| p != product) {
-            return Err(AttestError::UntrustedChain(format!(
-                "the report is from a {product:?} but its key certificate is for {:?}",
-                vek.product_name
-            )));
+            return Err(UntrustedChain::WrongKey {
+                detail: format!(
+                    "the report is from a {product:?} but its key certificate is for {:?}",
+                    vek.product_name
+                ),
+            }
+            .into());
         }
 
         // The key must be the one derived for this chip and this TCB.
@@ -260,9 +267,11 @@ impl SnpVerifier {
                 Some(h) if h.as_slice() == want => {}
                 Some(h) => return Err(AttestError::identity_mismatch("vcek hwID", want, h)),
                 None => {
-                    return Err(AttestError::UntrustedChain(
-                        "the VCEK has no hwID extension".into(),
-                    ));
+                    return Err(UntrustedChain::BadCertificate {
+                        what: "the VCEK".into(),
+                        detail: "no hwID extension".into(),
+                    }
+                    .into());
                 }
             }
         }
@@ -277,9 +286,10 @@ impl SnpVerifier {
 
         // The key that verified the signature is the one the chain vouches for.
         if vek.public_key != unverified.public_key {
-            return Err(AttestError::UntrustedChain(
-                "the verified endorsement key is not the one that signed the report".into(),
-            ));
+            return Err(UntrustedChain::WrongKey {
+                detail: "the verified endorsement key is not the one that signed the report".into(),
+            }
+            .into());
         }
 
         // Revocation: from a CRL already held, or in a local source (the
@@ -294,15 +304,16 @@ impl SnpVerifier {
                     Signer::Vlek => ("ASVK", roots.intermediate_serial(Signer::Vlek)),
                 };
                 if crl.revokes(intermediate) {
-                    return Err(AttestError::Revoked(format!(
-                        "AMD's {product:?} CRL revokes the {name}"
-                    )));
+                    return Err(Revoked::Certificate {
+                        detail: format!("AMD's {product:?} CRL revokes the {name}"),
+                    }
+                    .into());
                 }
                 if crl.revokes(&vek.serial) {
-                    return Err(AttestError::Revoked(format!(
-                        "AMD's {product:?} CRL revokes this {}",
-                        vek.common_name
-                    )));
+                    return Err(Revoked::Certificate {
+                        detail: format!("AMD's {product:?} CRL revokes this {}", vek.common_name),
+                    }
+                    .into());
                 }
                 true
             }
@@ -311,21 +322,23 @@ impl SnpVerifier {
 
         let policy = report.policy();
         if policy & POLICY_DEBUG != 0 {
-            return Err(AttestError::Insecure(
-                "the guest policy allows debugging (POLICY.DEBUG)".into(),
-            ));
+            return Err(Insecure::Debug {
+                detail: "the guest policy allows debugging (POLICY.DEBUG)".into(),
+            }
+            .into());
         }
         if policy & POLICY_MIGRATE_MA != 0 && !self.config.allow_migrate_ma {
-            return Err(AttestError::Insecure(
-                "the guest policy allows a migration agent (POLICY.MIGRATE_MA)".into(),
-            ));
+            return Err(Insecure::Migration {
+                detail: "the guest policy allows a migration agent (POLICY.MIGRATE_MA)".into(),
+            }
+            .into());
         }
         if report.vmpl() != self.config.vmpl {
-            return Err(AttestError::Insecure(format!(
-                "report from VMPL {}, expected VMPL {}",
-                report.vmpl(),
-                self.config.vmpl
-            )));
+            return Err(Insecure::Vmpl {
+                expected: self.config.vmpl,
+                found: report.vmpl(),
+            }
+            .into());
         }
         ctx.check_report_data(&ReportData(*report.report_data()))?;
         Ok(VerifiedReport {
@@ -353,10 +366,11 @@ fn check_report_signature(report: &Report<'_>, vek: &Vek) -> Result<(), AttestEr
     UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, &vek.public_key)
         .verify(report.signed_bytes(), &report.signature_be())
         .map_err(|_| {
-            AttestError::BadSignature(format!(
-                "the {} signature over the report does not verify",
-                vek.common_name
-            ))
+            BadSignature::DoesNotVerify {
+                signed: "the report".into(),
+                signer: Some(vek.common_name.clone()),
+            }
+            .into()
         })
 }
 
@@ -498,13 +512,15 @@ impl SnpVerifier {
     pub fn check_supplied_chain(&self, product: Product, pem: &[u8]) -> Result<(), AttestError> {
         let pinned = self.roots.get(product)?.ark_der();
         let certs = vcek::pem_certificates(pem);
-        let ark = certs.last().ok_or_else(|| {
-            AttestError::Malformed("the certificate chain holds no PEM certificate".into())
+        let ark = certs.last().ok_or_else(|| Malformed::Missing {
+            what: "certificate",
+            detail: "the certificate chain holds no PEM certificate".into(),
         })?;
         if *ark != pinned {
-            return Err(AttestError::UntrustedChain(format!(
-                "the supplied chain's ARK is not AMD's pinned {product:?} ARK"
-            )));
+            return Err(UntrustedChain::UnknownRoot {
+                detail: format!("the supplied chain's ARK is not AMD's pinned {product:?} ARK"),
+            }
+            .into());
         }
         Ok(())
     }
@@ -578,9 +594,11 @@ impl Attestation for SnpVerifier {
         let verified = self.verify_report(evidence, ctx).await?;
         let report = verified.report();
         if evidence.app_config.is_empty() {
-            return Err(AttestError::Malformed(
-                "SEV-SNP evidence carries no app_config: the app identity is the document HOST_DATA binds".into(),
-            ));
+            return Err(Malformed::Missing {
+                what: "app_config",
+                detail: "SEV-SNP evidence carries no app_config: the app identity is the document HOST_DATA binds".into(),
+            }
+            .into());
         }
         let app = verify_app_config(&evidence.app_config, report.host_data())?.app_identity();
         let part = self.report_part_with_dstack(&verified, ctx)?;

@@ -7,8 +7,8 @@
 //! exact signed bytes) is checked on the bytes as received, never on a
 //! re-encoding.
 
-use attest_core::AttestError;
 use attest_core::reader::Reader;
+use attest_core::{AttestError, BadSignature, Malformed};
 
 use crate::Product;
 
@@ -195,10 +195,12 @@ pub struct Report<'a> {
 fn zero(r: &mut Reader<'_>, n: usize, what: &str) -> Result<(), AttestError> {
     let at = r.position();
     if r.take(n, what)?.iter().any(|b| *b != 0) {
-        return Err(AttestError::Malformed(format!(
-            "report bytes {at:#x}..{:#x} ({what}) must be zero",
-            at + n
-        )));
+        return Err(Malformed::ReservedNonZero {
+            context: "report",
+            field: what.into(),
+            range: at..at + n,
+        }
+        .into());
     }
     Ok(())
 }
@@ -227,59 +229,76 @@ impl<'a> Report<'a> {
     /// Checks the layout of `raw` and reads its fields.
     pub fn parse(raw: &'a [u8]) -> Result<Self, AttestError> {
         if raw.len() != REPORT_LEN {
-            return Err(AttestError::Malformed(format!(
-                "an SEV-SNP report is {REPORT_LEN} bytes, found {}",
-                raw.len()
-            )));
+            return Err(Malformed::BadLength {
+                what: "an SEV-SNP report".into(),
+                expected: REPORT_LEN,
+                found: raw.len(),
+            }
+            .into());
         }
         let mut r = Reader::new(raw, "SEV-SNP report");
         let version = r.u32_le("VERSION")?;
         if !matches!(version, 2..=5) {
-            return Err(AttestError::Malformed(format!(
-                "unsupported report version {version}"
-            )));
+            return Err(Malformed::BadValue {
+                what: "report VERSION".into(),
+                expected: "2 to 5".into(),
+                found: version.to_string(),
+            }
+            .into());
         }
         let guest_svn = r.u32_le("GUEST_SVN")?;
         let policy = r.u64_le("POLICY")?;
         if policy & (1 << 17) == 0 || policy >> 26 != 0 {
-            return Err(AttestError::Malformed(format!(
-                "guest policy {policy:#x} has reserved bits wrong"
-            )));
+            return Err(Malformed::ReservedBits {
+                field: "guest policy",
+                value: policy,
+            }
+            .into());
         }
         let family_id = r.take_array("FAMILY_ID")?;
         let image_id = r.take_array("IMAGE_ID")?;
         let vmpl = r.u32_le("VMPL")?;
         let sig_algo = r.u32_le("SIGNATURE_ALGO")?;
         if sig_algo != 1 {
-            return Err(AttestError::Malformed(format!(
-                "signature algorithm {sig_algo}, only 1 (ECDSA P-384 SHA-384) is defined"
-            )));
+            return Err(Malformed::BadValue {
+                what: "SIGNATURE_ALGO".into(),
+                expected: "1 (ECDSA P-384 SHA-384, the only one defined)".into(),
+                found: sig_algo.to_string(),
+            }
+            .into());
         }
         let current_tcb = r.take_array("CURRENT_TCB")?;
         let platform_info = r.u64_le("PLATFORM_INFO")?;
         let key_info = r.u32_le("KEY_INFO")?;
         if key_info >> 5 != 0 {
-            return Err(AttestError::Malformed(format!(
-                "KEY_INFO {key_info:#x} has reserved bits set"
-            )));
+            return Err(Malformed::ReservedBits {
+                field: "KEY_INFO",
+                value: key_info.into(),
+            }
+            .into());
         }
         if key_info & 0b10 != 0 {
-            return Err(AttestError::BadSignature(
-                "MASK_CHIP_KEY is set: the report is unsigned".into(),
-            ));
+            return Err(BadSignature::Unsigned {
+                detail: "MASK_CHIP_KEY is set".into(),
+            }
+            .into());
         }
         let signer = match (key_info >> 2) & 0b111 {
             0 => Signer::Vcek,
             1 => Signer::Vlek,
             7 => {
-                return Err(AttestError::BadSignature(
-                    "SIGNING_KEY is 7: the report is unsigned".into(),
-                ));
+                return Err(BadSignature::Unsigned {
+                    detail: "SIGNING_KEY is 7".into(),
+                }
+                .into());
             }
             k => {
-                return Err(AttestError::Malformed(format!(
-                    "reserved SIGNING_KEY value {k}"
-                )));
+                return Err(Malformed::BadValue {
+                    what: "SIGNING_KEY".into(),
+                    expected: "0 (VCEK), 1 (VLEK) or 7 (none)".into(),
+                    found: k.to_string(),
+                }
+                .into());
             }
         };
         zero(&mut r, 4, "reserved")?;
@@ -365,9 +384,12 @@ impl<'a> Report<'a> {
             (0x19, 0x00..=0x0F) => Ok(Some(Product::Milan)),
             (0x19, 0x10..=0x1F) | (0x19, 0xA0..=0xAF) => Ok(Some(Product::Genoa)),
             (0x1A, 0x00..=0x1F) => Ok(Some(Product::Turin)),
-            _ => Err(AttestError::Malformed(format!(
-                "unknown AMD processor: CPUID family {family:#x} model {model:#x}"
-            ))),
+            _ => Err(Malformed::BadValue {
+                what: "AMD processor".into(),
+                expected: "Milan, Genoa or Turin".into(),
+                found: format!("CPUID family {family:#x} model {model:#x}"),
+            }
+            .into()),
         }
     }
 

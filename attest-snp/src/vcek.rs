@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use attest_core::AttestError;
 use attest_core::fetch::{FetchBudget, NegativeCache, SingleFlight};
+use attest_core::{AttestError, CollateralMissing, Malformed, Unavailable};
 
 use crate::report::Signer;
 use crate::{Product, Roots};
@@ -135,7 +135,6 @@ pub fn certs_from_evidence(bytes: &[u8], signer: Signer) -> Result<Option<Vec<u8
     };
     // `{GUID, u32 offset, u32 length}` entries, closed by an all-zero
     // GUID; offsets count from the start of the table.
-    let bad = |m: &str| AttestError::Malformed(format!("certificate table: {m}"));
     let mut r = attest_core::reader::Reader::new(bytes, "certificate table");
     for _ in 0..MAX_TABLE_ENTRIES {
         let g: [u8; 16] = r.take_array("entry GUID")?;
@@ -146,16 +145,31 @@ pub fn certs_from_evidence(bytes: &[u8], signer: Signer) -> Result<Option<Vec<u8
         }
         if g == guid {
             if len > MAX_CERT {
-                return Err(bad("certificate larger than 16 KiB"));
+                return Err(Malformed::TooLarge {
+                    what: "certificate table entry".into(),
+                    size: len,
+                    max: MAX_CERT,
+                }
+                .into());
             }
             let cert = off
                 .checked_add(len)
                 .and_then(|end| bytes.get(off..end))
-                .ok_or_else(|| bad("entry points outside the table"))?;
+                .ok_or_else(|| Malformed::BadValue {
+                    what: "certificate table entry".into(),
+                    expected: format!("a region inside the table's {} bytes", bytes.len()),
+                    found: format!("offset {off}, length {len}"),
+                })?;
             return Ok(Some(cert.to_vec()));
         }
     }
-    Err(bad("more than 64 entries"))
+    Err(Malformed::TooMany {
+        what: "certificate table".into(),
+        items: "entries or more",
+        count: MAX_TABLE_ENTRIES + 1,
+        max: MAX_TABLE_ENTRIES,
+    }
+    .into())
 }
 
 /// Most entries a certificate table may have.
@@ -176,12 +190,17 @@ impl OfflineVceks {
 fn read_cert(path: &std::path::Path) -> Result<Option<Vec<u8>>, AttestError> {
     match std::fs::read(path) {
         Ok(b) if b.len() <= MAX_CERT => Ok(Some(b)),
-        Ok(_) => Err(AttestError::Malformed(format!(
-            "{}: larger than {MAX_CERT} bytes",
-            path.display()
-        ))),
+        Ok(b) => Err(Malformed::TooLarge {
+            what: path.display().to_string(),
+            size: b.len(),
+            max: MAX_CERT,
+        }
+        .into()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(AttestError::Unavailable(format!("{}: {e}", path.display()))),
+        Err(e) => Err(Unavailable::Local {
+            detail: format!("{}: {e}", path.display()),
+        }
+        .into()),
     }
 }
 
@@ -196,13 +215,17 @@ impl crate::crl::CrlSource for OfflineVceks {
         let path = self.dir.join(crate::crl::crl_name(product, signer));
         match std::fs::read(&path) {
             Ok(b) if b.len() <= crate::crl::MAX_CRL => Ok(Some(b)),
-            Ok(_) => Err(AttestError::Malformed(format!(
-                "{}: larger than {} bytes",
-                path.display(),
-                crate::crl::MAX_CRL
-            ))),
+            Ok(b) => Err(Malformed::TooLarge {
+                what: path.display().to_string(),
+                size: b.len(),
+                max: crate::crl::MAX_CRL,
+            }
+            .into()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(AttestError::Unavailable(format!("{}: {e}", path.display()))),
+            Err(e) => Err(Unavailable::Local {
+                detail: format!("{}: {e}", path.display()),
+            }
+            .into()),
         }
     }
 
@@ -219,11 +242,14 @@ impl VcekSource for OfflineVceks {
                 return Ok(c);
             }
         }
-        Err(AttestError::CollateralMissing(format!(
-            "no endorsement key certificate for {} in {}",
-            req.file_name(req.product.unwrap_or(Product::Milan)),
-            self.dir.display()
-        )))
+        Err(CollateralMissing::NotFound {
+            detail: format!(
+                "no endorsement key certificate for {} in {}",
+                req.file_name(req.product.unwrap_or(Product::Milan)),
+                self.dir.display()
+            ),
+        }
+        .into())
     }
 }
 
@@ -283,7 +309,9 @@ impl KdsClient {
             .connect_timeout(timeout)
             .user_agent(concat!("confidential-kms/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| AttestError::Unavailable(format!("http client: {e}")))?;
+            .map_err(|e| Unavailable::Local {
+                detail: format!("http client: {e}"),
+            })?;
         Ok(KdsClient {
             base: base.trim_end_matches('/').to_owned(),
             http,
@@ -368,14 +396,22 @@ impl KdsClient {
 
     async fn get_bounded(&self, url: &str, max: usize) -> Result<Option<Vec<u8>>, AttestError> {
         if let Some(left) = self.in_backoff() {
-            return Err(AttestError::Unavailable(format!(
-                "AMD KDS throttled us; not asking again for {}s",
-                left.as_secs().max(1)
-            )));
+            return Err(Unavailable::Throttled {
+                detail: format!(
+                    "AMD KDS throttled us; not asking again for {}s",
+                    left.as_secs().max(1)
+                ),
+            }
+            .into());
         }
         self.fetches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let unavailable = |m: String| AttestError::Unavailable(format!("{url}: {m}"));
+        let unavailable = |detail: String| {
+            AttestError::from(Unavailable::Source {
+                source: url.to_owned(),
+                detail,
+            })
+        };
         let resp = self.http.get(url).send().await.map_err(|e| {
             unavailable(if e.is_timeout() {
                 "timed out".into()
@@ -392,9 +428,10 @@ impl KdsClient {
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
             self.note_throttled(retry);
-            return Err(unavailable(
-                "HTTP 429 Too Many Requests (backing off)".into(),
-            ));
+            return Err(Unavailable::Throttled {
+                detail: format!("{url}: HTTP 429 Too Many Requests (backing off)"),
+            }
+            .into());
         }
         if status == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
@@ -484,14 +521,17 @@ impl crate::crl::CrlSource for KdsClient {
 impl VcekSource for KdsClient {
     async fn fetch(&self, req: &VekRequest) -> Result<Vec<u8>, AttestError> {
         if req.signer == Signer::Vlek {
-            return Err(AttestError::CollateralMissing(
-                "a VLEK is not public on AMD KDS: it must come with the evidence".into(),
-            ));
+            return Err(CollateralMissing::NoSource {
+                detail: "a VLEK is not public on AMD KDS: it must come with the evidence".into(),
+            }
+            .into());
         }
         if req.chip_id == [0u8; 64] {
-            return Err(AttestError::CollateralMissing(
-                "CHIP_ID is masked: no VCEK can be looked up; send it with the evidence".into(),
-            ));
+            return Err(CollateralMissing::NoSource {
+                detail: "CHIP_ID is masked: no VCEK can be looked up; send it with the evidence"
+                    .into(),
+            }
+            .into());
         }
         for product in req.candidates() {
             let name = req.file_name(product);
@@ -513,9 +553,12 @@ impl VcekSource for KdsClient {
                     // another chip's key) would otherwise be served from
                     // the cache for ever.
                     crate::certs::check_vcek_for(&self.roots, product, req, &der).map_err(|e| {
-                        AttestError::Unavailable(format!(
-                            "AMD KDS answered {name} with a certificate that does not check: {e}"
-                        ))
+                        Unavailable::Source {
+                            source: self.vcek_url(req, product),
+                            detail: format!(
+                                "AMD KDS answered {name} with a certificate that does not check: {e}"
+                            ),
+                        }
                     })?;
                     self.remember(&name, &der);
                     return Ok(der);
@@ -525,8 +568,9 @@ impl VcekSource for KdsClient {
                     .insert(name, "AMD KDS has no VCEK for this chip and TCB".into()),
             }
         }
-        Err(AttestError::CollateralMissing(
-            "AMD KDS has no VCEK for this chip and TCB".into(),
-        ))
+        Err(CollateralMissing::NotFound {
+            detail: "AMD KDS has no VCEK for this chip and TCB".into(),
+        }
+        .into())
     }
 }

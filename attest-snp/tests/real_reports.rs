@@ -5,7 +5,9 @@
 
 use std::path::PathBuf;
 
-use attest_core::{ErrorKind, Evidence, PlatformId, UnixTime, VerifyContext};
+use attest_core::{
+    AttestError, ErrorKind, Evidence, Insecure, PlatformId, UnixTime, UntrustedChain, VerifyContext,
+};
 use attest_snp::{Product, SnpConfig, SnpVerifier, Tcb, Vek};
 
 fn vectors() -> PathBuf {
@@ -135,6 +137,13 @@ async fn milan_v3_vlek_needs_vmpl_1_and_its_validity_window() {
 
     let err = verifier(0).verify_report(&e, &ctx()).await.err().unwrap();
     assert_eq!(
+        err,
+        AttestError::Insecure(Insecure::Vmpl {
+            expected: 0,
+            found: 1
+        })
+    );
+    assert_eq!(
         err.to_string(),
         "insecure: report from VMPL 1, expected VMPL 0"
     );
@@ -142,9 +151,12 @@ async fn milan_v3_vlek_needs_vmpl_1_and_its_validity_window() {
     // The VLEK expired on 2025-12-10.
     let late = VerifyContext::without_report_data(UnixTime(1_766_000_000));
     let err = verifier(1).verify_report(&e, &late).await.err().unwrap();
-    assert_eq!(err.kind(), ErrorKind::UntrustedChain, "{err}");
     assert!(
-        err.to_string().contains("SEV-VLEK certificate is valid"),
+        matches!(
+            &err,
+            AttestError::UntrustedChain(UntrustedChain::OutsideValidity { what, now: 1_766_000_000, .. })
+                if what == "SEV-VLEK certificate"
+        ),
         "{err}"
     );
 }
@@ -289,14 +301,22 @@ async fn real_reports_have_no_dstack_app_config() {
         "reports/milan-v2-a.vcek.der",
     );
     let err = verifier(0).verify(&e, &ctx()).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Malformed);
+    assert!(
+        matches!(
+            err.malformed(),
+            Some(attest_core::Malformed::Missing {
+                what: "app_config",
+                ..
+            })
+        ),
+        "{err}"
+    );
     let mut e = e;
     e.app_config =
         br#"{"version":3,"app_id":"00","compose_hash":"00","key_provider":"kms"}"#.to_vec();
     let err = verifier(0).verify(&e, &ctx()).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::IdentityMismatch, "{err}");
     assert!(
-        err.to_string()
-            .starts_with("identity_mismatch: host_data: ")
+        matches!(&err, AttestError::IdentityMismatch { what, .. } if what == "host_data"),
+        "{err}"
     );
 }

@@ -13,6 +13,7 @@
 pub mod collateral;
 mod errors;
 mod identity;
+mod inspect;
 mod pck;
 mod pki;
 mod platform_cache;
@@ -23,7 +24,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use attest_core::{
-    AttestError, Attestation, Evidence, PlatformId, UnixTime, VerifiedIdentity, VerifyContext,
+    AttestError, Attestation, Evidence, Malformed, PlatformId, UnixTime, VerifiedIdentity,
+    VerifyContext,
 };
 use dcap_qvl::QuoteClaims;
 use dcap_qvl::verify::QuoteVerifier;
@@ -31,7 +33,8 @@ use dcap_qvl::verify::QuoteVerifier;
 pub use collateral::{
     CachedCollateral, Collateral, CollateralKey, CollateralSource, OfflineCollateral, PcsClient,
 };
-pub use identity::{Inspection, QuotePart, RTMRS, RegisterReplay, TdxClaims, inspect, quote_part};
+pub use identity::{APP_RTMR, QuotePart, RTMR_COUNT, RTMRS, TdxClaims, quote_part};
+pub use inspect::{Inspection, RegisterReplay, inspect};
 pub use quote::{TdQuote, parse_event_log};
 
 /// Intel's SGX/TDX root CA (DER), the DCAP trust anchor.
@@ -147,10 +150,12 @@ impl TdxVerifier {
         now: UnixTime,
     ) -> Result<(TdQuote, CollateralKey), AttestError> {
         if raw.len() > MAX_QUOTE_LEN {
-            return Err(AttestError::Malformed(format!(
-                "quote is {} bytes, at most {MAX_QUOTE_LEN} accepted",
-                raw.len()
-            )));
+            return Err(Malformed::TooLarge {
+                what: "quote".into(),
+                size: raw.len(),
+                max: MAX_QUOTE_LEN,
+            }
+            .into());
         }
         let quote = TdQuote::parse(raw)?;
         let key = self.pck.check(&quote.quote, now)?.key;
@@ -256,10 +261,12 @@ impl Attestation for TdxVerifier {
             return Err(AttestError::UnsupportedPlatform(evidence.platform.clone()));
         }
         if evidence.event_log.len() > MAX_EVENT_LOG_LEN {
-            return Err(AttestError::Malformed(format!(
-                "event log is {} bytes, at most {MAX_EVENT_LOG_LEN} accepted",
-                evidence.event_log.len()
-            )));
+            return Err(Malformed::TooLarge {
+                what: "event log".into(),
+                size: evidence.event_log.len(),
+                max: MAX_EVENT_LOG_LEN,
+            }
+            .into());
         }
         let verified = self.verify_quote(&evidence.quote, ctx.time).await?;
         identity::build(&verified, &evidence.event_log, ctx)

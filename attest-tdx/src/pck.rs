@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use attest_core::{AttestError, UnixTime};
+use attest_core::{AttestError, Malformed, UnixTime, UntrustedChain};
 use dcap_qvl::quote::{AuthData, Quote};
 use sha2::{Digest, Sha256};
 
@@ -77,8 +77,10 @@ impl PckChains {
                 return Ok(c);
             }
         }
-        let chain = dcap_qvl::intel::extract_cert_chain(quote)
-            .map_err(|e| AttestError::Malformed(format!("PCK certificate chain: {e:#}")))?;
+        let chain = dcap_qvl::intel::extract_cert_chain(quote).map_err(|e| Malformed::Syntax {
+            what: "PCK certificate chain".into(),
+            detail: format!("{e:#}"),
+        })?;
         let checked = self.check_chain(&chain, t)?;
         let mut map = self.checked.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_REMEMBERED_CHAINS {
@@ -96,23 +98,32 @@ impl PckChains {
             [leaf, ca] => (leaf, ca),
             [leaf, ca, root] if root.as_slice() == self.root.der.as_slice() => (leaf, ca),
             [_, _, _] => {
-                return Err(AttestError::UntrustedChain(
-                    "the quote's PCK chain ends in a root that is not the pinned Intel root".into(),
-                ));
+                return Err(UntrustedChain::UnknownRoot {
+                    detail:
+                        "the quote's PCK chain ends in a root that is not the pinned Intel root"
+                            .into(),
+                }
+                .into());
             }
             _ => {
-                return Err(AttestError::UntrustedChain(format!(
-                    "the quote's PCK chain has {} certificates, expected leaf, PCK CA and root",
-                    chain.len()
-                )));
+                return Err(UntrustedChain::BadCertificate {
+                    what: "the quote's PCK chain".into(),
+                    detail: format!(
+                        "{} certificates, expected leaf, PCK CA and root",
+                        chain.len()
+                    ),
+                }
+                .into());
             }
         };
         let leaf_cert = Cert::parse(leaf, "PCK leaf")?;
         let ca_cert = Cert::parse(ca, "PCK CA")?;
         ca_cert.check_issued_by(&self.root, now, "PCK CA")?;
         leaf_cert.check_issued_by(&ca_cert, now, "PCK leaf")?;
-        let ext = dcap_qvl::intel::parse_pck_extension(leaf)
-            .map_err(|e| AttestError::Malformed(format!("PCK certificate extension: {e:#}")))?;
+        let ext = dcap_qvl::intel::parse_pck_extension(leaf).map_err(|e| Malformed::Syntax {
+            what: "PCK certificate extension".into(),
+            detail: format!("{e:#}"),
+        })?;
         // The CA kind from the CA's own (now verified) name; dcap-qvl's
         // helper would call any unknown issuer a Processor CA.
         let ca = ca_cert.pck_ca_kind("the quote's PCK CA")?;

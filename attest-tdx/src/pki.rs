@@ -7,7 +7,7 @@
 //! Signatures are checked over the exact received `tbs` bytes (the DER
 //! element as it appears in the input, never a re-encoding).
 
-use attest_core::AttestError;
+use attest_core::{AttestError, BadSignature, Malformed, UntrustedChain};
 use der::Decode;
 use ring::signature::{ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA256_FIXED, UnparsedPublicKey};
 use x509_cert::Certificate;
@@ -19,23 +19,25 @@ const ECDSA_WITH_SHA256: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x0
 const ECDSA_WITH_SHA256_OID: der::oid::ObjectIdentifier =
     der::oid::ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
 
-fn untrusted(m: impl Into<String>) -> AttestError {
-    AttestError::UntrustedChain(m.into())
-}
-
 /// Checks that `der` (a certificate or a CRL) is signed by the holder of
 /// `issuer_key` (an uncompressed SEC1 P-256 point).
 pub(crate) fn check_signed(der: &[u8], issuer_key: &[u8], what: &str) -> Result<(), AttestError> {
     let signed = attest_core::der::split_signed(der)?;
     if signed.algorithm != ECDSA_WITH_SHA256 || !signed.parameters.is_empty() {
-        return Err(untrusted(format!(
-            "the {what} is not signed with ecdsa-with-SHA256 (Intel's PKI uses nothing else)"
-        )));
+        return Err(UntrustedChain::BadCertificate {
+            what: format!("the {what}"),
+            detail: "not signed with ecdsa-with-SHA256 (Intel's PKI uses nothing else)".into(),
+        }
+        .into());
     }
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_ASN1, issuer_key)
         .verify(signed.tbs, signed.signature)
         .map_err(|_| {
-            AttestError::BadSignature(format!("the signature over the {what} does not verify"))
+            BadSignature::DoesNotVerify {
+                signed: format!("the {what}"),
+                signer: None,
+            }
+            .into()
         })
 }
 
@@ -50,7 +52,11 @@ pub(crate) fn check_raw_signature(
     UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, key)
         .verify(msg, sig)
         .map_err(|_| {
-            AttestError::BadSignature(format!("the signature over the {what} does not verify"))
+            BadSignature::DoesNotVerify {
+                signed: format!("the {what}"),
+                signer: None,
+            }
+            .into()
         })
 }
 
@@ -62,14 +68,18 @@ pub(crate) struct Cert {
 
 impl Cert {
     pub(crate) fn parse(der: &[u8], what: &str) -> Result<Self, AttestError> {
-        let parsed = Certificate::from_der(der)
-            .map_err(|e| AttestError::Malformed(format!("{what} certificate: {e}")))?;
+        let parsed = Certificate::from_der(der).map_err(|e| Malformed::Syntax {
+            what: format!("{what} certificate"),
+            detail: e.to_string(),
+        })?;
         if parsed.signature_algorithm().oid != ECDSA_WITH_SHA256_OID
             || parsed.tbs_certificate().signature().oid != ECDSA_WITH_SHA256_OID
         {
-            return Err(untrusted(format!(
-                "{what} certificate is not signed with ecdsa-with-SHA256"
-            )));
+            return Err(UntrustedChain::BadCertificate {
+                what: format!("{what} certificate"),
+                detail: "not signed with ecdsa-with-SHA256".into(),
+            }
+            .into());
         }
         Ok(Cert {
             der: der.to_vec(),
@@ -101,9 +111,11 @@ impl Cert {
         match cn.as_deref() {
             Some("Intel SGX PCK Platform CA") => Ok(dcap_qvl::config::PckCa::Platform),
             Some("Intel SGX PCK Processor CA") => Ok(dcap_qvl::config::PckCa::Processor),
-            other => Err(untrusted(format!(
-                "{what} is not an Intel PCK CA (subject common name {other:?})"
-            ))),
+            other => Err(UntrustedChain::BadCertificate {
+                what: what.into(),
+                detail: format!("not an Intel PCK CA (subject common name {other:?})"),
+            }
+            .into()),
         }
     }
 
@@ -125,9 +137,10 @@ impl Cert {
         what: &str,
     ) -> Result<(), AttestError> {
         if self.parsed.tbs_certificate().issuer() != issuer.parsed.tbs_certificate().subject() {
-            return Err(untrusted(format!(
-                "{what} certificate's issuer is not the expected CA"
-            )));
+            return Err(UntrustedChain::NotIssuedBy {
+                detail: format!("{what} certificate's issuer is not the expected CA"),
+            }
+            .into());
         }
         check_signed(
             &self.der,
@@ -137,9 +150,13 @@ impl Cert {
         for (c, name) in [(self, what), (issuer, "issuing CA")] {
             let (nb, na) = c.validity();
             if now < nb || now > na {
-                return Err(untrusted(format!(
-                    "{name} certificate is valid {nb}..{na}, not at {now}"
-                )));
+                return Err(UntrustedChain::OutsideValidity {
+                    what: format!("{name} certificate"),
+                    not_before: nb,
+                    not_after: na,
+                    now,
+                }
+                .into());
             }
         }
         Ok(())
@@ -161,12 +178,15 @@ pub(crate) struct Crl {
 impl Crl {
     /// Parses `der` and checks that `issuer` signed it.
     pub(crate) fn verify(der: &[u8], issuer: &Cert, what: &str) -> Result<Self, AttestError> {
-        let parsed = CertificateList::from_der(der)
-            .map_err(|e| AttestError::Malformed(format!("{what}: {e}")))?;
+        let parsed = CertificateList::from_der(der).map_err(|e| Malformed::Syntax {
+            what: what.into(),
+            detail: e.to_string(),
+        })?;
         if parsed.tbs_cert_list.issuer != *issuer.parsed.tbs_certificate().subject() {
-            return Err(untrusted(format!(
-                "{what} is not issued by the expected CA"
-            )));
+            return Err(UntrustedChain::NotIssuedBy {
+                detail: format!("{what} is not issued by the expected CA"),
+            }
+            .into());
         }
         check_signed(der, issuer.public_key(), what)?;
         let this = parsed
@@ -177,7 +197,10 @@ impl Crl {
         let next = parsed
             .tbs_cert_list
             .next_update
-            .ok_or_else(|| AttestError::Malformed(format!("{what} has no nextUpdate")))?
+            .ok_or_else(|| Malformed::Missing {
+                what: "nextUpdate",
+                detail: format!("{what} has no nextUpdate"),
+            })?
             .to_unix_duration()
             .as_secs();
         Ok(Crl {
@@ -199,18 +222,22 @@ impl Crl {
 
 /// The DER certificates of a PEM chain, in order.
 pub(crate) fn pem_chain(pem: &[u8], what: &str) -> Result<Vec<Vec<u8>>, AttestError> {
-    let blocks =
-        ::pem::parse_many(pem).map_err(|e| AttestError::Malformed(format!("{what}: {e}")))?;
+    let blocks = ::pem::parse_many(pem).map_err(|e| Malformed::Syntax {
+        what: what.into(),
+        detail: e.to_string(),
+    })?;
     let certs: Vec<Vec<u8>> = blocks
         .into_iter()
         .filter(|p| p.tag() == "CERTIFICATE")
         .map(|p| p.into_contents())
         .collect();
     if certs.is_empty() || certs.len() > 4 {
-        return Err(AttestError::Malformed(format!(
-            "{what} holds {} certificates, expected 1 to 4",
-            certs.len()
-        )));
+        return Err(Malformed::BadValue {
+            what: format!("{what} certificate count"),
+            expected: "1 to 4".into(),
+            found: certs.len().to_string(),
+        }
+        .into());
     }
     Ok(certs)
 }

@@ -88,8 +88,10 @@ pub(crate) struct Parts<'a> {
     key: [u8; 32],
 }
 
+/// A quote [`TdQuote::parse`] accepted is never this short; kept as an
+/// error rather than a panic all the same.
 fn malformed(m: &str) -> AttestError {
-    AttestError::Malformed(format!("TDX quote: {m}"))
+    attest_core::Malformed::Other(format!("TDX quote: {m}")).into()
 }
 
 impl<'a> Parts<'a> {
@@ -151,9 +153,7 @@ impl<'a> Parts<'a> {
         point[1..].copy_from_slice(self.attestation_key);
         UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
             .verify(self.signed, self.signature)
-            .map_err(|_| {
-                AttestError::BadSignature("ISV enclave report signature is invalid".into())
-            })
+            .map_err(|_| crate::errors::quote_signature_invalid())
     }
 }
 

@@ -1,8 +1,8 @@
 //! The parts of a TDX quote the identity is made of.
 
-use attest_core::AttestError;
 use attest_core::eventlog::{self, LogEvent};
 use attest_core::reader::Reader;
+use attest_core::{AttestError, Malformed};
 use dcap_qvl::quote::{Quote, Report};
 
 /// A parsed (not yet verified) TDX quote.
@@ -18,14 +18,19 @@ impl TdQuote {
     /// Parses a TDX quote; SGX quotes and unknown layouts are rejected.
     pub fn parse(raw: &[u8]) -> Result<Self, AttestError> {
         check_framing(raw)?;
-        let quote =
-            Quote::parse(raw).map_err(|e| AttestError::Malformed(format!("TDX quote: {e:#}")))?;
+        let quote = Quote::parse(raw).map_err(|e| Malformed::Syntax {
+            what: "TDX quote".into(),
+            detail: format!("{e:#}"),
+        })?;
         let td10 = match (quote.header.tee_type, quote.report.as_td10()) {
-            (0x81, Some(td10)) => *td10,
+            (TEE_TYPE_TDX, Some(td10)) => *td10,
             (tee, _) => {
-                return Err(AttestError::Malformed(format!(
-                    "not a TDX quote (TEE type {tee:#x})"
-                )));
+                return Err(Malformed::BadValue {
+                    what: "quote TEE type".into(),
+                    expected: format!("{TEE_TYPE_TDX:#x} (TDX)"),
+                    found: format!("{tee:#x}"),
+                }
+                .into());
             }
         };
         Ok(TdQuote {
@@ -41,7 +46,7 @@ impl TdQuote {
     }
 
     /// RTMR0..3.
-    pub fn rtmrs(&self) -> [[u8; 48]; 4] {
+    pub fn rtmrs(&self) -> [[u8; 48]; crate::RTMR_COUNT] {
         let r = self.td10();
         [r.rt_mr0, r.rt_mr1, r.rt_mr2, r.rt_mr3]
     }
@@ -62,10 +67,16 @@ pub fn parse_event_log(bytes: &[u8]) -> Result<Vec<LogEvent>, AttestError> {
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'[') => eventlog::parse_json_event_log(bytes),
         Some(_) => eventlog::tcg::parse_ccel(bytes),
-        None => Err(AttestError::Malformed("the event log is empty".into())),
+        None => Err(Malformed::Missing {
+            what: "event log",
+            detail: "the event log is empty".into(),
+        }
+        .into()),
     }
 }
 
+/// The quote header's TEE type of a TD quote (SGX is 0).
+const TEE_TYPE_TDX: u32 = 0x81;
 /// Quote header length.
 const HEADER_LEN: usize = 48;
 /// TD 1.0 body length (a v4 quote's body).
@@ -76,7 +87,6 @@ const TD10_BODY_LEN: usize = 584;
 /// after it (to 5006 or 8000 bytes); anything but zeros there is unsigned
 /// data smuggled along, and rejected.
 fn check_framing(raw: &[u8]) -> Result<(), AttestError> {
-    let bad = |m: String| AttestError::Malformed(format!("TDX quote: {m}"));
     let mut r = Reader::new(raw, "TDX quote");
     let version = r.u16_le("version")?;
     let body_len = match version {
@@ -89,16 +99,25 @@ fn check_framing(raw: &[u8]) -> Result<(), AttestError> {
             r.skip(2, "body type")?;
             r.u32_le("body size")? as usize
         }
-        v => return Err(bad(format!("unsupported quote version {v}"))),
+        v => {
+            return Err(Malformed::BadValue {
+                what: "TDX quote version".into(),
+                expected: "4 or 5".into(),
+                found: v.to_string(),
+            }
+            .into());
+        }
     };
     r.skip(body_len, "body")?;
     let sig_len = r.u32_le("signature data length")? as usize;
     r.skip(sig_len, "signature data")?;
-    let end = r.position();
     if r.rest().iter().any(|b| *b != 0) {
-        return Err(bad(format!(
-            "non-zero bytes after the signature data (which ends at {end})"
-        )));
+        return Err(Malformed::TrailingData {
+            context: "TDX quote (non-zero bytes after the signature data)",
+            offset: r.position(),
+            extra: r.remaining(),
+        }
+        .into());
     }
     Ok(())
 }

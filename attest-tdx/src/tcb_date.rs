@@ -41,7 +41,12 @@ pub(crate) fn out_of_date_since(
     qe: &QeIdentity,
     s: &PlatformSvns<'_>,
 ) -> Result<Option<u64>, AttestError> {
-    let bad = |e: anyhow::Error| AttestError::Malformed(format!("TCB info levels: {e:#}"));
+    let bad = |e: anyhow::Error| {
+        AttestError::from(attest_core::Malformed::Syntax {
+            what: "TCB info levels".into(),
+            detail: format!("{e:#}"),
+        })
+    };
     let mut since = None;
     for level in &tcb.tcb_levels {
         if !level

@@ -304,7 +304,13 @@ async fn the_cache_key_covers_what_dcap_qvl_checks() {
     else {
         panic!("a debug TD verified");
     };
-    assert_eq!(err.kind(), ErrorKind::Insecure);
+    assert!(
+        matches!(
+            err,
+            attest_core::AttestError::Insecure(attest_core::Insecure::Debug { .. })
+        ),
+        "{err}"
+    );
     assert_eq!(v.cached_platforms(), 3);
 
     // The same platform under a new collateral set starts afresh.

@@ -99,8 +99,13 @@ async fn outdated_quote_is_rejected() {
         .await
         .err()
         .unwrap();
-    assert_eq!(err.kind(), ErrorKind::Insecure, "{err}");
-    assert!(err.to_string().contains("No matching TCB level"), "{err}");
+    assert!(
+        matches!(
+            err,
+            attest_core::AttestError::Insecure(attest_core::Insecure::NoMatchingTcbLevel { .. })
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -199,8 +204,12 @@ async fn truncated_and_oversized_quotes_are_malformed() {
         .err()
         .unwrap();
     assert_eq!(
-        err.to_string(),
-        "malformed: TDX quote: non-zero bytes after the signature data (which ends at 4936)"
+        err.malformed(),
+        Some(&attest_core::Malformed::TrailingData {
+            context: "TDX quote (non-zero bytes after the signature data)",
+            offset: 4936,
+            extra: quote.len() - 4936,
+        })
     );
     let huge = vec![0u8; attest_tdx::MAX_QUOTE_LEN + 1];
     let err = v
@@ -208,7 +217,14 @@ async fn truncated_and_oversized_quotes_are_malformed() {
         .await
         .err()
         .unwrap();
-    assert_eq!(err.kind(), ErrorKind::Malformed);
+    assert_eq!(
+        err.malformed(),
+        Some(&attest_core::Malformed::TooLarge {
+            what: "quote".into(),
+            size: attest_tdx::MAX_QUOTE_LEN + 1,
+            max: attest_tdx::MAX_QUOTE_LEN,
+        })
+    );
 }
 
 #[tokio::test]

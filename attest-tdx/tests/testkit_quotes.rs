@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use attest_core::{
-    Attestation, ErrorKind, Evidence, PlatformId, ReportData, TcbStatus, UnixTime, VerifyContext,
+    AttestError, Attestation, ErrorKind, Evidence, Insecure, PlatformId, ReportData, Revoked,
+    TcbStatus, UnixTime, VerifyContext,
 };
 use attest_tdx::collateral::StaticCollateral;
 use attest_tdx::{Collateral, TdxVerifier};
@@ -112,7 +113,10 @@ async fn debug_td_is_rejected() {
         .verify(&evidence(c.pki.quote(&td), &c.log), &ctx(&c))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Insecure, "{err}");
+    assert!(
+        matches!(err, AttestError::Insecure(Insecure::Debug { .. })),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -164,7 +168,10 @@ async fn revoked_pck_is_rejected() {
         .verify(&evidence(c.pki.quote(&c.td), &c.log), &ctx(&c))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Revoked, "{err}");
+    assert!(
+        matches!(err, AttestError::Revoked(Revoked::Certificate { .. })),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -176,7 +183,10 @@ async fn revoked_tcb_is_rejected() {
         .verify(&evidence(c.pki.quote(&c.td), &c.log), &ctx(&c))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Revoked, "{err}");
+    assert!(
+        matches!(err, AttestError::Revoked(Revoked::Tcb { .. })),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -244,7 +254,13 @@ async fn non_intel_tdx_module_is_rejected() {
         .verify(&evidence(c.pki.quote(&td), &c.log), &ctx(&c))
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Insecure, "{err}");
+    assert!(
+        matches!(
+            err,
+            AttestError::Insecure(Insecure::ForeignTdxModule { .. })
+        ),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -321,7 +337,16 @@ async fn retyped_identity_events_cannot_claim_another_app() {
         )
         .await
         .unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Malformed, "{err}");
+    assert!(
+        matches!(
+            err.malformed(),
+            Some(attest_core::Malformed::Unexpected {
+                what: attest_core::eventlog::BOOT_EVENT_ON_APP_REGISTER,
+                ..
+            })
+        ),
+        "{err}"
+    );
     assert!(
         err.to_string()
             .contains("extends rtmr3, which only dstack runtime events"),

@@ -101,7 +101,7 @@ impl RuntimeClaims {
     /// - Selected `vm-configuration` values must have their JSON type
     ///   (boolean, or string for `vmUniqueId`) when present.
     pub fn parse(raw: &[u8]) -> Result<Self, AttestError> {
-        let bad = |m: String| AttestError::Malformed(format!("HCL runtime claims: {m}"));
+        let bad = |m: String| AttestError::malformed_text(format!("HCL runtime claims: {m}"));
         let doc: RawClaims =
             serde_json::from_slice(raw).map_err(|e| bad(format!("invalid JSON: {e}")))?;
         let mut aks = doc.keys.iter().filter(|k| k.kid.as_deref() == Some(AK_KID));

@@ -160,7 +160,7 @@ impl TpmQuote {
         let message = vec("message", MAX_MESSAGE)?;
         let count = r.u64_le("pcrs")?;
         if count != PCR_COUNT as u64 {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "bincode TPM quote pcrs: expected {PCR_COUNT} values, found {count}"
             )));
         }
@@ -178,7 +178,7 @@ impl TpmQuote {
     pub fn from_json(bytes: &[u8]) -> Result<Self, AttestError> {
         check_document(bytes)?;
         let raw: RawQuote = serde_json::from_slice(bytes)
-            .map_err(|e| AttestError::Malformed(format!("TPM quote JSON: {e}")))?;
+            .map_err(|e| AttestError::malformed_text(format!("TPM quote JSON: {e}")))?;
         raw.decode_as(Some(Encoding::Hex))
     }
 
@@ -250,7 +250,7 @@ impl Container {
     pub fn parse(bytes: &[u8]) -> Result<Self, AttestError> {
         check_document(bytes)?;
         let raw: RawContainer = serde_json::from_slice(bytes)
-            .map_err(|e| AttestError::Malformed(format!("vTPM evidence JSON: {e}")))?;
+            .map_err(|e| AttestError::malformed_text(format!("vTPM evidence JSON: {e}")))?;
         raw.decode()
     }
 
@@ -292,11 +292,11 @@ fn check_document(bytes: &[u8]) -> Result<(), AttestError> {
 }
 
 fn too_big(what: &str, found: usize, max: usize) -> AttestError {
-    AttestError::Malformed(format!("{what}: {found} bytes, at most {max} accepted"))
+    AttestError::malformed_text(format!("{what}: {found} bytes, at most {max} accepted"))
 }
 
 fn bad(what: &str, m: &str) -> AttestError {
-    AttestError::Malformed(format!("vTPM evidence {what}: {m}"))
+    AttestError::malformed_text(format!("vTPM evidence {what}: {m}"))
 }
 
 // ---------------------------------------------------------------------------

@@ -81,7 +81,7 @@ impl TeeType {
                     5 => " (CCA)",
                     _ => "",
                 };
-                Err(AttestError::Malformed(format!(
+                Err(AttestError::malformed_text(format!(
                     "HCL report report_type: expected 2 (SNP) or 4 (TDX), found {other}{name}"
                 )))
             }
@@ -124,7 +124,7 @@ impl HclReport {
     /// the report, zero padding after them, and (TDX) zeros after the
     /// TDREPORT.
     pub fn parse(raw: &[u8]) -> Result<Self, AttestError> {
-        let bad = |m: String| AttestError::Malformed(format!("HCL report {m}"));
+        let bad = |m: String| AttestError::malformed_text(format!("HCL report {m}"));
         if raw.len() > MAX_HCL_REPORT {
             return Err(bad(format!(
                 "is {} bytes, at most {MAX_HCL_REPORT} accepted",

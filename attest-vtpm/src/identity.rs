@@ -163,13 +163,13 @@ pub fn replay_app_pcr(
     app_pcr: u32,
 ) -> Result<AppIdentity, AttestError> {
     if event_log.len() > MAX_EVENT_LOG {
-        return Err(AttestError::Malformed(format!(
+        return Err(AttestError::malformed_text(format!(
             "event log is {} bytes, at most {MAX_EVENT_LOG} accepted",
             event_log.len()
         )));
     }
     if !APP_PCR_RANGE.contains(&app_pcr) {
-        return Err(AttestError::Malformed(format!(
+        return Err(AttestError::malformed_text(format!(
             "app PCR {app_pcr} is outside 8..=15"
         )));
     }
@@ -179,7 +179,7 @@ pub fn replay_app_pcr(
         .enumerate()
         .find(|(_, e)| e.register != app_pcr)
     {
-        return Err(AttestError::Malformed(format!(
+        return Err(AttestError::malformed_text(format!(
             "event {i} extends PCR {}: a vTPM event log carries only the app PCR's ({app_pcr}) runtime events",
             e.register
         )));

@@ -102,7 +102,7 @@ pub fn check_container(container: Container, tee: TeeType) -> Result<CheckedVtpm
     let (version, quote, hcl_bytes, endorsement) = container.into_parts();
     let hcl = HclReport::parse(&hcl_bytes)?;
     if hcl.tee() != tee {
-        return Err(AttestError::Malformed(format!(
+        return Err(AttestError::malformed_text(format!(
             "HCL report report_type: expected {} ({tee}), found {} ({})",
             tee.report_type(),
             hcl.tee().report_type(),
@@ -113,17 +113,17 @@ pub fn check_container(container: Container, tee: TeeType) -> Result<CheckedVtpm
         (Endorsement::Vcek(_) | Endorsement::NoVcek, TeeType::Snp)
         | (Endorsement::TdQuote(_), TeeType::Tdx) => {}
         (Endorsement::NoVcek, TeeType::Tdx) => {
-            return Err(AttestError::Malformed(
+            return Err(AttestError::malformed_text(
                 "vTPM evidence: a TDX HCL report needs td_quote, the container has none".into(),
             ));
         }
         (Endorsement::Vcek(_), TeeType::Tdx) => {
-            return Err(AttestError::Malformed(
+            return Err(AttestError::malformed_text(
                 "vTPM evidence: a TDX HCL report needs td_quote, the container has a vcek".into(),
             ));
         }
         (Endorsement::TdQuote(_), TeeType::Snp) => {
-            return Err(AttestError::Malformed(
+            return Err(AttestError::malformed_text(
                 "vTPM evidence: an SNP HCL report needs a vcek, the container has td_quote".into(),
             ));
         }
@@ -249,7 +249,7 @@ impl CheckedVtpm {
     /// `VerifyContext::check_report_data`).
     pub fn bound_user_data(&self) -> Result<ReportData, AttestError> {
         let user_data = self.claims.user_data().ok_or_else(|| {
-            AttestError::Malformed(
+            AttestError::malformed_text(
                 "HCL runtime claims have no user-data: the evidence carries no request binding"
                     .into(),
             )

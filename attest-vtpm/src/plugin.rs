@@ -72,13 +72,13 @@ impl VtpmConfig {
     /// Checks the app PCR is in 8..=15 and each paravisor pin is 48 bytes.
     pub fn validate(&self) -> Result<(), AttestError> {
         if !APP_PCR_RANGE.contains(&self.app_pcr) {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "app_pcr must be in 8..=15 (not the firmware's 0-7, the resettable 16 or 23, or DRTM's 17-22), found {}",
                 self.app_pcr
             )));
         }
         if let Some(bad) = self.paravisors.iter().find(|p| p.0.len() != 48) {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "paravisors: a launch measurement is 48 bytes, found {} ({bad})",
                 bad.0.len()
             )));
@@ -168,7 +168,7 @@ impl AzVtpm {
         config.validate()?;
         let c = snp.config();
         if c.vmpl != 0 || c.allow_migrate_ma {
-            return Err(AttestError::Insecure(format!(
+            return Err(AttestError::insecure_text(format!(
                 "az-snp-vtpm needs an SNP verifier that requires VMPL 0 and refuses a migration agent (found vmpl {}, allow_migrate_ma {})",
                 c.vmpl, c.allow_migrate_ma
             )));
@@ -209,19 +209,19 @@ impl AzVtpm {
             return Err(AttestError::UnsupportedPlatform(evidence.platform.clone()));
         }
         if !evidence.app_config.is_empty() {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "{platform} evidence carries an app_config; the app identity is in the app PCR's event log"
             )));
         }
         match self.hw {
             Hardware::Snp(_) if evidence.certificates.len() > MAX_VCEK => {
-                return Err(AttestError::Malformed(format!(
+                return Err(AttestError::malformed_text(format!(
                     "certificates: {} bytes, at most {MAX_VCEK} accepted",
                     evidence.certificates.len()
                 )));
             }
             Hardware::Tdx(_) if !evidence.certificates.is_empty() => {
-                return Err(AttestError::Malformed(
+                return Err(AttestError::malformed_text(
                     "az-tdx-vtpm evidence carries certificates; the TD quote holds its PCK chain"
                         .into(),
                 ));
@@ -229,7 +229,7 @@ impl AzVtpm {
             _ => {}
         }
         if evidence.event_log.len() > identity::MAX_EVENT_LOG {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "event log is {} bytes, at most {} accepted",
                 evidence.event_log.len(),
                 identity::MAX_EVENT_LOG
@@ -241,7 +241,7 @@ impl AzVtpm {
     /// The reused verifier's evidence for the hardware report.
     fn snp_evidence(evidence: &Evidence, checked: &CheckedVtpm) -> Result<Evidence, AttestError> {
         let HardwareReport::Snp { report, vcek } = checked.hardware_report() else {
-            return Err(AttestError::Malformed(
+            return Err(AttestError::malformed_text(
                 "az-snp-vtpm evidence holds no SNP report".into(),
             ));
         };
@@ -261,7 +261,7 @@ impl AzVtpm {
     fn td_quote(checked: &CheckedVtpm) -> Result<&[u8], AttestError> {
         match checked.hardware_report() {
             HardwareReport::Tdx { td_quote } => Ok(td_quote),
-            HardwareReport::Snp { .. } => Err(AttestError::Malformed(
+            HardwareReport::Snp { .. } => Err(AttestError::malformed_text(
                 "az-tdx-vtpm evidence holds no TD quote".into(),
             )),
         }
@@ -307,7 +307,9 @@ impl AzVtpm {
         // plug-in's to keep, so it is checked here too.
         checked.hcl_report().check_report_data(&part.report_data)?;
         if part.debug {
-            return Err(AttestError::Insecure("the TEE runs in debug mode".into()));
+            return Err(AttestError::insecure_text(
+                "the TEE runs in debug mode".into(),
+            ));
         }
         Ok(part)
     }
@@ -329,9 +331,13 @@ impl AzVtpm {
             Hardware::Tdx(_) => {
                 for r in [reg::RTMR0, reg::RTMR1, reg::RTMR2, reg::RTMR3] {
                     if bytes(r).is_some_and(|v| v.iter().any(|b| *b != 0)) {
-                        return Err(AttestError::Insecure(format!(
-                            "az-tdx-vtpm: {r} of the TD quote is extended, so the TD is not Azure's paravisor (which extends no RTMR)"
-                        )));
+                        return Err(AttestError::Insecure(
+                            attest_core::Insecure::UnpinnedLayer {
+                                detail: format!(
+                                    "az-tdx-vtpm: {r} of the TD quote is extended, so the TD is not Azure's paravisor (which extends no RTMR)"
+                                ),
+                            },
+                        ));
                     }
                 }
                 (AZ_TDX_VTPM, reg::MRTD)
@@ -339,28 +345,38 @@ impl AzVtpm {
         };
         if self.config.paravisors.is_empty() {
             return if required {
-                Err(AttestError::Insecure(format!(
-                    "{platform}: no paravisor is pinned ([platform.{platform}] paravisors): without one, any {} guest could frame vTPM evidence",
-                    if register == reg::MRTD {
-                        "TD"
-                    } else {
-                        "SEV-SNP"
-                    }
-                )))
+                Err(AttestError::Insecure(
+                    attest_core::Insecure::UnpinnedLayer {
+                        detail: format!(
+                            "{platform}: no paravisor is pinned ([platform.{platform}] paravisors): without one, any {} guest could frame vTPM evidence",
+                            if register == reg::MRTD {
+                                "TD"
+                            } else {
+                                "SEV-SNP"
+                            }
+                        ),
+                    },
+                ))
             } else {
                 Ok(false)
             };
         }
         let found = bytes(register).ok_or_else(|| {
-            AttestError::Malformed(format!("{platform}: the hardware report has no {register}"))
+            AttestError::malformed_text(format!(
+                "{platform}: the hardware report has no {register}"
+            ))
         })?;
         if self.config.paravisors.iter().any(|p| p.0 == found) {
             Ok(true)
         } else {
-            Err(AttestError::Insecure(format!(
-                "{platform}: {register} {} is not a pinned paravisor's",
-                hex::encode(found)
-            )))
+            Err(AttestError::Insecure(
+                attest_core::Insecure::UnpinnedLayer {
+                    detail: format!(
+                        "{platform}: {register} {} is not a pinned paravisor's",
+                        hex::encode(found)
+                    ),
+                },
+            ))
         }
     }
 
@@ -467,7 +483,7 @@ fn unbound_user_data(
     match checked.claims().user_data() {
         Some(u) => Ok(*u),
         None if ctx.expected_report_data.is_none() => Ok(ReportData([0; 64])),
-        None => Err(AttestError::Malformed(
+        None => Err(AttestError::malformed_text(
             "HCL runtime claims have no user-data: the evidence carries no request binding".into(),
         )),
     }
@@ -540,14 +556,14 @@ impl Attestation for AzVtpm {
     ) -> Result<VerifiedIdentity, AttestError> {
         let platform = self.platform();
         if evidence.platform == platform && evidence.event_log.is_empty() {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "{platform} evidence carries no event log: the app identity is in the runtime events of PCR {}",
                 self.config.app_pcr
             )));
         }
         let p = self.verify_parts(evidence, ctx, Nonce::Kms).await?;
         let app = p.app.ok_or_else(|| {
-            AttestError::Malformed(format!("{platform} evidence carries no event log"))
+            AttestError::malformed_text(format!("{platform} evidence carries no event log"))
         })?;
         Ok(VerifiedIdentity {
             platform,

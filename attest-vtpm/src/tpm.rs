@@ -123,7 +123,7 @@ impl TpmsAttest {
     /// nonce, `safe` a TPM boolean, exactly one SHA-256 selection of PCRs
     /// 0–23 (P1), a 32-byte digest and no trailing bytes.
     pub fn parse(message: &[u8]) -> Result<Self, AttestError> {
-        let bad = |m: String| AttestError::Malformed(format!("TPMS_ATTEST {m}"));
+        let bad = |m: String| AttestError::malformed_text(format!("TPMS_ATTEST {m}"));
         if message.len() > MAX_MESSAGE {
             return Err(bad(format!(
                 "is {} bytes, at most {MAX_MESSAGE} accepted",
@@ -280,14 +280,14 @@ pub fn verify_quote_signature(
     signature: &[u8],
 ) -> Result<(), AttestError> {
     if message.len() > MAX_MESSAGE {
-        return Err(AttestError::Malformed(format!(
+        return Err(AttestError::malformed_text(format!(
             "TPM quote message is {} bytes, at most {MAX_MESSAGE} accepted",
             message.len()
         )));
     }
     let n = ak.modulus();
     if signature.len() != n.len() {
-        return Err(AttestError::Malformed(format!(
+        return Err(AttestError::malformed_text(format!(
             "TPM quote signature is {} bytes, the AK modulus {}",
             signature.len(),
             n.len()
@@ -300,7 +300,7 @@ pub fn verify_quote_signature(
     }
     .verify(&RSA_PKCS1_2048_8192_SHA256, message, signature)
     .map_err(|_| {
-        AttestError::BadSignature(
+        AttestError::bad_signature_text(
             "TPM quote: the HCLAkPub RSASSA-PKCS1-v1_5 SHA-256 signature does not verify".into(),
         )
     })
@@ -310,7 +310,7 @@ pub fn verify_quote_signature(
 fn sized<'a>(r: &mut Reader<'a>, what: &str, max: usize) -> Result<&'a [u8], AttestError> {
     let n = usize::from(r.u16_be(what)?);
     if n > max {
-        return Err(AttestError::Malformed(format!(
+        return Err(AttestError::malformed_text(format!(
             "TPMS_ATTEST {what}: {n} bytes, at most {max} accepted"
         )));
     }

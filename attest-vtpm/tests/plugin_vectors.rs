@@ -41,7 +41,9 @@ impl CollateralSource for NoCollateral {
         _key: &CollateralKey,
         _now: UnixTime,
     ) -> Result<Arc<Collateral>, AttestError> {
-        Err(AttestError::CollateralMissing("no collateral here".into()))
+        Err(AttestError::collateral_missing_text(
+            "no collateral here".into(),
+        ))
     }
 }
 

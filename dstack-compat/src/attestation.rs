@@ -139,7 +139,7 @@ impl VersionedAttestation {
     /// dstack's GCP-TDX, Nitro Enclave and AWS Nitro TPM variants.
     pub fn decode(bytes: &[u8]) -> Result<Self, AttestError> {
         if bytes.len() > MAX_ATTESTATION_LEN {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "dstack attestation is {} bytes, at most {MAX_ATTESTATION_LEN} accepted",
                 bytes.len()
             )));
@@ -147,10 +147,12 @@ impl VersionedAttestation {
         match bytes.first() {
             Some(0x00) => v0::decode(bytes),
             Some(0x80..=0x8f | 0xde | 0xdf) => v1::decode(bytes),
-            Some(b) => Err(AttestError::Malformed(format!(
+            Some(b) => Err(AttestError::malformed_text(format!(
                 "dstack attestation: first byte {b:#04x} is neither V0 (0x00) nor a V1 msgpack map"
             ))),
-            None => Err(AttestError::Malformed("dstack attestation is empty".into())),
+            None => Err(AttestError::malformed_text(
+                "dstack attestation is empty".into(),
+            )),
         }
     }
 

@@ -56,7 +56,7 @@ impl CsrVersion {
         match api_version {
             1 => Ok(CsrVersion::V1),
             2 => Ok(CsrVersion::V2),
-            v => Err(AttestError::Malformed(format!(
+            v => Err(AttestError::malformed_text(format!(
                 "unsupported SignCert api_version {v} (1 and 2 are supported)"
             ))),
         }
@@ -131,7 +131,7 @@ impl CertSigningRequest {
     pub fn decode(api_version: u32, csr: &[u8]) -> Result<Self, AttestError> {
         let version = CsrVersion::from_api_version(api_version)?;
         if csr.len() > MAX_CSR_LEN {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "CSR is {} bytes, at most {MAX_CSR_LEN} accepted",
                 csr.len()
             )));
@@ -215,15 +215,15 @@ impl CertSigningRequest {
     /// P-256 key is [`AttestError::Malformed`].
     pub fn verify_signature(self, signature: &[u8]) -> Result<SignedCsr, AttestError> {
         let key = VerifyingKey::from_public_key_der(&self.pubkey).map_err(|e| {
-            AttestError::Malformed(format!(
+            AttestError::malformed_text(format!(
                 "CSR pubkey is not a P-256 SubjectPublicKeyInfo: {e}"
             ))
         })?;
         let sig = Signature::from_der(signature).map_err(|_| {
-            AttestError::BadSignature("CSR signature is not an ECDSA DER signature".into())
+            AttestError::bad_signature_text("CSR signature is not an ECDSA DER signature".into())
         })?;
         key.verify(&self.encoded, &sig).map_err(|_| {
-            AttestError::BadSignature("CSR signature does not verify under its pubkey".into())
+            AttestError::bad_signature_text("CSR signature does not verify under its pubkey".into())
         })?;
         Ok(SignedCsr(self))
     }

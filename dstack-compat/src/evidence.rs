@@ -49,7 +49,7 @@ fn is_one_der_sequence(b: &[u8]) -> bool {
 
 /// The DER certificates in a PEM text; every block must be a CERTIFICATE.
 fn pem_certificates(text: &[u8], i: usize) -> Result<Vec<Vec<u8>>, AttestError> {
-    let bad = |m: String| AttestError::Malformed(format!("SNP cert_chain[{i}]: {m}"));
+    let bad = |m: String| AttestError::malformed_text(format!("SNP cert_chain[{i}]: {m}"));
     let blocks = pem::parse_many(text).map_err(|e| bad(format!("bad PEM: {e}")))?;
     if blocks.is_empty() {
         return Err(bad("PEM text without a certificate".into()));
@@ -91,7 +91,7 @@ pub fn snp_certificates(cert_chain: &[Vec<u8>]) -> Result<Vec<u8>, AttestError> 
         } else if is_one_der_sequence(c) {
             vec![c.clone()]
         } else {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "SNP cert_chain[{i}]: neither a PEM nor a DER certificate ({} bytes)",
                 c.len()
             )));

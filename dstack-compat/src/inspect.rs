@@ -104,7 +104,7 @@ impl Inspection {
 
 fn to48(what: &str, b: &[u8]) -> Result<[u8; 48], AttestError> {
     <[u8; 48]>::try_from(b)
-        .map_err(|_| AttestError::Malformed(format!("{what}: {} bytes, expected 48", b.len())))
+        .map_err(|_| AttestError::malformed_text(format!("{what}: {} bytes, expected 48", b.len())))
 }
 
 /// Replays `events` (RTMR3 checked against `quote`) and reads what they

@@ -74,8 +74,5 @@ pub const DSTACK_TDX_REGISTERS: RegisterSet = RegisterSet {
 /// Prefixes a decoding error with where it happened (an enclosing structure),
 /// keeping its kind: a CSR's attestation, a certificate extension.
 pub(crate) fn within(where_: &str, e: AttestError) -> AttestError {
-    match e {
-        AttestError::Malformed(m) => AttestError::Malformed(format!("{where_}: {m}")),
-        other => other,
-    }
+    e.within(where_)
 }

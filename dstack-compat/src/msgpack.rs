@@ -67,7 +67,7 @@ impl<'a> Msgpack<'a> {
 
     /// A `Malformed` error about `what` at the current offset.
     pub(crate) fn error(&self, what: &str, problem: impl std::fmt::Display) -> AttestError {
-        AttestError::Malformed(format!(
+        AttestError::malformed_text(format!(
             "{CONTEXT}: {what} at offset {}: {problem}",
             self.r.position()
         ))

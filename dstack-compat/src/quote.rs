@@ -37,7 +37,7 @@ impl TdxQuoteFields {
         r.skip(2, "attestation key type")?;
         let tee = r.u32_le("TEE type")?;
         if tee != TDX_TEE_TYPE {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "TDX quote: TEE type at offset 4 is {tee:#x}, not TDX ({TDX_TEE_TYPE:#x})"
             )));
         }
@@ -45,7 +45,7 @@ impl TdxQuoteFields {
             4 => TDX_V4_BODY,
             5 => TDX_V5_BODY,
             v => {
-                return Err(AttestError::Malformed(format!(
+                return Err(AttestError::malformed_text(format!(
                     "TDX quote: version at offset 0 is {v}, expected 4 or 5"
                 )));
             }

@@ -88,7 +88,7 @@ fn unwrap_octets<'a>(oid: &ObjectIdentifier, value: &'a [u8]) -> Result<&'a [u8]
     r.finish()
         .map_err(|e| within(&format!("extension {oid}"), e))?;
     if inner.tag != 0x04 {
-        return Err(AttestError::Malformed(format!(
+        return Err(AttestError::malformed_text(format!(
             "extension {oid}: payload has DER tag {:#04x}, expected an OCTET STRING (0x04)",
             inner.tag
         )));
@@ -101,7 +101,7 @@ fn unwrap_octets<'a>(oid: &ObjectIdentifier, value: &'a [u8]) -> Result<&'a [u8]
 /// `Certificate ::= SEQUENCE { tbs SEQUENCE { [0] version OPTIONAL, serial,
 /// signature, issuer, validity, subject, spki, ... }, ... }`.
 fn spki_bytes(der: &[u8]) -> Result<&[u8], AttestError> {
-    let bad = |m: &str| AttestError::Malformed(format!("certificate: {m}"));
+    let bad = |m: &str| AttestError::malformed_text(format!("certificate: {m}"));
     let mut r = Reader::new(der, "certificate");
     let cert = tlv(&mut r)?;
     let mut r = Reader::new(cert.contents, "certificate");
@@ -132,13 +132,13 @@ impl RaTlsCert {
     /// extensions are ignored.
     pub fn from_der(der: &[u8]) -> Result<Self, AttestError> {
         if der.len() > MAX_CERT_LEN {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "certificate is {} bytes, at most {MAX_CERT_LEN} accepted",
                 der.len()
             )));
         }
         let cert = Certificate::from_der(der)
-            .map_err(|e| AttestError::Malformed(format!("certificate: {e}")))?;
+            .map_err(|e| AttestError::malformed_text(format!("certificate: {e}")))?;
         let spki_der = spki_bytes(der)?.to_vec();
         let mut ext = RaTlsExtensions::default();
         for e in cert.tbs_certificate().extensions().into_iter().flatten() {
@@ -149,7 +149,7 @@ impl RaTlsCert {
                 }
                 let payload = unwrap_octets(&oid, e.extn_value.as_bytes())?;
                 let text = std::str::from_utf8(payload).map_err(|_| {
-                    AttestError::Malformed(format!("extension {oid}: usage is not UTF-8"))
+                    AttestError::malformed_text(format!("extension {oid}: usage is not UTF-8"))
                 })?;
                 ext.special_usage = Some(text.to_owned());
                 continue;
@@ -201,12 +201,12 @@ impl RaTlsCert {
             (Some(quote), Some(log)) => LegacyTdxAttestation::new(quote.clone(), log.clone())
                 .map(|l| Some(GuestAttestation::Legacy(l))),
             (None, None) => Ok(None),
-            (Some(_), None) => Err(AttestError::Malformed(format!(
+            (Some(_), None) => Err(AttestError::malformed_text(format!(
                 "certificate has a legacy TDX quote ({}) but no event log ({})",
                 oids::TDX_QUOTE,
                 oids::EVENT_LOG
             ))),
-            (None, Some(_)) => Err(AttestError::Malformed(format!(
+            (None, Some(_)) => Err(AttestError::malformed_text(format!(
                 "certificate has a legacy event log ({}) but no TDX quote ({})",
                 oids::EVENT_LOG,
                 oids::TDX_QUOTE
@@ -221,7 +221,7 @@ impl RaTlsCert {
     /// [`Self::spki_der`].
     pub fn bound_attestation(&self) -> Result<GuestAttestation, AttestError> {
         let att = self.attestation()?.ok_or_else(|| {
-            AttestError::Malformed("certificate carries no dstack attestation".into())
+            AttestError::malformed_text("certificate carries no dstack attestation".into())
         })?;
         att.check_ratls_binding(&self.spki_der)?;
         Ok(att)
@@ -229,7 +229,7 @@ impl RaTlsCert {
 }
 
 fn duplicate(oid: &ObjectIdentifier) -> AttestError {
-    AttestError::Malformed(format!("certificate has extension {oid} twice"))
+    AttestError::malformed_text(format!("certificate has extension {oid} twice"))
 }
 
 /// The legacy RA-TLS evidence: a raw TDX quote and the full JSON event log
@@ -251,7 +251,7 @@ impl LegacyTdxAttestation {
     /// hold REPORTDATA, and the event log dstack's JSON list.
     pub fn new(quote: Vec<u8>, event_log: Vec<u8>) -> Result<Self, AttestError> {
         if quote.len().saturating_add(event_log.len()) > MAX_ATTESTATION_LEN {
-            return Err(AttestError::Malformed(format!(
+            return Err(AttestError::malformed_text(format!(
                 "legacy TDX quote and event log exceed {MAX_ATTESTATION_LEN} bytes"
             )));
         }

@@ -48,7 +48,7 @@ impl<'a> Scale<'a> {
 
     /// A `Malformed` error about `what` at the current offset.
     pub fn error(&self, what: &str, problem: impl std::fmt::Display) -> AttestError {
-        AttestError::Malformed(format!(
+        AttestError::malformed_text(format!(
             "{}: {what} at offset {}: {problem}",
             self.context,
             self.r.position()

@@ -31,7 +31,7 @@ impl CollateralSource for FirstOf {
             }
         }
         Err(last.unwrap_or_else(|| {
-            attest_core::AttestError::CollateralMissing(
+            attest_core::AttestError::collateral_missing_text(
                 "no TDX collateral source is configured".into(),
             )
         }))

@@ -311,7 +311,7 @@ fn malformed_policies_are_load_errors_with_lines() {
     );
     let e = load_error("platforms = [\"TDX\"]\n");
     assert!(
-        e.contains("line 1") && e.contains("platform id must be"),
+        e.contains("line 1") && e.contains("platform id: expected 1..=32 chars"),
         "{e}"
     );
     let e = load_error("platforms = [\"tdx\"]\n[platform.nitro]\n");
@@ -325,7 +325,7 @@ fn malformed_policies_are_load_errors_with_lines() {
         "{e}"
     );
     let e = load_error("[platform.TDX]\n");
-    assert!(e.contains("platform id must be"), "{e}");
+    assert!(e.contains("platform id: expected 1..=32 chars"), "{e}");
     let e = load_error(
         "platforms = [\"az-snp-vtpm\"]\n[platform.az-snp-vtpm]\nregisters = { pcr07 = [\"0g\"] }\n",
     );

@@ -5,7 +5,8 @@ use serde::Deserialize;
 use super::replay::app_events;
 use super::{LogEvent, RegisterSet, RuntimeEvent, SYSTEM_READY};
 use crate::{
-    AppId, AppIdentity, AttestError, ComposeHash, HexBytes, InstanceId, KeyProvider, OsImageHash,
+    AppId, AppIdentity, AttestError, ComposeHash, HexBytes, InstanceId, KeyProvider, Malformed,
+    OsImageHash,
 };
 
 /// The app identity carried by dstack runtime events, each part optional
@@ -31,10 +32,11 @@ pub struct RuntimeAppInfo {
 impl RuntimeAppInfo {
     /// The app identity; `app-id` and `compose-hash` events are mandatory.
     pub fn app_identity(&self) -> Result<AppIdentity, AttestError> {
-        let missing = |name: &str| {
-            AttestError::Malformed(format!(
-                "event log has no {name:?} runtime event before {SYSTEM_READY:?}"
-            ))
+        let missing = |name: &'static str| {
+            AttestError::from(Malformed::Missing {
+                what: name,
+                detail: format!("event log has no {name:?} runtime event before {SYSTEM_READY:?}"),
+            })
         };
         Ok(AppIdentity {
             app_id: self.app_id.ok_or_else(|| missing("app-id"))?,
@@ -55,23 +57,30 @@ struct KeyProviderJson {
 
 /// Parses a dstack `key-provider` payload: `{"name": "kms", "id": "<hex>"}`.
 pub fn parse_key_provider(payload: &[u8]) -> Result<KeyProvider, AttestError> {
-    let kp: KeyProviderJson = serde_json::from_slice(payload)
-        .map_err(|e| AttestError::Malformed(format!("key-provider event: {e}")))?;
+    let kp: KeyProviderJson = serde_json::from_slice(payload).map_err(|e| Malformed::Syntax {
+        what: "key-provider event".into(),
+        detail: e.to_string(),
+    })?;
     if kp.name.is_empty() || kp.name.len() > 64 {
-        return Err(AttestError::Malformed(
-            "key-provider name must be 1..=64 bytes".into(),
-        ));
+        return Err(Malformed::BadValue {
+            what: "key-provider name".into(),
+            expected: "1..=64 bytes".into(),
+            found: format!("{} bytes", kp.name.len()),
+        }
+        .into());
     }
     let id = HexBytes::from_hex(kp.id.strip_prefix("0x").unwrap_or(&kp.id))
-        .map_err(|e| AttestError::Malformed(format!("key-provider id: {}", e.message())))?;
+        .map_err(|e| e.within("key-provider id"))?;
     Ok(KeyProvider { name: kp.name, id })
 }
 
-fn set_once<T>(slot: &mut Option<T>, name: &str, value: T) -> Result<(), AttestError> {
+fn set_once<T>(slot: &mut Option<T>, name: &'static str, value: T) -> Result<(), AttestError> {
     if slot.is_some() {
-        return Err(AttestError::Malformed(format!(
-            "runtime event {name:?} appears twice before {SYSTEM_READY:?}"
-        )));
+        return Err(Malformed::Unexpected {
+            what: name,
+            detail: format!("runtime event {name:?} appears twice before {SYSTEM_READY:?}"),
+        }
+        .into());
     }
     *slot = Some(value);
     Ok(())
@@ -176,8 +185,13 @@ mod tests {
                 LogEvent::runtime(3, "other", b""),
                 LogEvent::runtime(3, name, payload),
             ];
+            let e = claimed_app_info(&dup, &SET).unwrap_err();
+            assert!(
+                matches!(e.malformed(), Some(Malformed::Unexpected { what, .. }) if *what == name),
+                "{e}"
+            );
             assert_eq!(
-                claimed_app_info(&dup, &SET).unwrap_err().to_string(),
+                e.to_string(),
                 format!("malformed: runtime event {name:?} appears twice before \"system-ready\"")
             );
         }
@@ -189,10 +203,18 @@ mod tests {
         assert!(claimed_app_info(&dup, &SET).is_err());
         let short = vec![LogEvent::runtime(3, "compose-hash", &[1; 31])];
         assert_eq!(
-            claimed_app_info(&short, &SET).unwrap_err().to_string(),
-            "malformed: compose_hash must be 32 bytes, found 31"
+            claimed_app_info(&short, &SET).unwrap_err().malformed(),
+            Some(&Malformed::BadLength {
+                what: "compose_hash".into(),
+                expected: 32,
+                found: 31
+            })
         );
         let none = claimed_app_info(&[], &SET).unwrap();
+        assert!(matches!(
+            none.app_identity().unwrap_err().malformed(),
+            Some(Malformed::Missing { what: "app-id", .. })
+        ));
         assert_eq!(
             none.app_identity().unwrap_err().to_string(),
             "malformed: event log has no \"app-id\" runtime event before \"system-ready\""

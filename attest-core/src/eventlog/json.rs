@@ -7,7 +7,7 @@ use super::{
     DSTACK_RUNTIME_EVENT_TYPE, EventBody, LogEvent, MAX_EVENT_NAME, MAX_EVENTS, RuntimeEvent,
     RuntimeEventVersion,
 };
-use crate::AttestError;
+use crate::{AttestError, Malformed};
 
 #[derive(Deserialize, Serialize)]
 struct JsonEvent {
@@ -30,29 +30,49 @@ struct JsonEvent {
 /// stripped logs leave it empty). Other keys (such as `preimage`) are
 /// ignored: nothing in them is trusted.
 pub fn parse_json_event_log(bytes: &[u8]) -> Result<Vec<LogEvent>, AttestError> {
-    let raw: Vec<JsonEvent> = serde_json::from_slice(bytes)
-        .map_err(|e| AttestError::Malformed(format!("JSON event log: {e}")))?;
+    let raw: Vec<JsonEvent> = serde_json::from_slice(bytes).map_err(|e| Malformed::Syntax {
+        what: "JSON event log".into(),
+        detail: e.to_string(),
+    })?;
     if raw.len() > MAX_EVENTS {
-        return Err(AttestError::Malformed(format!(
-            "event log has {} events, at most {MAX_EVENTS} accepted",
-            raw.len()
-        )));
+        return Err(Malformed::TooMany {
+            what: "event log".into(),
+            items: "events",
+            count: raw.len(),
+            max: MAX_EVENTS,
+        }
+        .into());
     }
     raw.into_iter()
         .enumerate()
         .map(|(i, e)| {
-            let bad = |what: &str| AttestError::Malformed(format!("event {i}: {what}"));
+            let bad = |m: Malformed| AttestError::from(m).within(format!("event {i}"));
+            let not_hex = |what: &str| {
+                bad(Malformed::Syntax {
+                    what: what.into(),
+                    detail: "not hex".into(),
+                })
+            };
             if e.event.len() > MAX_EVENT_NAME {
-                return Err(bad("event name too long"));
+                return Err(bad(Malformed::TooLarge {
+                    what: "event name".into(),
+                    size: e.event.len(),
+                    max: MAX_EVENT_NAME,
+                }));
             }
-            let payload =
-                hex::decode(&e.event_payload).map_err(|_| bad("event_payload is not hex"))?;
-            let digest = hex::decode(&e.digest).map_err(|_| bad("digest is not hex"))?;
+            let payload = hex::decode(&e.event_payload).map_err(|_| not_hex("event_payload"))?;
+            let digest = hex::decode(&e.digest).map_err(|_| not_hex("digest"))?;
             let body = if e.event_type == DSTACK_RUNTIME_EVENT_TYPE {
                 let version = match e.version {
                     None | Some(1) => RuntimeEventVersion::V1,
                     Some(2) => RuntimeEventVersion::V2,
-                    Some(v) => return Err(bad(&format!("unknown runtime event version {v}"))),
+                    Some(v) => {
+                        return Err(bad(Malformed::BadValue {
+                            what: "runtime event version".into(),
+                            expected: "1 or 2".into(),
+                            found: v.to_string(),
+                        }));
+                    }
                 };
                 EventBody::Runtime(RuntimeEvent {
                     name: e.event,
@@ -111,27 +131,48 @@ mod tests {
         assert!(parse_json_event_log(b"{}").is_err());
         assert!(parse_json_event_log(b"[{\"imr\":0}]").is_err());
         let bad_hex = br#"[{"imr":0,"event_type":1,"digest":"zz","event":"","event_payload":""}]"#;
-        assert_eq!(
-            parse_json_event_log(bad_hex).unwrap_err().to_string(),
-            "malformed: event 0: digest is not hex"
+        let e = parse_json_event_log(bad_hex).unwrap_err();
+        assert!(
+            matches!(e.malformed(), Some(Malformed::Syntax { what, .. }) if what == "digest"),
+            "{e}"
         );
+        assert_eq!(e.to_string(), "malformed: event 0: digest: not hex");
         let v9 = br#"[{"imr":3,"event_type":134217729,"event":"x","version":9}]"#;
-        assert!(parse_json_event_log(v9).is_err());
+        assert_eq!(
+            parse_json_event_log(v9).unwrap_err().malformed(),
+            Some(&Malformed::BadValue {
+                what: "runtime event version".into(),
+                expected: "1 or 2".into(),
+                found: "9".into()
+            })
+        );
         let many = format!(
             "[{}]",
             vec![r#"{"imr":0,"event_type":3}"#; MAX_EVENTS + 1].join(",")
         );
-        assert!(parse_json_event_log(many.as_bytes()).is_err());
+        assert!(matches!(
+            parse_json_event_log(many.as_bytes())
+                .unwrap_err()
+                .malformed(),
+            Some(Malformed::TooMany {
+                max: MAX_EVENTS,
+                ..
+            })
+        ));
         let long = format!(
             r#"[{{"imr":3,"event_type":134217729,"event":"{}"}}]"#,
             "x".repeat(MAX_EVENT_NAME + 1)
         );
+        let e = parse_json_event_log(long.as_bytes()).unwrap_err();
         assert_eq!(
-            parse_json_event_log(long.as_bytes())
-                .unwrap_err()
-                .to_string(),
-            "malformed: event 0: event name too long"
+            e.malformed(),
+            Some(&Malformed::TooLarge {
+                what: "event name".into(),
+                size: MAX_EVENT_NAME + 1,
+                max: MAX_EVENT_NAME
+            })
         );
+        assert!(e.to_string().starts_with("malformed: event 0: "), "{e}");
     }
 
     #[test]

@@ -33,7 +33,9 @@ pub mod tcg;
 pub use self::digest::{DSTACK_RUNTIME_EVENT_TYPE, RuntimeEventVersion, runtime_event_digest};
 pub use identity::{RuntimeAppInfo, claimed_app_info, parse_key_provider};
 pub use json::{parse_json_event_log, to_json_event_log};
-pub use replay::{RegisterSet, ReplayedLog, replay};
+pub use replay::{
+    BOOT_EVENT_ON_APP_REGISTER, COLON_IN_EVENT_NAME, RegisterSet, ReplayedLog, replay,
+};
 
 /// TCG `EV_NO_ACTION`: informational, never extended.
 pub const EV_NO_ACTION: u32 = 3;

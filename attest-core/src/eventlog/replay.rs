@@ -5,7 +5,15 @@ use ::digest::{Digest, Output};
 
 use super::identity::{self, RuntimeAppInfo};
 use super::{EV_NO_ACTION, EventBody, LogEvent, RuntimeEvent, runtime_event_digest};
-use crate::AttestError;
+use crate::{AttestError, Malformed};
+
+/// The [`Malformed::Unexpected`] part of a boot event on the app register:
+/// its stated digest could stand for any event, an identity event included.
+pub const BOOT_EVENT_ON_APP_REGISTER: &str = "boot event on the app register";
+
+/// The [`Malformed::Unexpected`] part of an identity-time runtime event whose
+/// name holds a `':'` (its digest would have two readings).
+pub const COLON_IN_EVENT_NAME: &str = "':' in a runtime event name";
 
 /// A platform's bank of hash-chained registers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -51,10 +59,12 @@ pub fn replay<D: Digest>(
             .ok()
             .and_then(|r| regs.get_mut(r))
             .ok_or_else(|| {
-                AttestError::Malformed(format!(
-                    "event {i} targets register {}, only {} exist",
-                    ev.register, set.count
-                ))
+                AttestError::from(Malformed::BadValue {
+                    what: "register".into(),
+                    expected: format!("0..{}", set.count),
+                    found: ev.register.to_string(),
+                })
+                .within(format!("event {i}"))
             })?;
         match &ev.body {
             EventBody::Runtime(r) => {
@@ -65,24 +75,31 @@ pub fn replay<D: Digest>(
             }
             EventBody::Boot(b) => {
                 if ev.register == set.app_register {
-                    return Err(AttestError::Malformed(format!(
-                        "event {i} of type {:#x} extends {}, which only dstack runtime events (type {:#x}) may extend",
-                        b.event_type,
-                        set.name(ev.register as usize),
-                        super::DSTACK_RUNTIME_EVENT_TYPE
-                    )));
+                    return Err(Malformed::Unexpected {
+                        what: BOOT_EVENT_ON_APP_REGISTER,
+                        detail: format!(
+                            "event {i} of type {:#x} extends {}, which only dstack runtime events (type {:#x}) may extend",
+                            b.event_type,
+                            set.name(ev.register as usize),
+                            super::DSTACK_RUNTIME_EVENT_TYPE
+                        ),
+                    }
+                    .into());
                 }
                 if b.event_type == EV_NO_ACTION {
                     continue;
                 }
                 if b.digest.len() != <D as Digest>::output_size() {
-                    return Err(AttestError::Malformed(format!(
-                        "event {i} of type {:#x} in {} has a {}-byte digest, expected {}",
-                        b.event_type,
-                        set.name(ev.register as usize),
-                        b.digest.len(),
-                        <D as Digest>::output_size()
-                    )));
+                    return Err(AttestError::from(Malformed::BadLength {
+                        what: format!(
+                            "the digest of type {:#x} in {}",
+                            b.event_type,
+                            set.name(ev.register as usize)
+                        ),
+                        expected: <D as Digest>::output_size(),
+                        found: b.digest.len(),
+                    })
+                    .within(format!("event {i}")));
                 }
                 extend::<D>(reg, &b.digest);
             }
@@ -114,20 +131,25 @@ impl ReplayedLog {
         signed: &[Option<&[u8]>],
     ) -> Result<Self, AttestError> {
         if signed.len() != set.count {
-            return Err(AttestError::Malformed(format!(
-                "{} signed register values given for {} registers",
-                signed.len(),
-                set.count
-            )));
+            return Err(Malformed::BadValue {
+                what: "signed register values".into(),
+                expected: format!("{}, one per register", set.count),
+                found: signed.len().to_string(),
+            }
+            .into());
         }
         if signed
             .get(set.app_register as usize)
             .is_none_or(Option::is_none)
         {
-            return Err(AttestError::Malformed(format!(
-                "the app register {} must be checked",
-                set.name(set.app_register as usize)
-            )));
+            return Err(Malformed::Missing {
+                what: "app register value",
+                detail: format!(
+                    "the app register {} must be checked",
+                    set.name(set.app_register as usize)
+                ),
+            }
+            .into());
         }
         let replayed = replay::<D>(&events, set)?;
         boot_names_are_unambiguous(&events, set)?;
@@ -191,11 +213,15 @@ fn boot_names_are_unambiguous(events: &[LogEvent], set: &RegisterSet) -> Result<
             break;
         }
         if ev.name.contains(':') {
-            return Err(AttestError::Malformed(format!(
-                "runtime event {:?} before {:?} has a ':' in its name, which makes its digest ambiguous",
-                ev.name,
-                super::SYSTEM_READY
-            )));
+            return Err(Malformed::Unexpected {
+                what: COLON_IN_EVENT_NAME,
+                detail: format!(
+                    "runtime event {:?} before {:?} has a ':' in its name, which makes its digest ambiguous",
+                    ev.name,
+                    super::SYSTEM_READY
+                ),
+            }
+            .into());
         }
     }
     Ok(())
@@ -250,14 +276,26 @@ mod tests {
     fn replay_rejects_out_of_range_register_and_bad_digest_size() {
         let err = replay::<Sha384>(&[LogEvent::runtime(4, "x", b"")], &SET).unwrap_err();
         assert_eq!(
+            err.malformed(),
+            Some(&Malformed::BadValue {
+                what: "register".into(),
+                expected: "0..4".into(),
+                found: "4".into()
+            })
+        );
+        assert_eq!(
             err.to_string(),
-            "malformed: event 0 targets register 4, only 4 exist"
+            "malformed: event 0: register: expected 0..4, found 4"
         );
         let ev = LogEvent::boot(0, 0x8000_0001, vec![0; 32], vec![]);
         let err = replay::<Sha384>(std::slice::from_ref(&ev), &SET).unwrap_err();
         assert_eq!(
-            err.to_string(),
-            "malformed: event 0 of type 0x80000001 in rtmr0 has a 32-byte digest, expected 48"
+            err.malformed(),
+            Some(&Malformed::BadLength {
+                what: "the digest of type 0x80000001 in rtmr0".into(),
+                expected: 48,
+                found: 32
+            })
         );
         // EV_NO_ACTION is skipped whatever its digest.
         let noop = LogEvent::boot(0, EV_NO_ACTION, vec![1], vec![]);
@@ -279,6 +317,16 @@ mod tests {
             let ev = LogEvent::boot(3, ty, digest.to_vec(), b"instance-id".to_vec());
             let err = replay::<Sha384>(&[ev], &SET).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::Malformed);
+            assert!(
+                matches!(
+                    err.malformed(),
+                    Some(Malformed::Unexpected {
+                        what: BOOT_EVENT_ON_APP_REGISTER,
+                        ..
+                    })
+                ),
+                "{err}"
+            );
             assert!(
                 err.to_string()
                     .contains("which only dstack runtime events (type 0x8000001) may extend"),
@@ -308,16 +356,29 @@ mod tests {
             Some(&zero[..]),
         ];
         let err = ReplayedLog::check::<Sha384>(events.clone(), &SET, &bad).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::IdentityMismatch);
-        assert!(err.to_string().starts_with("identity_mismatch: rtmr3: "));
+        assert!(
+            matches!(&err, AttestError::IdentityMismatch { what, .. } if what == "rtmr3"),
+            "{err}"
+        );
         let unchecked = [Some(&zero[..]), None, None, None];
+        let err = ReplayedLog::check::<Sha384>(events.clone(), &SET, &unchecked).unwrap_err();
+        assert!(matches!(
+            err.malformed(),
+            Some(Malformed::Missing {
+                what: "app register value",
+                ..
+            })
+        ));
         assert_eq!(
-            ReplayedLog::check::<Sha384>(events.clone(), &SET, &unchecked)
-                .unwrap_err()
-                .to_string(),
+            err.to_string(),
             "malformed: the app register rtmr3 must be checked"
         );
-        assert!(ReplayedLog::check::<Sha384>(events, &SET, &good[..3]).is_err());
+        assert!(matches!(
+            ReplayedLog::check::<Sha384>(events, &SET, &good[..3])
+                .unwrap_err()
+                .malformed(),
+            Some(Malformed::BadValue { .. })
+        ));
     }
 
     #[test]

@@ -7,8 +7,8 @@
 //! guest client reads it without a verifier, and a vTPM plug-in can use it.
 
 use super::{EV_NO_ACTION, LogEvent, MAX_EVENTS};
-use crate::AttestError;
 use crate::reader::Reader;
+use crate::{AttestError, Malformed};
 
 /// TCG algorithm id of SHA-256.
 pub const TPM_ALG_SHA256: u16 = 0x000B;
@@ -40,17 +40,22 @@ pub fn parse_tcg_log(area: &[u8], algorithm: u16) -> Result<Vec<TcgRecord>, Atte
     r.skip(4, "header pcr index")?;
     let ty = r.u32_le("header event type")?;
     if ty != EV_NO_ACTION {
-        return Err(AttestError::Malformed(format!(
-            "TCG event log must start with an EV_NO_ACTION spec id event, found type {ty:#x}"
-        )));
+        return Err(Malformed::BadValue {
+            what: "TCG event log's first event type".into(),
+            expected: "EV_NO_ACTION (0x3), the spec id event".into(),
+            found: format!("{ty:#x}"),
+        }
+        .into());
     }
     r.skip(20, "header digest")?;
     let size = r.u32_le("header event size")? as usize;
     let sizes = parse_spec_id(r.sub(size, "spec id event")?)?;
     if !sizes.iter().any(|(alg, _)| *alg == algorithm) {
-        return Err(AttestError::Malformed(format!(
-            "TCG event log declares no digests of algorithm {algorithm:#06x}"
-        )));
+        return Err(Malformed::Missing {
+            what: "digest algorithm",
+            detail: format!("TCG event log declares no digests of algorithm {algorithm:#06x}"),
+        }
+        .into());
     }
 
     let mut records = Vec::new();
@@ -60,19 +65,24 @@ pub fn parse_tcg_log(area: &[u8], algorithm: u16) -> Result<Vec<TcgRecord>, Atte
             Some(_) => {}
         }
         if records.len() >= MAX_EVENTS {
-            return Err(AttestError::Malformed(format!(
-                "TCG event log has more than {MAX_EVENTS} events"
-            )));
+            return Err(Malformed::TooMany {
+                what: "TCG event log".into(),
+                items: "events or more",
+                count: MAX_EVENTS + 1,
+                max: MAX_EVENTS,
+            }
+            .into());
         }
         let index = r.u32_le("mr index")?;
         let event_type = r.u32_le("event type")?;
         let count = r.u32_le("digest count")?;
         if count as usize > sizes.len() {
-            return Err(AttestError::Malformed(format!(
-                "TCG event {} lists {count} digests, the log declares {} algorithms",
-                records.len(),
-                sizes.len()
-            )));
+            return Err(Malformed::BadValue {
+                what: format!("TCG event {} digest count", records.len()),
+                expected: format!("at most {}, the algorithms the log declares", sizes.len()),
+                found: count.to_string(),
+            }
+            .into());
         }
         let mut wanted = None;
         for _ in 0..count {
@@ -81,10 +91,10 @@ pub fn parse_tcg_log(area: &[u8], algorithm: u16) -> Result<Vec<TcgRecord>, Atte
                 .iter()
                 .find(|(a, _)| *a == alg)
                 .map(|(_, l)| *l)
-                .ok_or_else(|| {
-                    AttestError::Malformed(format!(
-                        "TCG event uses undeclared algorithm {alg:#06x}"
-                    ))
+                .ok_or_else(|| Malformed::BadValue {
+                    what: format!("TCG event {} digest algorithm", records.len()),
+                    expected: "an algorithm the log declares".into(),
+                    found: format!("{alg:#06x}"),
                 })?;
             let d = r.take(len, "digest")?;
             if alg == algorithm {
@@ -93,11 +103,12 @@ pub fn parse_tcg_log(area: &[u8], algorithm: u16) -> Result<Vec<TcgRecord>, Atte
         }
         let size = r.u32_le("event size")? as usize;
         let data = r.take(size, "event data")?;
-        let digest = wanted.ok_or_else(|| {
-            AttestError::Malformed(format!(
+        let digest = wanted.ok_or_else(|| Malformed::Missing {
+            what: "digest",
+            detail: format!(
                 "TCG event {} has no digest of algorithm {algorithm:#06x}",
                 records.len()
-            ))
+            ),
         })?;
         records.push(TcgRecord {
             index,
@@ -108,9 +119,12 @@ pub fn parse_tcg_log(area: &[u8], algorithm: u16) -> Result<Vec<TcgRecord>, Atte
     }
     // Whatever follows the end marker must be padding.
     if r.rest().iter().any(|b| *b != 0xFF) {
-        return Err(AttestError::Malformed(
-            "TCG event log has data after its end marker".into(),
-        ));
+        return Err(Malformed::TrailingData {
+            context: "TCG event log (after its end marker)",
+            offset: r.position(),
+            extra: r.remaining(),
+        }
+        .into());
     }
     Ok(records)
 }
@@ -119,16 +133,22 @@ pub fn parse_tcg_log(area: &[u8], algorithm: u16) -> Result<Vec<TcgRecord>, Atte
 fn parse_spec_id(mut r: Reader<'_>) -> Result<Vec<(u16, usize)>, AttestError> {
     let sig = r.take(16, "spec id signature")?;
     if sig != b"Spec ID Event03\0" {
-        return Err(AttestError::Malformed(
-            "TCG spec id event has the wrong signature".into(),
-        ));
+        return Err(Malformed::BadValue {
+            what: "TCG spec id signature".into(),
+            expected: "\"Spec ID Event03\"".into(),
+            found: format!("{:?}", String::from_utf8_lossy(sig)),
+        }
+        .into());
     }
     r.skip(4 + 1 + 1 + 1 + 1, "spec id versions")?;
     let n = r.u32_le("algorithm count")?;
     if n == 0 || n > MAX_ALGORITHMS {
-        return Err(AttestError::Malformed(format!(
-            "TCG spec id lists {n} algorithms"
-        )));
+        return Err(Malformed::BadValue {
+            what: "TCG spec id algorithm count".into(),
+            expected: format!("1..={MAX_ALGORITHMS}"),
+            found: n.to_string(),
+        }
+        .into());
     }
     (0..n)
         .map(|_| Ok((r.u16_le("algorithm id")?, r.u16_le("digest size")? as usize)))

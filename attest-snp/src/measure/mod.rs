@@ -39,13 +39,41 @@ pub(crate) const FOUR_GIB: u64 = 1 << 32;
 /// Where every VMSA page is measured.
 pub(crate) const VMSA_GPA: u64 = 0xFFFF_FFFF_F000;
 
-/// A launch-digest failure: the inputs cannot describe a valid launch.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0}")]
-pub struct MeasureError(pub String);
+/// A launch-digest failure.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MeasureError {
+    /// A firmware (or SVSM) image whose footer GUID table or SEV metadata
+    /// does not parse: the same typed detail as evidence that does not.
+    #[error("{0}")]
+    Malformed(attest_core::Malformed),
+    /// The inputs cannot describe a valid launch (no vCPU, a size that is
+    /// not a page multiple, a kernel without a hashes page, ...).
+    #[error("{0}")]
+    Input(String),
+}
+
+impl MeasureError {
+    /// The same error, inside `location` (an image the caller names).
+    pub(crate) fn within(self, location: &str) -> Self {
+        match self {
+            MeasureError::Malformed(m) => MeasureError::Malformed(attest_core::Malformed::Within {
+                location: location.into(),
+                inner: Box::new(m),
+            }),
+            MeasureError::Input(m) => MeasureError::Input(format!("{location}: {m}")),
+        }
+    }
+}
+
+impl From<attest_core::Malformed> for MeasureError {
+    fn from(m: attest_core::Malformed) -> Self {
+        MeasureError::Malformed(m)
+    }
+}
 
 pub(crate) fn err(m: impl Into<String>) -> MeasureError {
-    MeasureError(m.into())
+    MeasureError::Input(m.into())
 }
 
 /// Everything that determines an SNP launch digest.

@@ -2,8 +2,9 @@
 //! its special pages, and the AP reset address.
 
 use attest_core::reader::Reader;
+use attest_core::{AttestError, Malformed};
 
-use super::{MeasureError, err};
+use super::MeasureError;
 use crate::guid::guid;
 
 /// The GUID that closes the footer table.
@@ -16,6 +17,28 @@ const SEV_HASH_TABLE_RV: [u8; 16] = guid("7255371f-3a3b-4b04-927b-1da6efa8d454")
 const SEV_METADATA: [u8; 16] = guid("dc886566-984a-4798-a75e-5585a7bf67cc");
 /// Most metadata sections accepted.
 const MAX_SECTIONS: usize = 64;
+/// A GUID table entry's header: `u16 size ‖ GUID`, after its data.
+const ENTRY_HEADER_LEN: usize = 18;
+/// The footer entry's header ends this far before the image's end.
+const FOOTER_END_GAP: usize = 32;
+
+/// The reader's errors are all [`Malformed`]; anything else would be a
+/// bug, reported as text all the same.
+fn malformed(e: AttestError) -> MeasureError {
+    match e {
+        AttestError::Malformed(m) => m.into(),
+        other => Malformed::Other(other.message()).into(),
+    }
+}
+
+fn bad_value(what: &str, expected: &str, found: impl std::fmt::Display) -> MeasureError {
+    Malformed::BadValue {
+        what: what.into(),
+        expected: expected.into(),
+        found: found.to_string(),
+    }
+    .into()
+}
 
 /// What a SEV metadata section asks the VMM to add.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,7 +64,13 @@ impl TryFrom<u32> for SectionKind {
             3 => SectionKind::Cpuid,
             4 => SectionKind::SvsmCaa,
             0x10 => SectionKind::KernelHashes,
-            k => return Err(err(format!("unknown SEV metadata section type {k:#x}"))),
+            k => {
+                return Err(bad_value(
+                    "SEV metadata section type",
+                    "1, 2, 3, 4 or 0x10",
+                    format_args!("{k:#x}"),
+                ));
+            }
         })
     }
 }
@@ -83,37 +112,65 @@ impl OvmfInfo {
     /// counting all three.
     pub fn parse(ovmf: &[u8]) -> Result<Self, MeasureError> {
         let len = ovmf.len();
-        let footer = len
-            .checked_sub(32 + 18)
-            .ok_or_else(|| err("firmware image too small for a GUID table footer"))?;
+        let footer =
+            len.checked_sub(FOOTER_END_GAP + ENTRY_HEADER_LEN)
+                .ok_or(Malformed::Truncated {
+                    context: "OVMF image",
+                    field: "GUID table footer".into(),
+                    offset: 0,
+                    needed: FOOTER_END_GAP + ENTRY_HEADER_LEN,
+                    available: len,
+                })?;
         let header = |at: usize| -> Result<(usize, [u8; 16]), MeasureError> {
-            let mut r = Reader::new(ovmf.get(at..at + 18).unwrap_or(&[]), "OVMF GUID table");
-            let size = r.u16_le("entry size").map_err(|e| err(e.message()))?;
-            let g = r
-                .take_array::<16>("entry GUID")
-                .map_err(|e| err(e.message()))?;
+            let mut r = Reader::new(
+                ovmf.get(at..at + ENTRY_HEADER_LEN).unwrap_or(&[]),
+                "OVMF GUID table",
+            );
+            let size = r.u16_le("entry size").map_err(malformed)?;
+            let g = r.take_array::<16>("entry GUID").map_err(malformed)?;
             Ok((usize::from(size), g))
         };
         let (size, footer_guid) = header(footer)?;
         if footer_guid != FOOTER {
-            return Err(err("firmware image has no OVMF footer GUID table"));
+            return Err(Malformed::Missing {
+                what: "OVMF footer GUID table",
+                detail: "firmware image has no OVMF footer GUID table".into(),
+            }
+            .into());
         }
-        let start = footer
-            .checked_sub(
-                size.checked_sub(18)
-                    .ok_or_else(|| err("bad GUID table size"))?,
-            )
-            .ok_or_else(|| err("GUID table runs past the start of the image"))?;
+        let start = size
+            .checked_sub(ENTRY_HEADER_LEN)
+            .and_then(|body| footer.checked_sub(body))
+            .ok_or_else(|| {
+                bad_value(
+                    "GUID table size",
+                    &format!(
+                        "{ENTRY_HEADER_LEN}..={} (the image before the footer)",
+                        footer + ENTRY_HEADER_LEN
+                    ),
+                    size,
+                )
+            })?;
         let mut entries = Vec::new();
         let mut pos = footer;
         while pos > start {
             let hdr = pos
-                .checked_sub(18)
+                .checked_sub(ENTRY_HEADER_LEN)
                 .filter(|h| *h >= start)
-                .ok_or_else(|| err("truncated GUID table entry"))?;
+                .ok_or_else(|| Malformed::Truncated {
+                    context: "OVMF GUID table",
+                    field: "entry header".into(),
+                    offset: start,
+                    needed: ENTRY_HEADER_LEN,
+                    available: pos - start,
+                })?;
             let (esize, g) = header(hdr)?;
-            if esize < 18 || esize > pos - start {
-                return Err(err(format!("bad GUID table entry size {esize}")));
+            if esize < ENTRY_HEADER_LEN || esize > pos - start {
+                return Err(bad_value(
+                    "GUID table entry size",
+                    &format!("{ENTRY_HEADER_LEN}..={}", pos - start),
+                    esize,
+                ));
             }
             entries.push((g, ovmf[pos - esize..hdr].to_vec()));
             pos -= esize;
@@ -128,24 +185,40 @@ impl OvmfInfo {
         let hash_table_gpa = find(SEV_HASH_TABLE_RV).and_then(first_u32);
         let mut sections = Vec::new();
         if let Some(d) = find(SEV_METADATA) {
-            let off = first_u32(d).ok_or_else(|| err("truncated SEV metadata pointer"))? as usize;
-            let m = len
-                .checked_sub(off)
-                .ok_or_else(|| err("SEV metadata offset outside the image"))?;
+            let off = Reader::new(d, "OVMF_SEV_METADATA entry")
+                .u32_le("SEV metadata offset")
+                .map_err(malformed)? as usize;
+            let m = len.checked_sub(off).ok_or_else(|| {
+                bad_value(
+                    "SEV metadata offset",
+                    &format!("at most the image's {len} bytes"),
+                    off,
+                )
+            })?;
             let mut r = Reader::new(ovmf.get(m..).unwrap_or(&[]), "SEV metadata");
-            let bad = |e: attest_core::AttestError| err(e.message());
-            if r.take(4, "signature").map_err(bad)? != b"ASEV" {
-                return Err(err("SEV metadata has no ASEV signature"));
+            let sig = r.take(4, "signature").map_err(malformed)?;
+            if sig != b"ASEV" {
+                return Err(bad_value(
+                    "SEV metadata signature",
+                    "\"ASEV\"",
+                    format_args!("{:?}", String::from_utf8_lossy(sig)),
+                ));
             }
-            r.skip(8, "size and version").map_err(bad)?;
-            let n = r.u32_le("section count").map_err(bad)? as usize;
+            r.skip(8, "size and version").map_err(malformed)?;
+            let n = r.u32_le("section count").map_err(malformed)? as usize;
             if n > MAX_SECTIONS {
-                return Err(err(format!("SEV metadata lists {n} sections")));
+                return Err(Malformed::TooMany {
+                    what: "SEV metadata".into(),
+                    items: "sections",
+                    count: n,
+                    max: MAX_SECTIONS,
+                }
+                .into());
             }
             for _ in 0..n {
-                let gpa = r.u32_le("section gpa").map_err(bad)?;
-                let size = r.u32_le("section size").map_err(bad)?;
-                let kind = SectionKind::try_from(r.u32_le("section type").map_err(bad)?)?;
+                let gpa = r.u32_le("section gpa").map_err(malformed)?;
+                let size = r.u32_le("section size").map_err(malformed)?;
+                let kind = SectionKind::try_from(r.u32_le("section type").map_err(malformed)?)?;
                 sections.push(Section { gpa, size, kind });
             }
         }

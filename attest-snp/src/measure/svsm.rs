@@ -51,7 +51,7 @@ pub fn svsm_launch_digest(inp: &SvsmInputs<'_>) -> Result<[u8; 48], MeasureError
         .checked_sub(inp.vars_size)
         .and_then(|end| end.checked_sub(inp.svsm.len() as u64))
         .ok_or_else(|| err("SVSM image and OVMF variables do not fit below the firmware image"))?;
-    let info = OvmfInfo::parse(inp.svsm).map_err(|e| err(format!("SVSM image: {e}")))?;
+    let info = OvmfInfo::parse(inp.svsm).map_err(|e| e.within("SVSM image"))?;
     let entry = info
         .entry_u32(SVSM_INFO_GUID)
         .ok_or_else(|| err("SVSM image has no SVSM_INFO entry (entry point) in its GUID table"))?;

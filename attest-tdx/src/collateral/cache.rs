@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use attest_core::fetch::{FetchBudget, NegativeCache, SingleFlight};
-use attest_core::{AttestError, ErrorKind, UnixTime};
+use attest_core::{AttestError, CollateralMissing, ErrorKind, Unavailable, UnixTime};
 
 use super::offline::read_bounded;
 use super::{Collateral, CollateralKey, CollateralSource};
@@ -210,9 +210,11 @@ impl CachedCollateral {
             .and_then(|()| fetched.check_for(key))
         {
             self.stats.rejected_sets.fetch_add(1, Ordering::Relaxed);
-            return Err(AttestError::Unavailable(format!(
-                "the collateral source answered for {key:?} with a set that does not verify: {e}"
-            )));
+            return Err(Unavailable::Source {
+                source: "the collateral source".into(),
+                detail: format!("answered for {key:?} with a set that does not verify: {e}"),
+            }
+            .into());
         }
         Ok(fetched)
     }
@@ -246,7 +248,7 @@ impl CollateralSource for CachedCollateral {
             return Ok(c);
         }
         if let Some(m) = self.not_found.get(key) {
-            return Err(AttestError::CollateralMissing(m));
+            return Err(CollateralMissing::NotFound { detail: m }.into());
         }
         let _flight = self.flights.enter(key).await;
 

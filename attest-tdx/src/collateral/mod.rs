@@ -14,7 +14,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use attest_core::{AttestError, UnixTime};
+use attest_core::{AttestError, CollateralMissing, Malformed, UnixTime};
 pub use dcap_qvl::QuoteCollateralV3;
 pub use dcap_qvl::config::PckCa;
 use der::Decode;
@@ -86,18 +86,30 @@ pub(crate) fn rfc3339(what: &str, s: &str) -> Result<u64, AttestError> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
         .ok()
         .and_then(|t| u64::try_from(t.unix_timestamp()).ok())
-        .ok_or_else(|| AttestError::Malformed(format!("collateral {what}: bad date {s:?}")))
+        .ok_or_else(|| {
+            Malformed::Syntax {
+                what: format!("collateral {what}"),
+                detail: format!("bad date {s:?}"),
+            }
+            .into()
+        })
 }
 
 fn crl_dates(what: &str, der_bytes: &[u8]) -> Result<(u64, u64), AttestError> {
     let crl =
         x509_cert::crl::CertificateList::<x509_cert::certificate::Rfc5280>::from_der(der_bytes)
-            .map_err(|e| AttestError::Malformed(format!("collateral {what}: {e}")))?;
+            .map_err(|e| Malformed::Syntax {
+                what: format!("collateral {what}"),
+                detail: e.to_string(),
+            })?;
     let this = crl.tbs_cert_list.this_update.to_unix_duration().as_secs();
     let next = crl
         .tbs_cert_list
         .next_update
-        .ok_or_else(|| AttestError::Malformed(format!("collateral {what} has no nextUpdate")))?
+        .ok_or_else(|| Malformed::Missing {
+            what: "nextUpdate",
+            detail: format!("collateral {what} has no nextUpdate"),
+        })?
         .to_unix_duration()
         .as_secs();
     Ok((this, next))
@@ -106,10 +118,16 @@ fn crl_dates(what: &str, der_bytes: &[u8]) -> Result<(u64, u64), AttestError> {
 impl Collateral {
     /// Wraps collateral, reading its validity dates.
     pub fn new(data: QuoteCollateralV3) -> Result<Self, AttestError> {
-        let tcb: dcap_qvl::TcbInfo = serde_json::from_str(&data.tcb_info)
-            .map_err(|e| AttestError::Malformed(format!("collateral tcb_info: {e}")))?;
-        let qe: dcap_qvl::QeIdentity = serde_json::from_str(&data.qe_identity)
-            .map_err(|e| AttestError::Malformed(format!("collateral qe_identity: {e}")))?;
+        let tcb: dcap_qvl::TcbInfo =
+            serde_json::from_str(&data.tcb_info).map_err(|e| Malformed::Syntax {
+                what: "collateral tcb_info".into(),
+                detail: e.to_string(),
+            })?;
+        let qe: dcap_qvl::QeIdentity =
+            serde_json::from_str(&data.qe_identity).map_err(|e| Malformed::Syntax {
+                what: "collateral qe_identity".into(),
+                detail: e.to_string(),
+            })?;
         let (root_this, root_next) = crl_dates("root_ca_crl", &data.root_ca_crl)?;
         let (pck_this, pck_next) = crl_dates("pck_crl", &data.pck_crl)?;
         let next_update = [
@@ -134,8 +152,10 @@ impl Collateral {
             rfc3339("tcbDate", &l.tcb_date)?;
         }
         let mut fmspc = [0u8; 6];
-        hex::decode_to_slice(&tcb.fmspc, &mut fmspc).map_err(|_| {
-            AttestError::Malformed(format!("collateral tcb_info fmspc {:?}", tcb.fmspc))
+        hex::decode_to_slice(&tcb.fmspc, &mut fmspc).map_err(|_| Malformed::BadValue {
+            what: "collateral tcb_info fmspc".into(),
+            expected: "12 hex digits".into(),
+            found: format!("{:?}", tcb.fmspc),
         })?;
         let crl_chain =
             crate::pki::pem_chain(data.pck_crl_issuer_chain.as_bytes(), "PCK CRL issuer chain")?;
@@ -183,8 +203,11 @@ impl Collateral {
     /// set of another platform or CA verifies to Intel's root like the
     /// right one, so signatures alone do not show this.
     pub fn check_for(&self, key: &CollateralKey) -> Result<(), AttestError> {
-        let wrong =
-            |m: String| AttestError::CollateralMissing(format!("collateral for {key:?}: {m}"));
+        let wrong = |m: String| {
+            AttestError::from(CollateralMissing::WrongSet {
+                detail: format!("collateral for {key:?}: {m}"),
+            })
+        };
         if self.tcb_info.id != "TDX" || self.tcb_info.version < 3 {
             return Err(wrong(format!(
                 "TCB info is {:?} version {}, expected TDX version 3 or later",
@@ -214,8 +237,11 @@ impl Collateral {
 
     /// Parses dcap-qvl's `QuoteCollateralV3` JSON.
     pub fn from_json(json: &[u8]) -> Result<Self, AttestError> {
-        let data: QuoteCollateralV3 = serde_json::from_slice(json)
-            .map_err(|e| AttestError::Malformed(format!("collateral JSON: {e}")))?;
+        let data: QuoteCollateralV3 =
+            serde_json::from_slice(json).map_err(|e| Malformed::Syntax {
+                what: "collateral JSON".into(),
+                detail: e.to_string(),
+            })?;
         Self::new(data)
     }
 

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use attest_core::{AttestError, UnixTime};
+use attest_core::{AttestError, CollateralMissing, Malformed, Unavailable, UnixTime};
 
 use super::{Collateral, CollateralKey, CollateralSource};
 
@@ -56,18 +56,28 @@ impl CollateralSource for OfflineCollateral {
         ];
         for name in candidates {
             let path = self.dir.join(&name);
-            let bytes = read_bounded(&path).map_err(|e| {
-                AttestError::Unavailable(format!("reading {}: {e}", path.display()))
+            let bytes = read_bounded(&path).map_err(|e| Unavailable::Local {
+                detail: format!("reading {}: {e}", path.display()),
             })?;
             if let Some(bytes) = bytes {
+                // A file that does not hold a usable set is the operator's
+                // to fix, whatever is wrong in it.
                 return Collateral::from_json(&bytes).map(Arc::new).map_err(|e| {
-                    AttestError::Malformed(format!("{}: {}", path.display(), e.message()))
+                    let inner = match e {
+                        AttestError::Malformed(m) => m,
+                        other => Malformed::Other(other.message()),
+                    };
+                    Malformed::Within {
+                        location: path.display().to_string(),
+                        inner: Box::new(inner),
+                    }
+                    .into()
                 });
             }
         }
-        Err(AttestError::CollateralMissing(format!(
-            "no collateral for {stem} in {}",
-            self.dir.display()
-        )))
+        Err(CollateralMissing::NotFound {
+            detail: format!("no collateral for {stem} in {}", self.dir.display()),
+        }
+        .into())
     }
 }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use attest_core::{AttestError, UnixTime};
+use attest_core::{AttestError, CollateralMissing, Unavailable, UnixTime};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -116,7 +116,11 @@ struct Response {
 }
 
 fn unavailable(url: &str, what: impl std::fmt::Display) -> AttestError {
-    AttestError::Unavailable(format!("{url}: {what}"))
+    Unavailable::Source {
+        source: url.to_owned(),
+        detail: what.to_string(),
+    }
+    .into()
 }
 
 impl PcsClient {
@@ -140,7 +144,9 @@ impl PcsClient {
             .connect_timeout(config.timeout)
             .user_agent(concat!("confidential-kms/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| AttestError::Unavailable(format!("http client: {e}")))?;
+            .map_err(|e| Unavailable::Local {
+                detail: format!("http client: {e}"),
+            })?;
         Ok(PcsClient {
             base,
             update: config.update,
@@ -182,7 +188,10 @@ impl PcsClient {
             body.extend_from_slice(&chunk);
         }
         if status == reqwest::StatusCode::NOT_FOUND {
-            return Err(AttestError::CollateralMissing(format!("{url}: HTTP 404")));
+            return Err(CollateralMissing::NotFound {
+                detail: format!("{url}: HTTP 404"),
+            }
+            .into());
         }
         if !status.is_success() {
             return Err(unavailable(url, format!("HTTP {status}")));
@@ -279,11 +288,10 @@ impl CollateralSource for PcsClient {
     ) -> Result<Arc<Collateral>, AttestError> {
         let data = self.fetch_collateral(key).await?;
         Collateral::new(data).map(Arc::new).map_err(|e| {
-            AttestError::Unavailable(format!(
-                "{}: unusable collateral: {}",
-                self.base,
-                e.message()
-            ))
+            unavailable(
+                &self.base,
+                format_args!("unusable collateral: {}", e.message()),
+            )
         })
     }
 }

@@ -10,14 +10,10 @@
 //! certificates is revoked, and the set's window contains the time of the
 //! check.
 
-use attest_core::AttestError;
+use attest_core::{AttestError, CollateralExpired, Revoked, UntrustedChain};
 
 use super::QuoteCollateralV3;
 use crate::pki::{Cert, Crl, check_raw_signature, pem_chain};
-
-fn expired(m: String) -> AttestError {
-    AttestError::CollateralExpired(m)
-}
 
 /// A signer certificate from an issuer chain (PEM: signer, then the root),
 /// checked against the pinned root and its CRL.
@@ -31,31 +27,35 @@ fn signer(
     let chain = pem_chain(chain_pem.as_bytes(), what)?;
     if let Some(embedded_root) = chain.get(1) {
         if embedded_root.as_slice() != root.der.as_slice() {
-            return Err(AttestError::UntrustedChain(format!(
-                "{what} ends in a root that is not the pinned Intel root"
-            )));
+            return Err(UntrustedChain::UnknownRoot {
+                detail: format!("{what} ends in a root that is not the pinned Intel root"),
+            }
+            .into());
         }
     }
     let cert = Cert::parse(&chain[0], what)?;
     cert.check_issued_by(root, now, what)?;
     if root_crl.revokes(&cert) {
-        return Err(AttestError::Revoked(format!(
-            "the {what} signer is on the root CA CRL"
-        )));
+        return Err(Revoked::Certificate {
+            detail: format!("the {what} signer is on the root CA CRL"),
+        }
+        .into());
     }
     Ok(cert)
 }
 
 fn check_window(what: &str, (from, to): (u64, u64), now: u64) -> Result<(), AttestError> {
     if now < from {
-        return Err(expired(format!(
-            "{what} is valid from {from}, not yet at {now}"
-        )));
+        return Err(CollateralExpired::NotYetValid {
+            detail: format!("{what} is valid from {from}, not yet at {now}"),
+        }
+        .into());
     }
     if now >= to {
-        return Err(expired(format!(
-            "{what} expired at {to} (checked at {now})"
-        )));
+        return Err(CollateralExpired::Expired {
+            detail: format!("{what} expired at {to} (checked at {now})"),
+        }
+        .into());
     }
     Ok(())
 }
@@ -77,17 +77,20 @@ pub(crate) fn verify_collateral(
     let pck_chain = pem_chain(c.pck_crl_issuer_chain.as_bytes(), "PCK CRL issuer chain")?;
     if let Some(embedded_root) = pck_chain.get(1) {
         if embedded_root.as_slice() != root.der.as_slice() {
-            return Err(AttestError::UntrustedChain(
-                "the PCK CRL issuer chain ends in a root that is not the pinned Intel root".into(),
-            ));
+            return Err(UntrustedChain::UnknownRoot {
+                detail: "the PCK CRL issuer chain ends in a root that is not the pinned Intel root"
+                    .into(),
+            }
+            .into());
         }
     }
     let pck_ca = Cert::parse(&pck_chain[0], "PCK CA")?;
     pck_ca.check_issued_by(root, now, "PCK CA")?;
     if root_crl.revokes(&pck_ca) {
-        return Err(AttestError::Revoked(
-            "the PCK CA is on the root CA CRL".into(),
-        ));
+        return Err(Revoked::Certificate {
+            detail: "the PCK CA is on the root CA CRL".into(),
+        }
+        .into());
     }
     let pck_crl = Crl::verify(&c.pck_crl, &pck_ca, "PCK CRL")?;
     check_window("the PCK CRL", pck_crl.window, now)?;

@@ -28,7 +28,7 @@ pub mod wire;
 
 use std::sync::Arc;
 
-use attest_core::{AttestError, PlatformId, UnixTime};
+use attest_core::{AttestError, Insecure, PlatformId, UnixTime};
 use dstack_compat::{GuestAttestation, RaTlsCert, SignedCsr, ratls_report_data};
 use tokio::sync::Semaphore;
 
@@ -246,7 +246,7 @@ impl DstackFront {
             return Err(self.unverified(
                 purpose,
                 "none",
-                AttestError::Malformed(format!(
+                AttestError::malformed_text(format!(
                     "unsupported api_version {} (0 and 1 are supported)",
                     req.api_version
                 )),
@@ -256,7 +256,7 @@ impl DstackFront {
             return Err(self.unverified(
                 purpose,
                 "none",
-                AttestError::Malformed(
+                AttestError::malformed_text(
                     "no client certificate: GetAppKey needs an RA-TLS client certificate carrying the guest's attestation".into(),
                 ),
             ));
@@ -268,7 +268,7 @@ impl DstackFront {
                 return Err(self.unverified(
                     purpose,
                     "none",
-                    AttestError::Malformed(
+                    AttestError::malformed_text(
                         "the client certificate carries no dstack attestation (extension 1.3.6.1.4.1.62397.1.8, or 1.1 and 1.2)".into(),
                     ),
                 ));
@@ -292,9 +292,9 @@ impl DstackFront {
             return Err(self.unverified(
                 purpose,
                 att.platform().as_str(),
-                AttestError::Insecure(
-                    "the client certificate was issued to an app by SignCert (extensions 1.3/1.4): keys go only to a booting guest's own RA-TLS certificate".into(),
-                ),
+                AttestError::Insecure(Insecure::NotBooting {
+                    detail: "the client certificate was issued to an app by SignCert (extensions 1.3/1.4): keys go only to a booting guest's own RA-TLS certificate".into(),
+                }),
             ));
         }
         if let Some(late) = att
@@ -305,10 +305,12 @@ impl DstackFront {
             return Err(self.unverified(
                 purpose,
                 att.platform().as_str(),
-                AttestError::Insecure(format!(
-                    "the attestation's runtime events include {:?}, which a guest measures only after it has its keys: keys go only to a booting guest",
-                    late.name
-                )),
+                AttestError::Insecure(Insecure::NotBooting {
+                    detail: format!(
+                        "the attestation's runtime events include {:?}, which a guest measures only after it has its keys: keys go only to a booting guest",
+                        late.name
+                    ),
+                }),
             ));
         }
         let release = self.release(purpose, &att, cert.spki_der()).await?;
@@ -366,7 +368,7 @@ impl DstackFront {
             return Err(self.unverified(
                 purpose,
                 platform.as_str(),
-                AttestError::Malformed(format!(
+                AttestError::malformed_text(format!(
                     "the CSR asks for {n:?}, a name of this KMS, which apps are never certified for"
                 )),
             ));

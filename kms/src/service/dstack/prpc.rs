@@ -325,7 +325,9 @@ where
             // Refused before anything was decoded; audited like any refusal
             // of a key or certificate request.
             let e = match rpc.purpose() {
-                Some(p) => front.unverified(p, "none", attest_core::AttestError::Malformed(e.0)),
+                Some(p) => {
+                    front.unverified(p, "none", attest_core::AttestError::malformed_text(e.0))
+                }
                 None => e,
             };
             return error(enc, &e);
@@ -367,7 +369,7 @@ async fn dispatch(
             Err(e) => Err(front.unverified(
                 Purpose::AppKeys,
                 "none",
-                attest_core::AttestError::Malformed(e.0),
+                attest_core::AttestError::malformed_text(e.0),
             )),
         },
         Rpc::SignCert => match decode::<SignCertRequest>(enc, method, query, body) {
@@ -375,7 +377,7 @@ async fn dispatch(
             Err(e) => Err(front.unverified(
                 Purpose::AppCertificate,
                 "none",
-                attest_core::AttestError::Malformed(e.0),
+                attest_core::AttestError::malformed_text(e.0),
             )),
         },
         Rpc::GetAppEnvEncryptPubKey => decode::<AppId>(enc, method, query, body)
