@@ -288,6 +288,19 @@ impl Vek {
         let bad = |m: String| bad_certificate("endorsement key certificate", m);
         let cert = x509_cert::Certificate::from_der(der_bytes).map_err(|e| bad(e.to_string()))?;
         let tbs = cert.tbs_certificate();
+        // RFC 5280 4.1.1.2: the unsigned copy of the signature algorithm
+        // must be the signed one. The signature check uses AMD's fixed
+        // RSASSA-PSS parameters, so a changed copy would go unnoticed.
+        if cert.signature_algorithm() != tbs.signature() {
+            return Err(bad(
+                "its signatureAlgorithm differs from the signed TBSCertificate.signature".into(),
+            ));
+        }
+        // An RSA signature is whole bytes; a declared unused bit would be
+        // ignored by the check.
+        if cert.signature().unused_bits() != 0 {
+            return Err(bad("its signature BIT STRING declares unused bits".into()));
+        }
         let v = tbs.validity();
         let public_key = tbs
             .subject_public_key_info()

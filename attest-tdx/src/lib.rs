@@ -88,6 +88,45 @@ impl VerifiedQuote {
     }
 }
 
+/// Identity building below the signature checks, for the fuzz targets
+/// only: compiled under `--cfg fuzzing` (set by cargo-fuzz), never in a
+/// normal build, so no production code can build a [`VerifiedQuote`] for
+/// a quote that was not verified.
+#[cfg(fuzzing)]
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    fn as_if_verified(template: &VerifiedQuote, raw: &[u8]) -> Result<VerifiedQuote, AttestError> {
+        Ok(VerifiedQuote {
+            quote: TdQuote::parse(raw)?,
+            key: template.key,
+            collateral: template.collateral.clone(),
+            claims: template.claims.clone(),
+        })
+    }
+
+    /// The full identity of `raw` with `event_log`, with the claims and
+    /// collateral of `template` (a quote that did verify).
+    pub fn identity_as_if_verified(
+        template: &VerifiedQuote,
+        raw: &[u8],
+        event_log: &[u8],
+        ctx: &VerifyContext,
+    ) -> Result<VerifiedIdentity, AttestError> {
+        identity::build(&as_if_verified(template, raw)?, event_log, ctx)
+    }
+
+    /// The quote-only identity of `raw`, likewise.
+    pub fn quote_only_as_if_verified(
+        template: &VerifiedQuote,
+        raw: &[u8],
+        ctx: &VerifyContext,
+    ) -> Result<attest_core::QuoteOnlyIdentity, AttestError> {
+        identity::quote_only(&as_if_verified(template, raw)?, ctx)
+    }
+}
+
 /// dcap-qvl's policy hook, accepting every verdict: the TCB status is for
 /// the KMS policy to judge (Revoked is rejected by dcap-qvl itself).
 struct VerdictToPolicy;

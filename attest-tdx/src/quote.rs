@@ -110,12 +110,75 @@ fn check_framing(raw: &[u8]) -> Result<(), AttestError> {
     };
     r.skip(body_len, "body")?;
     let sig_len = r.u32_le("signature data length")? as usize;
-    r.skip(sig_len, "signature data")?;
+    let start = r.position();
+    check_signature_data(&mut r)?;
+    let used = r.position() - start;
+    if used != sig_len {
+        return Err(Malformed::BadLength {
+            what: "TDX quote signature data (its declared length against its contents)".into(),
+            expected: sig_len,
+            found: used,
+        }
+        .into());
+    }
     if r.rest().iter().any(|b| *b != 0) {
         return Err(Malformed::TrailingData {
             context: "TDX quote (non-zero bytes after the signature data)",
             offset: r.position(),
             extra: r.remaining(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Certification data type of the QE report certification data, the one a
+/// TDX quote carries (Intel's DCAP quote format, v4 and v5).
+const QE_REPORT_CERT_DATA: u16 = 6;
+/// Certification data type of a PEM PCK certificate chain.
+const PCK_CERT_CHAIN: u16 = 5;
+
+/// Reads the signature data exactly as its declared sizes nest: quote
+/// signature, attestation key, certification data of type 6 (QE report,
+/// its signature, the QE authentication data, and certification data of
+/// type 5: the PCK chain). Every size must cover exactly what it declares,
+/// so no byte of it is left unread (dcap-qvl reads what it needs and
+/// ignores the outer type and any slack).
+fn check_signature_data(r: &mut Reader<'_>) -> Result<(), AttestError> {
+    r.skip(64, "quote signature")?;
+    r.skip(64, "attestation key")?;
+    let kind = r.u16_le("certification data type")?;
+    if kind != QE_REPORT_CERT_DATA {
+        return Err(Malformed::BadValue {
+            what: "TDX quote certification data type".into(),
+            expected: format!("{QE_REPORT_CERT_DATA} (QE report)"),
+            found: kind.to_string(),
+        }
+        .into());
+    }
+    let size = r.u32_le("certification data size")? as usize;
+    let start = r.position();
+    r.skip(384, "QE report")?;
+    r.skip(64, "QE report signature")?;
+    let auth = r.u16_le("QE authentication data size")? as usize;
+    r.skip(auth, "QE authentication data")?;
+    let inner = r.u16_le("PCK certification data type")?;
+    if inner != PCK_CERT_CHAIN {
+        return Err(Malformed::BadValue {
+            what: "TDX quote PCK certification data type".into(),
+            expected: format!("{PCK_CERT_CHAIN} (PCK chain)"),
+            found: inner.to_string(),
+        }
+        .into());
+    }
+    let chain = r.u32_le("PCK chain size")? as usize;
+    r.skip(chain, "PCK chain")?;
+    let used = r.position() - start;
+    if used != size {
+        return Err(Malformed::BadLength {
+            what: "TDX quote certification data (its declared size against its contents)".into(),
+            expected: size,
+            found: used,
         }
         .into());
     }

@@ -220,3 +220,47 @@ fn a_flipped_runtime_event_payload_breaks_the_rtmr3_replay() {
     let i = VersionedAttestation::decode(&b).unwrap().inspect().unwrap();
     assert!(!i.measurement.matches());
 }
+
+/// The byte-flip sweep of issue 13 over the real attestation: a flip that
+/// still decodes, replays to the quote's RTMR3 and states the quote's
+/// report data must claim exactly the unmodified identity, unless it
+/// changed the quote bytes themselves (which the quote's signature then
+/// refuses: `attest-tdx/tests/sweeps.rs` flips the same quote's log).
+#[test]
+fn byte_flips_that_still_replay_claim_the_same_identity() {
+    let raw = lite_attestation();
+    let base = VersionedAttestation::decode(&raw).unwrap();
+    let base_quote = base.to_evidence().unwrap().quote;
+    let base_i = base.inspect().unwrap();
+    let base_id = base_i.claimed.clone().unwrap().app_identity().unwrap();
+    let (mut refused, mut in_quote, mut same) = (0, 0, 0);
+    for i in 0..raw.len() {
+        let mut b = raw.clone();
+        b[i] ^= 0x01;
+        let Ok(a) = VersionedAttestation::decode(&b) else {
+            refused += 1;
+            continue;
+        };
+        let Ok(insp) = a.inspect() else {
+            refused += 1;
+            continue;
+        };
+        if !insp.measurement.matches() || !insp.report_data_consistent() {
+            refused += 1;
+            continue;
+        }
+        if a.to_evidence().unwrap().quote != base_quote {
+            in_quote += 1;
+            continue;
+        }
+        let id = insp.claimed.and_then(|c| c.app_identity());
+        assert_eq!(id.as_ref().ok(), Some(&base_id), "flip of byte {i}");
+        assert_eq!(insp.report_data, base_i.report_data, "flip of byte {i}");
+        same += 1;
+    }
+    eprintln!(
+        "tdx-lite-attestation: {refused} refused, {in_quote} in the quote, {same} same identity"
+    );
+    assert_eq!(refused + in_quote + same, raw.len());
+    assert!(refused > 0 && in_quote > 0);
+}

@@ -289,9 +289,21 @@ impl Server {
         tls: bool,
         extra: &str,
     ) -> Result<Server, String> {
+        Self::start_with_policy(dir, pkis, &policy(app), tls, extra).await
+    }
+
+    /// [`Server::start_configured`] with the TOML policy `policy_text`
+    /// instead of [`policy`] (tests of other roles, such as `[kms]`).
+    pub async fn start_with_policy(
+        dir: &Path,
+        pkis: &Pkis,
+        policy_text: &str,
+        tls: bool,
+        extra: &str,
+    ) -> Result<Server, String> {
         let e = |e: std::io::Error| e.to_string();
         std::fs::create_dir_all(dir).map_err(e)?;
-        std::fs::write(dir.join("policy.toml"), policy(app)).map_err(e)?;
+        std::fs::write(dir.join("policy.toml"), policy_text).map_err(e)?;
         std::fs::write(dir.join("images.toml"), registry()).map_err(e)?;
         let config: Config = toml_config_with(dir, extra)?;
         let (keys, _) = RootKeys::load_or_generate(&dir.join("data")).map_err(|e| e.to_string())?;

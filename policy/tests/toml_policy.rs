@@ -557,3 +557,77 @@ fn vtpm_sections_pin_pcrs_claims_and_hardware() {
         ]
     );
 }
+
+/// GetRootKeys role separation (issue 13's negative matrix): an app listed
+/// under `[[apps]]` never obtains the root keys, and a KMS deployment listed
+/// under `[kms]` never obtains app keys; without `[kms]` no replica is
+/// allowed. The same identity, the same policy text, only the request
+/// differs.
+#[test]
+fn root_keys_and_app_keys_are_judged_by_separate_roles() {
+    use attest_core::UnixTime;
+    use policy::{PolicyInput, RequestContext};
+    let id = tdx_identity();
+    let root = |p: &TomlPolicy| {
+        p.decide(&PolicyInput::new(
+            &id,
+            RequestContext::root_keys(UnixTime(NOW)),
+        ))
+    };
+    let app = |p: &TomlPolicy| p.decide(&input(&id));
+
+    // The app's policy: app keys yes, root keys no.
+    let p = TomlPolicy::parse(&base_toml()).unwrap();
+    assert!(app(&p).allow);
+    let d = root(&p);
+    assert!(!d.allow);
+    assert_eq!(
+        reasons(&d),
+        [
+            "kms: expected a [kms] section (replicas allowed to hold the root keys), found none"
+                .to_owned(),
+            format!("kms.os_images: expected a listed os_image_hash, found {OS_IMAGE}"),
+            format!("kms.apps: expected a listed app_id, found {APP_ID}"),
+        ]
+    );
+
+    // The same deployment as a KMS replica only: root keys yes, app keys no.
+    let kms_only = format!(
+        r#"
+platforms = ["tdx", "sev-snp"]
+[tcb]
+allow = ["UpToDate"]
+[kms]
+os_images = ["{OS_IMAGE}"]
+[[kms.apps]]
+app_id = "{APP_ID}"
+compose_hashes = ["{COMPOSE}"]
+"#
+    );
+    let p = TomlPolicy::parse(&kms_only).unwrap();
+    assert!(root(&p).allow, "{:?}", reasons(&root(&p)));
+    let d = app(&p);
+    assert!(!d.allow);
+    assert_eq!(
+        reasons(&d),
+        [
+            format!("os_images: expected a listed os_image_hash, found {OS_IMAGE}"),
+            format!("apps: expected a listed app_id, found {APP_ID}"),
+        ]
+    );
+
+    // A [kms] section for another deployment: this app gets no root keys.
+    let other = base_toml()
+        + &format!(
+            "[kms]\nos_images = [\"{OS_IMAGE}\"]\n[[kms.apps]]\napp_id = \"{}\"\ncompose_hashes = [\"{COMPOSE}\"]\n",
+            "11".repeat(20)
+        );
+    let p = TomlPolicy::parse(&other).unwrap();
+    assert!(app(&p).allow);
+    assert_eq!(
+        reasons(&root(&p)),
+        [format!(
+            "kms.apps: expected a listed app_id, found {APP_ID}"
+        )]
+    );
+}
