@@ -25,6 +25,15 @@ fn b64(data: &[u8]) -> String {
 /// clean-up of a plain directory removes the files before the directory,
 /// and the helper must not put them back in between. Writes into an entry
 /// the client has just removed are ignored.
+/// Writes a whole attribute at once (a temporary file renamed over it), as
+/// the kernel presents one: the client never sees a half-written file.
+fn put(path: PathBuf, bytes: impl AsRef<[u8]>) {
+    let tmp = path.with_extension("tmp");
+    if std::fs::write(&tmp, bytes).is_ok() {
+        let _ = std::fs::rename(&tmp, &path);
+    }
+}
+
 fn fake_tsm(
     dir: PathBuf,
     provider: &'static str,
@@ -39,8 +48,8 @@ fn fake_tsm(
             for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let e = entry.path();
                 if populated.insert(e.clone()) {
-                    let _ = std::fs::write(e.join("generation"), "0");
-                    let _ = std::fs::write(e.join("provider"), provider);
+                    put(e.join("generation"), "0");
+                    put(e.join("provider"), provider);
                 }
                 if answered.contains(&e) {
                     continue;
@@ -56,9 +65,9 @@ fn fake_tsm(
                     "tdx_guest" => pkis.tdx_evidence(&app, ReportData(rd), false),
                     _ => pkis.snp_evidence(&app, ReportData(rd), ReportFields::default()),
                 };
-                let _ = std::fs::write(e.join("outblob"), &ev.quote);
-                let _ = std::fs::write(e.join("auxblob"), &ev.certificates);
-                let _ = std::fs::write(e.join("generation"), "1");
+                put(e.join("outblob"), &ev.quote);
+                put(e.join("auxblob"), &ev.certificates);
+                put(e.join("generation"), "1");
             }
             std::thread::sleep(Duration::from_millis(2));
         }
