@@ -12,6 +12,9 @@ fuzz_target!(|data: &[u8]| {
     let _ = a.to_evidence();
     let _ = (a.version(), a.quote().platform());
     if let Ok(i) = a.inspect() {
-        let _ = i.app_identity();
+        let _ = (i.report_data_consistent(), i.measurement.matches());
+        if let Ok(c) = &i.claimed {
+            let _ = c.app_identity();
+        }
     }
 });

@@ -13,8 +13,8 @@ fuzz_target!(|data: &[u8]| {
     let rules = RegistryRules::new()
         .with("tdx", attest_tdx::IMAGE_REGISTERS)
         .with("sev-snp", attest_snp::IMAGE_REGISTERS)
-        .with("az-snp-vtpm", attest_vtpm::identity::OS_PCRS)
-        .with("az-tdx-vtpm", attest_vtpm::identity::OS_PCRS);
+        .with("az-snp-vtpm", attest_vtpm::identity::os_pcr_registers(8))
+        .with("az-tdx-vtpm", attest_vtpm::identity::os_pcr_registers(8));
     let Ok(reg) = ImageRegistry::parse(text, &rules) else {
         return;
     };

@@ -12,6 +12,6 @@ fuzz_target!(|data: &[u8]| {
     let _ = dstack_compat::ratls_report_data(c.spki_der());
     if let Ok(Some(a)) = c.attestation() {
         let _ = a.to_evidence();
-        let _ = dstack_compat::check_ratls_binding(&a, c.spki_der());
+        let _ = a.check_ratls_binding(c.spki_der());
     }
 });

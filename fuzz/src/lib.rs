@@ -125,14 +125,14 @@ impl attest_core::Attestation for StubVerifier {
         }
         let m = String::from_utf8_lossy(q.get(1..).unwrap_or(&[])).into_owned();
         Err(match q.first().copied().unwrap_or(0) % 8 {
-            0 => E::Malformed(m),
-            1 => E::BadSignature(m),
-            2 => E::UntrustedChain(m),
-            3 => E::Unavailable(m),
-            4 => E::Revoked(m),
-            5 => E::Insecure(m),
+            0 => E::malformed_text(m),
+            1 => E::bad_signature_text(m),
+            2 => E::untrusted_chain_text(m),
+            3 => E::unavailable_text(m),
+            4 => E::revoked_text(m),
+            5 => E::insecure_text(m),
             6 => E::identity_mismatch("rtmr3", q, &[]),
-            _ => E::CollateralExpired(m),
+            _ => E::collateral_expired_text(m),
         })
     }
 }
