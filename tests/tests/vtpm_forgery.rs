@@ -99,7 +99,7 @@ async fn app_keys(
 /// evidence naming the victim app and gets the victim's app keys: the
 /// plug-in never checks that the SNP report is the paravisor's.
 #[tokio::test]
-async fn plain_snp_vm_forges_az_snp_vtpm_evidence_and_gets_another_apps_keys() {
+async fn a_plain_snp_vm_framing_az_snp_vtpm_evidence_gets_no_other_apps_keys() {
     let dir = tempfile::tempdir().unwrap();
     let pkis = Pkis::new();
     let victim = App::example();
@@ -130,7 +130,7 @@ async fn plain_snp_vm_forges_az_snp_vtpm_evidence_and_gets_another_apps_keys() {
 /// keys: the TD is never required to be Azure's paravisor (its MRTD, zero
 /// RTMRs).
 #[tokio::test]
-async fn dstack_tdx_cvm_forges_az_tdx_vtpm_evidence_and_gets_another_apps_keys() {
+async fn a_dstack_td_framing_az_tdx_vtpm_evidence_gets_no_other_apps_keys() {
     let dir = tempfile::tempdir().unwrap();
     let pkis = Pkis::new();
     let victim = App::example();
@@ -160,7 +160,7 @@ async fn dstack_tdx_cvm_forges_az_tdx_vtpm_evidence_and_gets_another_apps_keys()
 /// registered for the vTPM platforms by its OS PCRs: `GetRootKeys` hands
 /// the forger the root CA key, the root k256 key and the root secret.
 #[tokio::test]
-async fn forged_az_snp_vtpm_evidence_of_the_kms_deployment_gets_the_root_keys() {
+async fn framed_az_snp_vtpm_evidence_of_the_kms_deployment_gets_no_root_keys() {
     let dir = tempfile::tempdir().unwrap();
     let pkis = Pkis::new();
     let server = Server::start(dir.path(), &pkis, &App::example())
