@@ -251,6 +251,31 @@ mod tests {
                 _ => panic!("{doc}: {err:?}, expected {place}"),
             }
         }
+        // Exactly the largest size is accepted (padded with whitespace).
+        let mut largest = DOC.as_bytes().to_vec();
+        largest.resize(MAX_DOCUMENT_LEN, b' ');
+        assert_eq!(MAX_DOCUMENT_LEN, 65536);
+        assert!(AppConfigV3::parse(&largest).is_ok());
+        // key_provider: 1..=64 bytes.
+        let kp = |name: &str| {
+            DOC.replace(
+                "\"key_provider\":\"kms\"",
+                &format!("\"key_provider\":\"{name}\""),
+            )
+        };
+        assert!(AppConfigV3::parse(kp(&"k".repeat(64)).as_bytes()).is_ok());
+        for (name, found) in [("", "0 bytes"), (&*"k".repeat(65), "65 bytes")] {
+            assert_eq!(
+                AppConfigV3::parse(kp(name).as_bytes())
+                    .unwrap_err()
+                    .malformed(),
+                Some(&Malformed::BadValue {
+                    what: "app config key_provider".into(),
+                    expected: "1..=64 bytes".into(),
+                    found: found.into(),
+                })
+            );
+        }
         let huge = vec![b' '; MAX_DOCUMENT_LEN + 1];
         assert_eq!(
             AppConfigV3::parse(&huge).unwrap_err().malformed(),

@@ -48,11 +48,6 @@ impl Evidence {
             ..Default::default()
         }
     }
-
-    /// Total size of all byte fields, for request size limits.
-    pub fn total_len(&self) -> usize {
-        self.quote.len() + self.certificates.len() + self.event_log.len() + self.app_config.len()
-    }
 }
 
 /// Shows sizes, not bytes: evidence is large and logs must stay readable.
@@ -156,6 +151,12 @@ mod tests {
                 found: Box::new(b)
             })
         );
+    }
+
+    #[test]
+    fn unix_time_is_seconds() {
+        assert_eq!(UnixTime(1_752_919_234).as_secs(), 1_752_919_234);
+        assert!(UnixTime::now().as_secs() > 1_700_000_000);
     }
 
     #[test]

@@ -158,6 +158,32 @@ mod tests {
     };
 
     #[test]
+    fn key_provider_names_are_1_to_64_bytes() {
+        let doc = |name: &str| format!(r#"{{"name":"{name}","id":"0x3059"}}"#);
+        let kp = parse_key_provider(doc("kms").as_bytes()).unwrap();
+        assert_eq!((kp.name.as_str(), kp.id.0), ("kms", vec![0x30, 0x59]));
+        assert_eq!(
+            parse_key_provider(doc(&"k".repeat(64)).as_bytes())
+                .unwrap()
+                .name
+                .len(),
+            64
+        );
+        for (name, found) in [("", "0 bytes"), (&*"k".repeat(65), "65 bytes")] {
+            assert_eq!(
+                parse_key_provider(doc(name).as_bytes())
+                    .unwrap_err()
+                    .malformed(),
+                Some(&Malformed::BadValue {
+                    what: "key-provider name".into(),
+                    expected: "1..=64 bytes".into(),
+                    found: found.into(),
+                })
+            );
+        }
+    }
+
+    #[test]
     fn identity_stops_at_system_ready_and_rejects_duplicates() {
         let events = vec![
             LogEvent::runtime(3, "app-id", &[1; 20]),

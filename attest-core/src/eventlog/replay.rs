@@ -346,7 +346,8 @@ mod tests {
             Some(&zero[..]),
             Some(&regs[3][..]),
         ];
-        assert!(ReplayedLog::check::<Sha384>(events.clone(), &SET, &good).is_ok());
+        let checked = ReplayedLog::check::<Sha384>(events.clone(), &SET, &good).unwrap();
+        assert_eq!(checked.events(), &events[..]);
         let stripped = [None, None, None, Some(&regs[3][..])];
         assert!(ReplayedLog::check::<Sha384>(events.clone(), &SET, &stripped).is_ok());
         let bad = [
