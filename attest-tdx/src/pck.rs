@@ -91,11 +91,11 @@ impl PckChains {
     }
 
     fn check_chain(&self, chain: &[Vec<u8>], now: u64) -> Result<CheckedPck, AttestError> {
-        // Intel's QE embeds leaf, PCK CA and root. The embedded root must be
-        // the pinned one byte for byte: verification never uses it, so a
+        // Intel's QE embeds leaf, PCK CA and root (certification data type
+        // 5 is defined as those three). The embedded root must be the
+        // pinned one byte for byte: verification never uses it, so a
         // different one can only be another PKI or tampering.
         let (leaf, ca) = match chain {
-            [leaf, ca] => (leaf, ca),
             [leaf, ca, root] if root.as_slice() == self.root.der.as_slice() => (leaf, ca),
             [_, _, _] => {
                 return Err(UntrustedChain::UnknownRoot {

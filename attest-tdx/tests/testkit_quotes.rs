@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use attest_core::{
     AttestError, Attestation, ErrorKind, Evidence, Insecure, PlatformId, ReportData, Revoked,
-    TcbStatus, UnixTime, VerifyContext,
+    TcbStatus, UnixTime, UntrustedChain, VerifyContext,
 };
 use attest_tdx::collateral::StaticCollateral;
 use attest_tdx::{Collateral, TdxVerifier};
@@ -212,6 +212,34 @@ async fn expired_and_future_collateral_is_rejected() {
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::CollateralExpired, "at {t}: {err}");
+    }
+}
+
+/// A PCK chain checked once is remembered, but only inside its own
+/// validity: past the certificates' notAfter (or before notBefore) the
+/// chain is judged again and refused as such, before any collateral.
+#[tokio::test]
+async fn a_remembered_pck_chain_counts_only_inside_its_validity() {
+    let c = case();
+    let v = verifier(&c.pki, &CollateralOptions::valid_from(ISSUED));
+    let e = evidence(c.pki.quote(&c.td), &c.log);
+    assert!(v.verify(&e, &ctx(&c)).await.is_ok());
+    // The testkit's certificates: 2020-01-01 .. 2050-01-01.
+    for t in [1_577_836_800 - 1, 2_524_521_600 + 1] {
+        let err = v
+            .verify(
+                &e,
+                &VerifyContext::new(ReportData(c.td.report_data), UnixTime(t)),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                AttestError::UntrustedChain(UntrustedChain::OutsideValidity { now, .. }) if *now == t
+            ),
+            "at {t}: {err:?}"
+        );
     }
 }
 
