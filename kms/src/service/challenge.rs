@@ -105,6 +105,10 @@ mod tests {
                 .starts_with("challenge expired")
         );
         assert!(c.check(&ch, 994).unwrap_err().contains("future"));
+        // Up to MAX_SKEW seconds of clock difference between replicas.
+        assert!(c.check(&ch, 1000 - MAX_SKEW).is_ok());
+        // The key never shows in Debug.
+        assert_eq!(format!("{c:?}"), "Challenges { ttl: 60 }");
         // Another replica with the same root secret accepts it; another KMS does not.
         assert!(Challenges::new(&[7; 32], 60).check(&ch, 1010).is_ok());
         assert!(

@@ -187,3 +187,22 @@ pub fn derive_env_key(
 pub fn x25519_public(secret: &[u8; 32]) -> [u8; 32] {
     x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(*secret)).to_bytes()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_names_and_redacted_keys() {
+        // The names GetMeta publishes and kms.toml's `kdf` takes.
+        assert_eq!(KdfProfile::Dstack.as_str(), "dstack");
+        assert_eq!(KdfProfile::V2.as_str(), "v2");
+        let k = AppKeyMaterial {
+            disk_crypt_key: Zeroizing::new([0xd1; 32]),
+            env_crypt_key: Zeroizing::new([0xe1; 32]),
+            k256_key: Zeroizing::new([0x4b; 32]),
+            k256_signature: vec![0x51; 65],
+        };
+        assert_eq!(format!("{k:?}"), "AppKeyMaterial(<redacted>)");
+    }
+}
