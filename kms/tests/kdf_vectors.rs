@@ -60,6 +60,11 @@ fn dstack_app_keys_vector() {
         hex::encode(kdf::x25519_public(&keys.env_crypt_key)),
         v["env_crypt_public_key_hex"].as_str().unwrap()
     );
+    // GetAppEnvEncryptPubKey's derivation of the env key alone agrees.
+    assert_eq!(
+        hex::encode(*kdf::derive_env_key(KdfProfile::Dstack, &root, &app).unwrap()),
+        v["env_crypt_key_hex"].as_str().unwrap()
+    );
     assert_eq!(
         hex::encode(*keys.k256_key),
         v["k256_app_secret_hex"].as_str().unwrap()
@@ -104,6 +109,17 @@ fn v2_published_vectors() {
     let k = kdf::v2_derive(&secret, "k256-key", &app, None);
     assert_eq!(hex::encode(*disk), V2_DISK);
     assert_eq!(hex::encode(*env), V2_ENV);
+    // The env key alone (GetAppEnvEncryptPubKey) is the same value.
+    let root = RootKeys::from_secrets(
+        &h(&vectors()["app_keys"]["root_ca_pkcs8_der_hex"]),
+        &h(&vectors()["app_keys"]["root_k256_secret_hex"]),
+        secret,
+    )
+    .unwrap();
+    assert_eq!(
+        hex::encode(*kdf::derive_env_key(KdfProfile::V2, &root, &app).unwrap()),
+        V2_ENV
+    );
     assert_eq!(hex::encode(*k), V2_K256);
     // Framing: moving bytes between fields changes the key.
     assert_ne!(
