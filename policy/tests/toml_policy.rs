@@ -195,6 +195,23 @@ fn tcb_grace_period_boundaries() {
     let mut id = tdx_identity();
     id.tcb.status = TcbStatus::OutOfDateConfigurationNeeded;
     assert!(!p.decide(&input_at(&id, TCB_DATE as u64)).allow);
+    // Where ConfigurationNeeded is allowed, it is accepted inside the grace period.
+    let cn = TomlPolicy::parse(&base_toml().replace(
+        "allow = [\"UpToDate\"]",
+        "allow = [\"UpToDate\", \"ConfigurationNeeded\"]\ngrace_days = 30",
+    ))
+    .unwrap();
+    let d = cn.decide(&input_at(&id, deadline - 1));
+    assert!(d.allow, "{:?}", reasons(&d));
+    assert!(!cn.decide(&input_at(&id, deadline)).allow);
+    // grace_days is at most ten years.
+    for (days, ok) in [(3650, true), (3651, false)] {
+        let text = base_toml().replace(
+            "allow = [\"UpToDate\"]",
+            &format!("allow = [\"UpToDate\"]\ngrace_days = {days}"),
+        );
+        assert_eq!(TomlPolicy::parse(&text).is_ok(), ok, "{days}");
+    }
     // Without grace_days, OutOfDate is denied at once.
     let mut id = tdx_identity();
     id.tcb.status = TcbStatus::OutOfDate;
@@ -330,6 +347,13 @@ fn malformed_policies_are_load_errors_with_lines() {
         "platforms = [\"az-snp-vtpm\"]\n[platform.az-snp-vtpm]\nregisters = { pcr07 = [\"0g\"] }\n",
     );
     assert!(e.contains("expected a register value in hex"), "{e}");
+    // An empty pin would match nothing or, worse, be read as "any".
+    for bad in ["\"\"", "\"abc\""] {
+        let e = load_error(&format!(
+            "platforms = [\"az-snp-vtpm\"]\n[platform.az-snp-vtpm]\nregisters = {{ pcr07 = [{bad}] }}\n"
+        ));
+        assert!(e.contains("expected a register value in hex"), "{bad}: {e}");
+    }
     let e = load_error(
         "platforms = [\"az-snp-vtpm\"]\n[platform.az-snp-vtpm]\nregisters = { pcr07 = [] }\n",
     );
