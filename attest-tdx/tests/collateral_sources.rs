@@ -496,9 +496,10 @@ async fn unknown_platforms_are_budgeted_and_not_found_is_remembered() {
             _now: UnixTime,
         ) -> Result<Arc<Collateral>, attest_core::AttestError> {
             self.0.fetch_add(1, Ordering::SeqCst);
-            Err(attest_core::AttestError::collateral_missing_text(format!(
-                "no collateral for {key:?}"
-            )))
+            Err(attest_core::CollateralMissing::NotFound {
+                detail: format!("no collateral for {key:?}"),
+            }
+            .into())
         }
     }
     let src = Arc::new(Missing(AtomicUsize::new(0)));

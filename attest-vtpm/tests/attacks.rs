@@ -22,7 +22,7 @@ use attest_testkit::vtpm::{FakeVtpm, VtpmFields, claims_report_data};
 use attest_vtpm::{AZ_SNP_VTPM, AZ_TDX_VTPM, AzVtpm, Nonce, VtpmConfig};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{assert_kind, test_ak};
+use common::{assert_kind, malformed_detail, test_ak};
 use sha2::{Digest, Sha256};
 
 const APP_PCR: u32 = 8;
@@ -447,7 +447,14 @@ async fn event_log_games_are_refused() {
     // The right events, said to extend another PCR (identity read there).
     let mut e = base.clone();
     e.event_log = app.vtpm_event_log(9).0;
-    assert_kind(verify(&e).await, ErrorKind::Malformed, "extends PCR 9");
+    assert_eq!(
+        malformed_detail(verify(&e).await),
+        attest_core::Malformed::PcrOutOfRange {
+            what: "event 0's PCR".into(),
+            pcr: 9,
+            allowed: APP_PCR..=APP_PCR,
+        }
+    );
     // A boot event on the app PCR whose stated digest makes the replay
     // match a PCR holding someone else's identity.
     let mut events =
@@ -658,9 +665,12 @@ async fn without_a_pinned_paravisor_the_kms_refuses_all_evidence() {
         app_pcr: APP_PCR,
         paravisors: vec![attest_core::HexBytes(vec![0; 32])],
     };
-    assert_kind(
-        bad.validate(),
-        ErrorKind::Malformed,
-        "a launch measurement is 48 bytes, found 32",
-    );
+    assert!(matches!(
+        malformed_detail(bad.validate()),
+        attest_core::Malformed::BadLength {
+            expected: 48,
+            found: 32,
+            ..
+        }
+    ));
 }

@@ -83,11 +83,14 @@ fn flipped_signature_or_message_is_a_bad_signature() {
         let mut sig = base.tpm_quote().signature().to_vec();
         sig.insert(0, 0);
         let c = rebuild(&base, None, None, Some(sig), None);
-        assert_kind(
-            check_container(c, *tee),
-            ErrorKind::Malformed,
-            "signature is 257 bytes",
-        );
+        assert!(matches!(
+            malformed_detail(check_container(c, *tee)),
+            attest_core::Malformed::BadLength {
+                expected: 256,
+                found: 257,
+                ..
+            }
+        ));
     }
 }
 
@@ -194,15 +197,18 @@ fn hcl_framing_is_enforced_on_real_reports() {
     }
     // Over 4 KiB: refused by the container and by the parser.
     let big_hcl = [hcl, &[0u8; 2000][..]].concat();
-    assert_kind(
-        Container::new(
+    assert_eq!(
+        malformed_detail(Container::new(
             base.version(),
             base.tpm_quote().clone(),
             big_hcl.clone(),
             base.endorsement().clone(),
-        ),
-        ErrorKind::Malformed,
-        "hcl_report: 4600 bytes, at most 4096",
+        ),),
+        attest_core::Malformed::TooLarge {
+            what: "hcl_report".into(),
+            size: 4600,
+            max: 4096,
+        }
     );
     assert_kind(
         attest_vtpm::HclReport::parse(&big_hcl),
@@ -216,11 +222,11 @@ fn hcl_framing_is_enforced_on_real_reports() {
     let h = with_u32(&h, 0x4C0, big + 20);
     let h = with_u32(&h, 0x08, big + 20 + 0x20 + 1184);
     let c = rebuild(&base, Some(h), None, None, None);
-    assert_kind(
-        check_container(c, TeeType::Snp),
-        ErrorKind::Malformed,
-        "variable_data_size 3110 runs past the end",
-    );
+    assert!(matches!(
+        malformed_detail(check_container(c, TeeType::Snp)),
+        attest_core::Malformed::BadField { field, offset: 0x4D0, problem, .. }
+            if field == "variable_data_size" && problem.starts_with("3110 runs past the end")
+    ));
     // Shortened by one with sizes consistent: the claims lose their last
     // byte and are no longer JSON (never trimmed, never padded).
     let h = with_u32(hcl, 0x4D0, vds - 1);
@@ -487,10 +493,13 @@ fn signed_quotes_outside_the_profile_are_refused() {
     check_container(synth(None, |_| {}, nonce), TeeType::Snp).unwrap();
     // extraData over the bound.
     let long = [1u8; 65];
-    assert_kind(
-        check_container(synth(None, |_| {}, &long), TeeType::Snp),
-        ErrorKind::Malformed,
-        "extraData: 65 bytes, at most 64",
+    assert_eq!(
+        malformed_detail(check_container(synth(None, |_| {}, &long), TeeType::Snp)),
+        attest_core::Malformed::TooLarge {
+            what: "TPMS_ATTEST extraData".into(),
+            size: 65,
+            max: 64,
+        }
     );
     // clockInfo.safe must be a TPM boolean.
     let pcrs = synth_pcrs();

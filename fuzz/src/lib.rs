@@ -125,14 +125,14 @@ impl attest_core::Attestation for StubVerifier {
         }
         let m = String::from_utf8_lossy(q.get(1..).unwrap_or(&[])).into_owned();
         Err(match q.first().copied().unwrap_or(0) % 8 {
-            0 => E::malformed_text(m),
-            1 => E::bad_signature_text(m),
-            2 => E::untrusted_chain_text(m),
-            3 => E::unavailable_text(m),
-            4 => E::revoked_text(m),
-            5 => E::insecure_text(m),
+            0 => attest_core::Malformed::Other(m).into(),
+            1 => attest_core::BadSignature::Other(m).into(),
+            2 => attest_core::UntrustedChain::Other(m).into(),
+            3 => attest_core::Unavailable::Local { detail: m }.into(),
+            4 => attest_core::Revoked::Certificate { detail: m }.into(),
+            5 => attest_core::Insecure::TdAttributes { detail: m }.into(),
             6 => E::identity_mismatch("rtmr3", q, &[]),
-            _ => E::collateral_expired_text(m),
+            _ => attest_core::CollateralExpired::Expired { detail: m }.into(),
         })
     }
 }

@@ -90,6 +90,18 @@ pub fn assert_kind<T: std::fmt::Debug>(r: Result<T, AttestError>, kind: ErrorKin
     }
 }
 
+/// The typed [`attest_core::Malformed`] detail of a refusal (under any
+/// locations); panics on success or another kind.
+pub fn malformed_detail<T: std::fmt::Debug>(r: Result<T, AttestError>) -> attest_core::Malformed {
+    match r {
+        Ok(v) => panic!("expected a malformed error, got Ok({v:?})"),
+        Err(e) => e
+            .malformed()
+            .unwrap_or_else(|| panic!("expected a malformed error, got {e}"))
+            .clone(),
+    }
+}
+
 /// Rebuilds a container with replaced parts.
 pub fn rebuild(
     c: &Container,
