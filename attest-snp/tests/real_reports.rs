@@ -3,20 +3,13 @@
 //! certificates that must not verify.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::path::PathBuf;
-
 use attest_core::{
     AttestError, ErrorKind, Evidence, Insecure, PlatformId, UnixTime, UntrustedChain, VerifyContext,
 };
 use attest_snp::{Product, SnpConfig, SnpVerifier, Tcb, Vek};
 
-fn vectors() -> PathBuf {
-    attest_testkit::vectors::path("snp")
-}
-
 fn read(rel: &str) -> Vec<u8> {
-    let p = vectors().join(rel);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    attest_testkit::vectors::read(&format!("snp/{rel}"))
 }
 
 fn evidence(report: &str, cert: &str) -> Evidence {

@@ -33,12 +33,14 @@ fn vectors() -> PathBuf {
 }
 
 fn vector_collateral() -> QuoteCollateralV3 {
-    serde_json::from_slice(&std::fs::read(vectors().join("tdx_quote_collateral.json")).unwrap())
-        .unwrap()
+    serde_json::from_slice(&attest_testkit::vectors::read(
+        "tdx/dcap-qvl/tdx_quote_collateral.json",
+    ))
+    .unwrap()
 }
 
 fn quote() -> Vec<u8> {
-    std::fs::read(vectors().join("tdx_quote")).unwrap()
+    attest_testkit::vectors::read("tdx/dcap-qvl/tdx_quote")
 }
 
 fn key() -> CollateralKey {
@@ -563,9 +565,9 @@ impl CollateralSource for Fixed {
 #[tokio::test]
 async fn a_set_for_another_platform_never_enters_the_cache() {
     let other = Arc::new(
-        Collateral::from_json(
-            &std::fs::read(vectors().join("tdx_quote_outdated_collateral.json")).unwrap(),
-        )
+        Collateral::from_json(&attest_testkit::vectors::read(
+            "tdx/dcap-qvl/tdx_quote_outdated_collateral.json",
+        ))
         .unwrap(),
     );
     assert_ne!(other.fmspc, key().fmspc);

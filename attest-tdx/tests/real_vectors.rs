@@ -2,20 +2,14 @@
 //! verification times pinned to the values in the vectors' README.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use attest_core::{ErrorKind, ReportData, TcbStatus, UnixTime, VerifyContext};
 use attest_tdx::collateral::StaticCollateral;
 use attest_tdx::{Collateral, TdxVerifier};
 
-fn vectors() -> PathBuf {
-    attest_testkit::vectors::path("tdx")
-}
-
 fn read(rel: &str) -> Vec<u8> {
-    let p = vectors().join(rel);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    attest_testkit::vectors::read(&format!("tdx/{rel}"))
 }
 
 fn verifier(collateral: &str) -> TdxVerifier {
@@ -290,7 +284,7 @@ fn damaged_ccel_logs_fail_cleanly() {
 
 #[test]
 fn dstack_json_log_replays_through_the_plugin() {
-    let text = std::fs::read_to_string(vectors().join("dstack/quote-report.json")).unwrap();
+    let text = attest_testkit::vectors::read_string("tdx/dstack/quote-report.json");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let quote = hex::decode(v["quote"].as_str().unwrap()).unwrap();
     let log = v["event_log"].as_str().unwrap().as_bytes();

@@ -24,14 +24,12 @@ pub fn vectors() -> PathBuf {
 
 /// A vector file's bytes (panics loudly when missing).
 pub fn read(name: &str) -> Vec<u8> {
-    let p = vectors().join(name);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("cannot read vector {}: {e}", p.display()))
+    attest_testkit::vectors::read(&format!("azure-vtpm/{name}"))
 }
 
 /// A file of the SNP vectors (`shared/vectors/snp/...`).
 pub fn read_snp(name: &str) -> Vec<u8> {
-    let p = attest_testkit::vectors::path("snp").join(name);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("cannot read vector {}: {e}", p.display()))
+    attest_testkit::vectors::read(&format!("snp/{name}"))
 }
 
 /// The containers with their platform.
