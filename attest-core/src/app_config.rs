@@ -166,7 +166,7 @@ pub fn verify_app_config(
     let digest = host_data(document);
     if digest.as_slice() != host_data_field {
         return Err(AttestError::identity_mismatch(
-            "host_data",
+            crate::names::reg::HOST_DATA,
             host_data_field,
             &digest,
         ));

@@ -59,16 +59,17 @@ pub fn replay_all<D: Digest>(events: &[LogEvent], set: &RegisterSet) {
 
 /// A verified identity for policy and registry targets to judge.
 pub fn sample_identity(platform: PlatformId) -> VerifiedIdentity {
+    use attest_core::names::reg;
     let boot = if platform == PlatformId::TDX {
         BootMeasurements::new(vec![0x11; 48])
-            .with("mrtd", &[0x22u8; 48][..])
-            .with("rtmr0", &[0x33u8; 48][..])
-            .with("rtmr1", &[0x44u8; 48][..])
-            .with("rtmr2", &[0x55u8; 48][..])
-            .with("rtmr3", &[0x66u8; 48][..])
-            .with("tee_tcb_svn", &[3u8; 16][..])
+            .with(reg::MRTD, &[0x22u8; 48][..])
+            .with(reg::RTMR0, &[0x33u8; 48][..])
+            .with(reg::RTMR1, &[0x44u8; 48][..])
+            .with(reg::RTMR2, &[0x55u8; 48][..])
+            .with(reg::RTMR3, &[0x66u8; 48][..])
+            .with(reg::TEE_TCB_SVN, &[3u8; 16][..])
     } else {
-        BootMeasurements::new(vec![0x11; 48]).with("measurement", &[0x22u8; 48][..])
+        BootMeasurements::new(vec![0x11; 48]).with(reg::MEASUREMENT, &[0x22u8; 48][..])
     };
     VerifiedIdentity {
         platform,
@@ -131,7 +132,7 @@ impl attest_core::Attestation for StubVerifier {
             3 => attest_core::Unavailable::Local { detail: m }.into(),
             4 => attest_core::Revoked::Certificate { detail: m }.into(),
             5 => attest_core::Insecure::TdAttributes { detail: m }.into(),
-            6 => E::identity_mismatch("rtmr3", q, &[]),
+            6 => E::identity_mismatch(attest_core::names::reg::RTMR3, q, &[]),
             _ => attest_core::CollateralExpired::Expired { detail: m }.into(),
         })
     }
