@@ -148,53 +148,59 @@ fn hcl_framing_is_enforced_on_real_reports() {
     let base = container("evidence-v1.json");
     let hcl = base.hcl_report();
     let vds = u32::from_le_bytes(hcl[0x4D0..0x4D4].try_into().unwrap());
-    let cases: Vec<(Vec<u8>, &str)> = vec![
-        (with_u32(hcl, 0x00, 0x414C_4349), "signature"),
+    // The field each edit breaks, and what the report then holds there.
+    let cases: Vec<(Vec<u8>, &str, Option<&str>)> = vec![
         (
-            with_u32(hcl, 0x04, 3),
-            "header version: expected 1 or 2, found 3",
+            with_u32(hcl, 0x00, 0x414C_4349),
+            "signature",
+            Some("49434c41"),
         ),
-        (with_u32(hcl, 0x08, 2347), "report_size"),
-        (
-            with_u32(hcl, 0x0C, 1),
-            "request_type: expected 2 (AK_CERT), found 1",
-        ),
-        (with_u32(hcl, 0x10, 1), "status"),
-        (with_u32(hcl, 0x18, 1), "reserved"),
-        (with_u32(hcl, 0x4C0, 1129), "data_size"),
-        (
-            with_u32(hcl, 0x4C4, 3),
-            "request-data version: expected 1 or 2, found 3",
-        ),
-        (
-            with_u32(hcl, 0x4C8, 1),
-            "report_type: expected 2 (SNP) or 4 (TDX), found 1 (VBS)",
-        ),
-        (with_u32(hcl, 0x4C8, 3), "found 3 (TVM)"),
-        (
-            with_u32(hcl, 0x4C8, 4),
-            "report_type: expected 2 (SNP), found 4 (TDX)",
-        ),
-        (
-            with_u32(hcl, 0x4CC, 2),
-            "report_data_hash_type: expected 1 (SHA-256), found 2",
-        ),
-        (with_u32(hcl, 0x4CC, 3), "report_data_hash_type"),
-        (with_u32(hcl, 0x4D0, vds + 1), "data_size"),
-        (with_u32(hcl, 0x4D0, vds - 1), "data_size"),
+        (with_u32(hcl, 0x04, 3), "header version", Some("3")),
+        (with_u32(hcl, 0x08, 2347), "report_size", Some("2347")),
+        (with_u32(hcl, 0x0C, 1), "request_type", Some("1")),
+        (with_u32(hcl, 0x10, 1), "status", Some("1")),
+        (with_u32(hcl, 0x18, 1), "reserved", None),
+        (with_u32(hcl, 0x4C0, 1129), "data_size", Some("1129")),
+        (with_u32(hcl, 0x4C4, 3), "request-data version", Some("3")),
+        (with_u32(hcl, 0x4C8, 1), "report_type", Some("1 (VBS)")),
+        (with_u32(hcl, 0x4C8, 3), "report_type", Some("3 (TVM)")),
+        (with_u32(hcl, 0x4C8, 4), "report_type", Some("4 (TDX)")),
+        (with_u32(hcl, 0x4CC, 2), "report_data_hash_type", Some("2")),
+        (with_u32(hcl, 0x4CC, 3), "report_data_hash_type", Some("3")),
+        (with_u32(hcl, 0x4D0, vds + 1), "data_size", None),
+        (with_u32(hcl, 0x4D0, vds - 1), "data_size", None),
         (
             hcl[..hcl.len() - 1].iter().copied().chain([1]).collect(),
-            "padding",
+            "padding after the runtime claims",
+            None,
         ),
     ];
-    for (bytes, needle) in cases {
+    for (bytes, field, value) in cases {
         let c = rebuild(&base, Some(bytes), None, None, None);
-        assert_kind(
-            check_container(c, TeeType::Snp),
-            ErrorKind::Malformed,
-            needle,
-        );
+        let (what, found) = match malformed_detail(check_container(c, TeeType::Snp)) {
+            attest_core::Malformed::BadValue { what, found, .. } => (what, Some(found)),
+            attest_core::Malformed::ReservedNonZero { field, .. } => {
+                (format!("HCL report {field}"), None)
+            }
+            other => panic!("{field}: {other:?}"),
+        };
+        assert_eq!(what, format!("HCL report {field}"));
+        if let Some(v) = value {
+            assert_eq!(found.as_deref(), Some(v), "{field}");
+        }
     }
+    // The report type of the other TEE names both.
+    assert_eq!(
+        malformed_detail(check_container(
+            rebuild(&base, Some(with_u32(hcl, 0x4C8, 4)), None, None, None),
+            TeeType::Snp
+        )),
+        attest_core::Malformed::BadValue {
+            what: "HCL report report_type".into(),
+            expected: "2 (SNP)".into(),
+            found: "4 (TDX)".into(),
+        }
+    );
     // Over 4 KiB: refused by the container and by the parser.
     let big_hcl = [hcl, &[0u8; 2000][..]].concat();
     assert_eq!(
