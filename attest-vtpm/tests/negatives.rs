@@ -449,14 +449,29 @@ fn request_data_version_2_on_a_synthetic_vtpm() {
 fn signed_quotes_outside_the_profile_are_refused() {
     let nonce = b"nonce";
     type Edit = Box<dyn Fn(&mut QuoteSpec<'_>)>;
-    let cases: Vec<(Edit, &str)> = vec![
+    use attest_core::Malformed;
+    let field = |field: &'static str, expected: &str, found: &str| Malformed::TpmField {
+        structure: "TPMS_ATTEST",
+        field,
+        expected: expected.into(),
+        found: found.into(),
+    };
+    let selection = |found: [u8; 3]| Malformed::PcrSelection {
+        field: "TPMS_ATTEST pcrSelect.pcrSelect",
+        expected: vec![0xff; 3],
+        found: found.to_vec(),
+    };
+    let count = |n: &str| field("pcrSelect.count", "1 selection (sha256:0-23)", n);
+    let hash = |h: &str| field("pcrSelect.hash", "000b (SHA-256)", h);
+    let message_len = QuoteSpec::new(nonce, &synth_pcrs()).build().len();
+    let cases: Vec<(Edit, Malformed)> = vec![
         (
             Box::new(|s| s.selection = vec![0x00, 0x0b, 3, 0xff, 0x40, 0x00]),
-            "found ff4000",
+            selection([0xff, 0x40, 0x00]),
         ),
         (
             Box::new(|s| s.selection = vec![0x00, 0x0b, 3, 0xff, 0xff, 0x7f]),
-            "found ffff7f",
+            selection([0xff, 0xff, 0x7f]),
         ),
         (
             Box::new(|s| {
@@ -466,34 +481,53 @@ fn signed_quotes_outside_the_profile_are_refused() {
                     0x00, 0x0b, 3, 0xff, 0xff, 0xff, 0x00, 0x04, 3, 0xff, 0xff, 0xff,
                 ];
             }),
-            "pcrSelect.count: expected 1 selection (sha256:0-23), found 2",
+            count("2"),
         ),
-        (Box::new(|s| s.count = 0), "found 0"),
+        (Box::new(|s| s.count = 0), count("0")),
         (
             Box::new(|s| s.selection = vec![0x00, 0x04, 3, 0xff, 0xff, 0xff]),
-            "pcrSelect.hash",
+            hash("0004"),
         ),
         (
             Box::new(|s| s.selection = vec![0x00, 0x0c, 3, 0xff, 0xff, 0xff]),
-            "pcrSelect.hash",
+            hash("000c"),
         ),
         (
             Box::new(|s| s.selection = vec![0x00, 0x0b, 4, 0xff, 0xff, 0xff, 0x00]),
-            "sizeofSelect: expected 3, found 4",
+            field("pcrSelect.sizeofSelect", "3", "4"),
         ),
-        (Box::new(|s| s.trailing = vec![0]), "trailing bytes"),
-        (Box::new(|s| s.magic = 0xFF54_4348), "magic"),
-        (Box::new(|s| s.st = 0x8014), "type: expected 8018"),
-        (Box::new(|s| s.pcr_digest = vec![0; 48]), "pcrDigest"),
-        (Box::new(|s| s.pcr_digest = vec![0; 20]), "pcrDigest"),
+        (
+            Box::new(|s| s.trailing = vec![0]),
+            Malformed::TrailingData {
+                context: "TPMS_ATTEST",
+                offset: message_len,
+                extra: 1,
+            },
+        ),
+        (
+            Box::new(|s| s.magic = 0xFF54_4348),
+            field("magic", "ff544347", "ff544348"),
+        ),
+        (
+            Box::new(|s| s.st = 0x8014),
+            field("type", "8018 (ATTEST_QUOTE)", "8014"),
+        ),
+        (
+            Box::new(|s| s.pcr_digest = vec![0; 48]),
+            Malformed::TooLarge {
+                what: "TPMS_ATTEST pcrDigest".into(),
+                size: 48,
+                max: 32,
+            },
+        ),
+        (
+            Box::new(|s| s.pcr_digest = vec![0; 20]),
+            field("pcrDigest", "32 bytes (SHA-256)", "20"),
+        ),
     ];
-    for (edit, needle) in cases {
+    for (edit, want) in cases {
         let c = synth(None, edit, nonce);
-        assert_kind(
-            check_container(c, TeeType::Snp),
-            ErrorKind::Malformed,
-            needle,
-        );
+        assert_eq!(malformed_detail(check_container(c, TeeType::Snp)), want);
     }
     // The same builder, untouched, passes: the refusals above are the edits.
     check_container(synth(None, |_| {}, nonce), TeeType::Snp).unwrap();
