@@ -398,16 +398,21 @@ mod tests {
     fn refuses_other_types_and_sizes() {
         for t in [0, 1, 3, 5, 6] {
             let e = HclReport::parse(&build(1, t, b"{}", 0)).unwrap_err();
-            assert!(e.to_string().contains("report_type"), "{e}");
+            assert!(
+                matches!(e.malformed(), Some(Malformed::BadValue { what, .. }) if what == "HCL report report_type"),
+                "{e}"
+            );
         }
         assert!(HclReport::parse(&build(3, 2, b"{}", 0)).is_err());
         assert!(HclReport::parse(&build(0, 2, b"{}", 0)).is_err());
         let big = build(1, 2, b"{}", MAX_HCL_REPORT);
-        assert!(
-            HclReport::parse(&big)
-                .unwrap_err()
-                .to_string()
-                .contains("at most 4096")
+        assert_eq!(
+            HclReport::parse(&big).unwrap_err().malformed(),
+            Some(&Malformed::TooLarge {
+                what: "HCL report".into(),
+                size: big.len(),
+                max: MAX_HCL_REPORT,
+            })
         );
         // variable_data_size larger than the report, with consistent sizes.
         let mut v = build(1, 2, b"{}", 0);
@@ -415,8 +420,15 @@ mod tests {
         v[0x4D0..0x4D4].copy_from_slice(&huge.to_le_bytes());
         v[0x4C0..0x4C4].copy_from_slice(&(huge + 20).to_le_bytes());
         v[0x08..0x0C].copy_from_slice(&(huge + 20 + 0x20 + 1184).to_le_bytes());
-        let e = HclReport::parse(&v).unwrap_err().to_string();
-        assert!(e.contains("runs past the end"), "{e}");
+        let e = HclReport::parse(&v).unwrap_err();
+        assert!(
+            matches!(
+                e.malformed(),
+                Some(Malformed::BadField { field, problem, .. })
+                    if field == "variable_data_size" && problem.contains("runs past the end")
+            ),
+            "{e}"
+        );
         // u32 overflow of data_size cannot wrap into a match.
         let mut v = build(1, 2, b"{}", 0);
         v[0x4D0..0x4D4].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -425,11 +437,13 @@ mod tests {
         // A TDX slot with bytes after the TDREPORT.
         let mut v = build(1, 4, b"{}", 0);
         v[0x20 + 1024] = 1;
-        assert!(
-            HclReport::parse(&v)
-                .unwrap_err()
-                .to_string()
-                .contains("after the TDREPORT")
+        assert_eq!(
+            HclReport::parse(&v).unwrap_err().malformed(),
+            Some(&Malformed::ReservedNonZero {
+                context: "HCL report",
+                field: "TEE report slot after the TDREPORT".into(),
+                range: 0x20 + 1024..0x20 + 1184,
+            })
         );
     }
 }
