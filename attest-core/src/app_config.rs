@@ -166,7 +166,7 @@ pub fn verify_app_config(
     let digest = host_data(document);
     if digest.as_slice() != host_data_field {
         return Err(AttestError::identity_mismatch(
-            "host_data",
+            crate::names::reg::HOST_DATA,
             host_data_field,
             &digest,
         ));
@@ -179,6 +179,14 @@ mod tests {
     use super::*;
 
     const DOC: &str = r#"{"version":3,"app_id":"3763bc34552cf3a27ff71ad5f7a90471562a1a2d","compose_hash":"3763bc34552cf3a27ff71ad5f7a90471562a1a2df552dfc1998cba2d60da27e7","instance_id":"c3714eb66990eace777b4e664c16e09375dec4c9","key_provider":"kms","key_provider_id":"3059"}"#;
+
+    #[test]
+    fn every_prefix_is_malformed() {
+        for len in 0..DOC.len() {
+            let e = AppConfigV3::parse(&DOC.as_bytes()[..len]).unwrap_err();
+            assert_eq!(e.kind(), crate::ErrorKind::Malformed, "cut at {len}: {e}");
+        }
+    }
 
     #[test]
     fn parses_and_maps_identity() {

@@ -17,7 +17,7 @@
 //! Messages never carry secrets.
 
 use std::fmt;
-use std::ops::Range;
+use std::ops::{Range, RangeInclusive};
 
 use crate::{PlatformId, ReportData};
 
@@ -222,8 +222,59 @@ pub enum Malformed {
         /// The error found there.
         inner: Box<Malformed>,
     },
+    /// A service request around the evidence (an RPC body, its framing or
+    /// encoding) that cannot be read: the service's message.
+    BadRequest {
+        /// What is wrong with the request, for people.
+        detail: String,
+    },
+    /// A PCR index outside the registers its use allows (an app PCR
+    /// outside 8..=15, an event for a PCR other than the app PCR).
+    PcrOutOfRange {
+        /// What names the PCR (`"app_pcr"`, `"event 3's PCR"`).
+        what: String,
+        /// The PCR index found.
+        pcr: u32,
+        /// The PCRs allowed there.
+        allowed: RangeInclusive<u32>,
+    },
+    /// A TPM PCR selection bitmap (`TPMS_PCR_SELECTION.pcrSelect`, bit `i`
+    /// of byte `i / 8` selecting PCR `i`) other than the one required.
+    PcrSelection {
+        /// The field (`"TPMS_ATTEST pcrSelect.pcrSelect"`).
+        field: &'static str,
+        /// The bitmap required.
+        expected: Vec<u8>,
+        /// The bitmap found.
+        found: Vec<u8>,
+    },
+    /// A field of a TPM structure (`TPMS_ATTEST`, a `TPM2B_*`) holding a
+    /// value TPM 2.0, or the profile this verifier accepts, does not allow.
+    TpmField {
+        /// The structure (`"TPMS_ATTEST"`).
+        structure: &'static str,
+        /// The field (`"magic"`, `"pcrSelect.count"`).
+        field: &'static str,
+        /// What is accepted.
+        expected: String,
+        /// What was found.
+        found: String,
+    },
     /// Anything else, in words.
     Other(String),
+}
+
+/// The PCRs a TPM selection bitmap selects (`"PCRs 0,1,14"`, `"no PCRs"`).
+pub fn describe_pcr_selection(bitmap: &[u8]) -> String {
+    let set: Vec<String> = (0..bitmap.len() * 8)
+        .filter(|i| bitmap[i / 8] & (1 << (i % 8)) != 0)
+        .map(|i| i.to_string())
+        .collect();
+    if set.is_empty() {
+        "no PCRs".into()
+    } else {
+        format!("PCRs {}", set.join(","))
+    }
 }
 
 impl Malformed {
@@ -316,9 +367,34 @@ impl fmt::Display for Malformed {
             } => write!(f, "{context}: {field} at offset {offset}: {problem}"),
             Malformed::Missing { detail, .. }
             | Malformed::Unexpected { detail, .. }
-            | Malformed::Unsupported { detail } => f.write_str(detail),
+            | Malformed::Unsupported { detail }
+            | Malformed::BadRequest { detail } => f.write_str(detail),
             Malformed::Syntax { what, detail } => write!(f, "{what}: {detail}"),
             Malformed::Within { location, inner } => write!(f, "{location}: {inner}"),
+            Malformed::PcrOutOfRange { what, pcr, allowed } => write!(
+                f,
+                "{what} must be in {}..={}, found {pcr}",
+                allowed.start(),
+                allowed.end()
+            ),
+            Malformed::PcrSelection {
+                field,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{field}: expected {} ({}), found {} ({})",
+                hex::encode(expected),
+                describe_pcr_selection(expected),
+                hex::encode(found),
+                describe_pcr_selection(found)
+            ),
+            Malformed::TpmField {
+                structure,
+                field,
+                expected,
+                found,
+            } => write!(f, "{structure} {field}: expected {expected}, found {found}"),
             Malformed::Other(m) => f.write_str(m),
         }
     }
@@ -772,36 +848,6 @@ impl AttestError {
             }),
             other => other,
         }
-    }
-}
-
-/// Transitional constructors from free text, while call sites move to the
-/// typed details (removed once none is left).
-#[doc(hidden)]
-impl AttestError {
-    pub fn malformed_text(m: String) -> Self {
-        AttestError::Malformed(Malformed::Other(m))
-    }
-    pub fn bad_signature_text(m: String) -> Self {
-        AttestError::BadSignature(BadSignature::Other(m))
-    }
-    pub fn untrusted_chain_text(m: String) -> Self {
-        AttestError::UntrustedChain(UntrustedChain::Other(m))
-    }
-    pub fn collateral_missing_text(m: String) -> Self {
-        AttestError::CollateralMissing(CollateralMissing::NotFound { detail: m })
-    }
-    pub fn collateral_expired_text(m: String) -> Self {
-        AttestError::CollateralExpired(CollateralExpired::Expired { detail: m })
-    }
-    pub fn revoked_text(m: String) -> Self {
-        AttestError::Revoked(Revoked::Certificate { detail: m })
-    }
-    pub fn insecure_text(m: String) -> Self {
-        AttestError::Insecure(Insecure::TdAttributes { detail: m })
-    }
-    pub fn unavailable_text(m: String) -> Self {
-        AttestError::Unavailable(Unavailable::Local { detail: m })
     }
 }
 

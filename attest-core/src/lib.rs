@@ -36,7 +36,7 @@ pub use attestation::{Attestation, Verifiers};
 pub use bytes::{AppId, ComposeHash, DeviceId, HexBytes, InstanceId, OsImageHash, ReportData};
 pub use error::{
     AttestError, BadSignature, CollateralExpired, CollateralMissing, ErrorKind, Insecure,
-    Malformed, Revoked, Unavailable, UntrustedChain,
+    Malformed, Revoked, Unavailable, UntrustedChain, describe_pcr_selection,
 };
 pub use evidence::{Evidence, UnixTime, VerifyContext};
 pub use identity::{

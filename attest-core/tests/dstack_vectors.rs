@@ -305,3 +305,17 @@ fn resplit_instance_id_event_is_refused() {
         "malformed: runtime event \"instance-id:\" before \"system-ready\" has a ':' in its name, which makes its digest ambiguous"
     );
 }
+
+/// Every prefix of a real JSON event log is a typed `Malformed` error.
+#[test]
+fn every_prefix_of_a_json_event_log_is_malformed() {
+    for name in ["quote-report.json", "tdx-lite-getquote.json"] {
+        let log = fixture(name).event_log.into_bytes();
+        eventlog::parse_json_event_log(&log).unwrap();
+        let end = log.iter().rposition(|b| !b.is_ascii_whitespace()).unwrap() + 1;
+        for len in 0..end {
+            let e = eventlog::parse_json_event_log(&log[..len]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Malformed, "{name} cut at {len}: {e}");
+        }
+    }
+}

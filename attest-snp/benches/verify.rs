@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::path::PathBuf;
 
 use attest_core::app_config::host_data;
 use attest_core::{Attestation, Evidence, PlatformId, ReportData, UnixTime, VerifyContext};
@@ -20,16 +19,12 @@ use sev::certs::snp::{Certificate, Chain, Verifiable, ca};
 use sev::firmware::guest::AttestationReport;
 use sev::parser::ByteParser;
 
-fn vectors() -> PathBuf {
-    attest_testkit::vectors::path("snp")
-}
-
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let report = std::fs::read(vectors().join("reports/milan-v2-a.report.bin")).unwrap();
-    let vcek = std::fs::read(vectors().join("reports/milan-v2-a.vcek.der")).unwrap();
+    let report = attest_testkit::vectors::read("snp/reports/milan-v2-a.report.bin");
+    let vcek = attest_testkit::vectors::read("snp/reports/milan-v2-a.vcek.der");
     let mut evidence = Evidence::new(PlatformId::SEV_SNP, report.clone());
     evidence.certificates = vcek.clone();
     let ctx = VerifyContext::without_report_data(UnixTime(1_740_000_000));

@@ -3,7 +3,6 @@
 //! across restarts), HTTP 429 back-off, outages; the offline directory.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,10 +19,6 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-
-fn vectors() -> PathBuf {
-    attest_testkit::vectors::path("snp")
-}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
@@ -66,11 +61,9 @@ async fn vcek(
         Mode::Down => return (StatusCode::BAD_GATEWAY, "down").into_response(),
         Mode::Normal | Mode::RateLimited => {}
     }
-    let report = std::fs::read(vectors().join("reports/milan-v2-a.report.bin")).unwrap();
+    let report = attest_testkit::vectors::read("snp/reports/milan-v2-a.report.bin");
     if product == "Milan" && hwid == hex::encode(&report[0x1A0..0x1E0]) {
-        return std::fs::read(vectors().join("reports/milan-v2-a.vcek.der"))
-            .unwrap()
-            .into_response();
+        return attest_testkit::vectors::read("snp/reports/milan-v2-a.vcek.der").into_response();
     }
     (StatusCode::NOT_FOUND, "no such VCEK").into_response()
 }
@@ -91,7 +84,7 @@ async fn start() -> (String, Arc<Kds>) {
 }
 
 fn milan_request() -> (Vec<u8>, VekRequest) {
-    let report = std::fs::read(vectors().join("reports/milan-v2-a.report.bin")).unwrap();
+    let report = attest_testkit::vectors::read("snp/reports/milan-v2-a.report.bin");
     let mut chip_id = [0u8; 64];
     chip_id.copy_from_slice(&report[0x1A0..0x1E0]);
     let mut tcb = [0u8; 8];
@@ -370,8 +363,8 @@ fn plain_http_kds_is_refused_off_loopback() {
 #[tokio::test]
 async fn a_bad_kds_answer_is_never_cached() {
     use std::sync::atomic::AtomicU8;
-    let genuine = std::fs::read(vectors().join("reports/milan-v2-a.vcek.der")).unwrap();
-    let other_chip = std::fs::read(vectors().join("reports/milan-v2-b.vcek.der")).unwrap();
+    let genuine = attest_testkit::vectors::read("snp/reports/milan-v2-a.vcek.der");
+    let other_chip = attest_testkit::vectors::read("snp/reports/milan-v2-b.vcek.der");
     let answer = Arc::new(AtomicU8::new(0));
     let a = answer.clone();
     let app = Router::new().route(
@@ -484,9 +477,7 @@ async fn kds_redirects_are_not_followed() {
                 let f = f.clone();
                 async move {
                     f.fetch_add(1, Ordering::SeqCst);
-                    std::fs::read(vectors().join("reports/milan-v2-a.vcek.der"))
-                        .unwrap()
-                        .into_response()
+                    attest_testkit::vectors::read("snp/reports/milan-v2-a.vcek.der").into_response()
                 }
             }),
         );

@@ -3,20 +3,13 @@
 //! certificates that must not verify.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::path::PathBuf;
-
 use attest_core::{
     AttestError, ErrorKind, Evidence, Insecure, PlatformId, UnixTime, UntrustedChain, VerifyContext,
 };
 use attest_snp::{Product, SnpConfig, SnpVerifier, Tcb, Vek};
 
-fn vectors() -> PathBuf {
-    attest_testkit::vectors::path("snp")
-}
-
 fn read(rel: &str) -> Vec<u8> {
-    let p = vectors().join(rel);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    attest_testkit::vectors::read(&format!("snp/{rel}"))
 }
 
 fn evidence(report: &str, cert: &str) -> Evidence {
@@ -319,4 +312,49 @@ async fn real_reports_have_no_dstack_app_config() {
         matches!(&err, AttestError::IdentityMismatch { what, .. } if what == "host_data"),
         "{err}"
     );
+}
+
+/// Every prefix of a real report is a typed `Malformed` error (a report is
+/// exactly 1184 bytes), and so is every prefix of a GHCB certificate table
+/// around the real VCEK, except the empty one, which carries no certificate.
+#[test]
+fn truncation_at_every_length_is_malformed() {
+    use attest_snp::vcek::table_guid;
+    use attest_snp::{Report, Signer, certs_from_evidence};
+    for name in [
+        "reports/milan-v2-a.report.bin",
+        "reports/genoa-v3.report.bin",
+        "reports/milan-v3-vlek.report.bin",
+    ] {
+        let raw = read(name);
+        Report::parse(&raw).unwrap();
+        for len in 0..raw.len() {
+            let e = Report::parse(&raw[..len]).err().unwrap();
+            assert_eq!(e.kind(), ErrorKind::Malformed, "{name} cut at {len}: {e}");
+        }
+    }
+    // {GUID, offset, length} entries for the ASK (absent here: an empty
+    // region) and the VCEK, the zero GUID, then the certificate.
+    let vcek = read("reports/milan-v2-a.vcek.der");
+    let header = 3 * 24;
+    let mut table = Vec::new();
+    for (guid, off, len) in [
+        (table_guid::ASK, header, 0),
+        (table_guid::VCEK, header, vcek.len()),
+        ([0u8; 16], 0, 0),
+    ] {
+        table.extend_from_slice(&guid);
+        table.extend_from_slice(&(off as u32).to_le_bytes());
+        table.extend_from_slice(&(len as u32).to_le_bytes());
+    }
+    table.extend_from_slice(&vcek);
+    assert_eq!(
+        certs_from_evidence(&table, Signer::Vcek).unwrap(),
+        Some(vcek.clone())
+    );
+    assert_eq!(certs_from_evidence(&[], Signer::Vcek).unwrap(), None);
+    for len in 1..table.len() {
+        let e = certs_from_evidence(&table[..len], Signer::Vcek).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Malformed, "table cut at {len}: {e}");
+    }
 }

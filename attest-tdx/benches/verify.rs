@@ -10,7 +10,6 @@
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use attest_core::{Attestation, Evidence, PlatformId, ReportData, UnixTime, VerifyContext};
@@ -22,16 +21,12 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 const AT: u64 = 1_752_919_234;
 
-fn vectors() -> PathBuf {
-    attest_testkit::vectors::path("tdx/dcap-qvl")
-}
-
 fn bench(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let quote = std::fs::read(vectors().join("tdx_quote")).unwrap();
-    let json = std::fs::read(vectors().join("tdx_quote_collateral.json")).unwrap();
+    let quote = attest_testkit::vectors::read("tdx/dcap-qvl/tdx_quote");
+    let json = attest_testkit::vectors::read("tdx/dcap-qvl/tdx_quote_collateral.json");
     let raw_collateral: QuoteCollateralV3 = serde_json::from_slice(&json).unwrap();
 
     // Warm cache: the first fetch fills it, every later one is a hit.

@@ -33,12 +33,14 @@ fn vectors() -> PathBuf {
 }
 
 fn vector_collateral() -> QuoteCollateralV3 {
-    serde_json::from_slice(&std::fs::read(vectors().join("tdx_quote_collateral.json")).unwrap())
-        .unwrap()
+    serde_json::from_slice(&attest_testkit::vectors::read(
+        "tdx/dcap-qvl/tdx_quote_collateral.json",
+    ))
+    .unwrap()
 }
 
 fn quote() -> Vec<u8> {
-    std::fs::read(vectors().join("tdx_quote")).unwrap()
+    attest_testkit::vectors::read("tdx/dcap-qvl/tdx_quote")
 }
 
 fn key() -> CollateralKey {
@@ -496,9 +498,10 @@ async fn unknown_platforms_are_budgeted_and_not_found_is_remembered() {
             _now: UnixTime,
         ) -> Result<Arc<Collateral>, attest_core::AttestError> {
             self.0.fetch_add(1, Ordering::SeqCst);
-            Err(attest_core::AttestError::collateral_missing_text(format!(
-                "no collateral for {key:?}"
-            )))
+            Err(attest_core::CollateralMissing::NotFound {
+                detail: format!("no collateral for {key:?}"),
+            }
+            .into())
         }
     }
     let src = Arc::new(Missing(AtomicUsize::new(0)));
@@ -562,9 +565,9 @@ impl CollateralSource for Fixed {
 #[tokio::test]
 async fn a_set_for_another_platform_never_enters_the_cache() {
     let other = Arc::new(
-        Collateral::from_json(
-            &std::fs::read(vectors().join("tdx_quote_outdated_collateral.json")).unwrap(),
-        )
+        Collateral::from_json(&attest_testkit::vectors::read(
+            "tdx/dcap-qvl/tdx_quote_outdated_collateral.json",
+        ))
         .unwrap(),
     );
     assert_ne!(other.fmspc, key().fmspc);

@@ -2,20 +2,14 @@
 //! verification times pinned to the values in the vectors' README.
 #![allow(clippy::unwrap_used, missing_docs)]
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use attest_core::{ErrorKind, ReportData, TcbStatus, UnixTime, VerifyContext};
 use attest_tdx::collateral::StaticCollateral;
 use attest_tdx::{Collateral, TdxVerifier};
 
-fn vectors() -> PathBuf {
-    attest_testkit::vectors::path("tdx")
-}
-
 fn read(rel: &str) -> Vec<u8> {
-    let p = vectors().join(rel);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+    attest_testkit::vectors::read(&format!("tdx/{rel}"))
 }
 
 fn verifier(collateral: &str) -> TdxVerifier {
@@ -290,7 +284,7 @@ fn damaged_ccel_logs_fail_cleanly() {
 
 #[test]
 fn dstack_json_log_replays_through_the_plugin() {
-    let text = std::fs::read_to_string(vectors().join("dstack/quote-report.json")).unwrap();
+    let text = attest_testkit::vectors::read_string("tdx/dstack/quote-report.json");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let quote = hex::decode(v["quote"].as_str().unwrap()).unwrap();
     let log = v["event_log"].as_str().unwrap().as_bytes();
@@ -300,4 +294,56 @@ fn dstack_json_log_replays_through_the_plugin() {
         insp.app.unwrap().app_id.to_hex(),
         "3763bc34552cf3a27ff71ad5f7a90471562a1a2d"
     );
+}
+
+/// Every prefix of a real quote is a typed `Malformed` error, or (cut only
+/// in the zero padding after the signature data) the same quote.
+#[test]
+fn every_prefix_of_a_quote_is_malformed_or_cuts_only_padding() {
+    use attest_tdx::TdQuote;
+    for (name, sig_end) in [
+        ("dcap-qvl/tdx_quote", Some(4936)),
+        ("go-tdx-guest/cos-113-tdx-quote.dat", None),
+    ] {
+        let quote = read(name);
+        let full = TdQuote::parse(&quote).unwrap();
+        for len in 0..quote.len() {
+            match TdQuote::parse(&quote[..len]) {
+                Err(e) => assert_eq!(e.kind(), ErrorKind::Malformed, "{name} cut at {len}: {e}"),
+                Ok(q) => {
+                    assert!(
+                        quote[len..].iter().all(|b| *b == 0),
+                        "{name} cut at {len} accepted"
+                    );
+                    assert!(sig_end.is_none_or(|end| len >= end), "{name} at {len}");
+                    assert_eq!((q.version, q.rtmrs()), (full.version, full.rtmrs()));
+                }
+            }
+        }
+    }
+}
+
+/// Every prefix of a real CCEL log, through the end of its events and into
+/// the 0xff fill, is a typed `Malformed` error or, cut at an event boundary
+/// (where a log area may end), the events before the cut.
+#[test]
+fn every_prefix_of_a_ccel_log_is_malformed_or_whole_events() {
+    let log = read("go-tdx-guest/ccel_data.dat");
+    let full = attest_tdx::parse_event_log(&log).unwrap();
+    let end = log
+        .iter()
+        .rposition(|b| *b != 0xff && *b != 0)
+        .map_or(0, |i| i + 1);
+    assert!(end > 1000, "the log's events end at {end}");
+    let mut accepted = 0;
+    for cut in 0..(end + 64).min(log.len()) {
+        match attest_tdx::parse_event_log(&log[..cut]) {
+            Err(e) => assert_eq!(e.kind(), ErrorKind::Malformed, "cut {cut}: {e}"),
+            Ok(events) => {
+                assert!(full.starts_with(&events), "cut {cut}: not a prefix");
+                accepted += 1;
+            }
+        }
+    }
+    assert!(accepted < 200, "{accepted} prefixes accepted");
 }

@@ -4,6 +4,11 @@
 //! other tools build a copy of the tree elsewhere); otherwise it is
 //! `../shared/vectors` beside the repository. A missing directory fails
 //! the test loudly: tests never skip for want of their vectors.
+//!
+//! The default is resolved from this crate's own manifest directory: every
+//! workspace member (and `fuzz/`) sits one level under the repository root,
+//! so `../../shared/vectors` names the same directory for each of them, and
+//! callers need not pass their `CARGO_MANIFEST_DIR`.
 
 use std::path::{Path, PathBuf};
 

@@ -13,7 +13,7 @@
 //! here (`keys`, `user-data`, the selected `vm-configuration` values) are
 //! refused, so no two readers can disagree on them.
 
-use attest_core::{AttestError, ReportData};
+use attest_core::{AttestError, Malformed, ReportData};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Deserializer};
@@ -101,31 +101,53 @@ impl RuntimeClaims {
     /// - Selected `vm-configuration` values must have their JSON type
     ///   (boolean, or string for `vmUniqueId`) when present.
     pub fn parse(raw: &[u8]) -> Result<Self, AttestError> {
-        let bad = |m: String| AttestError::malformed_text(format!("HCL runtime claims: {m}"));
-        let doc: RawClaims =
-            serde_json::from_slice(raw).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+        let bad = |m: Malformed| AttestError::from(m).within("HCL runtime claims");
+        let doc: RawClaims = serde_json::from_slice(raw).map_err(|e| {
+            bad(Malformed::Syntax {
+                what: "invalid JSON".into(),
+                detail: e.to_string(),
+            })
+        })?;
         let mut aks = doc.keys.iter().filter(|k| k.kid.as_deref() == Some(AK_KID));
         let ak = match (aks.next(), aks.next()) {
             (Some(k), None) => k,
-            (None, _) => return Err(bad(format!("no key with kid {AK_KID:?}"))),
+            (None, _) => {
+                return Err(bad(Malformed::Missing {
+                    what: "HCLAkPub key",
+                    detail: format!("no key with kid {AK_KID:?}"),
+                }));
+            }
             (Some(_), Some(_)) => {
-                return Err(bad(format!("more than one key with kid {AK_KID:?}")));
+                return Err(bad(Malformed::Unexpected {
+                    what: "second HCLAkPub key",
+                    detail: format!("more than one key with kid {AK_KID:?}"),
+                }));
             }
         };
-        let ak = parse_ak(ak).map_err(|m| bad(format!("{AK_KID} {m}")))?;
+        let ak = parse_ak(ak).map_err(|m| {
+            bad(Malformed::Within {
+                location: AK_KID.into(),
+                inner: Box::new(m),
+            })
+        })?;
         let user_data = doc
             .user_data
             .as_deref()
             .map(|s| {
                 if s.len() != 128 {
-                    return Err(bad(format!(
-                        "user-data: expected 64 bytes (128 hex digits), found {} characters",
-                        s.len()
-                    )));
+                    return Err(bad(Malformed::BadHexLength {
+                        what: "user-data".into(),
+                        expected: 64,
+                        digits: s.len(),
+                    }));
                 }
                 let mut b = [0u8; 64];
-                hex::decode_to_slice(s, &mut b)
-                    .map_err(|e| bad(format!("user-data is not hex: {e}")))?;
+                hex::decode_to_slice(s, &mut b).map_err(|e| {
+                    bad(Malformed::NotHex {
+                        what: Some("user-data".into()),
+                        detail: e.to_string(),
+                    })
+                })?;
                 Ok(ReportData(b))
             })
             .transpose()?;
@@ -160,40 +182,59 @@ impl RuntimeClaims {
     }
 }
 
-fn parse_ak(k: &RawJwk) -> Result<AkPublicKey, String> {
+fn parse_ak(k: &RawJwk) -> Result<AkPublicKey, Malformed> {
     match k.kty.as_deref() {
         Some("RSA") => {}
-        other => return Err(format!("kty: expected \"RSA\", found {other:?}")),
+        other => {
+            return Err(Malformed::BadValue {
+                what: "kty".into(),
+                expected: "\"RSA\"".into(),
+                found: format!("{other:?}"),
+            });
+        }
     }
-    let e = k.e.as_deref().ok_or("has no e")?;
-    let e = URL_SAFE_NO_PAD
-        .decode(e)
-        .map_err(|err| format!("e is not base64url: {err}"))?;
+    let base64url = |what: &str, v: &str| {
+        URL_SAFE_NO_PAD.decode(v).map_err(|err| Malformed::Syntax {
+            what: what.into(),
+            detail: format!("not base64url: {err}"),
+        })
+    };
+    let e = k.e.as_deref().ok_or_else(|| Malformed::Missing {
+        what: "e",
+        detail: "has no e".into(),
+    })?;
+    let e = base64url("e", e)?;
     if e != [0x01, 0x00, 0x01] {
-        return Err(format!(
-            "e: expected 65537 (AQAB), found {}",
-            hex::encode(&e)
-        ));
+        return Err(Malformed::BadValue {
+            what: "e".into(),
+            expected: "65537 (AQAB)".into(),
+            found: hex::encode(&e),
+        });
     }
-    let n = k.n.as_deref().ok_or("has no n")?;
+    let n = k.n.as_deref().ok_or_else(|| Malformed::Missing {
+        what: "n",
+        detail: "has no n".into(),
+    })?;
     // Bound before decoding: 256 bytes are 342 base64url characters.
     if n.len() > 344 {
-        return Err(format!(
-            "n: {} characters, a 2048-bit modulus is 342",
-            n.len()
-        ));
+        return Err(Malformed::TooLarge {
+            what: "n (base64url characters; a 2048-bit modulus is 342)".into(),
+            size: n.len(),
+            max: 344,
+        });
     }
-    let n = URL_SAFE_NO_PAD
-        .decode(n)
-        .map_err(|err| format!("n is not base64url: {err}"))?;
-    let n: [u8; AK_MODULUS_LEN] = n.as_slice().try_into().map_err(|_| {
-        format!(
-            "n: expected {AK_MODULUS_LEN} bytes (RSA-2048), found {}",
-            n.len()
-        )
+    let n = base64url("n", n)?;
+    let n: [u8; AK_MODULUS_LEN] = n.as_slice().try_into().map_err(|_| Malformed::BadLength {
+        what: "n (RSA-2048)".into(),
+        expected: AK_MODULUS_LEN,
+        found: n.len(),
     })?;
     if n[0] & 0x80 == 0 {
-        return Err("n: not a 2048-bit modulus (top bit clear)".into());
+        return Err(Malformed::BadValue {
+            what: "n".into(),
+            expected: "a 2048-bit modulus (top bit set)".into(),
+            found: "top bit clear".into(),
+        });
     }
     Ok(AkPublicKey { n })
 }
@@ -276,19 +317,58 @@ mod tests {
         assert!(hex::encode(c.ak().digest()).starts_with("52f3d84d9483921f"));
     }
 
+    /// The typed detail of a refused document.
+    fn malformed(doc: &str) -> Malformed {
+        let e = RuntimeClaims::parse(doc.as_bytes()).unwrap_err();
+        e.malformed()
+            .unwrap_or_else(|| panic!("not malformed: {e}"))
+            .clone()
+    }
+
     #[test]
     fn refuses_bad_keys() {
-        assert!(err(&claims("", "")).contains("no key with kid"));
-        assert!(err(&claims(&format!("{},{}", ak(""), ak("")), "")).contains("more than one"));
-        assert!(err(&claims(&ak("").replace("RSA", "EC"), "")).contains("kty"));
-        assert!(err(&claims(&ak("").replace("AQAB", "Aw"), "")).contains("e: expected 65537"));
+        assert!(matches!(
+            malformed(&claims("", "")),
+            Malformed::Missing {
+                what: "HCLAkPub key",
+                ..
+            }
+        ));
+        assert!(matches!(
+            malformed(&claims(&format!("{},{}", ak(""), ak("")), "")),
+            Malformed::Unexpected {
+                what: "second HCLAkPub key",
+                ..
+            }
+        ));
+        assert!(matches!(
+            malformed(&claims(&ak("").replace("RSA", "EC"), "")),
+            Malformed::BadValue { what, .. } if what == "kty"
+        ));
+        assert!(matches!(
+            malformed(&claims(&ak("").replace("AQAB", "Aw"), "")),
+            Malformed::BadValue { what, found, .. } if what == "e" && found == "03"
+        ));
         let short = ak("").replace(N, &N[..300]);
-        assert!(err(&claims(&short, "")).contains("n: expected 256 bytes"));
+        assert!(matches!(
+            malformed(&claims(&short, "")),
+            Malformed::BadLength {
+                expected: 256,
+                found: 225,
+                ..
+            }
+        ));
         let padded = ak("").replace(N, &format!("{N}=="));
-        assert!(err(&claims(&padded, "")).contains("n is not base64url"));
+        assert!(matches!(
+            malformed(&claims(&padded, "")),
+            Malformed::Syntax { what, detail } if what == "n" && detail.starts_with("not base64url")
+        ));
         // A leading zero byte: a 2040-bit modulus.
         let low = ak("").replace(&N[..4], "AAGw");
-        assert!(err(&claims(&low, "")).contains("top bit clear"));
+        assert!(matches!(
+            malformed(&claims(&low, "")),
+            Malformed::BadValue { what, found, .. } if what == "n" && found == "top bit clear"
+        ));
         let null_kid = r#"{"kid":null}"#;
         assert!(err(&claims(null_kid, "")).contains("invalid JSON"));
     }
@@ -296,9 +376,19 @@ mod tests {
     #[test]
     fn refuses_bad_user_data_and_duplicates() {
         let k = ak("");
-        assert!(err(&claims(&k, r#","user-data":"00""#)).contains("user-data: expected 64 bytes"));
+        assert!(matches!(
+            malformed(&claims(&k, r#","user-data":"00""#)),
+            Malformed::BadHexLength {
+                expected: 64,
+                digits: 2,
+                ..
+            }
+        ));
         let zz = "zz".repeat(64);
-        assert!(err(&claims(&k, &format!(r#","user-data":"{zz}""#))).contains("not hex"));
+        assert!(matches!(
+            malformed(&claims(&k, &format!(r#","user-data":"{zz}""#))),
+            Malformed::NotHex { what: Some(w), .. } if w == "user-data"
+        ));
         assert!(err(&claims(&k, r#","user-data":null"#)).contains("invalid JSON"));
         let ud = "00".repeat(64);
         let dup = format!(r#","user-data":"{ud}","user-data":"{ud}""#);

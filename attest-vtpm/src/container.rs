@@ -17,8 +17,8 @@
 
 use std::marker::PhantomData;
 
-use attest_core::AttestError;
 use attest_core::reader::Reader;
+use attest_core::{AttestError, Malformed};
 use base64::Engine;
 use base64::alphabet::URL_SAFE;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
@@ -160,9 +160,12 @@ impl TpmQuote {
         let message = vec("message", MAX_MESSAGE)?;
         let count = r.u64_le("pcrs")?;
         if count != PCR_COUNT as u64 {
-            return Err(AttestError::malformed_text(format!(
-                "bincode TPM quote pcrs: expected {PCR_COUNT} values, found {count}"
-            )));
+            return Err(Malformed::BadValue {
+                what: "bincode TPM quote pcrs".into(),
+                expected: format!("{PCR_COUNT} values"),
+                found: count.to_string(),
+            }
+            .into());
         }
         let mut pcrs = [[0u8; 32]; PCR_COUNT];
         for (i, p) in pcrs.iter_mut().enumerate() {
@@ -177,8 +180,8 @@ impl TpmQuote {
     /// `tpm-quote-v1.json`).
     pub fn from_json(bytes: &[u8]) -> Result<Self, AttestError> {
         check_document(bytes)?;
-        let raw: RawQuote = serde_json::from_slice(bytes)
-            .map_err(|e| AttestError::malformed_text(format!("TPM quote JSON: {e}")))?;
+        let raw: RawQuote =
+            serde_json::from_slice(bytes).map_err(|e| syntax("TPM quote JSON", e))?;
         raw.decode_as(Some(Encoding::Hex))
     }
 
@@ -249,8 +252,8 @@ impl Container {
     /// Decodes a container document (any form in the module table).
     pub fn parse(bytes: &[u8]) -> Result<Self, AttestError> {
         check_document(bytes)?;
-        let raw: RawContainer = serde_json::from_slice(bytes)
-            .map_err(|e| AttestError::malformed_text(format!("vTPM evidence JSON: {e}")))?;
+        let raw: RawContainer =
+            serde_json::from_slice(bytes).map_err(|e| syntax("vTPM evidence JSON", e))?;
         raw.decode()
     }
 
@@ -291,12 +294,41 @@ fn check_document(bytes: &[u8]) -> Result<(), AttestError> {
     Ok(())
 }
 
-fn too_big(what: &str, found: usize, max: usize) -> AttestError {
-    AttestError::malformed_text(format!("{what}: {found} bytes, at most {max} accepted"))
+fn too_big(what: &str, size: usize, max: usize) -> AttestError {
+    Malformed::TooLarge {
+        what: what.into(),
+        size,
+        max,
+    }
+    .into()
 }
 
-fn bad(what: &str, m: &str) -> AttestError {
-    AttestError::malformed_text(format!("vTPM evidence {what}: {m}"))
+/// A field of the container in the wrong form: `expected`, `found`.
+fn bad(what: &str, expected: &str, found: &str) -> AttestError {
+    Malformed::BadValue {
+        what: format!("vTPM evidence {what}"),
+        expected: expected.into(),
+        found: found.into(),
+    }
+    .into()
+}
+
+/// A document or text field that does not decode.
+fn syntax(what: &str, e: impl std::fmt::Display) -> AttestError {
+    Malformed::Syntax {
+        what: what.into(),
+        detail: e.to_string(),
+    }
+    .into()
+}
+
+/// Members of the container that do not form one of its versions.
+fn members(detail: &str) -> AttestError {
+    Malformed::Unexpected {
+        what: "members",
+        detail: format!("vTPM evidence members: {detail}"),
+    }
+    .into()
 }
 
 // ---------------------------------------------------------------------------
@@ -343,7 +375,7 @@ impl<F: Field> RawBytes<F> {
     fn array(self) -> Result<Vec<u8>, AttestError> {
         match self {
             RawBytes::Array(b, _) => Ok(b),
-            RawBytes::Text(_) => Err(bad(F::NAME, "expected a byte array in a v0 container")),
+            RawBytes::Text(_) => Err(bad(F::NAME, "a byte array in a v0 container", "text")),
         }
     }
 
@@ -360,14 +392,22 @@ impl<F: Field> RawBytes<F> {
         let s = match self {
             RawBytes::Text(s) => s,
             RawBytes::Array(..) => {
-                return Err(bad(F::NAME, "expected text in a v1/v2 container"));
+                return Err(bad(F::NAME, "text in a v1/v2 container", "a byte array"));
             }
         };
         let b = match enc {
-            Encoding::Hex => hex::decode(&s).map_err(|e| bad(F::NAME, &format!("not hex: {e}")))?,
-            Encoding::Base64Url => B64URL
-                .decode(&s)
-                .map_err(|e| bad(F::NAME, &format!("not base64url: {e}")))?,
+            Encoding::Hex => hex::decode(&s).map_err(|e| {
+                syntax(
+                    &format!("vTPM evidence {}", F::NAME),
+                    format!("not hex: {e}"),
+                )
+            })?,
+            Encoding::Base64Url => B64URL.decode(&s).map_err(|e| {
+                syntax(
+                    &format!("vTPM evidence {}", F::NAME),
+                    format!("not base64url: {e}"),
+                )
+            })?,
         };
         if b.len() > F::MAX {
             return Err(too_big(F::NAME, b.len(), F::MAX));
@@ -464,20 +504,19 @@ impl RawQuote {
         if self.pcrs.0.len() != PCR_COUNT {
             return Err(bad(
                 "tpm_quote.pcrs",
-                &format!(
-                    "expected {PCR_COUNT} values (sha256:0-23), found {}",
-                    self.pcrs.0.len()
-                ),
+                &format!("{PCR_COUNT} values (sha256:0-23)"),
+                &self.pcrs.0.len().to_string(),
             ));
         }
         let mut pcrs = [[0u8; 32]; PCR_COUNT];
         for (i, (slot, raw)) in pcrs.iter_mut().zip(self.pcrs.0).enumerate() {
             let v = raw.decode(text)?;
             *slot = v.as_slice().try_into().map_err(|_| {
-                bad(
-                    "tpm_quote.pcrs",
-                    &format!("value {i} is {} bytes, expected 32", v.len()),
-                )
+                AttestError::from(Malformed::BadLength {
+                    what: format!("vTPM evidence tpm_quote.pcrs[{i}]"),
+                    expected: 32,
+                    found: v.len(),
+                })
             })?;
         }
         TpmQuote::new(signature, message, Pcrs::new(pcrs))
@@ -514,7 +553,6 @@ impl RawContainer {
             vcek,
             td_quote,
         } = self;
-        let form = "members";
         match version {
             None => match (quote, report, vcek, tpm_quote, hcl_report, td_quote) {
                 // SNP v0.
@@ -522,11 +560,11 @@ impl RawContainer {
                     let pem = match v {
                         RawBytes::Text(s) => s.into_bytes(),
                         RawBytes::Array(..) => {
-                            return Err(bad("vcek", "expected PEM text in a v0 container"));
+                            return Err(bad("vcek", "PEM text in a v0 container", "a byte array"));
                         }
                     };
                     if !pem.starts_with(b"-----BEGIN CERTIFICATE-----") {
-                        return Err(bad("vcek", "expected a PEM certificate"));
+                        return Err(bad("vcek", "a PEM certificate", "other text"));
                     }
                     Container::new(
                         ContainerVersion::V0,
@@ -542,8 +580,7 @@ impl RawContainer {
                     r.array()?,
                     Endorsement::TdQuote(nonempty("td_quote", t.array()?)?),
                 ),
-                _ => Err(bad(
-                    form,
+                _ => Err(members(
                     "a v0 container has either quote, report and vcek (SNP) or tpm_quote, hcl_report and td_quote (TDX)",
                 )),
             },
@@ -556,8 +593,7 @@ impl RawContainer {
                 let (q, r) = match (quote, report, tpm_quote, hcl_report) {
                     (None, None, Some(q), Some(r)) => (q, r),
                     _ => {
-                        return Err(bad(
-                            form,
+                        return Err(members(
                             "a v1/v2 container has tpm_quote and hcl_report (not quote or report)",
                         ));
                     }
@@ -573,10 +609,7 @@ impl RawContainer {
                     }
                     (None, None) => Endorsement::NoVcek,
                     (Some(_), Some(_)) => {
-                        return Err(bad(
-                            form,
-                            "vcek (SNP) and td_quote (TDX) exclude each other",
-                        ));
+                        return Err(members("vcek (SNP) and td_quote (TDX) exclude each other"));
                     }
                 };
                 Container::new(
@@ -586,14 +619,18 @@ impl RawContainer {
                     endorsement,
                 )
             }
-            Some(v) => Err(bad("version", &format!("expected 1 or 2, found {v}"))),
+            Some(v) => Err(bad("version", "1 or 2", &v.to_string())),
         }
     }
 }
 
-fn nonempty(what: &str, b: Vec<u8>) -> Result<Vec<u8>, AttestError> {
+fn nonempty(what: &'static str, b: Vec<u8>) -> Result<Vec<u8>, AttestError> {
     if b.is_empty() {
-        Err(bad(what, "empty"))
+        Err(Malformed::Missing {
+            what,
+            detail: format!("vTPM evidence {what}: empty"),
+        }
+        .into())
     } else {
         Ok(b)
     }
@@ -606,7 +643,11 @@ fn check_der_certificate(der: &[u8]) -> Result<(), AttestError> {
     let tlv = attest_core::der::tlv(&mut r)?;
     r.finish()?;
     if tlv.tag != 0x30 {
-        return Err(bad("vcek", "not a DER certificate (SEQUENCE)"));
+        return Err(bad(
+            "vcek",
+            "a DER certificate (SEQUENCE)",
+            &format!("DER tag {:#04x}", tlv.tag),
+        ));
     }
     Ok(())
 }
@@ -630,6 +671,22 @@ mod tests {
         Container::parse(doc.as_bytes()).unwrap_err().to_string()
     }
 
+    /// The typed detail of a refused document.
+    fn malformed(doc: &str) -> Malformed {
+        let e = Container::parse(doc.as_bytes()).unwrap_err();
+        e.malformed()
+            .unwrap_or_else(|| panic!("not malformed: {e}"))
+            .clone()
+    }
+
+    /// `BadValue`'s field and found value.
+    fn bad_value(doc: &str) -> (String, String) {
+        match malformed(doc) {
+            Malformed::BadValue { what, found, .. } => (what, found),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn reads_v1_tdx() {
         let c = Container::parse(v1("", &pcrs_hex(24)).as_bytes()).unwrap();
@@ -642,19 +699,42 @@ mod tests {
     #[test]
     fn strict_members() {
         assert!(err(&v1(r#","extra":1"#, &pcrs_hex(24))).contains("unknown field"));
-        assert!(err(&v1(r#","vcek":"MAA""#, &pcrs_hex(24))).contains("exclude each other"));
+        assert!(matches!(
+            malformed(&v1(r#","vcek":"MAA""#, &pcrs_hex(24))),
+            Malformed::Unexpected { what: "members", detail } if detail.contains("exclude each other")
+        ));
         assert!(err(&v1(r#","vcek":null"#, &pcrs_hex(24))).contains("invalid type: null"));
         assert!(err(&v1(r#","version":1"#, &pcrs_hex(24))).contains("duplicate field"));
-        assert!(err(&v1("", &pcrs_hex(23))).contains("found 23"));
+        assert_eq!(
+            bad_value(&v1("", &pcrs_hex(23))),
+            ("vTPM evidence tpm_quote.pcrs".into(), "23".into())
+        );
         assert!(err(&v1("", &pcrs_hex(25))).contains("more than 24 values"));
         let doc = v1("", &pcrs_hex(24)).replace("\"version\":1", "\"version\":3");
-        assert!(err(&doc).contains("expected 1 or 2, found 3"));
+        assert_eq!(
+            bad_value(&doc),
+            ("vTPM evidence version".into(), "3".into())
+        );
         let doc = v1("", &pcrs_hex(24)).replace("\"version\":1,", "");
-        assert!(err(&doc).contains("v0 container"));
+        // Without a version it is a v0 container, whose fields are arrays.
+        assert_eq!(
+            bad_value(&doc),
+            ("vTPM evidence tpm_quote.signature".into(), "text".into())
+        );
         let doc = v1("", &pcrs_hex(24)).replace("\"00\",\"message\"", "[0],\"message\"");
-        assert!(err(&doc).contains("expected text"));
+        assert_eq!(
+            bad_value(&doc),
+            (
+                "vTPM evidence tpm_quote.signature".into(),
+                "a byte array".into()
+            )
+        );
         let doc = v1("", &pcrs_hex(24)).replace("SENMQQ", "SENMQQ+");
-        assert!(err(&doc).contains("not base64url"));
+        assert!(matches!(
+            malformed(&doc),
+            Malformed::Syntax { what, detail }
+                if what == "vTPM evidence hcl_report" && detail.starts_with("not base64url")
+        ));
     }
 
     #[test]

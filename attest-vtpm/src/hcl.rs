@@ -27,7 +27,7 @@
 //! this one, and the claims hashed are exactly `variable_data_size` bytes.
 
 use attest_core::reader::Reader;
-use attest_core::{AttestError, ReportData};
+use attest_core::{AttestError, Malformed, ReportData};
 use sha2::{Digest, Sha256};
 
 use crate::tpm::ct_eq;
@@ -61,6 +61,16 @@ pub enum TeeType {
     Tdx,
 }
 
+/// An HCL report field with a value the format does not allow.
+fn bad(field: &str, expected: String, found: String) -> AttestError {
+    Malformed::BadValue {
+        what: format!("HCL report {field}"),
+        expected,
+        found,
+    }
+    .into()
+}
+
 impl TeeType {
     /// The `report_type` value.
     pub fn report_type(self) -> u32 {
@@ -81,9 +91,11 @@ impl TeeType {
                     5 => " (CCA)",
                     _ => "",
                 };
-                Err(AttestError::malformed_text(format!(
-                    "HCL report report_type: expected 2 (SNP) or 4 (TDX), found {other}{name}"
-                )))
+                Err(bad(
+                    "report_type",
+                    "2 (SNP) or 4 (TDX)".into(),
+                    format!("{other}{name}"),
+                ))
             }
         }
     }
@@ -124,55 +136,70 @@ impl HclReport {
     /// the report, zero padding after them, and (TDX) zeros after the
     /// TDREPORT.
     pub fn parse(raw: &[u8]) -> Result<Self, AttestError> {
-        let bad = |m: String| AttestError::malformed_text(format!("HCL report {m}"));
         if raw.len() > MAX_HCL_REPORT {
-            return Err(bad(format!(
-                "is {} bytes, at most {MAX_HCL_REPORT} accepted",
-                raw.len()
-            )));
+            return Err(Malformed::TooLarge {
+                what: "HCL report".into(),
+                size: raw.len(),
+                max: MAX_HCL_REPORT,
+            }
+            .into());
         }
         let mut r = Reader::new(raw, "HCL report");
         let signature = r.u32_le("signature")?;
         if signature != HCL_SIGNATURE {
-            return Err(bad(format!(
-                "signature: expected \"HCLA\", found {}",
-                hex::encode(signature.to_le_bytes())
-            )));
+            return Err(bad(
+                "signature",
+                "\"HCLA\"".into(),
+                hex::encode(signature.to_le_bytes()),
+            ));
         }
         let header_version = r.u32_le("header version")?;
         if !matches!(header_version, 1 | 2) {
-            return Err(bad(format!(
-                "header version: expected 1 or 2, found {header_version}"
-            )));
+            return Err(bad(
+                "header version",
+                "1 or 2".into(),
+                header_version.to_string(),
+            ));
         }
         let report_size = r.u32_le("report_size")?;
         let request_type = r.u32_le("request_type")?;
         if request_type != REQUEST_TYPE_AK_CERT {
-            return Err(bad(format!(
-                "request_type: expected {REQUEST_TYPE_AK_CERT} (AK_CERT), found {request_type}"
-            )));
+            return Err(bad(
+                "request_type",
+                format!("{REQUEST_TYPE_AK_CERT} (AK_CERT)"),
+                request_type.to_string(),
+            ));
         }
         let status = r.u32_le("status")?;
         if status != 0 {
-            return Err(bad(format!("status: expected 0, found {status}")));
+            return Err(bad("status", "0".into(), status.to_string()));
         }
         if r.take(12, "reserved")?.iter().any(|b| *b != 0) {
-            return Err(bad("reserved bytes 0x14..0x20 are not zero".into()));
+            return Err(Malformed::ReservedNonZero {
+                context: "HCL report",
+                field: "reserved".into(),
+                range: 0x14..0x20,
+            }
+            .into());
         }
         let tee_report = r.take(TEE_REPORT_LEN, "TEE report")?;
         let data_size = r.u32_le("data_size")?;
         let request_data_version = r.u32_le("request-data version")?;
         if !matches!(request_data_version, 1 | 2) {
-            return Err(bad(format!(
-                "request-data version: expected 1 or 2, found {request_data_version}"
-            )));
+            return Err(bad(
+                "request-data version",
+                "1 or 2".into(),
+                request_data_version.to_string(),
+            ));
         }
         let tee = TeeType::from_report_type(r.u32_le("report_type")?)?;
         let hash_type = r.u32_le("report_data_hash_type")?;
         if hash_type != HASH_TYPE_SHA256 {
-            return Err(bad(format!(
-                "report_data_hash_type: expected {HASH_TYPE_SHA256} (SHA-256), found {hash_type}"
-            )));
+            return Err(bad(
+                "report_data_hash_type",
+                format!("{HASH_TYPE_SHA256} (SHA-256)"),
+                hash_type.to_string(),
+            ));
         }
         let variable_data_size = r.u32_le("variable_data_size")?;
         let request_data_ext = if request_data_version >= 2 {
@@ -183,36 +210,52 @@ impl HclReport {
         let ext_len = request_data_ext.map_or(0, |e| e.len() as u64);
         let expected_data_size = REQUEST_DATA_HEADER + ext_len + u64::from(variable_data_size);
         if u64::from(data_size) != expected_data_size {
-            return Err(bad(format!(
-                "data_size: expected {expected_data_size} (20 + {ext_len} + variable_data_size {variable_data_size}), found {data_size}"
-            )));
+            return Err(bad(
+                "data_size",
+                format!(
+                    "{expected_data_size} (20 + {ext_len} + variable_data_size {variable_data_size})"
+                ),
+                data_size.to_string(),
+            ));
         }
         let expected_report_size = (TEE_REPORT_OFFSET + TEE_REPORT_LEN) as u64 + expected_data_size;
         if u64::from(report_size) != expected_report_size {
-            return Err(bad(format!(
-                "report_size: expected {expected_report_size} (0x20 + 1184 + data_size), found {report_size}"
-            )));
+            return Err(bad(
+                "report_size",
+                format!("{expected_report_size} (0x20 + 1184 + data_size)"),
+                report_size.to_string(),
+            ));
         }
         let claims_start = r.position();
         if u64::from(variable_data_size) > r.remaining() as u64 {
-            return Err(bad(format!(
-                "variable_data_size {variable_data_size} runs past the end of the report ({} bytes left)",
-                r.remaining()
-            )));
+            return Err(Malformed::BadField {
+                context: "HCL report",
+                field: "variable_data_size".into(),
+                offset: TEE_REPORT_OFFSET + TEE_REPORT_LEN + 16,
+                problem: format!(
+                    "{variable_data_size} runs past the end of the report ({} bytes left)",
+                    r.remaining()
+                ),
+            }
+            .into());
         }
         let claims = r.take(variable_data_size as usize, "runtime claims")?;
         if let Some(i) = r.rest().iter().position(|b| *b != 0) {
-            return Err(bad(format!(
-                "padding after the runtime claims is not zero at offset {:#x}",
-                r.position() + i
-            )));
+            return Err(Malformed::ReservedNonZero {
+                context: "HCL report",
+                field: "padding after the runtime claims".into(),
+                range: r.position() + i..raw.len(),
+            }
+            .into());
         }
         if tee == TeeType::Tdx {
             if let Some(i) = tee_report[TDREPORT_LEN..].iter().position(|b| *b != 0) {
-                return Err(bad(format!(
-                    "TEE report slot after the TDREPORT is not zero at offset {:#x}",
-                    TEE_REPORT_OFFSET + TDREPORT_LEN + i
-                )));
+                return Err(Malformed::ReservedNonZero {
+                    context: "HCL report",
+                    field: "TEE report slot after the TDREPORT".into(),
+                    range: TEE_REPORT_OFFSET + TDREPORT_LEN + i..TEE_REPORT_OFFSET + TEE_REPORT_LEN,
+                }
+                .into());
             }
         }
         Ok(HclReport {
@@ -355,16 +398,21 @@ mod tests {
     fn refuses_other_types_and_sizes() {
         for t in [0, 1, 3, 5, 6] {
             let e = HclReport::parse(&build(1, t, b"{}", 0)).unwrap_err();
-            assert!(e.to_string().contains("report_type"), "{e}");
+            assert!(
+                matches!(e.malformed(), Some(Malformed::BadValue { what, .. }) if what == "HCL report report_type"),
+                "{e}"
+            );
         }
         assert!(HclReport::parse(&build(3, 2, b"{}", 0)).is_err());
         assert!(HclReport::parse(&build(0, 2, b"{}", 0)).is_err());
         let big = build(1, 2, b"{}", MAX_HCL_REPORT);
-        assert!(
-            HclReport::parse(&big)
-                .unwrap_err()
-                .to_string()
-                .contains("at most 4096")
+        assert_eq!(
+            HclReport::parse(&big).unwrap_err().malformed(),
+            Some(&Malformed::TooLarge {
+                what: "HCL report".into(),
+                size: big.len(),
+                max: MAX_HCL_REPORT,
+            })
         );
         // variable_data_size larger than the report, with consistent sizes.
         let mut v = build(1, 2, b"{}", 0);
@@ -372,8 +420,15 @@ mod tests {
         v[0x4D0..0x4D4].copy_from_slice(&huge.to_le_bytes());
         v[0x4C0..0x4C4].copy_from_slice(&(huge + 20).to_le_bytes());
         v[0x08..0x0C].copy_from_slice(&(huge + 20 + 0x20 + 1184).to_le_bytes());
-        let e = HclReport::parse(&v).unwrap_err().to_string();
-        assert!(e.contains("runs past the end"), "{e}");
+        let e = HclReport::parse(&v).unwrap_err();
+        assert!(
+            matches!(
+                e.malformed(),
+                Some(Malformed::BadField { field, problem, .. })
+                    if field == "variable_data_size" && problem.contains("runs past the end")
+            ),
+            "{e}"
+        );
         // u32 overflow of data_size cannot wrap into a match.
         let mut v = build(1, 2, b"{}", 0);
         v[0x4D0..0x4D4].copy_from_slice(&u32::MAX.to_le_bytes());
@@ -382,11 +437,13 @@ mod tests {
         // A TDX slot with bytes after the TDREPORT.
         let mut v = build(1, 4, b"{}", 0);
         v[0x20 + 1024] = 1;
-        assert!(
-            HclReport::parse(&v)
-                .unwrap_err()
-                .to_string()
-                .contains("after the TDREPORT")
+        assert_eq!(
+            HclReport::parse(&v).unwrap_err().malformed(),
+            Some(&Malformed::ReservedNonZero {
+                context: "HCL report",
+                field: "TEE report slot after the TDREPORT".into(),
+                range: 0x20 + 1024..0x20 + 1184,
+            })
         );
     }
 }

@@ -3,7 +3,7 @@
 //! `vtpm` claims section, and the app identity replayed into the app PCR.
 
 use attest_core::eventlog::{RegisterSet, ReplayedLog, parse_json_event_log};
-use attest_core::{AppIdentity, AttestError, BootMeasurements, HexBytes};
+use attest_core::{AppIdentity, AttestError, BootMeasurements, HexBytes, Malformed};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -163,15 +163,20 @@ pub fn replay_app_pcr(
     app_pcr: u32,
 ) -> Result<AppIdentity, AttestError> {
     if event_log.len() > MAX_EVENT_LOG {
-        return Err(AttestError::malformed_text(format!(
-            "event log is {} bytes, at most {MAX_EVENT_LOG} accepted",
-            event_log.len()
-        )));
+        return Err(Malformed::TooLarge {
+            what: "event log".into(),
+            size: event_log.len(),
+            max: MAX_EVENT_LOG,
+        }
+        .into());
     }
     if !APP_PCR_RANGE.contains(&app_pcr) {
-        return Err(AttestError::malformed_text(format!(
-            "app PCR {app_pcr} is outside 8..=15"
-        )));
+        return Err(Malformed::PcrOutOfRange {
+            what: "app PCR".into(),
+            pcr: app_pcr,
+            allowed: APP_PCR_RANGE,
+        }
+        .into());
     }
     let events = parse_json_event_log(event_log)?;
     if let Some((i, e)) = events
@@ -179,10 +184,13 @@ pub fn replay_app_pcr(
         .enumerate()
         .find(|(_, e)| e.register != app_pcr)
     {
-        return Err(AttestError::malformed_text(format!(
-            "event {i} extends PCR {}: a vTPM event log carries only the app PCR's ({app_pcr}) runtime events",
-            e.register
-        )));
+        // A vTPM event log carries only the app PCR's runtime events.
+        return Err(Malformed::PcrOutOfRange {
+            what: format!("event {i}'s PCR"),
+            pcr: e.register,
+            allowed: app_pcr..=app_pcr,
+        }
+        .into());
     }
     let set = register_set(app_pcr);
     let mut signed: [Option<&[u8]>; PCR_COUNT] = [None; PCR_COUNT];

@@ -34,7 +34,7 @@ pub mod identity;
 mod plugin;
 pub mod tpm;
 
-use attest_core::{AttestError, ReportData};
+use attest_core::{AttestError, Malformed, ReportData};
 
 pub use claims::{AkPublicKey, RuntimeClaims, VmConfiguration};
 pub use container::{Container, ContainerVersion, Endorsement, TpmQuote, Vcek};
@@ -102,30 +102,39 @@ pub fn check_container(container: Container, tee: TeeType) -> Result<CheckedVtpm
     let (version, quote, hcl_bytes, endorsement) = container.into_parts();
     let hcl = HclReport::parse(&hcl_bytes)?;
     if hcl.tee() != tee {
-        return Err(AttestError::malformed_text(format!(
-            "HCL report report_type: expected {} ({tee}), found {} ({})",
-            tee.report_type(),
-            hcl.tee().report_type(),
-            hcl.tee()
-        )));
+        return Err(Malformed::BadValue {
+            what: "HCL report report_type".into(),
+            expected: format!("{} ({tee})", tee.report_type()),
+            found: format!("{} ({})", hcl.tee().report_type(), hcl.tee()),
+        }
+        .into());
     }
     match (&endorsement, tee) {
         (Endorsement::Vcek(_) | Endorsement::NoVcek, TeeType::Snp)
         | (Endorsement::TdQuote(_), TeeType::Tdx) => {}
         (Endorsement::NoVcek, TeeType::Tdx) => {
-            return Err(AttestError::malformed_text(
-                "vTPM evidence: a TDX HCL report needs td_quote, the container has none".into(),
-            ));
+            return Err(Malformed::Missing {
+                what: "td_quote",
+                detail: "vTPM evidence: a TDX HCL report needs td_quote, the container has none"
+                    .into(),
+            }
+            .into());
         }
         (Endorsement::Vcek(_), TeeType::Tdx) => {
-            return Err(AttestError::malformed_text(
-                "vTPM evidence: a TDX HCL report needs td_quote, the container has a vcek".into(),
-            ));
+            return Err(Malformed::Unexpected {
+                what: "vcek",
+                detail: "vTPM evidence: a TDX HCL report needs td_quote, the container has a vcek"
+                    .into(),
+            }
+            .into());
         }
         (Endorsement::TdQuote(_), TeeType::Snp) => {
-            return Err(AttestError::malformed_text(
-                "vTPM evidence: an SNP HCL report needs a vcek, the container has td_quote".into(),
-            ));
+            return Err(Malformed::Unexpected {
+                what: "td_quote",
+                detail: "vTPM evidence: an SNP HCL report needs a vcek, the container has td_quote"
+                    .into(),
+            }
+            .into());
         }
     }
     let claims = RuntimeClaims::parse(hcl.claims())?;
@@ -249,10 +258,12 @@ impl CheckedVtpm {
     /// `VerifyContext::check_report_data`).
     pub fn bound_user_data(&self) -> Result<ReportData, AttestError> {
         let user_data = self.claims.user_data().ok_or_else(|| {
-            AttestError::malformed_text(
-                "HCL runtime claims have no user-data: the evidence carries no request binding"
-                    .into(),
-            )
+            AttestError::from(Malformed::Missing {
+                what: "user-data",
+                detail:
+                    "HCL runtime claims have no user-data: the evidence carries no request binding"
+                        .into(),
+            })
         })?;
         self.attest.check_nonce_is_sha256_of(&user_data.0)?;
         Ok(*user_data)

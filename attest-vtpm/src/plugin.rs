@@ -19,9 +19,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use attest_core::{
-    AppIdentity, AttestError, Attestation, BootMeasurements, DeviceId, Evidence, NoApp,
-    PlatformClaims, PlatformId, QuoteOnlyIdentity, ReportData, TcbInfo, VerifiedIdentity,
-    VerifyContext,
+    AppIdentity, AttestError, Attestation, BootMeasurements, DeviceId, Evidence, Insecure,
+    Malformed, NoApp, PlatformClaims, PlatformId, QuoteOnlyIdentity, ReportData, TcbInfo,
+    VerifiedIdentity, VerifyContext,
 };
 use attest_snp::SnpVerifier;
 use attest_tdx::TdxVerifier;
@@ -72,16 +72,21 @@ impl VtpmConfig {
     /// Checks the app PCR is in 8..=15 and each paravisor pin is 48 bytes.
     pub fn validate(&self) -> Result<(), AttestError> {
         if !APP_PCR_RANGE.contains(&self.app_pcr) {
-            return Err(AttestError::malformed_text(format!(
-                "app_pcr must be in 8..=15 (not the firmware's 0-7, the resettable 16 or 23, or DRTM's 17-22), found {}",
-                self.app_pcr
-            )));
+            // Not the firmware's 0-7, the resettable 16 or 23, or DRTM's 17-22.
+            return Err(Malformed::PcrOutOfRange {
+                what: "app_pcr".into(),
+                pcr: self.app_pcr,
+                allowed: APP_PCR_RANGE,
+            }
+            .into());
         }
         if let Some(bad) = self.paravisors.iter().find(|p| p.0.len() != 48) {
-            return Err(AttestError::malformed_text(format!(
-                "paravisors: a launch measurement is 48 bytes, found {} ({bad})",
-                bad.0.len()
-            )));
+            return Err(Malformed::BadLength {
+                what: format!("paravisors: a launch measurement ({bad})"),
+                expected: 48,
+                found: bad.0.len(),
+            }
+            .into());
         }
         Ok(())
     }
@@ -168,10 +173,13 @@ impl AzVtpm {
         config.validate()?;
         let c = snp.config();
         if c.vmpl != 0 || c.allow_migrate_ma {
-            return Err(AttestError::insecure_text(format!(
-                "az-snp-vtpm needs an SNP verifier that requires VMPL 0 and refuses a migration agent (found vmpl {}, allow_migrate_ma {})",
-                c.vmpl, c.allow_migrate_ma
-            )));
+            return Err(Insecure::WeakVerifier {
+                detail: format!(
+                    "az-snp-vtpm needs an SNP verifier that requires VMPL 0 and refuses a migration agent (found vmpl {}, allow_migrate_ma {})",
+                    c.vmpl, c.allow_migrate_ma
+                ),
+            }
+            .into());
         }
         Ok(AzVtpm {
             hw: Hardware::Snp(Box::new(snp)),
@@ -209,31 +217,41 @@ impl AzVtpm {
             return Err(AttestError::UnsupportedPlatform(evidence.platform.clone()));
         }
         if !evidence.app_config.is_empty() {
-            return Err(AttestError::malformed_text(format!(
-                "{platform} evidence carries an app_config; the app identity is in the app PCR's event log"
-            )));
+            return Err(Malformed::Unexpected {
+                what: "app_config",
+                detail: format!(
+                    "{platform} evidence carries an app_config; the app identity is in the app PCR's event log"
+                ),
+            }
+            .into());
         }
         match self.hw {
             Hardware::Snp(_) if evidence.certificates.len() > MAX_VCEK => {
-                return Err(AttestError::malformed_text(format!(
-                    "certificates: {} bytes, at most {MAX_VCEK} accepted",
-                    evidence.certificates.len()
-                )));
+                return Err(Malformed::TooLarge {
+                    what: "certificates".into(),
+                    size: evidence.certificates.len(),
+                    max: MAX_VCEK,
+                }
+                .into());
             }
             Hardware::Tdx(_) if !evidence.certificates.is_empty() => {
-                return Err(AttestError::malformed_text(
-                    "az-tdx-vtpm evidence carries certificates; the TD quote holds its PCK chain"
-                        .into(),
-                ));
+                return Err(Malformed::Unexpected {
+                    what: "certificates",
+                    detail:
+                        "az-tdx-vtpm evidence carries certificates; the TD quote holds its PCK chain"
+                            .into(),
+                }
+                .into());
             }
             _ => {}
         }
         if evidence.event_log.len() > identity::MAX_EVENT_LOG {
-            return Err(AttestError::malformed_text(format!(
-                "event log is {} bytes, at most {} accepted",
-                evidence.event_log.len(),
-                identity::MAX_EVENT_LOG
-            )));
+            return Err(Malformed::TooLarge {
+                what: "event log".into(),
+                size: evidence.event_log.len(),
+                max: identity::MAX_EVENT_LOG,
+            }
+            .into());
         }
         check_evidence(&evidence.quote, self.tee())
     }
@@ -241,9 +259,11 @@ impl AzVtpm {
     /// The reused verifier's evidence for the hardware report.
     fn snp_evidence(evidence: &Evidence, checked: &CheckedVtpm) -> Result<Evidence, AttestError> {
         let HardwareReport::Snp { report, vcek } = checked.hardware_report() else {
-            return Err(AttestError::malformed_text(
-                "az-snp-vtpm evidence holds no SNP report".into(),
-            ));
+            return Err(Malformed::Missing {
+                what: "SNP report",
+                detail: "az-snp-vtpm evidence holds no SNP report".into(),
+            }
+            .into());
         };
         let certificates = if evidence.certificates.is_empty() {
             vcek.map(|v| v.as_bytes().to_vec()).unwrap_or_default()
@@ -261,9 +281,11 @@ impl AzVtpm {
     fn td_quote(checked: &CheckedVtpm) -> Result<&[u8], AttestError> {
         match checked.hardware_report() {
             HardwareReport::Tdx { td_quote } => Ok(td_quote),
-            HardwareReport::Snp { .. } => Err(AttestError::malformed_text(
-                "az-tdx-vtpm evidence holds no TD quote".into(),
-            )),
+            HardwareReport::Snp { .. } => Err(Malformed::Missing {
+                what: "TD quote",
+                detail: "az-tdx-vtpm evidence holds no TD quote".into(),
+            }
+            .into()),
         }
     }
 
@@ -307,9 +329,10 @@ impl AzVtpm {
         // plug-in's to keep, so it is checked here too.
         checked.hcl_report().check_report_data(&part.report_data)?;
         if part.debug {
-            return Err(AttestError::insecure_text(
-                "the TEE runs in debug mode".into(),
-            ));
+            return Err(Insecure::Debug {
+                detail: "the TEE runs in debug mode".into(),
+            }
+            .into());
         }
         Ok(part)
     }
@@ -362,9 +385,10 @@ impl AzVtpm {
             };
         }
         let found = bytes(register).ok_or_else(|| {
-            AttestError::malformed_text(format!(
-                "{platform}: the hardware report has no {register}"
-            ))
+            AttestError::from(Malformed::Missing {
+                what: "hardware register",
+                detail: format!("{platform}: the hardware report has no {register}"),
+            })
         })?;
         if self.config.paravisors.iter().any(|p| p.0 == found) {
             Ok(true)
@@ -483,9 +507,12 @@ fn unbound_user_data(
     match checked.claims().user_data() {
         Some(u) => Ok(*u),
         None if ctx.expected_report_data.is_none() => Ok(ReportData([0; 64])),
-        None => Err(AttestError::malformed_text(
-            "HCL runtime claims have no user-data: the evidence carries no request binding".into(),
-        )),
+        None => Err(Malformed::Missing {
+            what: "user-data",
+            detail: "HCL runtime claims have no user-data: the evidence carries no request binding"
+                .into(),
+        }
+        .into()),
     }
 }
 
@@ -556,14 +583,21 @@ impl Attestation for AzVtpm {
     ) -> Result<VerifiedIdentity, AttestError> {
         let platform = self.platform();
         if evidence.platform == platform && evidence.event_log.is_empty() {
-            return Err(AttestError::malformed_text(format!(
-                "{platform} evidence carries no event log: the app identity is in the runtime events of PCR {}",
-                self.config.app_pcr
-            )));
+            return Err(Malformed::Missing {
+                what: "event log",
+                detail: format!(
+                    "{platform} evidence carries no event log: the app identity is in the runtime events of PCR {}",
+                    self.config.app_pcr
+                ),
+            }
+            .into());
         }
         let p = self.verify_parts(evidence, ctx, Nonce::Kms).await?;
         let app = p.app.ok_or_else(|| {
-            AttestError::malformed_text(format!("{platform} evidence carries no event log"))
+            AttestError::from(Malformed::Missing {
+                what: "event log",
+                detail: format!("{platform} evidence carries no event log"),
+            })
         })?;
         Ok(VerifiedIdentity {
             platform,

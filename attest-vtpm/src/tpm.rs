@@ -23,7 +23,7 @@
 //! | 88 | pcrDigest (`TPM2B_DIGEST`, 32 bytes) |
 
 use attest_core::reader::Reader;
-use attest_core::{AttestError, ReportData};
+use attest_core::{AttestError, BadSignature, Malformed, ReportData};
 use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RsaPublicKeyComponents};
 use sha2::{Digest, Sha256};
 
@@ -123,25 +123,38 @@ impl TpmsAttest {
     /// nonce, `safe` a TPM boolean, exactly one SHA-256 selection of PCRs
     /// 0–23 (P1), a 32-byte digest and no trailing bytes.
     pub fn parse(message: &[u8]) -> Result<Self, AttestError> {
-        let bad = |m: String| AttestError::malformed_text(format!("TPMS_ATTEST {m}"));
+        let bad = |field: &'static str, expected: String, found: String| {
+            AttestError::from(Malformed::TpmField {
+                structure: "TPMS_ATTEST",
+                field,
+                expected,
+                found,
+            })
+        };
         if message.len() > MAX_MESSAGE {
-            return Err(bad(format!(
-                "is {} bytes, at most {MAX_MESSAGE} accepted",
-                message.len()
-            )));
+            return Err(Malformed::TooLarge {
+                what: "TPMS_ATTEST".into(),
+                size: message.len(),
+                max: MAX_MESSAGE,
+            }
+            .into());
         }
         let mut r = Reader::new(message, "TPMS_ATTEST");
         let magic = r.u32_be("magic")?;
         if magic != TPM_GENERATED_VALUE {
-            return Err(bad(format!(
-                "magic: expected {TPM_GENERATED_VALUE:08x}, found {magic:08x}"
-            )));
+            return Err(bad(
+                "magic",
+                format!("{TPM_GENERATED_VALUE:08x}"),
+                format!("{magic:08x}"),
+            ));
         }
         let st = r.u16_be("type")?;
         if st != TPM_ST_ATTEST_QUOTE {
-            return Err(bad(format!(
-                "type: expected {TPM_ST_ATTEST_QUOTE:04x} (ATTEST_QUOTE), found {st:04x}"
-            )));
+            return Err(bad(
+                "type",
+                format!("{TPM_ST_ATTEST_QUOTE:04x} (ATTEST_QUOTE)"),
+                format!("{st:04x}"),
+            ));
         }
         let qualified_signer = sized(&mut r, "qualifiedSigner", MAX_NAME)?.to_vec();
         let extra_data = sized(&mut r, "extraData", MAX_EXTRA_DATA)?.to_vec();
@@ -151,42 +164,50 @@ impl TpmsAttest {
         let safe = match r.u8("clockInfo.safe")? {
             0 => false,
             1 => true,
-            v => return Err(bad(format!("clockInfo.safe: expected 0 or 1, found {v}"))),
+            v => return Err(bad("clockInfo.safe", "0 or 1".into(), v.to_string())),
         };
         let firmware_version = r.u64_be("firmwareVersion")?;
 
         let count = r.u32_be("pcrSelect.count")?;
         if count != 1 {
-            return Err(bad(format!(
-                "pcrSelect.count: expected 1 selection (sha256:0-23), found {count}"
-            )));
+            return Err(bad(
+                "pcrSelect.count",
+                "1 selection (sha256:0-23)".into(),
+                count.to_string(),
+            ));
         }
         let hash = r.u16_be("pcrSelect.hash")?;
         if hash != TPM_ALG_SHA256 {
-            return Err(bad(format!(
-                "pcrSelect.hash: expected {TPM_ALG_SHA256:04x} (SHA-256), found {hash:04x}"
-            )));
+            return Err(bad(
+                "pcrSelect.hash",
+                format!("{TPM_ALG_SHA256:04x} (SHA-256)"),
+                format!("{hash:04x}"),
+            ));
         }
         let size = r.u8("pcrSelect.sizeofSelect")?;
         if usize::from(size) != FULL_SELECTION.len() {
-            return Err(bad(format!(
-                "pcrSelect.sizeofSelect: expected 3, found {size}"
-            )));
+            return Err(bad(
+                "pcrSelect.sizeofSelect",
+                FULL_SELECTION.len().to_string(),
+                size.to_string(),
+            ));
         }
         let bitmap = r.take_array::<3>("pcrSelect.pcrSelect")?;
         if bitmap != FULL_SELECTION {
-            return Err(bad(format!(
-                "pcrSelect.pcrSelect: expected ffffff (PCRs 0-23), found {} ({})",
-                hex::encode(bitmap),
-                describe_selection(&bitmap)
-            )));
+            return Err(Malformed::PcrSelection {
+                field: "TPMS_ATTEST pcrSelect.pcrSelect",
+                expected: FULL_SELECTION.to_vec(),
+                found: bitmap.to_vec(),
+            }
+            .into());
         }
         let digest = sized(&mut r, "pcrDigest", 32)?;
         let pcr_digest: [u8; 32] = digest.try_into().map_err(|_| {
-            bad(format!(
-                "pcrDigest: expected 32 bytes (SHA-256), found {}",
-                digest.len()
-            ))
+            bad(
+                "pcrDigest",
+                "32 bytes (SHA-256)".into(),
+                digest.len().to_string(),
+            )
         })?;
         r.finish()?;
         Ok(TpmsAttest {
@@ -280,18 +301,21 @@ pub fn verify_quote_signature(
     signature: &[u8],
 ) -> Result<(), AttestError> {
     if message.len() > MAX_MESSAGE {
-        return Err(AttestError::malformed_text(format!(
-            "TPM quote message is {} bytes, at most {MAX_MESSAGE} accepted",
-            message.len()
-        )));
+        return Err(Malformed::TooLarge {
+            what: "TPM quote message".into(),
+            size: message.len(),
+            max: MAX_MESSAGE,
+        }
+        .into());
     }
     let n = ak.modulus();
     if signature.len() != n.len() {
-        return Err(AttestError::malformed_text(format!(
-            "TPM quote signature is {} bytes, the AK modulus {}",
-            signature.len(),
-            n.len()
-        )));
+        return Err(Malformed::BadLength {
+            what: "TPM quote signature (the AK modulus' length)".into(),
+            expected: n.len(),
+            found: signature.len(),
+        }
+        .into());
     }
     let e = ak.exponent_bytes();
     RsaPublicKeyComponents {
@@ -300,9 +324,11 @@ pub fn verify_quote_signature(
     }
     .verify(&RSA_PKCS1_2048_8192_SHA256, message, signature)
     .map_err(|_| {
-        AttestError::bad_signature_text(
-            "TPM quote: the HCLAkPub RSASSA-PKCS1-v1_5 SHA-256 signature does not verify".into(),
-        )
+        BadSignature::DoesNotVerify {
+            signed: "the TPM quote".into(),
+            signer: Some("HCLAkPub RSASSA-PKCS1-v1_5 SHA-256".into()),
+        }
+        .into()
     })
 }
 
@@ -310,24 +336,14 @@ pub fn verify_quote_signature(
 fn sized<'a>(r: &mut Reader<'a>, what: &str, max: usize) -> Result<&'a [u8], AttestError> {
     let n = usize::from(r.u16_be(what)?);
     if n > max {
-        return Err(AttestError::malformed_text(format!(
-            "TPMS_ATTEST {what}: {n} bytes, at most {max} accepted"
-        )));
+        return Err(Malformed::TooLarge {
+            what: format!("TPMS_ATTEST {what}"),
+            size: n,
+            max,
+        }
+        .into());
     }
     r.take(n, what)
-}
-
-/// The PCR indices a 3-byte bitmap selects, for error messages.
-fn describe_selection(bitmap: &[u8; 3]) -> String {
-    let set: Vec<String> = (0..PCR_COUNT)
-        .filter(|i| bitmap[i / 8] & (1 << (i % 8)) != 0)
-        .map(|i| i.to_string())
-        .collect();
-    if set.is_empty() {
-        "no PCRs".into()
-    } else {
-        format!("PCRs {}", set.join(","))
-    }
 }
 
 /// Equal length and equal bytes, the bytes compared in constant time.
@@ -352,10 +368,10 @@ mod tests {
     #[test]
     fn selection_is_described() {
         assert_eq!(
-            describe_selection(&[0xff, 0x40, 0x00]),
+            attest_core::describe_pcr_selection(&[0xff, 0x40, 0x00]),
             "PCRs 0,1,2,3,4,5,6,7,14"
         );
-        assert_eq!(describe_selection(&[0, 0, 0]), "no PCRs");
+        assert_eq!(attest_core::describe_pcr_selection(&[0, 0, 0]), "no PCRs");
     }
 
     #[test]

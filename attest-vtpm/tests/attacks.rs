@@ -22,7 +22,7 @@ use attest_testkit::vtpm::{FakeVtpm, VtpmFields, claims_report_data};
 use attest_vtpm::{AZ_SNP_VTPM, AZ_TDX_VTPM, AzVtpm, Nonce, VtpmConfig};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{assert_kind, test_ak};
+use common::{assert_kind, malformed_detail, test_ak};
 use sha2::{Digest, Sha256};
 
 const APP_PCR: u32 = 8;
@@ -377,7 +377,13 @@ async fn the_quote_must_be_bound_to_the_request() {
             f.user_data = None;
             f.nonce = Some(Sha256::digest(rd().0).to_vec());
         });
-        assert_kind(verify(&e).await, ErrorKind::Malformed, "no user-data");
+        assert!(matches!(
+            malformed_detail(verify(&e).await),
+            attest_core::Malformed::Missing {
+                what: "user-data",
+                ..
+            }
+        ));
     }
 }
 
@@ -385,51 +391,55 @@ type Edit = Box<dyn Fn(&mut VtpmFields)>;
 
 #[tokio::test]
 async fn pcr_selection_games_signed_by_the_genuine_ak_are_refused() {
+    use attest_core::Malformed;
+    let selection = |found: [u8; 3]| Malformed::PcrSelection {
+        field: "TPMS_ATTEST pcrSelect.pcrSelect",
+        expected: vec![0xff; 3],
+        found: found.to_vec(),
+    };
+    let field = |field: &'static str, expected: &str, found: &str| Malformed::TpmField {
+        structure: "TPMS_ATTEST",
+        field,
+        expected: expected.into(),
+        found: found.into(),
+    };
     for p in BOTH {
-        let cases: Vec<(Edit, ErrorKind, &str)> = vec![
+        let cases: Vec<(Edit, Malformed)> = vec![
             (
                 Box::new(|f| f.selection = vec![0x00, 0x0b, 3, 0xff, 0x40, 0x00]),
-                ErrorKind::Malformed,
-                "found ff4000",
+                selection([0xff, 0x40, 0x00]),
             ),
             (
                 Box::new(|f| f.selection = vec![0x00, 0x0b, 3, 0xff, 0xff, 0xfe]),
-                ErrorKind::Malformed,
-                "found fffffe",
+                selection([0xff, 0xff, 0xfe]),
             ),
             (
                 Box::new(|f| {
                     f.selection_count = 2;
                     f.selection = vec![0x00, 0x0b, 3, 0xff, 0xff, 0xff, 0x00, 0x04, 3, 0, 0, 0];
                 }),
-                ErrorKind::Malformed,
-                "pcrSelect.count",
+                field("pcrSelect.count", "1 selection (sha256:0-23)", "2"),
             ),
             (
                 Box::new(|f| f.selection = vec![0x00, 0x0c, 3, 0xff, 0xff, 0xff]),
-                ErrorKind::Malformed,
-                "pcrSelect.hash",
+                field("pcrSelect.hash", "000b (SHA-256)", "000c"),
             ),
             (
                 Box::new(|f| f.selection = vec![0x00, 0x0b, 4, 0xff, 0xff, 0xff, 0xff]),
-                ErrorKind::Malformed,
-                "sizeofSelect",
-            ),
-            // The listed PCRs are not the quoted ones: a resettable PCR 16
-            // shown where PCR 8 was quoted.
-            (
-                Box::new(|f| {
-                    let mut listed = f.pcrs;
-                    listed.swap(8, 16);
-                    f.listed_pcrs = Some(listed);
-                }),
-                ErrorKind::IdentityMismatch,
-                "pcrDigest",
+                field("pcrSelect.sizeofSelect", "3", "4"),
             ),
         ];
-        for (edit, kind, needle) in cases {
-            assert_kind(verify(&evidence(&p, edit)).await, kind, needle);
+        for (edit, want) in cases {
+            assert_eq!(malformed_detail(verify(&evidence(&p, edit)).await), want);
         }
+        // The listed PCRs are not the quoted ones: a resettable PCR 16
+        // shown where PCR 8 was quoted.
+        let e = evidence(&p, |f| {
+            let mut listed = f.pcrs;
+            listed.swap(8, 16);
+            f.listed_pcrs = Some(listed);
+        });
+        assert_kind(verify(&e).await, ErrorKind::IdentityMismatch, "pcrDigest");
     }
 }
 
@@ -447,7 +457,14 @@ async fn event_log_games_are_refused() {
     // The right events, said to extend another PCR (identity read there).
     let mut e = base.clone();
     e.event_log = app.vtpm_event_log(9).0;
-    assert_kind(verify(&e).await, ErrorKind::Malformed, "extends PCR 9");
+    assert_eq!(
+        malformed_detail(verify(&e).await),
+        attest_core::Malformed::PcrOutOfRange {
+            what: "event 0's PCR".into(),
+            pcr: 9,
+            allowed: APP_PCR..=APP_PCR,
+        }
+    );
     // A boot event on the app PCR whose stated digest makes the replay
     // match a PCR holding someone else's identity.
     let mut events =
@@ -658,9 +675,12 @@ async fn without_a_pinned_paravisor_the_kms_refuses_all_evidence() {
         app_pcr: APP_PCR,
         paravisors: vec![attest_core::HexBytes(vec![0; 32])],
     };
-    assert_kind(
-        bad.validate(),
-        ErrorKind::Malformed,
-        "a launch measurement is 48 bytes, found 32",
-    );
+    assert!(matches!(
+        malformed_detail(bad.validate()),
+        attest_core::Malformed::BadLength {
+            expected: 48,
+            found: 32,
+            ..
+        }
+    ));
 }

@@ -83,11 +83,14 @@ fn flipped_signature_or_message_is_a_bad_signature() {
         let mut sig = base.tpm_quote().signature().to_vec();
         sig.insert(0, 0);
         let c = rebuild(&base, None, None, Some(sig), None);
-        assert_kind(
-            check_container(c, *tee),
-            ErrorKind::Malformed,
-            "signature is 257 bytes",
-        );
+        assert!(matches!(
+            malformed_detail(check_container(c, *tee)),
+            attest_core::Malformed::BadLength {
+                expected: 256,
+                found: 257,
+                ..
+            }
+        ));
     }
 }
 
@@ -145,64 +148,73 @@ fn hcl_framing_is_enforced_on_real_reports() {
     let base = container("evidence-v1.json");
     let hcl = base.hcl_report();
     let vds = u32::from_le_bytes(hcl[0x4D0..0x4D4].try_into().unwrap());
-    let cases: Vec<(Vec<u8>, &str)> = vec![
-        (with_u32(hcl, 0x00, 0x414C_4349), "signature"),
+    // The field each edit breaks, and what the report then holds there.
+    let cases: Vec<(Vec<u8>, &str, Option<&str>)> = vec![
         (
-            with_u32(hcl, 0x04, 3),
-            "header version: expected 1 or 2, found 3",
+            with_u32(hcl, 0x00, 0x414C_4349),
+            "signature",
+            Some("49434c41"),
         ),
-        (with_u32(hcl, 0x08, 2347), "report_size"),
-        (
-            with_u32(hcl, 0x0C, 1),
-            "request_type: expected 2 (AK_CERT), found 1",
-        ),
-        (with_u32(hcl, 0x10, 1), "status"),
-        (with_u32(hcl, 0x18, 1), "reserved"),
-        (with_u32(hcl, 0x4C0, 1129), "data_size"),
-        (
-            with_u32(hcl, 0x4C4, 3),
-            "request-data version: expected 1 or 2, found 3",
-        ),
-        (
-            with_u32(hcl, 0x4C8, 1),
-            "report_type: expected 2 (SNP) or 4 (TDX), found 1 (VBS)",
-        ),
-        (with_u32(hcl, 0x4C8, 3), "found 3 (TVM)"),
-        (
-            with_u32(hcl, 0x4C8, 4),
-            "report_type: expected 2 (SNP), found 4 (TDX)",
-        ),
-        (
-            with_u32(hcl, 0x4CC, 2),
-            "report_data_hash_type: expected 1 (SHA-256), found 2",
-        ),
-        (with_u32(hcl, 0x4CC, 3), "report_data_hash_type"),
-        (with_u32(hcl, 0x4D0, vds + 1), "data_size"),
-        (with_u32(hcl, 0x4D0, vds - 1), "data_size"),
+        (with_u32(hcl, 0x04, 3), "header version", Some("3")),
+        (with_u32(hcl, 0x08, 2347), "report_size", Some("2347")),
+        (with_u32(hcl, 0x0C, 1), "request_type", Some("1")),
+        (with_u32(hcl, 0x10, 1), "status", Some("1")),
+        (with_u32(hcl, 0x18, 1), "reserved", None),
+        (with_u32(hcl, 0x4C0, 1129), "data_size", Some("1129")),
+        (with_u32(hcl, 0x4C4, 3), "request-data version", Some("3")),
+        (with_u32(hcl, 0x4C8, 1), "report_type", Some("1 (VBS)")),
+        (with_u32(hcl, 0x4C8, 3), "report_type", Some("3 (TVM)")),
+        (with_u32(hcl, 0x4C8, 4), "report_type", Some("4 (TDX)")),
+        (with_u32(hcl, 0x4CC, 2), "report_data_hash_type", Some("2")),
+        (with_u32(hcl, 0x4CC, 3), "report_data_hash_type", Some("3")),
+        (with_u32(hcl, 0x4D0, vds + 1), "data_size", None),
+        (with_u32(hcl, 0x4D0, vds - 1), "data_size", None),
         (
             hcl[..hcl.len() - 1].iter().copied().chain([1]).collect(),
-            "padding",
+            "padding after the runtime claims",
+            None,
         ),
     ];
-    for (bytes, needle) in cases {
+    for (bytes, field, value) in cases {
         let c = rebuild(&base, Some(bytes), None, None, None);
-        assert_kind(
-            check_container(c, TeeType::Snp),
-            ErrorKind::Malformed,
-            needle,
-        );
+        let (what, found) = match malformed_detail(check_container(c, TeeType::Snp)) {
+            attest_core::Malformed::BadValue { what, found, .. } => (what, Some(found)),
+            attest_core::Malformed::ReservedNonZero { field, .. } => {
+                (format!("HCL report {field}"), None)
+            }
+            other => panic!("{field}: {other:?}"),
+        };
+        assert_eq!(what, format!("HCL report {field}"));
+        if let Some(v) = value {
+            assert_eq!(found.as_deref(), Some(v), "{field}");
+        }
     }
+    // The report type of the other TEE names both.
+    assert_eq!(
+        malformed_detail(check_container(
+            rebuild(&base, Some(with_u32(hcl, 0x4C8, 4)), None, None, None),
+            TeeType::Snp
+        )),
+        attest_core::Malformed::BadValue {
+            what: "HCL report report_type".into(),
+            expected: "2 (SNP)".into(),
+            found: "4 (TDX)".into(),
+        }
+    );
     // Over 4 KiB: refused by the container and by the parser.
     let big_hcl = [hcl, &[0u8; 2000][..]].concat();
-    assert_kind(
-        Container::new(
+    assert_eq!(
+        malformed_detail(Container::new(
             base.version(),
             base.tpm_quote().clone(),
             big_hcl.clone(),
             base.endorsement().clone(),
-        ),
-        ErrorKind::Malformed,
-        "hcl_report: 4600 bytes, at most 4096",
+        ),),
+        attest_core::Malformed::TooLarge {
+            what: "hcl_report".into(),
+            size: 4600,
+            max: 4096,
+        }
     );
     assert_kind(
         attest_vtpm::HclReport::parse(&big_hcl),
@@ -216,11 +228,11 @@ fn hcl_framing_is_enforced_on_real_reports() {
     let h = with_u32(&h, 0x4C0, big + 20);
     let h = with_u32(&h, 0x08, big + 20 + 0x20 + 1184);
     let c = rebuild(&base, Some(h), None, None, None);
-    assert_kind(
-        check_container(c, TeeType::Snp),
-        ErrorKind::Malformed,
-        "variable_data_size 3110 runs past the end",
-    );
+    assert!(matches!(
+        malformed_detail(check_container(c, TeeType::Snp)),
+        attest_core::Malformed::BadField { field, offset: 0x4D0, problem, .. }
+            if field == "variable_data_size" && problem.starts_with("3110 runs past the end")
+    ));
     // Shortened by one with sizes consistent: the claims lose their last
     // byte and are no longer JSON (never trimmed, never padded).
     let h = with_u32(hcl, 0x4D0, vds - 1);
@@ -437,14 +449,29 @@ fn request_data_version_2_on_a_synthetic_vtpm() {
 fn signed_quotes_outside_the_profile_are_refused() {
     let nonce = b"nonce";
     type Edit = Box<dyn Fn(&mut QuoteSpec<'_>)>;
-    let cases: Vec<(Edit, &str)> = vec![
+    use attest_core::Malformed;
+    let field = |field: &'static str, expected: &str, found: &str| Malformed::TpmField {
+        structure: "TPMS_ATTEST",
+        field,
+        expected: expected.into(),
+        found: found.into(),
+    };
+    let selection = |found: [u8; 3]| Malformed::PcrSelection {
+        field: "TPMS_ATTEST pcrSelect.pcrSelect",
+        expected: vec![0xff; 3],
+        found: found.to_vec(),
+    };
+    let count = |n: &str| field("pcrSelect.count", "1 selection (sha256:0-23)", n);
+    let hash = |h: &str| field("pcrSelect.hash", "000b (SHA-256)", h);
+    let message_len = QuoteSpec::new(nonce, &synth_pcrs()).build().len();
+    let cases: Vec<(Edit, Malformed)> = vec![
         (
             Box::new(|s| s.selection = vec![0x00, 0x0b, 3, 0xff, 0x40, 0x00]),
-            "found ff4000",
+            selection([0xff, 0x40, 0x00]),
         ),
         (
             Box::new(|s| s.selection = vec![0x00, 0x0b, 3, 0xff, 0xff, 0x7f]),
-            "found ffff7f",
+            selection([0xff, 0xff, 0x7f]),
         ),
         (
             Box::new(|s| {
@@ -454,43 +481,65 @@ fn signed_quotes_outside_the_profile_are_refused() {
                     0x00, 0x0b, 3, 0xff, 0xff, 0xff, 0x00, 0x04, 3, 0xff, 0xff, 0xff,
                 ];
             }),
-            "pcrSelect.count: expected 1 selection (sha256:0-23), found 2",
+            count("2"),
         ),
-        (Box::new(|s| s.count = 0), "found 0"),
+        (Box::new(|s| s.count = 0), count("0")),
         (
             Box::new(|s| s.selection = vec![0x00, 0x04, 3, 0xff, 0xff, 0xff]),
-            "pcrSelect.hash",
+            hash("0004"),
         ),
         (
             Box::new(|s| s.selection = vec![0x00, 0x0c, 3, 0xff, 0xff, 0xff]),
-            "pcrSelect.hash",
+            hash("000c"),
         ),
         (
             Box::new(|s| s.selection = vec![0x00, 0x0b, 4, 0xff, 0xff, 0xff, 0x00]),
-            "sizeofSelect: expected 3, found 4",
+            field("pcrSelect.sizeofSelect", "3", "4"),
         ),
-        (Box::new(|s| s.trailing = vec![0]), "trailing bytes"),
-        (Box::new(|s| s.magic = 0xFF54_4348), "magic"),
-        (Box::new(|s| s.st = 0x8014), "type: expected 8018"),
-        (Box::new(|s| s.pcr_digest = vec![0; 48]), "pcrDigest"),
-        (Box::new(|s| s.pcr_digest = vec![0; 20]), "pcrDigest"),
+        (
+            Box::new(|s| s.trailing = vec![0]),
+            Malformed::TrailingData {
+                context: "TPMS_ATTEST",
+                offset: message_len,
+                extra: 1,
+            },
+        ),
+        (
+            Box::new(|s| s.magic = 0xFF54_4348),
+            field("magic", "ff544347", "ff544348"),
+        ),
+        (
+            Box::new(|s| s.st = 0x8014),
+            field("type", "8018 (ATTEST_QUOTE)", "8014"),
+        ),
+        (
+            Box::new(|s| s.pcr_digest = vec![0; 48]),
+            Malformed::TooLarge {
+                what: "TPMS_ATTEST pcrDigest".into(),
+                size: 48,
+                max: 32,
+            },
+        ),
+        (
+            Box::new(|s| s.pcr_digest = vec![0; 20]),
+            field("pcrDigest", "32 bytes (SHA-256)", "20"),
+        ),
     ];
-    for (edit, needle) in cases {
+    for (edit, want) in cases {
         let c = synth(None, edit, nonce);
-        assert_kind(
-            check_container(c, TeeType::Snp),
-            ErrorKind::Malformed,
-            needle,
-        );
+        assert_eq!(malformed_detail(check_container(c, TeeType::Snp)), want);
     }
     // The same builder, untouched, passes: the refusals above are the edits.
     check_container(synth(None, |_| {}, nonce), TeeType::Snp).unwrap();
     // extraData over the bound.
     let long = [1u8; 65];
-    assert_kind(
-        check_container(synth(None, |_| {}, &long), TeeType::Snp),
-        ErrorKind::Malformed,
-        "extraData: 65 bytes, at most 64",
+    assert_eq!(
+        malformed_detail(check_container(synth(None, |_| {}, &long), TeeType::Snp)),
+        attest_core::Malformed::TooLarge {
+            what: "TPMS_ATTEST extraData".into(),
+            size: 65,
+            max: 64,
+        }
     );
     // clockInfo.safe must be a TPM boolean.
     let pcrs = synth_pcrs();

@@ -41,9 +41,10 @@ impl CollateralSource for NoCollateral {
         _key: &CollateralKey,
         _now: UnixTime,
     ) -> Result<Arc<Collateral>, AttestError> {
-        Err(AttestError::collateral_missing_text(
-            "no collateral here".into(),
-        ))
+        Err(attest_core::CollateralMissing::NotFound {
+            detail: "no collateral here".into(),
+        }
+        .into())
     }
 }
 
@@ -429,7 +430,15 @@ async fn configuration_is_checked() {
         .err()
         .unwrap();
         assert_eq!(e.kind(), ErrorKind::Malformed, "{pcr}");
-        assert!(e.to_string().contains("app_pcr must be in 8..=15"), "{e}");
+        assert_eq!(
+            e.malformed(),
+            Some(&attest_core::Malformed::PcrOutOfRange {
+                what: "app_pcr".into(),
+                pcr,
+                allowed: 8..=15,
+            }),
+            "{e}"
+        );
     }
     for config in [
         SnpConfig {

@@ -189,3 +189,47 @@ fn bincode_quote_truncations_and_flips() {
         }
     }
 }
+
+/// Each parser on its own: every prefix of a real TPMS_ATTEST, HCL report
+/// and (the smaller) container documents is a typed `Malformed` error, or,
+/// for the HCL report, a cut in its zero padding only, or, for a document,
+/// a cut of trailing whitespace only.
+#[test]
+fn every_prefix_is_malformed_for_each_parser() {
+    use attest_core::ErrorKind;
+    use attest_vtpm::{HclReport, TpmsAttest};
+    for (name, tee) in CONTAINERS {
+        let base = container(name);
+        let message = base.tpm_quote().message();
+        TpmsAttest::parse(message).unwrap();
+        for len in 0..message.len() {
+            let e = TpmsAttest::parse(&message[..len]).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Malformed, "{name}: cut at {len}: {e}");
+        }
+        let hcl = base.hcl_report();
+        let good = HclReport::parse(hcl).unwrap();
+        for len in 0..hcl.len() {
+            match HclReport::parse(&hcl[..len]) {
+                Err(e) => assert_eq!(e.kind(), ErrorKind::Malformed, "{name}: HCL at {len}: {e}"),
+                Ok(h) => {
+                    assert!(hcl[len..].iter().all(|b| *b == 0), "{name}: HCL at {len}");
+                    assert_eq!(h.claims(), good.claims());
+                    assert_eq!(h.tee(), *tee);
+                }
+            }
+        }
+        let doc = read(name);
+        if doc.len() > 16 * 1024 {
+            continue; // the v0 arrays: covered by the stride above
+        }
+        for len in 0..doc.len() {
+            match Container::parse(&doc[..len]) {
+                Err(e) => assert_eq!(e.kind(), ErrorKind::Malformed, "{name}: doc at {len}: {e}"),
+                Ok(_) => assert!(
+                    doc[len..].iter().all(u8::is_ascii_whitespace),
+                    "{name}: doc at {len}"
+                ),
+            }
+        }
+    }
+}

@@ -255,10 +255,13 @@ fn milan_2048_hcl_with_ff4000_quote_is_rejected() {
         "9d608cf40eb5bc7454c6cbc0985c17c2efa45d5e5b28004aa7d77c1285d2fa5d"
     );
     // …but the selection is {0-7, 14}: refused (P1).
-    assert_kind(
-        TpmsAttest::parse(&msg),
-        ErrorKind::Malformed,
-        "pcrSelect: expected ffffff (PCRs 0-23), found ff4000 (PCRs 0,1,2,3,4,5,6,7,14)",
+    assert_eq!(
+        malformed_detail(TpmsAttest::parse(&msg)),
+        attest_core::Malformed::PcrSelection {
+            field: "TPMS_ATTEST pcrSelect.pcrSelect",
+            expected: vec![0xff, 0xff, 0xff],
+            found: vec![0xff, 0x40, 0x00],
+        }
     );
     // Through the whole check too, whatever PCR values come with it.
     let quote = TpmQuote::new(sig, msg, attest_vtpm::Pcrs::new([[0; 32]; 24])).unwrap();

@@ -20,7 +20,7 @@
 //! bytes that decoded completely, with no trailing data.
 
 use attest_core::eventlog::{RuntimeEvent, RuntimeEventVersion};
-use attest_core::{AttestError, PlatformId, ReportData};
+use attest_core::{AttestError, Malformed, PlatformId, ReportData};
 
 use crate::{v0, v1};
 
@@ -139,20 +139,30 @@ impl VersionedAttestation {
     /// dstack's GCP-TDX, Nitro Enclave and AWS Nitro TPM variants.
     pub fn decode(bytes: &[u8]) -> Result<Self, AttestError> {
         if bytes.len() > MAX_ATTESTATION_LEN {
-            return Err(AttestError::malformed_text(format!(
-                "dstack attestation is {} bytes, at most {MAX_ATTESTATION_LEN} accepted",
-                bytes.len()
-            )));
+            return Err(Malformed::TooLarge {
+                what: "dstack attestation".into(),
+                size: bytes.len(),
+                max: MAX_ATTESTATION_LEN,
+            }
+            .into());
         }
         match bytes.first() {
             Some(0x00) => v0::decode(bytes),
             Some(0x80..=0x8f | 0xde | 0xdf) => v1::decode(bytes),
-            Some(b) => Err(AttestError::malformed_text(format!(
-                "dstack attestation: first byte {b:#04x} is neither V0 (0x00) nor a V1 msgpack map"
-            ))),
-            None => Err(AttestError::malformed_text(
-                "dstack attestation is empty".into(),
-            )),
+            Some(b) => Err(Malformed::BadValue {
+                what: "dstack attestation first byte".into(),
+                expected: "V0 (0x00) or a V1 msgpack map (0x80..=0x8f, 0xde, 0xdf)".into(),
+                found: format!("{b:#04x}"),
+            }
+            .into()),
+            None => Err(Malformed::Truncated {
+                context: "dstack attestation",
+                field: "version byte".into(),
+                offset: 0,
+                needed: 1,
+                available: 0,
+            }
+            .into()),
         }
     }
 

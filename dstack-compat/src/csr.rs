@@ -23,7 +23,7 @@
 //! [`CertSigningRequest::verify_signature`] is the one way to a
 //! [`SignedCsr`].
 
-use attest_core::AttestError;
+use attest_core::{AttestError, BadSignature, Malformed};
 use p256::ecdsa::signature::Verifier;
 use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey;
@@ -56,9 +56,10 @@ impl CsrVersion {
         match api_version {
             1 => Ok(CsrVersion::V1),
             2 => Ok(CsrVersion::V2),
-            v => Err(AttestError::malformed_text(format!(
-                "unsupported SignCert api_version {v} (1 and 2 are supported)"
-            ))),
+            v => Err(Malformed::Unsupported {
+                detail: format!("unsupported SignCert api_version {v} (1 and 2 are supported)"),
+            }
+            .into()),
         }
     }
 }
@@ -131,10 +132,12 @@ impl CertSigningRequest {
     pub fn decode(api_version: u32, csr: &[u8]) -> Result<Self, AttestError> {
         let version = CsrVersion::from_api_version(api_version)?;
         if csr.len() > MAX_CSR_LEN {
-            return Err(AttestError::malformed_text(format!(
-                "CSR is {} bytes, at most {MAX_CSR_LEN} accepted",
-                csr.len()
-            )));
+            return Err(Malformed::TooLarge {
+                what: "CSR".into(),
+                size: csr.len(),
+                max: MAX_CSR_LEN,
+            }
+            .into());
         }
         let mut s = Scale::new(csr, CONTEXT);
         let at = s.clone();
@@ -215,15 +218,22 @@ impl CertSigningRequest {
     /// P-256 key is [`AttestError::Malformed`].
     pub fn verify_signature(self, signature: &[u8]) -> Result<SignedCsr, AttestError> {
         let key = VerifyingKey::from_public_key_der(&self.pubkey).map_err(|e| {
-            AttestError::malformed_text(format!(
-                "CSR pubkey is not a P-256 SubjectPublicKeyInfo: {e}"
-            ))
+            AttestError::from(Malformed::Syntax {
+                what: "CSR pubkey".into(),
+                detail: format!("not a P-256 SubjectPublicKeyInfo: {e}"),
+            })
         })?;
         let sig = Signature::from_der(signature).map_err(|_| {
-            AttestError::bad_signature_text("CSR signature is not an ECDSA DER signature".into())
+            AttestError::from(BadSignature::BadEncoding {
+                what: "CSR signature".into(),
+                detail: "not an ECDSA DER signature".into(),
+            })
         })?;
         key.verify(&self.encoded, &sig).map_err(|_| {
-            AttestError::bad_signature_text("CSR signature does not verify under its pubkey".into())
+            AttestError::from(BadSignature::DoesNotVerify {
+                signed: "the CSR".into(),
+                signer: Some("CSR pubkey's".into()),
+            })
         })?;
         Ok(SignedCsr(self))
     }

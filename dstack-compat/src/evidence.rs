@@ -19,7 +19,7 @@
 use attest_core::der::tlv;
 use attest_core::eventlog::{EventBody, LogEvent, RuntimeEvent, to_json_event_log};
 use attest_core::reader::Reader;
-use attest_core::{AttestError, Evidence, PlatformId};
+use attest_core::{AttestError, Evidence, Malformed, PlatformId};
 
 use crate::DSTACK_TDX_REGISTERS;
 use crate::attestation::{PlatformQuote, VersionedAttestation};
@@ -49,7 +49,13 @@ fn is_one_der_sequence(b: &[u8]) -> bool {
 
 /// The DER certificates in a PEM text; every block must be a CERTIFICATE.
 fn pem_certificates(text: &[u8], i: usize) -> Result<Vec<Vec<u8>>, AttestError> {
-    let bad = |m: String| AttestError::malformed_text(format!("SNP cert_chain[{i}]: {m}"));
+    let bad = |m: String| {
+        AttestError::from(Malformed::Syntax {
+            what: "PEM".into(),
+            detail: m,
+        })
+        .within(format!("SNP cert_chain[{i}]"))
+    };
     let blocks = pem::parse_many(text).map_err(|e| bad(format!("bad PEM: {e}")))?;
     if blocks.is_empty() {
         return Err(bad("PEM text without a certificate".into()));
@@ -91,10 +97,12 @@ pub fn snp_certificates(cert_chain: &[Vec<u8>]) -> Result<Vec<u8>, AttestError> 
         } else if is_one_der_sequence(c) {
             vec![c.clone()]
         } else {
-            return Err(AttestError::malformed_text(format!(
-                "SNP cert_chain[{i}]: neither a PEM nor a DER certificate ({} bytes)",
-                c.len()
-            )));
+            return Err(AttestError::from(Malformed::BadValue {
+                what: "certificate".into(),
+                expected: "a PEM or a DER certificate".into(),
+                found: format!("{} bytes of neither", c.len()),
+            })
+            .within(format!("SNP cert_chain[{i}]")));
         };
         for der in ders {
             bundle.push_str(&pem::encode_config(

@@ -13,7 +13,7 @@ use attest_core::app_config::{AppConfigV3, host_data};
 use attest_core::eventlog::{
     BOOT_MR_DONE, LogEvent, RuntimeAppInfo, claimed_app_info, replay, runtime_event_digest,
 };
-use attest_core::{AppIdentity, AttestError, PlatformId, ReportData};
+use attest_core::{AppIdentity, AttestError, Malformed, PlatformId, ReportData};
 use sha2::{Digest, Sha384};
 
 use crate::DSTACK_TDX_REGISTERS;
@@ -103,8 +103,14 @@ impl Inspection {
 }
 
 fn to48(what: &str, b: &[u8]) -> Result<[u8; 48], AttestError> {
-    <[u8; 48]>::try_from(b)
-        .map_err(|_| AttestError::malformed_text(format!("{what}: {} bytes, expected 48", b.len())))
+    <[u8; 48]>::try_from(b).map_err(|_| {
+        Malformed::BadLength {
+            what: what.into(),
+            expected: 48,
+            found: b.len(),
+        }
+        .into()
+    })
 }
 
 /// Replays `events` (RTMR3 checked against `quote`) and reads what they

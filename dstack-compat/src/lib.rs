@@ -65,11 +65,7 @@ use attest_core::eventlog::RegisterSet;
 
 /// TDX's runtime measurement registers as dstack uses them: RTMR0..3, the
 /// app identity in RTMR3 (the same set `attest-tdx` replays against).
-pub const DSTACK_TDX_REGISTERS: RegisterSet = RegisterSet {
-    count: 4,
-    app_register: 3,
-    prefix: "rtmr",
-};
+pub const DSTACK_TDX_REGISTERS: RegisterSet = attest_core::eventlog::TDX_RTMRS;
 
 /// Prefixes a decoding error with where it happened (an enclosing structure),
 /// keeping its kind: a CSR's attestation, a certificate extension.

@@ -13,8 +13,8 @@
 
 use std::borrow::Cow;
 
-use attest_core::AttestError;
 use attest_core::reader::Reader;
+use attest_core::{AttestError, Malformed};
 
 /// Name of the structure in error messages.
 const CONTEXT: &str = "dstack attestation (V1 msgpack)";
@@ -67,10 +67,13 @@ impl<'a> Msgpack<'a> {
 
     /// A `Malformed` error about `what` at the current offset.
     pub(crate) fn error(&self, what: &str, problem: impl std::fmt::Display) -> AttestError {
-        AttestError::malformed_text(format!(
-            "{CONTEXT}: {what} at offset {}: {problem}",
-            self.r.position()
-        ))
+        Malformed::BadField {
+            context: CONTEXT,
+            field: what.into(),
+            offset: self.r.position(),
+            problem: problem.to_string(),
+        }
+        .into()
     }
 
     /// Ends the decode: every byte must have been read.

@@ -3,8 +3,8 @@
 //! the whole structure; this only locates bytes for the legacy report data
 //! and for inspection (`shared/reference/tdx.md` §2, `sev-snp.md`).
 
-use attest_core::AttestError;
 use attest_core::reader::Reader;
+use attest_core::{AttestError, Malformed};
 
 use crate::attestation::SNP_REPORT_LEN;
 
@@ -37,17 +37,23 @@ impl TdxQuoteFields {
         r.skip(2, "attestation key type")?;
         let tee = r.u32_le("TEE type")?;
         if tee != TDX_TEE_TYPE {
-            return Err(AttestError::malformed_text(format!(
-                "TDX quote: TEE type at offset 4 is {tee:#x}, not TDX ({TDX_TEE_TYPE:#x})"
-            )));
+            return Err(Malformed::BadValue {
+                what: "TDX quote: TEE type at offset 4".into(),
+                expected: format!("TDX ({TDX_TEE_TYPE:#x})"),
+                found: format!("{tee:#x}"),
+            }
+            .into());
         }
         let body = match version {
             4 => TDX_V4_BODY,
             5 => TDX_V5_BODY,
             v => {
-                return Err(AttestError::malformed_text(format!(
-                    "TDX quote: version at offset 0 is {v}, expected 4 or 5"
-                )));
+                return Err(Malformed::BadValue {
+                    what: "TDX quote: version at offset 0".into(),
+                    expected: "4 or 5".into(),
+                    found: v.to_string(),
+                }
+                .into());
             }
         };
         let mut r = Reader::new(quote, "TDX quote");

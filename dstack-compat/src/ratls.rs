@@ -24,7 +24,7 @@
 use attest_core::der::tlv;
 use attest_core::eventlog::{LogEvent, parse_json_event_log};
 use attest_core::reader::Reader;
-use attest_core::{AttestError, PlatformId, ReportData};
+use attest_core::{AttestError, Malformed, PlatformId, ReportData};
 use der::Decode;
 use der::oid::ObjectIdentifier;
 use x509_cert::Certificate;
@@ -88,10 +88,12 @@ fn unwrap_octets<'a>(oid: &ObjectIdentifier, value: &'a [u8]) -> Result<&'a [u8]
     r.finish()
         .map_err(|e| within(&format!("extension {oid}"), e))?;
     if inner.tag != 0x04 {
-        return Err(AttestError::malformed_text(format!(
-            "extension {oid}: payload has DER tag {:#04x}, expected an OCTET STRING (0x04)",
-            inner.tag
-        )));
+        return Err(AttestError::from(Malformed::BadValue {
+            what: "payload DER tag".into(),
+            expected: "an OCTET STRING (0x04)".into(),
+            found: format!("{:#04x}", inner.tag),
+        })
+        .within(format!("extension {oid}")));
     }
     Ok(inner.contents)
 }
@@ -101,13 +103,19 @@ fn unwrap_octets<'a>(oid: &ObjectIdentifier, value: &'a [u8]) -> Result<&'a [u8]
 /// `Certificate ::= SEQUENCE { tbs SEQUENCE { [0] version OPTIONAL, serial,
 /// signature, issuer, validity, subject, spki, ... }, ... }`.
 fn spki_bytes(der: &[u8]) -> Result<&[u8], AttestError> {
-    let bad = |m: &str| AttestError::malformed_text(format!("certificate: {m}"));
+    let bad = |expected: &str| {
+        AttestError::from(Malformed::BadValue {
+            what: "certificate DER layout".into(),
+            expected: expected.into(),
+            found: "another layout".into(),
+        })
+    };
     let mut r = Reader::new(der, "certificate");
     let cert = tlv(&mut r)?;
     let mut r = Reader::new(cert.contents, "certificate");
     let tbs = tlv(&mut r)?;
     if cert.tag != 0x30 || tbs.tag != 0x30 {
-        return Err(bad("not a SEQUENCE"));
+        return Err(bad("a SEQUENCE holding a TBSCertificate SEQUENCE"));
     }
     let mut r = Reader::new(tbs.contents, "TBSCertificate");
     let mut el = tlv(&mut r)?;
@@ -120,7 +128,9 @@ fn spki_bytes(der: &[u8]) -> Result<&[u8], AttestError> {
     }
     let spki = tlv(&mut r)?;
     if el.tag != 0x02 || spki.tag != 0x30 {
-        return Err(bad("unexpected TBSCertificate layout"));
+        return Err(bad(
+            "a TBSCertificate of [0] version, serial INTEGER, four fields, SPKI SEQUENCE",
+        ));
     }
     Ok(spki.whole)
 }
@@ -132,13 +142,19 @@ impl RaTlsCert {
     /// extensions are ignored.
     pub fn from_der(der: &[u8]) -> Result<Self, AttestError> {
         if der.len() > MAX_CERT_LEN {
-            return Err(AttestError::malformed_text(format!(
-                "certificate is {} bytes, at most {MAX_CERT_LEN} accepted",
-                der.len()
-            )));
+            return Err(Malformed::TooLarge {
+                what: "certificate".into(),
+                size: der.len(),
+                max: MAX_CERT_LEN,
+            }
+            .into());
         }
-        let cert = Certificate::from_der(der)
-            .map_err(|e| AttestError::malformed_text(format!("certificate: {e}")))?;
+        let cert = Certificate::from_der(der).map_err(|e| {
+            AttestError::from(Malformed::Syntax {
+                what: "certificate".into(),
+                detail: e.to_string(),
+            })
+        })?;
         let spki_der = spki_bytes(der)?.to_vec();
         let mut ext = RaTlsExtensions::default();
         for e in cert.tbs_certificate().extensions().into_iter().flatten() {
@@ -149,7 +165,11 @@ impl RaTlsCert {
                 }
                 let payload = unwrap_octets(&oid, e.extn_value.as_bytes())?;
                 let text = std::str::from_utf8(payload).map_err(|_| {
-                    AttestError::malformed_text(format!("extension {oid}: usage is not UTF-8"))
+                    AttestError::from(Malformed::Syntax {
+                        what: "usage".into(),
+                        detail: "not UTF-8".into(),
+                    })
+                    .within(format!("extension {oid}"))
                 })?;
                 ext.special_usage = Some(text.to_owned());
                 continue;
@@ -201,16 +221,24 @@ impl RaTlsCert {
             (Some(quote), Some(log)) => LegacyTdxAttestation::new(quote.clone(), log.clone())
                 .map(|l| Some(GuestAttestation::Legacy(l))),
             (None, None) => Ok(None),
-            (Some(_), None) => Err(AttestError::malformed_text(format!(
-                "certificate has a legacy TDX quote ({}) but no event log ({})",
-                oids::TDX_QUOTE,
-                oids::EVENT_LOG
-            ))),
-            (None, Some(_)) => Err(AttestError::malformed_text(format!(
-                "certificate has a legacy event log ({}) but no TDX quote ({})",
-                oids::EVENT_LOG,
-                oids::TDX_QUOTE
-            ))),
+            (Some(_), None) => Err(Malformed::Missing {
+                what: "legacy event log",
+                detail: format!(
+                    "certificate has a legacy TDX quote ({}) but no event log ({})",
+                    oids::TDX_QUOTE,
+                    oids::EVENT_LOG
+                ),
+            }
+            .into()),
+            (None, Some(_)) => Err(Malformed::Missing {
+                what: "legacy TDX quote",
+                detail: format!(
+                    "certificate has a legacy event log ({}) but no TDX quote ({})",
+                    oids::EVENT_LOG,
+                    oids::TDX_QUOTE
+                ),
+            }
+            .into()),
         }
     }
 
@@ -221,7 +249,10 @@ impl RaTlsCert {
     /// [`Self::spki_der`].
     pub fn bound_attestation(&self) -> Result<GuestAttestation, AttestError> {
         let att = self.attestation()?.ok_or_else(|| {
-            AttestError::malformed_text("certificate carries no dstack attestation".into())
+            AttestError::from(Malformed::Missing {
+                what: "dstack attestation",
+                detail: "certificate carries no dstack attestation".into(),
+            })
         })?;
         att.check_ratls_binding(&self.spki_der)?;
         Ok(att)
@@ -229,7 +260,11 @@ impl RaTlsCert {
 }
 
 fn duplicate(oid: &ObjectIdentifier) -> AttestError {
-    AttestError::malformed_text(format!("certificate has extension {oid} twice"))
+    Malformed::Unexpected {
+        what: "duplicate extension",
+        detail: format!("certificate has extension {oid} twice"),
+    }
+    .into()
 }
 
 /// The legacy RA-TLS evidence: a raw TDX quote and the full JSON event log
@@ -251,9 +286,12 @@ impl LegacyTdxAttestation {
     /// hold REPORTDATA, and the event log dstack's JSON list.
     pub fn new(quote: Vec<u8>, event_log: Vec<u8>) -> Result<Self, AttestError> {
         if quote.len().saturating_add(event_log.len()) > MAX_ATTESTATION_LEN {
-            return Err(AttestError::malformed_text(format!(
-                "legacy TDX quote and event log exceed {MAX_ATTESTATION_LEN} bytes"
-            )));
+            return Err(Malformed::TooLarge {
+                what: "legacy TDX quote and event log".into(),
+                size: quote.len().saturating_add(event_log.len()),
+                max: MAX_ATTESTATION_LEN,
+            }
+            .into());
         }
         let fields = TdxQuoteFields::read(&quote)?;
         let events = parse_json_event_log(&event_log).map_err(|e| within("legacy event log", e))?;

@@ -10,8 +10,8 @@
 //!
 //! Errors name the structure, the field and the absolute offset.
 
-use attest_core::AttestError;
 use attest_core::reader::Reader;
+use attest_core::{AttestError, Malformed};
 
 /// A SCALE decoder: a [`Reader`] plus the name of what is being decoded.
 #[derive(Clone, Debug)]
@@ -48,11 +48,13 @@ impl<'a> Scale<'a> {
 
     /// A `Malformed` error about `what` at the current offset.
     pub fn error(&self, what: &str, problem: impl std::fmt::Display) -> AttestError {
-        AttestError::malformed_text(format!(
-            "{}: {what} at offset {}: {problem}",
-            self.context,
-            self.r.position()
-        ))
+        Malformed::BadField {
+            context: self.context,
+            field: what.into(),
+            offset: self.r.position(),
+            problem: problem.to_string(),
+        }
+        .into()
     }
 
     /// Ends the decode: every byte must have been read.

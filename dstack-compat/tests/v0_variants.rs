@@ -6,7 +6,7 @@
 mod common;
 
 use attest_core::app_config::host_data;
-use attest_core::{AttestError, ErrorKind, PlatformId};
+use attest_core::{AttestError, ErrorKind, Malformed, PlatformId};
 use common::{ByteMode, ScaleAttestation, ScaleQuote, ScaleVersioned, msgpack_of};
 use dstack_compat::evidence::snp_certificates;
 use dstack_compat::{
@@ -172,12 +172,25 @@ fn dstack_platforms_without_a_verifier_are_unsupported() {
 #[test]
 fn first_byte_and_size_limits() {
     assert_eq!(
-        VersionedAttestation::decode(&[]).unwrap_err().to_string(),
-        "malformed: dstack attestation is empty"
+        VersionedAttestation::decode(&[]).unwrap_err().malformed(),
+        Some(&Malformed::Truncated {
+            context: "dstack attestation",
+            field: "version byte".into(),
+            offset: 0,
+            needed: 1,
+            available: 0,
+        })
     );
     for first in [0x01u8, 0x7f, 0x90, 0xc4, 0xdc, 0xff] {
         let e = VersionedAttestation::decode(&[first, 0]).unwrap_err();
-        assert!(e.to_string().contains("neither V0"), "{first:#x}: {e}");
+        assert!(
+            matches!(
+                e.malformed(),
+                Some(Malformed::BadValue { what, found, .. })
+                    if what == "dstack attestation first byte" && *found == format!("{first:#04x}")
+            ),
+            "{first:#x}: {e}"
+        );
     }
     let mut big = vec![0u8; MAX_ATTESTATION_LEN + 1];
     big[1] = 0;

@@ -59,16 +59,17 @@ pub fn replay_all<D: Digest>(events: &[LogEvent], set: &RegisterSet) {
 
 /// A verified identity for policy and registry targets to judge.
 pub fn sample_identity(platform: PlatformId) -> VerifiedIdentity {
+    use attest_core::names::reg;
     let boot = if platform == PlatformId::TDX {
         BootMeasurements::new(vec![0x11; 48])
-            .with("mrtd", &[0x22u8; 48][..])
-            .with("rtmr0", &[0x33u8; 48][..])
-            .with("rtmr1", &[0x44u8; 48][..])
-            .with("rtmr2", &[0x55u8; 48][..])
-            .with("rtmr3", &[0x66u8; 48][..])
-            .with("tee_tcb_svn", &[3u8; 16][..])
+            .with(reg::MRTD, &[0x22u8; 48][..])
+            .with(reg::RTMR0, &[0x33u8; 48][..])
+            .with(reg::RTMR1, &[0x44u8; 48][..])
+            .with(reg::RTMR2, &[0x55u8; 48][..])
+            .with(reg::RTMR3, &[0x66u8; 48][..])
+            .with(reg::TEE_TCB_SVN, &[3u8; 16][..])
     } else {
-        BootMeasurements::new(vec![0x11; 48]).with("measurement", &[0x22u8; 48][..])
+        BootMeasurements::new(vec![0x11; 48]).with(reg::MEASUREMENT, &[0x22u8; 48][..])
     };
     VerifiedIdentity {
         platform,
@@ -125,14 +126,14 @@ impl attest_core::Attestation for StubVerifier {
         }
         let m = String::from_utf8_lossy(q.get(1..).unwrap_or(&[])).into_owned();
         Err(match q.first().copied().unwrap_or(0) % 8 {
-            0 => E::malformed_text(m),
-            1 => E::bad_signature_text(m),
-            2 => E::untrusted_chain_text(m),
-            3 => E::unavailable_text(m),
-            4 => E::revoked_text(m),
-            5 => E::insecure_text(m),
-            6 => E::identity_mismatch("rtmr3", q, &[]),
-            _ => E::collateral_expired_text(m),
+            0 => attest_core::Malformed::Other(m).into(),
+            1 => attest_core::BadSignature::Other(m).into(),
+            2 => attest_core::UntrustedChain::Other(m).into(),
+            3 => attest_core::Unavailable::Local { detail: m }.into(),
+            4 => attest_core::Revoked::Certificate { detail: m }.into(),
+            5 => attest_core::Insecure::TdAttributes { detail: m }.into(),
+            6 => E::identity_mismatch(attest_core::names::reg::RTMR3, q, &[]),
+            _ => attest_core::CollateralExpired::Expired { detail: m }.into(),
         })
     }
 }

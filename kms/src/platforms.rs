@@ -31,9 +31,10 @@ impl CollateralSource for FirstOf {
             }
         }
         Err(last.unwrap_or_else(|| {
-            attest_core::AttestError::collateral_missing_text(
-                "no TDX collateral source is configured".into(),
-            )
+            attest_core::CollateralMissing::NoSource {
+                detail: "no TDX collateral source is configured".into(),
+            }
+            .into()
         }))
     }
 }

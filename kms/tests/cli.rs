@@ -338,7 +338,7 @@ fn inspect_tdx_replays_and_fails_on_mismatch() {
 
     // Another boot's log does not replay to this quote.
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(vectors().join("tdx/dstack/quote-report.json")).unwrap();
+    let text = attest_testkit::vectors::read_string("tdx/dstack/quote-report.json");
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
     let other = write(dir.path(), "other.json", doc["event_log"].as_str().unwrap());
     let out = kms(&[

@@ -240,6 +240,6 @@ fn verify_dstack_runs_the_tdx_plug_in() {
     assert_eq!(code, Some(1));
     assert_eq!(
         err.trim(),
-        "error: malformed: dstack attestation: first byte 0x07 is neither V0 (0x00) nor a V1 msgpack map"
+        "error: malformed: dstack attestation first byte: expected V0 (0x00) or a V1 msgpack map (0x80..=0x8f, 0xde, 0xdf), found 0x07"
     );
 }

@@ -1020,7 +1020,7 @@ async fn sign_cert_issues_a_leaf_under_the_app_ca_dstack_derives() {
     assert_refused(
         d,
         r,
-        "attestation failed: bad_signature: CSR signature does not verify under its pubkey",
+        "attestation failed: bad_signature: the CSR pubkey's signature over the CSR does not verify",
         "error",
     );
     // A CSR for another key than its attestation binds (signed by that key).

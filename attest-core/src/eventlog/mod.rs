@@ -34,7 +34,8 @@ pub use self::digest::{DSTACK_RUNTIME_EVENT_TYPE, RuntimeEventVersion, runtime_e
 pub use identity::{RuntimeAppInfo, claimed_app_info, parse_key_provider};
 pub use json::{parse_json_event_log, to_json_event_log};
 pub use replay::{
-    BOOT_EVENT_ON_APP_REGISTER, COLON_IN_EVENT_NAME, RegisterSet, ReplayedLog, replay,
+    BOOT_EVENT_ON_APP_REGISTER, COLON_IN_EVENT_NAME, RegisterSet, ReplayedLog, TDX_APP_RTMR,
+    TDX_RTMR_COUNT, TDX_RTMRS, replay,
 };
 
 /// TCG `EV_NO_ACTION`: informational, never extended.

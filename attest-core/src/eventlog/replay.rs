@@ -34,6 +34,21 @@ impl RegisterSet {
     }
 }
 
+/// How many runtime-extendable registers a TD has (RTMR0..3).
+pub const TDX_RTMR_COUNT: usize = 4;
+
+/// The RTMR that carries the app identity: dstack's runtime events extend
+/// RTMR3.
+pub const TDX_APP_RTMR: u32 = 3;
+
+/// TDX's runtime-extendable registers as dstack uses them: RTMR0..3, the
+/// app identity in RTMR3 (named `rtmr0`..`rtmr3`, [`crate::names::reg`]).
+pub const TDX_RTMRS: RegisterSet = RegisterSet {
+    count: TDX_RTMR_COUNT,
+    app_register: TDX_APP_RTMR,
+    prefix: "rtmr",
+};
+
 fn extend<D: Digest>(reg: &mut Output<D>, digest: &[u8]) {
     let mut h = D::new();
     h.update(&*reg);

@@ -162,7 +162,19 @@ fn parse_spec_id(mut r: Reader<'_>) -> Result<Vec<(u16, usize)>, AttestError> {
 pub fn parse_ccel(area: &[u8]) -> Result<Vec<LogEvent>, AttestError> {
     Ok(parse_tcg_log(area, TPM_ALG_SHA384)?
         .into_iter()
-        .filter(|rec| rec.index != 0)
-        .map(|rec| LogEvent::boot(rec.index - 1, rec.event_type, rec.digest, rec.data))
+        .filter(|rec| rec.index != CCEL_MR_MRTD)
+        .map(|rec| {
+            LogEvent::boot(
+                rec.index - CCEL_MR_RTMR0,
+                rec.event_type,
+                rec.digest,
+                rec.data,
+            )
+        })
         .collect())
 }
+
+/// CC measurement register index of MRTD in a CCEL record.
+const CCEL_MR_MRTD: u32 = 0;
+/// CC measurement register index of RTMR0 (RTMR`i` is `i + 1`).
+const CCEL_MR_RTMR0: u32 = 1;

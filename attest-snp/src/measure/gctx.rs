@@ -16,6 +16,11 @@ pub(crate) enum PageType {
     Cpuid = 6,
 }
 
+/// `PAGE_INFO` (SEV-SNP ABI, SNP_LAUNCH_UPDATE): the previous digest (0x00),
+/// the page's digest (0x30), this length (0x60), the page type (0x62),
+/// IMI page and permissions (0x63..0x68, zero here), the GPA (0x68).
+const PAGE_INFO_LEN: usize = 0x70;
+
 /// The running launch digest.
 pub(crate) struct Gctx {
     pub(crate) ld: [u8; 48],
@@ -23,12 +28,12 @@ pub(crate) struct Gctx {
 
 impl Gctx {
     pub(crate) fn update(&mut self, ty: PageType, gpa: u64, contents: &[u8; 48]) {
-        let mut info = [0u8; 0x70];
+        let mut info = [0u8; PAGE_INFO_LEN];
         info[..48].copy_from_slice(&self.ld);
         info[48..96].copy_from_slice(contents);
-        info[0x60..0x62].copy_from_slice(&0x70u16.to_le_bytes());
+        info[0x60..0x62].copy_from_slice(&(PAGE_INFO_LEN as u16).to_le_bytes());
         info[0x62] = ty as u8;
-        info[0x68..0x70].copy_from_slice(&gpa.to_le_bytes());
+        info[0x68..PAGE_INFO_LEN].copy_from_slice(&gpa.to_le_bytes());
         self.ld = Sha384::digest(info).into();
     }
 

@@ -11,9 +11,16 @@ const HASH_TABLE: [u8; 16] = guid("9438d606-4f22-4cc9-b479-a793d411fd21");
 const CMDLINE: [u8; 16] = guid("97d02dd8-bd20-4c94-aa78-e7714d36ab2a");
 const INITRD: [u8; 16] = guid("44baf731-3a2f-4bd7-9af1-41e29169781d");
 const KERNEL: [u8; 16] = guid("4de79437-abd2-427f-b835-d5b172d2045b");
-/// The table: a 16-byte GUID and u16 length, then three 50-byte entries,
-/// padded to 16 bytes.
-pub(crate) const TABLE_LEN: usize = 176;
+/// The table's header: its GUID and a u16 length.
+const HEADER_LEN: usize = 16 + 2;
+/// An entry: its GUID, a u16 length and a SHA-256 digest.
+const ENTRY_LEN: usize = 16 + 2 + 32;
+/// The entries: cmdline, initrd, kernel.
+const ENTRIES: usize = 3;
+/// The length the table declares: header and entries, without padding.
+const DECLARED_LEN: usize = HEADER_LEN + ENTRIES * ENTRY_LEN;
+/// The table as placed in its page: the declared length padded to 16 bytes.
+pub(crate) const TABLE_LEN: usize = DECLARED_LEN.next_multiple_of(16);
 
 /// SHA-256 hashes of the directly booted kernel, initrd and command line
 /// (QEMU `kernel-hashes=on`).
@@ -62,17 +69,17 @@ impl KernelHashes {
     pub(crate) fn table(&self) -> [u8; TABLE_LEN] {
         let mut t = [0u8; TABLE_LEN];
         t[..16].copy_from_slice(&HASH_TABLE);
-        t[16..18].copy_from_slice(&168u16.to_le_bytes());
-        let entries = [
+        t[16..HEADER_LEN].copy_from_slice(&(DECLARED_LEN as u16).to_le_bytes());
+        let entries: [(_, &[u8; 32]); ENTRIES] = [
             (CMDLINE, &self.cmdline),
             (INITRD, &self.initrd),
             (KERNEL, &self.kernel),
         ];
         for (i, (g, h)) in entries.iter().enumerate() {
-            let o = 18 + i * 50;
+            let o = HEADER_LEN + i * ENTRY_LEN;
             t[o..o + 16].copy_from_slice(g);
-            t[o + 16..o + 18].copy_from_slice(&50u16.to_le_bytes());
-            t[o + 18..o + 50].copy_from_slice(*h);
+            t[o + 16..o + 18].copy_from_slice(&(ENTRY_LEN as u16).to_le_bytes());
+            t[o + 18..o + ENTRY_LEN].copy_from_slice(*h);
         }
         t
     }

@@ -40,38 +40,47 @@ fn bad_value(what: &str, expected: &str, found: impl std::fmt::Display) -> Measu
     .into()
 }
 
-/// What a SEV metadata section asks the VMM to add.
+/// What a SEV metadata section asks the VMM to add; the discriminant is
+/// the section's type in OVMF's metadata (`OvmfSevMetadataSectionType`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
 pub enum SectionKind {
     /// SNP_SEC_MEMORY: zero (or, on GCE, unmeasured) pages.
-    SecMemory,
+    SecMemory = 1,
     /// SNP_SECRETS: the secrets page.
-    Secrets,
+    Secrets = 2,
     /// CPUID: the CPUID page.
-    Cpuid,
+    Cpuid = 3,
     /// SVSM_CAA: the SVSM calling-area pages.
-    SvsmCaa,
+    SvsmCaa = 4,
     /// SNP_KERNEL_HASHES: the direct-boot hashes page.
-    KernelHashes,
+    KernelHashes = 0x10,
+}
+
+impl SectionKind {
+    /// Every kind, in type order.
+    pub const ALL: [SectionKind; 5] = [
+        SectionKind::SecMemory,
+        SectionKind::Secrets,
+        SectionKind::Cpuid,
+        SectionKind::SvsmCaa,
+        SectionKind::KernelHashes,
+    ];
 }
 
 impl TryFrom<u32> for SectionKind {
     type Error = MeasureError;
     fn try_from(v: u32) -> Result<Self, MeasureError> {
-        Ok(match v {
-            1 => SectionKind::SecMemory,
-            2 => SectionKind::Secrets,
-            3 => SectionKind::Cpuid,
-            4 => SectionKind::SvsmCaa,
-            0x10 => SectionKind::KernelHashes,
-            k => {
-                return Err(bad_value(
+        SectionKind::ALL
+            .into_iter()
+            .find(|k| *k as u32 == v)
+            .ok_or_else(|| {
+                bad_value(
                     "SEV metadata section type",
                     "1, 2, 3, 4 or 0x10",
-                    format_args!("{k:#x}"),
-                ));
-            }
-        })
+                    format_args!("{v:#x}"),
+                )
+            })
     }
 }
 

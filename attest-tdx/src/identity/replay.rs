@@ -8,18 +8,14 @@ use sha2::Sha384;
 use crate::quote::{TdQuote, parse_event_log};
 
 /// How many runtime-extendable registers a TD has (RTMR0..3).
-pub const RTMR_COUNT: usize = 4;
+pub const RTMR_COUNT: usize = attest_core::eventlog::TDX_RTMR_COUNT;
 
 /// The RTMR that carries the app identity: dstack's runtime events extend
 /// RTMR3.
-pub const APP_RTMR: u32 = 3;
+pub const APP_RTMR: u32 = attest_core::eventlog::TDX_APP_RTMR;
 
 /// TDX's runtime-extendable registers: RTMR0..3, the app identity in RTMR3.
-pub const RTMRS: RegisterSet = RegisterSet {
-    count: RTMR_COUNT,
-    app_register: APP_RTMR,
-    prefix: "rtmr",
-};
+pub const RTMRS: RegisterSet = attest_core::eventlog::TDX_RTMRS;
 
 /// Which registers a log was replayed against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -24,14 +24,12 @@ pub fn vectors() -> PathBuf {
 
 /// A vector file's bytes (panics loudly when missing).
 pub fn read(name: &str) -> Vec<u8> {
-    let p = vectors().join(name);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("cannot read vector {}: {e}", p.display()))
+    attest_testkit::vectors::read(&format!("azure-vtpm/{name}"))
 }
 
 /// A file of the SNP vectors (`shared/vectors/snp/...`).
 pub fn read_snp(name: &str) -> Vec<u8> {
-    let p = attest_testkit::vectors::path("snp").join(name);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("cannot read vector {}: {e}", p.display()))
+    attest_testkit::vectors::read(&format!("snp/{name}"))
 }
 
 /// The containers with their platform.
@@ -87,6 +85,18 @@ pub fn assert_kind<T: std::fmt::Debug>(r: Result<T, AttestError>, kind: ErrorKin
                 "{e} should mention {needle:?}"
             );
         }
+    }
+}
+
+/// The typed [`attest_core::Malformed`] detail of a refusal (under any
+/// locations); panics on success or another kind.
+pub fn malformed_detail<T: std::fmt::Debug>(r: Result<T, AttestError>) -> attest_core::Malformed {
+    match r {
+        Ok(v) => panic!("expected a malformed error, got Ok({v:?})"),
+        Err(e) => e
+            .malformed()
+            .unwrap_or_else(|| panic!("expected a malformed error, got {e}"))
+            .clone(),
     }
 }
 

@@ -21,8 +21,7 @@ pub fn vectors() -> PathBuf {
 
 /// Reads a vector, failing loudly if it is missing.
 pub fn vector(rel: &str) -> Vec<u8> {
-    let p = vectors().join(rel);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("vector {} unreadable: {e}", p.display()))
+    attest_testkit::vectors::read(rel)
 }
 
 /// The real stripped V0 TDX attestation from dstack's verifier fixtures.

@@ -180,7 +180,7 @@ pub fn inspect(path: &Path) -> Result<ExitCode, CliError> {
             boot_time,
         } => {
             out["replay"] = json!({
-                "register": "rtmr3",
+                "register": attest_core::names::reg::RTMR3,
                 "computed": hex::encode(replayed),
                 "quoted": hex::encode(quote),
                 "matches": quote == replayed,
@@ -188,7 +188,7 @@ pub fn inspect(path: &Path) -> Result<ExitCode, CliError> {
             });
         }
         MeasurementCheck::HostData { report, recomputed } => {
-            out["host_data"] = json!({
+            out[attest_core::names::reg::HOST_DATA] = json!({
                 "computed": hex::encode(recomputed),
                 "reported": hex::encode(report),
                 "matches": report == recomputed,

@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use attest_core::dstack::{DstackClaims, SECTION};
 use attest_core::eventlog;
@@ -15,10 +14,6 @@ use attest_core::{
 };
 use policy::{PolicyInput, RequestContext};
 use sha2::{Digest, Sha256, Sha384};
-
-pub fn vectors() -> PathBuf {
-    attest_testkit::vectors::dir()
-}
 
 pub const OS_IMAGE: &str = "14ad42d0270b444eaeb53918a5a94d9b17eec7a817cd336173b17c5327541c67";
 pub const APP_ID: &str = "3763bc34552cf3a27ff71ad5f7a90471562a1a2d";
@@ -57,7 +52,7 @@ const RTMRS: eventlog::RegisterSet = eventlog::RegisterSet {
 };
 
 pub fn tdx_identity() -> VerifiedIdentity {
-    let text = std::fs::read_to_string(vectors().join("tdx/dstack/quote-report.json")).unwrap();
+    let text = attest_testkit::vectors::read_string("tdx/dstack/quote-report.json");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
     let quote = hex::decode(v["quote"].as_str().unwrap()).unwrap();
     let events =
@@ -101,7 +96,7 @@ pub fn tdx_identity() -> VerifiedIdentity {
 }
 
 pub fn snp_identity() -> VerifiedIdentity {
-    let r = std::fs::read(vectors().join("snp/reports/milan-v2-a.report.bin")).unwrap();
+    let r = attest_testkit::vectors::read("snp/reports/milan-v2-a.report.bin");
     assert_eq!(r.len(), 1184);
     let measurement = &r[0x90..0xC0];
     assert_eq!(

@@ -28,7 +28,7 @@ pub mod wire;
 
 use std::sync::Arc;
 
-use attest_core::{AttestError, Insecure, PlatformId, UnixTime};
+use attest_core::{AttestError, Insecure, Malformed, PlatformId, UnixTime};
 use dstack_compat::{GuestAttestation, RaTlsCert, SignedCsr, ratls_report_data};
 use tokio::sync::Semaphore;
 
@@ -246,19 +246,24 @@ impl DstackFront {
             return Err(self.unverified(
                 purpose,
                 "none",
-                AttestError::malformed_text(format!(
-                    "unsupported api_version {} (0 and 1 are supported)",
-                    req.api_version
-                )),
+                Malformed::Unsupported {
+                    detail: format!(
+                        "unsupported api_version {} (0 and 1 are supported)",
+                        req.api_version
+                    ),
+                }
+                .into(),
             ));
         }
         let Some(der) = &conn.client_cert else {
             return Err(self.unverified(
                 purpose,
                 "none",
-                AttestError::malformed_text(
-                    "no client certificate: GetAppKey needs an RA-TLS client certificate carrying the guest's attestation".into(),
-                ),
+                Malformed::Missing {
+                    what: "client certificate",
+                    detail: "no client certificate: GetAppKey needs an RA-TLS client certificate carrying the guest's attestation".into(),
+                }
+                .into(),
             ));
         };
         let cert = RaTlsCert::from_der(der).map_err(|e| self.unverified(purpose, "none", e))?;
@@ -268,9 +273,11 @@ impl DstackFront {
                 return Err(self.unverified(
                     purpose,
                     "none",
-                    AttestError::malformed_text(
-                        "the client certificate carries no dstack attestation (extension 1.3.6.1.4.1.62397.1.8, or 1.1 and 1.2)".into(),
-                    ),
+                    Malformed::Missing {
+                        what: "dstack attestation",
+                        detail: "the client certificate carries no dstack attestation (extension 1.3.6.1.4.1.62397.1.8, or 1.1 and 1.2)".into(),
+                    }
+                    .into(),
                 ));
             }
             Err(e) => {
@@ -368,9 +375,13 @@ impl DstackFront {
             return Err(self.unverified(
                 purpose,
                 platform.as_str(),
-                AttestError::malformed_text(format!(
-                    "the CSR asks for {n:?}, a name of this KMS, which apps are never certified for"
-                )),
+                Malformed::Unexpected {
+                    what: "KMS name in the CSR",
+                    detail: format!(
+                        "the CSR asks for {n:?}, a name of this KMS, which apps are never certified for"
+                    ),
+                }
+                .into(),
             ));
         }
         let release = self

@@ -325,9 +325,7 @@ where
             // Refused before anything was decoded; audited like any refusal
             // of a key or certificate request.
             let e = match rpc.purpose() {
-                Some(p) => {
-                    front.unverified(p, "none", attest_core::AttestError::malformed_text(e.0))
-                }
+                Some(p) => front.unverified(p, "none", bad_request(e)),
                 None => e,
             };
             return error(enc, &e);
@@ -366,19 +364,11 @@ async fn dispatch(
         Rpc::GetMeta => Ok(encode(enc, &front.get_meta())),
         Rpc::GetAppKey => match decode::<GetAppKeyRequest>(enc, method, query, body) {
             Ok(req) => front.get_app_key(conn, req).await.map(|r| encode(enc, &r)),
-            Err(e) => Err(front.unverified(
-                Purpose::AppKeys,
-                "none",
-                attest_core::AttestError::malformed_text(e.0),
-            )),
+            Err(e) => Err(front.unverified(Purpose::AppKeys, "none", bad_request(e))),
         },
         Rpc::SignCert => match decode::<SignCertRequest>(enc, method, query, body) {
             Ok(req) => front.sign_cert(req).await.map(|r| encode(enc, &r)),
-            Err(e) => Err(front.unverified(
-                Purpose::AppCertificate,
-                "none",
-                attest_core::AttestError::malformed_text(e.0),
-            )),
+            Err(e) => Err(front.unverified(Purpose::AppCertificate, "none", bad_request(e))),
         },
         Rpc::GetAppEnvEncryptPubKey => decode::<AppId>(enc, method, query, body)
             .and_then(|req| front.get_app_env_encrypt_pub_key(req))
@@ -388,6 +378,11 @@ async fn dispatch(
         )),
     };
     out.unwrap_or_else(|e| error(enc, &e))
+}
+
+/// A request the service could not read, as the refusal it is audited as.
+fn bad_request(e: RpcError) -> attest_core::AttestError {
+    attest_core::Malformed::BadRequest { detail: e.0 }.into()
 }
 
 #[cfg(test)]
