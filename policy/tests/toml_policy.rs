@@ -143,6 +143,12 @@ fn all_failing_rules_are_reported() {
     assert_eq!(rules, ["debug", "tcb.allow", "apps.compose_hashes"]);
 }
 
+/// The backend name GetMeta and the metrics publish.
+#[test]
+fn the_backend_is_named_toml() {
+    assert_eq!(TomlPolicy::parse(&base_toml()).unwrap().backend(), "toml");
+}
+
 #[test]
 fn tcb_grace_period_boundaries() {
     let policy = base_toml().replace(
