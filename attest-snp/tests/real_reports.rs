@@ -358,3 +358,47 @@ fn truncation_at_every_length_is_malformed() {
         assert_eq!(e.kind(), ErrorKind::Malformed, "table cut at {len}: {e}");
     }
 }
+
+/// A chain an operator or host supplies is checked against the pinned ARK
+/// of its product: AMD's own chains pass, another product's ARK does not,
+/// and a file without a certificate is malformed.
+#[test]
+fn supplied_chains_must_end_in_the_pinned_ark() {
+    let v = verifier(0);
+    for (product, chain) in [
+        (Product::Milan, "amd-roots/milan-vcek-chain.pem"),
+        (Product::Milan, "amd-roots/milan-vlek-chain.pem"),
+        (Product::Genoa, "amd-roots/genoa-vcek-chain.pem"),
+        (Product::Turin, "amd-roots/turin-vcek-chain.pem"),
+    ] {
+        v.check_supplied_chain(product, &read(chain))
+            .unwrap_or_else(|e| panic!("{chain}: {e}"));
+    }
+    let err = v
+        .check_supplied_chain(Product::Milan, &read("amd-roots/genoa-vcek-chain.pem"))
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            AttestError::UntrustedChain(UntrustedChain::UnknownRoot { .. })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        v.check_supplied_chain(Product::Milan, b"no certificate here")
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Malformed
+    );
+}
+
+/// What the registry and the composing plug-ins read of the verifier.
+#[test]
+fn the_plugin_names_its_platform_registers_and_configuration() {
+    use attest_core::Attestation;
+    let v = verifier(1);
+    assert_eq!(v.platform(), PlatformId::SEV_SNP);
+    assert_eq!(v.image_registers(), attest_snp::IMAGE_REGISTERS);
+    assert_eq!(attest_snp::IMAGE_REGISTERS, ["measurement"]);
+    assert_eq!(v.config().vmpl, 1);
+}

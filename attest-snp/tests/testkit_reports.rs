@@ -422,6 +422,8 @@ async fn amd_crls_revoke_intermediates_and_endorsement_keys() {
     let (v, _d) = verifier_with_crl(&c, None);
     let id = v.verify(&e, &ctx(&c.fields)).await.unwrap();
     assert_eq!(id.platform_claims.0["sev_snp"]["revocation_checked"], false);
+    let verified = v.verify_report(&e, &ctx(&c.fields)).await.unwrap();
+    assert!(!verified.revocation_checked());
 
     // A clean CRL: verifies, checked.
     let clean = c
@@ -430,6 +432,8 @@ async fn amd_crls_revoke_intermediates_and_endorsement_keys() {
     let (v, _d) = verifier_with_crl(&c, Some(clean));
     let id = v.verify(&e, &ctx(&c.fields)).await.unwrap();
     assert_eq!(id.platform_claims.0["sev_snp"]["revocation_checked"], true);
+    let verified = v.verify_report(&e, &ctx(&c.fields)).await.unwrap();
+    assert!(verified.revocation_checked());
 
     // The ASK revoked.
     let ask = c.pki.serial_of(CrlEntry::Ask, &c.fields.tcb);
