@@ -402,3 +402,39 @@ fn the_plugin_names_its_platform_registers_and_configuration() {
     assert_eq!(attest_snp::IMAGE_REGISTERS, ["measurement"]);
     assert_eq!(v.config().vmpl, 1);
 }
+
+/// A reserved byte that is not zero is named with its exact range.
+#[test]
+fn reserved_bytes_are_reported_with_their_range() {
+    use attest_core::Malformed;
+    use attest_snp::Report;
+    let raw = read("reports/milan-v2-a.report.bin");
+    for (at, field, range) in [
+        (0x190, "reserved", 0x18B..0x1A0),
+        (0x2D0, "signature r", 0x2D0..0x2E8),
+        (0x318, "signature s", 0x318..0x330),
+    ] {
+        let mut f = raw.clone();
+        f[at] = 1;
+        let err = Report::parse(&f).err().unwrap();
+        assert_eq!(
+            err.malformed(),
+            Some(&Malformed::ReservedNonZero {
+                context: "report",
+                field: field.into(),
+                range,
+            }),
+            "byte {at:#x}"
+        );
+    }
+}
+
+#[test]
+fn firmware_versions_print_as_major_minor_build() {
+    let v = attest_snp::report::FirmwareVersion {
+        major: 1,
+        minor: 55,
+        build: 21,
+    };
+    assert_eq!(v.to_string(), "1.55.21");
+}
