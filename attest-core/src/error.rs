@@ -260,6 +260,156 @@ pub enum Malformed {
         /// What was found.
         found: String,
     },
+    /// A length or element count, at an offset, claiming more than the
+    /// bytes left can hold: refused before anything is allocated.
+    CountPastEnd {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The counted field.
+        field: String,
+        /// Where the count starts.
+        offset: usize,
+        /// The count it declares.
+        count: usize,
+        /// The bytes left after it.
+        available: usize,
+    },
+    /// A container (array or map), at an offset, being skipped whose
+    /// elements still to read outnumber the bytes left.
+    ContainerPastEnd {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The field being skipped.
+        field: String,
+        /// Where the container starts.
+        offset: usize,
+        /// The bytes left after its header.
+        available: usize,
+    },
+    /// A field, at an offset, larger than the verifier accepts (a bound
+    /// against resource use), in `unit`s (`"bytes"`, `"elements"`).
+    FieldTooLarge {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The field.
+        field: String,
+        /// Where it starts.
+        offset: usize,
+        /// Its size.
+        size: usize,
+        /// What `size` and `max` count.
+        unit: &'static str,
+        /// The largest accepted.
+        max: usize,
+    },
+    /// An integer, at an offset, in a wider encoding than its value needs
+    /// (a SCALE compact integer): refused so each value has one encoding.
+    NonCanonicalInteger {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The field.
+        field: String,
+        /// Where the integer starts.
+        offset: usize,
+    },
+    /// A field, at an offset, whose length the format fixes (a
+    /// `name` is `expected` bytes) holding another length.
+    FieldLength {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The field.
+        field: String,
+        /// Where it starts.
+        offset: usize,
+        /// What a value of the field is (`"an SNP report"`).
+        name: &'static str,
+        /// The length it must have, in bytes.
+        expected: usize,
+        /// The length it has.
+        found: usize,
+    },
+    /// A field, at an offset, that decodes but holds another value than
+    /// the one the format requires there (a version, a fixed text).
+    WrongValueAt {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The field.
+        field: String,
+        /// Where the field starts.
+        offset: usize,
+        /// The value required.
+        expected: String,
+        /// The value found.
+        found: String,
+    },
+    /// A value, at an offset, of another type than the field requires (a
+    /// string where a map must be).
+    WrongType {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The field.
+        field: String,
+        /// Where the value starts.
+        offset: usize,
+        /// The type required (`"a map"`).
+        expected: &'static str,
+        /// The type found (`"a string"`).
+        found: &'static str,
+    },
+    /// A map, at an offset, without a key it must have.
+    MissingKey {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The map.
+        field: String,
+        /// Where the map starts.
+        offset: usize,
+        /// The absent key.
+        key: String,
+    },
+    /// A map, at an offset, with a key twice: which value counts would be
+    /// up to the decoder.
+    DuplicateKey {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The map.
+        field: String,
+        /// Where the second key starts.
+        offset: usize,
+        /// The repeated key.
+        key: String,
+    },
+    /// An element of a byte string written as an array of integers, at an
+    /// offset, above 255.
+    ByteOutOfRange {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The byte string.
+        field: String,
+        /// Where the element starts.
+        offset: usize,
+        /// The element's value.
+        value: u64,
+    },
+    /// Text, at an offset, that must be UTF-8 and is not.
+    NotUtf8 {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The field.
+        field: String,
+        /// Where the field starts.
+        offset: usize,
+        /// The UTF-8 decoder's message.
+        detail: String,
+    },
+    /// A PEM block whose label is not the one required (a `PRIVATE KEY`
+    /// where a `CERTIFICATE` must be).
+    PemLabel {
+        /// The label required.
+        expected: &'static str,
+        /// The label found.
+        found: String,
+    },
     /// Anything else, in words.
     Other(String),
 }
@@ -395,6 +545,114 @@ impl fmt::Display for Malformed {
                 expected,
                 found,
             } => write!(f, "{structure} {field}: expected {expected}, found {found}"),
+            Malformed::CountPastEnd {
+                context,
+                field,
+                offset,
+                count,
+                available,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: {count} elements cannot fit in the {available} bytes left"
+            ),
+            Malformed::ContainerPastEnd {
+                context,
+                field,
+                offset,
+                available,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: container cannot fit in the {available} bytes left"
+            ),
+            Malformed::FieldTooLarge {
+                context,
+                field,
+                offset,
+                size,
+                unit,
+                max,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: {size} {unit}, at most {max} accepted"
+            ),
+            Malformed::NonCanonicalInteger {
+                context,
+                field,
+                offset,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: non-canonical compact integer"
+            ),
+            Malformed::FieldLength {
+                context,
+                field,
+                offset,
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: {found} bytes, {name} is {expected}"
+            ),
+            Malformed::WrongValueAt {
+                context,
+                field,
+                offset,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: {found} is not {expected}"
+            ),
+            Malformed::WrongType {
+                context,
+                field,
+                offset,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: expected {expected}, found {found}"
+            ),
+            Malformed::MissingKey {
+                context,
+                field,
+                offset,
+                key,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: required key {key:?} is missing"
+            ),
+            Malformed::DuplicateKey {
+                context,
+                field,
+                offset,
+                key,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: key {key:?} appears twice"
+            ),
+            Malformed::ByteOutOfRange {
+                context,
+                field,
+                offset,
+                value,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: byte value {value} exceeds 255"
+            ),
+            Malformed::NotUtf8 {
+                context,
+                field,
+                offset,
+                detail,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: not UTF-8: {detail}"
+            ),
+            Malformed::PemLabel { expected, found } => {
+                write!(f, "PEM: PEM block {found:?}, expected {expected}")
+            }
             Malformed::Other(m) => f.write_str(m),
         }
     }
@@ -992,6 +1250,130 @@ mod tests {
         ];
         for (e, text) in cases {
             assert_eq!(e.to_string(), text);
+        }
+    }
+
+    /// The decoder details print what the free-text `BadField` they
+    /// replaced printed: dstack guests see these messages.
+    #[test]
+    fn decoder_details_print_the_former_texts() {
+        let (context, field, offset) = ("ctx", || String::from("f"), 7);
+        let cases: Vec<(Malformed, &str)> = vec![
+            (
+                Malformed::CountPastEnd {
+                    context,
+                    field: field(),
+                    offset,
+                    count: 9,
+                    available: 3,
+                },
+                "ctx: f at offset 7: 9 elements cannot fit in the 3 bytes left",
+            ),
+            (
+                Malformed::ContainerPastEnd {
+                    context,
+                    field: field(),
+                    offset,
+                    available: 3,
+                },
+                "ctx: f at offset 7: container cannot fit in the 3 bytes left",
+            ),
+            (
+                Malformed::FieldTooLarge {
+                    context,
+                    field: field(),
+                    offset,
+                    size: 9,
+                    unit: "elements",
+                    max: 8,
+                },
+                "ctx: f at offset 7: 9 elements, at most 8 accepted",
+            ),
+            (
+                Malformed::NonCanonicalInteger {
+                    context,
+                    field: field(),
+                    offset,
+                },
+                "ctx: f at offset 7: non-canonical compact integer",
+            ),
+            (
+                Malformed::FieldLength {
+                    context,
+                    field: field(),
+                    offset,
+                    name: "an SNP report",
+                    expected: 1184,
+                    found: 1183,
+                },
+                "ctx: f at offset 7: 1183 bytes, an SNP report is 1184",
+            ),
+            (
+                Malformed::WrongValueAt {
+                    context,
+                    field: field(),
+                    offset,
+                    expected: "1".into(),
+                    found: "2".into(),
+                },
+                "ctx: f at offset 7: 2 is not 1",
+            ),
+            (
+                Malformed::WrongType {
+                    context,
+                    field: field(),
+                    offset,
+                    expected: "a map",
+                    found: "a string",
+                },
+                "ctx: f at offset 7: expected a map, found a string",
+            ),
+            (
+                Malformed::MissingKey {
+                    context,
+                    field: field(),
+                    offset,
+                    key: "k".into(),
+                },
+                "ctx: f at offset 7: required key \"k\" is missing",
+            ),
+            (
+                Malformed::DuplicateKey {
+                    context,
+                    field: field(),
+                    offset,
+                    key: "k".into(),
+                },
+                "ctx: f at offset 7: key \"k\" appears twice",
+            ),
+            (
+                Malformed::ByteOutOfRange {
+                    context,
+                    field: field(),
+                    offset,
+                    value: 256,
+                },
+                "ctx: f at offset 7: byte value 256 exceeds 255",
+            ),
+            (
+                Malformed::NotUtf8 {
+                    context,
+                    field: field(),
+                    offset,
+                    detail: "bad".into(),
+                },
+                "ctx: f at offset 7: not UTF-8: bad",
+            ),
+            (
+                Malformed::PemLabel {
+                    expected: "CERTIFICATE",
+                    found: "PRIVATE KEY".into(),
+                },
+                "PEM: PEM block \"PRIVATE KEY\", expected CERTIFICATE",
+            ),
+        ];
+        for (m, text) in cases {
+            assert_eq!(m.to_string(), text);
         }
     }
 }
