@@ -342,6 +342,17 @@ pub enum Malformed {
         /// The value found.
         found: String,
     },
+    /// An enum tag, at an offset, naming no variant the format defines.
+    UnknownVariant {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The tagged field.
+        field: String,
+        /// Where the tag is.
+        offset: usize,
+        /// The tag.
+        tag: u64,
+    },
     /// A value, at an offset, of another type than the field requires (a
     /// string where a map must be).
     WrongType {
@@ -603,6 +614,15 @@ impl fmt::Display for Malformed {
             } => write!(
                 f,
                 "{context}: {field} at offset {offset}: {found} is not {expected}"
+            ),
+            Malformed::UnknownVariant {
+                context,
+                field,
+                offset,
+                tag,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: unknown variant {tag}"
             ),
             Malformed::WrongType {
                 context,
@@ -1288,6 +1308,15 @@ mod tests {
                     max: 8,
                 },
                 "ctx: f at offset 7: 9 elements, at most 8 accepted",
+            ),
+            (
+                Malformed::UnknownVariant {
+                    context,
+                    field: field(),
+                    offset,
+                    tag: 9,
+                },
+                "ctx: f at offset 7: unknown variant 9",
             ),
             (
                 Malformed::NonCanonicalInteger {

@@ -17,7 +17,7 @@
 //! rejects them.
 
 use attest_core::eventlog::{MAX_EVENT_NAME, MAX_EVENTS, RuntimeEvent, RuntimeEventVersion};
-use attest_core::{AttestError, PlatformId, ReportData};
+use attest_core::{AttestError, Malformed, PlatformId, ReportData};
 
 use crate::attestation::{
     AttestationVersion, MAX_CERT_CHAIN, PlatformQuote, SNP_REPORT_LEN, SnpQuote, StackKind,
@@ -66,7 +66,15 @@ fn attestation_body(s: &mut Scale<'_>) -> Result<VersionedAttestation, AttestErr
                 "aws-nitro-tpm",
             )));
         }
-        v => return Err(at.error("quote variant", format_args!("unknown variant {v}"))),
+        v => {
+            return Err(Malformed::UnknownVariant {
+                context: CONTEXT,
+                field: "quote variant".into(),
+                offset: at.position(),
+                tag: v.into(),
+            }
+            .into());
+        }
     };
     let n = s.count("runtime_events", MIN_RUNTIME_EVENT, MAX_EVENTS)?;
     let mut runtime_events = Vec::with_capacity(n);

@@ -173,8 +173,13 @@ fn errors_name_the_field_and_offset() {
     let mut bad = raw.clone();
     bad[1] = 9;
     assert_eq!(
-        VersionedAttestation::decode(&bad).unwrap_err().to_string(),
-        "malformed: dstack attestation (V0 SCALE): quote variant at offset 1: unknown variant 9"
+        VersionedAttestation::decode(&bad).unwrap_err().malformed(),
+        Some(&Malformed::UnknownVariant {
+            context: "dstack attestation (V0 SCALE)",
+            field: "quote variant".into(),
+            offset: 1,
+            tag: 9,
+        })
     );
 }
 
