@@ -274,6 +274,22 @@ pub enum Malformed {
         /// The bytes left after it.
         available: usize,
     },
+    /// A length field, at an offset, that runs past the end of the
+    /// structure holding what it measures.
+    LengthPastEnd {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The length field.
+        field: String,
+        /// Where the length field is.
+        offset: usize,
+        /// The length it declares.
+        length: u64,
+        /// What it runs past the end of (`"the report"`).
+        container: &'static str,
+        /// The bytes left there.
+        available: usize,
+    },
     /// A container (array or map), at an offset, being skipped whose
     /// elements still to read outnumber the bytes left.
     ContainerPastEnd {
@@ -565,6 +581,17 @@ impl fmt::Display for Malformed {
             } => write!(
                 f,
                 "{context}: {field} at offset {offset}: {count} elements cannot fit in the {available} bytes left"
+            ),
+            Malformed::LengthPastEnd {
+                context,
+                field,
+                offset,
+                length,
+                container,
+                available,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: {length} runs past the end of {container} ({available} bytes left)"
             ),
             Malformed::ContainerPastEnd {
                 context,
@@ -1288,6 +1315,17 @@ mod tests {
                     available: 3,
                 },
                 "ctx: f at offset 7: 9 elements cannot fit in the 3 bytes left",
+            ),
+            (
+                Malformed::LengthPastEnd {
+                    context,
+                    field: field(),
+                    offset,
+                    length: 9,
+                    container: "the report",
+                    available: 3,
+                },
+                "ctx: f at offset 7: 9 runs past the end of the report (3 bytes left)",
             ),
             (
                 Malformed::ContainerPastEnd {

@@ -201,8 +201,8 @@ fn hcl_framing_is_enforced_on_real_reports() {
     let c = rebuild(&base, Some(h), None, None, None);
     assert!(matches!(
         malformed_detail(check_container(c, TeeType::Snp)),
-        attest_core::Malformed::BadField { field, offset: 0x4D0, problem, .. }
-            if field == "variable_data_size" && problem.starts_with("3110 runs past the end")
+        attest_core::Malformed::LengthPastEnd { field, offset: 0x4D0, length: 3110, container: "the report", .. }
+            if field == "variable_data_size"
     ));
     // Shortened by one with sizes consistent: the claims lose their last
     // byte and are no longer JSON (never trimmed, never padded).
