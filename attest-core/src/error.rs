@@ -958,10 +958,32 @@ pub enum Insecure {
     },
     /// A composed platform's hardware evidence does not come from the
     /// firmware layer the operator pinned (a vTPM's paravisor): any other
-    /// guest of that TEE could frame the upper layer's claims.
+    /// guest of that TEE could frame the upper layer's claims. The
+    /// register identifying the layer holds a value no pin lists.
     UnpinnedLayer {
-        /// Which layer and value, for people.
-        detail: String,
+        /// The composed platform (`"az-snp-vtpm"`).
+        platform: String,
+        /// The hardware register identifying the layer (`"measurement"`,
+        /// `"mrtd"`).
+        register: &'static str,
+        /// Its value, hex.
+        found: String,
+    },
+    /// A composed platform that requires a pinned firmware layer has none
+    /// configured: any guest of the TEE could frame the upper layer.
+    NoLayerPinned {
+        /// The composed platform (its configuration section).
+        platform: String,
+        /// The TEE whose guests could frame it (`"SEV-SNP"`, `"TD"`).
+        tee: &'static str,
+    },
+    /// A hardware register the pinned firmware layer never extends is
+    /// extended (an RTMR of an Azure paravisor TD): the TD runs other code.
+    LayerRegisterExtended {
+        /// The composed platform.
+        platform: String,
+        /// The extended register (`"rtmr3"`).
+        register: &'static str,
     },
     /// Boot-time keys were asked for with evidence made after boot (an
     /// app's certificate, or a log past the events a guest measures once
@@ -978,13 +1000,28 @@ impl fmt::Display for Insecure {
             Insecure::Vmpl { expected, found } => {
                 write!(f, "report from VMPL {found}, expected VMPL {expected}")
             }
+            Insecure::UnpinnedLayer {
+                platform,
+                register,
+                found,
+            } => write!(
+                f,
+                "{platform}: {register} {found} is not a pinned paravisor's"
+            ),
+            Insecure::NoLayerPinned { platform, tee } => write!(
+                f,
+                "{platform}: no paravisor is pinned ([platform.{platform}] paravisors): without one, any {tee} guest could frame vTPM evidence"
+            ),
+            Insecure::LayerRegisterExtended { platform, register } => write!(
+                f,
+                "{platform}: {register} of the TD quote is extended, so the TD is not Azure's paravisor (which extends no RTMR)"
+            ),
             Insecure::Debug { detail }
             | Insecure::Migration { detail }
             | Insecure::ForeignTdxModule { detail }
             | Insecure::TdAttributes { detail }
             | Insecure::NoMatchingTcbLevel { detail }
             | Insecure::WeakVerifier { detail }
-            | Insecure::UnpinnedLayer { detail }
             | Insecure::NotBooting { detail } => f.write_str(detail),
         }
     }
@@ -1297,6 +1334,39 @@ mod tests {
         ];
         for (e, text) in cases {
             assert_eq!(e.to_string(), text);
+        }
+    }
+
+    /// The paravisor pinning details print what their former free text
+    /// said (operators and the workspace tests read it).
+    #[test]
+    fn layer_pinning_details_print_the_former_texts() {
+        let cases: Vec<(Insecure, &str)> = vec![
+            (
+                Insecure::UnpinnedLayer {
+                    platform: "az-snp-vtpm".into(),
+                    register: "measurement",
+                    found: "a7a7".into(),
+                },
+                "az-snp-vtpm: measurement a7a7 is not a pinned paravisor's",
+            ),
+            (
+                Insecure::NoLayerPinned {
+                    platform: "az-tdx-vtpm".into(),
+                    tee: "TD",
+                },
+                "az-tdx-vtpm: no paravisor is pinned ([platform.az-tdx-vtpm] paravisors): without one, any TD guest could frame vTPM evidence",
+            ),
+            (
+                Insecure::LayerRegisterExtended {
+                    platform: "az-tdx-vtpm".into(),
+                    register: "rtmr3",
+                },
+                "az-tdx-vtpm: rtmr3 of the TD quote is extended, so the TD is not Azure's paravisor (which extends no RTMR)",
+            ),
+        ];
+        for (i, text) in cases {
+            assert_eq!(i.to_string(), text);
         }
     }
 

@@ -618,10 +618,11 @@ async fn hardware_reports_from_anything_but_a_pinned_paravisor_are_refused() {
     };
     let e = evidence_with(&AZ_SNP_VTPM, &f, plain_snp_vm, azure_td());
     assert_refused(verify(&e).await, |e| {
-        matches!(e, attest_core::AttestError::Insecure(attest_core::Insecure::UnpinnedLayer { detail }) if detail.contains(&format!(
-            "az-snp-vtpm: measurement {} is not a pinned paravisor's",
-            "a7".repeat(48)
-        )))
+        *e == attest_core::AttestError::Insecure(attest_core::Insecure::UnpinnedLayer {
+            platform: "az-snp-vtpm".into(),
+            register: "measurement",
+            found: "a7".repeat(48),
+        })
     });
     // A TD with another MRTD, and a TD (even with the paravisor's MRTD)
     // that extended an RTMR: other code ran.
@@ -636,10 +637,11 @@ async fn hardware_reports_from_anything_but_a_pinned_paravisor_are_refused() {
         other_td,
     );
     assert_refused(verify(&e).await, |e| {
-        matches!(e, attest_core::AttestError::Insecure(attest_core::Insecure::UnpinnedLayer { detail }) if detail.contains(&format!(
-            "az-tdx-vtpm: mrtd {} is not a pinned paravisor's",
-            "4d".repeat(48)
-        )))
+        *e == attest_core::AttestError::Insecure(attest_core::Insecure::UnpinnedLayer {
+            platform: "az-tdx-vtpm".into(),
+            register: "mrtd",
+            found: "4d".repeat(48),
+        })
     });
     let mut extended = azure_td();
     extended.rtmrs[3] = [0x33; 48];
@@ -649,10 +651,12 @@ async fn hardware_reports_from_anything_but_a_pinned_paravisor_are_refused() {
         attest_testkit::vtpm::paravisor_report(),
         extended,
     );
-    assert_refused(
-        verify(&e).await,
-        |e| matches!(e, attest_core::AttestError::Insecure(attest_core::Insecure::UnpinnedLayer { detail }) if detail.contains("az-tdx-vtpm: rtmr3 of the TD quote is extended, so the TD is not Azure's paravisor")),
-    );
+    assert_refused(verify(&e).await, |e| {
+        *e == attest_core::AttestError::Insecure(attest_core::Insecure::LayerRegisterExtended {
+            platform: "az-tdx-vtpm".into(),
+            register: "rtmr3",
+        })
+    });
 }
 
 /// With no paravisor pinned, the KMS path refuses every piece of evidence
@@ -670,17 +674,21 @@ async fn without_a_pinned_paravisor_the_kms_refuses_all_evidence() {
     )
     .unwrap();
     let e = evidence(&AZ_SNP_VTPM, |_| {});
-    assert_refused(
-        unpinned.verify(&e, &ctx()).await,
-        |e| matches!(e, attest_core::AttestError::Insecure(attest_core::Insecure::UnpinnedLayer { detail }) if detail.contains("az-snp-vtpm: no paravisor is pinned ([platform.az-snp-vtpm] paravisors)")),
-    );
+    assert_refused(unpinned.verify(&e, &ctx()).await, |e| {
+        *e == attest_core::AttestError::Insecure(attest_core::Insecure::NoLayerPinned {
+            platform: "az-snp-vtpm".into(),
+            tee: "SEV-SNP",
+        })
+    });
     let offline = unpinned
         .verify_offline(&e, &ctx(), attest_vtpm::Nonce::Kms)
         .await;
-    assert_refused(
-        offline,
-        |e| matches!(e, attest_core::AttestError::Insecure(attest_core::Insecure::UnpinnedLayer { detail }) if detail.contains("no paravisor is pinned")),
-    );
+    assert_refused(offline, |e| {
+        matches!(
+            e,
+            attest_core::AttestError::Insecure(attest_core::Insecure::NoLayerPinned { .. })
+        )
+    });
     let id = unpinned
         .verify_offline(&e, &ctx(), attest_vtpm::Nonce::Unchecked)
         .await
