@@ -118,6 +118,38 @@ fn every_metadata_offset_but_the_real_one_is_malformed() {
     }
 }
 
+/// The SEV metadata itself cut at every length: the 32 bytes after the
+/// footer table are not read as part of it, so the first `k` bytes of the
+/// real metadata (signature, size and version, section count, sections) can
+/// sit at the image's very end with the offset pointing at them. Every
+/// such cut runs out of bytes: a typed `Truncated`, never a panic.
+#[test]
+fn the_sev_metadata_cut_at_every_length_is_truncated() {
+    let ovmf = image("ovmf_AmdSev_suffix.bin");
+    let whole = OvmfInfo::parse(&ovmf).unwrap();
+    let off = whole.entry_u32(attest_snp_sev_metadata_guid()).unwrap() as usize;
+    let m = ovmf.len() - off;
+    assert_eq!(&ovmf[m..m + 4], b"ASEV");
+    let at = find_entry_data(&ovmf, attest_snp_sev_metadata_guid());
+    // The free tail, and what of the metadata fits in it: the header and
+    // at least one section.
+    let room = 32;
+    assert!(
+        16 + 12 * whole.sections.len() > room,
+        "the cut is a truncation"
+    );
+    for k in 0..=room {
+        let mut img = ovmf.clone();
+        let end = img.len();
+        img[end - k..].copy_from_slice(&ovmf[m..m + k]);
+        img[at..at + 4].copy_from_slice(&(k as u32).to_le_bytes());
+        match OvmfInfo::parse(&img) {
+            Err(MeasureError::Malformed(e)) => assert!(e.is_truncated(), "cut {k}: {e:?}"),
+            other => panic!("cut {k}: expected a truncation, got {other:?}"),
+        }
+    }
+}
+
 /// Offset in `img` of the data of the GUID table entry `g`.
 fn find_entry_data(img: &[u8], g: [u8; 16]) -> usize {
     let mut pos = img.len() - 32 - 18;
