@@ -260,6 +260,183 @@ pub enum Malformed {
         /// What was found.
         found: String,
     },
+    /// A length or element count, at an offset, claiming more than the
+    /// bytes left can hold: refused before anything is allocated.
+    CountPastEnd {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The counted field.
+        field: String,
+        /// Where the count starts.
+        offset: usize,
+        /// The count it declares.
+        count: usize,
+        /// The bytes left after it.
+        available: usize,
+    },
+    /// A length field, at an offset, that runs past the end of the
+    /// structure holding what it measures.
+    LengthPastEnd {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The length field.
+        field: String,
+        /// Where the length field is.
+        offset: usize,
+        /// The length it declares.
+        length: u64,
+        /// What it runs past the end of (`"the report"`).
+        container: &'static str,
+        /// The bytes left there.
+        available: usize,
+    },
+    /// A container (array or map), at an offset, being skipped whose
+    /// elements still to read outnumber the bytes left.
+    ContainerPastEnd {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The field being skipped.
+        field: String,
+        /// Where the container starts.
+        offset: usize,
+        /// The bytes left after its header.
+        available: usize,
+    },
+    /// A field, at an offset, larger than the verifier accepts (a bound
+    /// against resource use), in `unit`s (`"bytes"`, `"elements"`).
+    FieldTooLarge {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The field.
+        field: String,
+        /// Where it starts.
+        offset: usize,
+        /// Its size.
+        size: usize,
+        /// What `size` and `max` count.
+        unit: &'static str,
+        /// The largest accepted.
+        max: usize,
+    },
+    /// An integer, at an offset, in a wider encoding than its value needs
+    /// (a SCALE compact integer): refused so each value has one encoding.
+    NonCanonicalInteger {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The field.
+        field: String,
+        /// Where the integer starts.
+        offset: usize,
+    },
+    /// A field, at an offset, whose length the format fixes (a
+    /// `name` is `expected` bytes) holding another length.
+    FieldLength {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The field.
+        field: String,
+        /// Where it starts.
+        offset: usize,
+        /// What a value of the field is (`"an SNP report"`).
+        name: &'static str,
+        /// The length it must have, in bytes.
+        expected: usize,
+        /// The length it has.
+        found: usize,
+    },
+    /// A field, at an offset, that decodes but holds another value than
+    /// the one the format requires there (a version, a fixed text).
+    WrongValueAt {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The field.
+        field: String,
+        /// Where the field starts.
+        offset: usize,
+        /// The value required.
+        expected: String,
+        /// The value found.
+        found: String,
+    },
+    /// An enum tag, at an offset, naming no variant the format defines.
+    UnknownVariant {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The tagged field.
+        field: String,
+        /// Where the tag is.
+        offset: usize,
+        /// The tag.
+        tag: u64,
+    },
+    /// A value, at an offset, of another type than the field requires (a
+    /// string where a map must be).
+    WrongType {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The field.
+        field: String,
+        /// Where the value starts.
+        offset: usize,
+        /// The type required (`"a map"`).
+        expected: &'static str,
+        /// The type found (`"a string"`).
+        found: &'static str,
+    },
+    /// A map, at an offset, without a key it must have.
+    MissingKey {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The map.
+        field: String,
+        /// Where the map starts.
+        offset: usize,
+        /// The absent key.
+        key: String,
+    },
+    /// A map, at an offset, with a key twice: which value counts would be
+    /// up to the decoder.
+    DuplicateKey {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The map.
+        field: String,
+        /// Where the second key starts.
+        offset: usize,
+        /// The repeated key.
+        key: String,
+    },
+    /// An element of a byte string written as an array of integers, at an
+    /// offset, above 255.
+    ByteOutOfRange {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The byte string.
+        field: String,
+        /// Where the element starts.
+        offset: usize,
+        /// The element's value.
+        value: u64,
+    },
+    /// Text, at an offset, that must be UTF-8 and is not.
+    NotUtf8 {
+        /// The structure being decoded.
+        context: &'static str,
+        /// The field.
+        field: String,
+        /// Where the field starts.
+        offset: usize,
+        /// The UTF-8 decoder's message.
+        detail: String,
+    },
+    /// A PEM block whose label is not the one required (a `PRIVATE KEY`
+    /// where a `CERTIFICATE` must be).
+    PemLabel {
+        /// The label required.
+        expected: &'static str,
+        /// The label found.
+        found: String,
+    },
     /// Anything else, in words.
     Other(String),
 }
@@ -395,6 +572,134 @@ impl fmt::Display for Malformed {
                 expected,
                 found,
             } => write!(f, "{structure} {field}: expected {expected}, found {found}"),
+            Malformed::CountPastEnd {
+                context,
+                field,
+                offset,
+                count,
+                available,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: {count} elements cannot fit in the {available} bytes left"
+            ),
+            Malformed::LengthPastEnd {
+                context,
+                field,
+                offset,
+                length,
+                container,
+                available,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: {length} runs past the end of {container} ({available} bytes left)"
+            ),
+            Malformed::ContainerPastEnd {
+                context,
+                field,
+                offset,
+                available,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: container cannot fit in the {available} bytes left"
+            ),
+            Malformed::FieldTooLarge {
+                context,
+                field,
+                offset,
+                size,
+                unit,
+                max,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: {size} {unit}, at most {max} accepted"
+            ),
+            Malformed::NonCanonicalInteger {
+                context,
+                field,
+                offset,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: non-canonical compact integer"
+            ),
+            Malformed::FieldLength {
+                context,
+                field,
+                offset,
+                name,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: {found} bytes, {name} is {expected}"
+            ),
+            Malformed::WrongValueAt {
+                context,
+                field,
+                offset,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: {found} is not {expected}"
+            ),
+            Malformed::UnknownVariant {
+                context,
+                field,
+                offset,
+                tag,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: unknown variant {tag}"
+            ),
+            Malformed::WrongType {
+                context,
+                field,
+                offset,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: expected {expected}, found {found}"
+            ),
+            Malformed::MissingKey {
+                context,
+                field,
+                offset,
+                key,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: required key {key:?} is missing"
+            ),
+            Malformed::DuplicateKey {
+                context,
+                field,
+                offset,
+                key,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: key {key:?} appears twice"
+            ),
+            Malformed::ByteOutOfRange {
+                context,
+                field,
+                offset,
+                value,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: byte value {value} exceeds 255"
+            ),
+            Malformed::NotUtf8 {
+                context,
+                field,
+                offset,
+                detail,
+            } => write!(
+                f,
+                "{context}: {field} at offset {offset}: not UTF-8: {detail}"
+            ),
+            Malformed::PemLabel { expected, found } => {
+                write!(f, "PEM: PEM block {found:?}, expected {expected}")
+            }
             Malformed::Other(m) => f.write_str(m),
         }
     }
@@ -653,10 +958,32 @@ pub enum Insecure {
     },
     /// A composed platform's hardware evidence does not come from the
     /// firmware layer the operator pinned (a vTPM's paravisor): any other
-    /// guest of that TEE could frame the upper layer's claims.
+    /// guest of that TEE could frame the upper layer's claims. The
+    /// register identifying the layer holds a value no pin lists.
     UnpinnedLayer {
-        /// Which layer and value, for people.
-        detail: String,
+        /// The composed platform (`"az-snp-vtpm"`).
+        platform: String,
+        /// The hardware register identifying the layer (`"measurement"`,
+        /// `"mrtd"`).
+        register: &'static str,
+        /// Its value, hex.
+        found: String,
+    },
+    /// A composed platform that requires a pinned firmware layer has none
+    /// configured: any guest of the TEE could frame the upper layer.
+    NoLayerPinned {
+        /// The composed platform (its configuration section).
+        platform: String,
+        /// The TEE whose guests could frame it (`"SEV-SNP"`, `"TD"`).
+        tee: &'static str,
+    },
+    /// A hardware register the pinned firmware layer never extends is
+    /// extended (an RTMR of an Azure paravisor TD): the TD runs other code.
+    LayerRegisterExtended {
+        /// The composed platform.
+        platform: String,
+        /// The extended register (`"rtmr3"`).
+        register: &'static str,
     },
     /// Boot-time keys were asked for with evidence made after boot (an
     /// app's certificate, or a log past the events a guest measures once
@@ -673,13 +1000,28 @@ impl fmt::Display for Insecure {
             Insecure::Vmpl { expected, found } => {
                 write!(f, "report from VMPL {found}, expected VMPL {expected}")
             }
+            Insecure::UnpinnedLayer {
+                platform,
+                register,
+                found,
+            } => write!(
+                f,
+                "{platform}: {register} {found} is not a pinned paravisor's"
+            ),
+            Insecure::NoLayerPinned { platform, tee } => write!(
+                f,
+                "{platform}: no paravisor is pinned ([platform.{platform}] paravisors): without one, any {tee} guest could frame vTPM evidence"
+            ),
+            Insecure::LayerRegisterExtended { platform, register } => write!(
+                f,
+                "{platform}: {register} of the TD quote is extended, so the TD is not Azure's paravisor (which extends no RTMR)"
+            ),
             Insecure::Debug { detail }
             | Insecure::Migration { detail }
             | Insecure::ForeignTdxModule { detail }
             | Insecure::TdAttributes { detail }
             | Insecure::NoMatchingTcbLevel { detail }
             | Insecure::WeakVerifier { detail }
-            | Insecure::UnpinnedLayer { detail }
             | Insecure::NotBooting { detail } => f.write_str(detail),
         }
     }
@@ -992,6 +1334,183 @@ mod tests {
         ];
         for (e, text) in cases {
             assert_eq!(e.to_string(), text);
+        }
+    }
+
+    /// The paravisor pinning details print what their former free text
+    /// said (operators and the workspace tests read it).
+    #[test]
+    fn layer_pinning_details_print_the_former_texts() {
+        let cases: Vec<(Insecure, &str)> = vec![
+            (
+                Insecure::UnpinnedLayer {
+                    platform: "az-snp-vtpm".into(),
+                    register: "measurement",
+                    found: "a7a7".into(),
+                },
+                "az-snp-vtpm: measurement a7a7 is not a pinned paravisor's",
+            ),
+            (
+                Insecure::NoLayerPinned {
+                    platform: "az-tdx-vtpm".into(),
+                    tee: "TD",
+                },
+                "az-tdx-vtpm: no paravisor is pinned ([platform.az-tdx-vtpm] paravisors): without one, any TD guest could frame vTPM evidence",
+            ),
+            (
+                Insecure::LayerRegisterExtended {
+                    platform: "az-tdx-vtpm".into(),
+                    register: "rtmr3",
+                },
+                "az-tdx-vtpm: rtmr3 of the TD quote is extended, so the TD is not Azure's paravisor (which extends no RTMR)",
+            ),
+        ];
+        for (i, text) in cases {
+            assert_eq!(i.to_string(), text);
+        }
+    }
+
+    /// The decoder details print what the free-text `BadField` they
+    /// replaced printed: dstack guests see these messages.
+    #[test]
+    fn decoder_details_print_the_former_texts() {
+        let (context, field, offset) = ("ctx", || String::from("f"), 7);
+        let cases: Vec<(Malformed, &str)> = vec![
+            (
+                Malformed::CountPastEnd {
+                    context,
+                    field: field(),
+                    offset,
+                    count: 9,
+                    available: 3,
+                },
+                "ctx: f at offset 7: 9 elements cannot fit in the 3 bytes left",
+            ),
+            (
+                Malformed::LengthPastEnd {
+                    context,
+                    field: field(),
+                    offset,
+                    length: 9,
+                    container: "the report",
+                    available: 3,
+                },
+                "ctx: f at offset 7: 9 runs past the end of the report (3 bytes left)",
+            ),
+            (
+                Malformed::ContainerPastEnd {
+                    context,
+                    field: field(),
+                    offset,
+                    available: 3,
+                },
+                "ctx: f at offset 7: container cannot fit in the 3 bytes left",
+            ),
+            (
+                Malformed::FieldTooLarge {
+                    context,
+                    field: field(),
+                    offset,
+                    size: 9,
+                    unit: "elements",
+                    max: 8,
+                },
+                "ctx: f at offset 7: 9 elements, at most 8 accepted",
+            ),
+            (
+                Malformed::UnknownVariant {
+                    context,
+                    field: field(),
+                    offset,
+                    tag: 9,
+                },
+                "ctx: f at offset 7: unknown variant 9",
+            ),
+            (
+                Malformed::NonCanonicalInteger {
+                    context,
+                    field: field(),
+                    offset,
+                },
+                "ctx: f at offset 7: non-canonical compact integer",
+            ),
+            (
+                Malformed::FieldLength {
+                    context,
+                    field: field(),
+                    offset,
+                    name: "an SNP report",
+                    expected: 1184,
+                    found: 1183,
+                },
+                "ctx: f at offset 7: 1183 bytes, an SNP report is 1184",
+            ),
+            (
+                Malformed::WrongValueAt {
+                    context,
+                    field: field(),
+                    offset,
+                    expected: "1".into(),
+                    found: "2".into(),
+                },
+                "ctx: f at offset 7: 2 is not 1",
+            ),
+            (
+                Malformed::WrongType {
+                    context,
+                    field: field(),
+                    offset,
+                    expected: "a map",
+                    found: "a string",
+                },
+                "ctx: f at offset 7: expected a map, found a string",
+            ),
+            (
+                Malformed::MissingKey {
+                    context,
+                    field: field(),
+                    offset,
+                    key: "k".into(),
+                },
+                "ctx: f at offset 7: required key \"k\" is missing",
+            ),
+            (
+                Malformed::DuplicateKey {
+                    context,
+                    field: field(),
+                    offset,
+                    key: "k".into(),
+                },
+                "ctx: f at offset 7: key \"k\" appears twice",
+            ),
+            (
+                Malformed::ByteOutOfRange {
+                    context,
+                    field: field(),
+                    offset,
+                    value: 256,
+                },
+                "ctx: f at offset 7: byte value 256 exceeds 255",
+            ),
+            (
+                Malformed::NotUtf8 {
+                    context,
+                    field: field(),
+                    offset,
+                    detail: "bad".into(),
+                },
+                "ctx: f at offset 7: not UTF-8: bad",
+            ),
+            (
+                Malformed::PemLabel {
+                    expected: "CERTIFICATE",
+                    found: "PRIVATE KEY".into(),
+                },
+                "PEM: PEM block \"PRIVATE KEY\", expected CERTIFICATE",
+            ),
+        ];
+        for (m, text) in cases {
+            assert_eq!(m.to_string(), text);
         }
     }
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use attest_core::eventlog::{
     self, EventBody, LogEvent, RegisterSet, ReplayedLog, RuntimeAppInfo, RuntimeEvent,
 };
-use attest_core::{ErrorKind, InstanceId};
+use attest_core::{ErrorKind, InstanceId, Malformed};
 use sha2::Sha384;
 
 fn vectors() -> PathBuf {
@@ -218,10 +218,12 @@ fn retyped_instance_id_event_is_refused() {
     let events = eventlog::parse_json_event_log(&serde_json::to_vec(&raw).unwrap()).unwrap();
     let signed = want.each_ref().map(|r| Some(&r[..]));
     let err = ReplayedLog::check::<Sha384>(events.clone(), &RTMRS, &signed).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Malformed);
     assert_eq!(
-        err.to_string(),
-        "malformed: event 23 of type 0x8000002 extends rtmr3, which only dstack runtime events (type 0x8000001) may extend"
+        err.malformed(),
+        Some(&Malformed::Unexpected {
+            what: eventlog::BOOT_EVENT_ON_APP_REGISTER,
+            detail: "event 23 of type 0x8000002 extends rtmr3, which only dstack runtime events (type 0x8000001) may extend".into(),
+        })
     );
     // Re-typed as EV_NO_ACTION (never extended) it is refused as well.
     let mut raw2 = raw.clone();
@@ -260,8 +262,16 @@ fn resplit_key_provider_event_is_refused() {
     assert_eq!(replay4(&forged)[3], want[3]);
     let signed = want.each_ref().map(|r| Some(&r[..]));
     let err = ReplayedLog::check::<Sha384>(forged, &RTMRS, &signed).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Malformed);
-    assert!(err.to_string().contains("has a ':' in its name"), "{err}");
+    assert!(
+        matches!(
+            err.malformed(),
+            Some(Malformed::Unexpected {
+                what: eventlog::COLON_IN_EVENT_NAME,
+                ..
+            })
+        ),
+        "{err}"
+    );
 }
 
 /// An instance id whose first byte is 0x3a (':') can be re-split as
@@ -299,10 +309,12 @@ fn resplit_instance_id_event_is_refused() {
     forged[3] = LogEvent::runtime(3, "instance-id:", &iid[1..]);
     assert_eq!(replay4(&forged)[3], rtmr3);
     let err = ReplayedLog::check::<Sha384>(forged, &RTMRS, &signed).unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Malformed);
     assert_eq!(
-        err.to_string(),
-        "malformed: runtime event \"instance-id:\" before \"system-ready\" has a ':' in its name, which makes its digest ambiguous"
+        err.malformed(),
+        Some(&Malformed::Unexpected {
+            what: eventlog::COLON_IN_EVENT_NAME,
+            detail: "runtime event \"instance-id:\" before \"system-ready\" has a ':' in its name, which makes its digest ambiguous".into(),
+        })
     );
 }
 

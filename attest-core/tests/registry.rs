@@ -175,7 +175,11 @@ async fn registry_rechecks_a_buggy_plugin() {
         .await
         .unwrap_err();
     assert_eq!(
-        err.to_string(),
-        "identity_mismatch: platform: evidence has tdx, recomputed sev-snp"
+        err,
+        AttestError::IdentityMismatch {
+            what: "platform".into(),
+            expected: "tdx".into(),
+            found: "sev-snp".into(),
+        }
     );
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use attest_core::Malformed;
 use attest_snp::measure::{
-    KernelHashes, LaunchInputs, MeasureError, SvsmInputs, VmmType, launch_digest,
+    KernelHashes, LaunchInput, LaunchInputs, MeasureError, SvsmInputs, VmmType, launch_digest,
     svsm_launch_digest, vcpu_signature,
 };
 
@@ -72,8 +72,18 @@ fn all_cases() {
                 "{name}"
             ),
             (_, Some(e)) => {
-                let err = got.unwrap_err().to_string();
-                assert!(err.contains(e.as_str().unwrap()), "{name}: {err}");
+                // The vectors name the refusal in words; each maps to its
+                // typed variant here, and the words must still appear.
+                let err = got.unwrap_err();
+                let want = match e.as_str().unwrap() {
+                    "no SNP_KERNEL_HASHES section" => LaunchInput::NoKernelHashesSection,
+                    other => panic!("{name}: no typed refusal known for {other:?}"),
+                };
+                assert_eq!(err, MeasureError::Input(want), "{name}");
+                assert!(
+                    err.to_string().contains(e.as_str().unwrap()),
+                    "{name}: {err}"
+                );
             }
             _ => panic!("{name}: no expectation"),
         }
@@ -142,7 +152,10 @@ fn svsm_bad_inputs() {
         vcpu_sig: 0x0080_0F12,
     };
     let good = svsm_launch_digest(&base).unwrap();
-    let e = |inp: SvsmInputs<'_>| svsm_launch_digest(&inp).unwrap_err().to_string();
+    let e = |inp: SvsmInputs<'_>| match svsm_launch_digest(&inp) {
+        Err(MeasureError::Input(i)) => i,
+        other => panic!("expected an input refusal, got {other:?}"),
+    };
     // Where the SVSM sits, how many vCPUs and which model are all measured.
     for other in [
         SvsmInputs {
@@ -160,12 +173,12 @@ fn svsm_bad_inputs() {
     ] {
         assert_ne!(svsm_launch_digest(&other).unwrap(), good);
     }
-    assert!(
+    assert_eq!(
         e(SvsmInputs {
             svsm: &ovmf,
             ..base.clone()
-        })
-        .contains("SVSM_INFO")
+        }),
+        LaunchInput::NoSvsmInfo
     );
     let no_table = svsm_launch_digest(&SvsmInputs {
         svsm: &[0u8; 8192],
@@ -176,26 +189,29 @@ fn svsm_bad_inputs() {
             if location == "SVSM image" && matches!(**inner, Malformed::Missing { .. })),
         "{no_table:?}"
     );
-    assert!(
+    assert_eq!(
         e(SvsmInputs {
             svsm: &svsm[..svsm.len() - 100],
             ..base.clone()
-        })
-        .contains("SVSM image size")
+        }),
+        LaunchInput::NotPageMultiple {
+            what: "SVSM image",
+            size: svsm.len() as u64 - 100
+        }
     );
-    assert!(
+    assert_eq!(
         e(SvsmInputs {
             vars_size: 1000,
             ..base.clone()
-        })
-        .contains("variables size")
+        }),
+        LaunchInput::VarsNotPageMultiple { size: 1000 }
     );
-    assert!(
+    assert_eq!(
         e(SvsmInputs {
             vars_size: 1 << 32,
             ..base.clone()
-        })
-        .contains("do not fit")
+        }),
+        LaunchInput::SvsmDoesNotFit
     );
-    assert!(e(SvsmInputs { vcpus: 0, ..base }).contains("vCPU"));
+    assert_eq!(e(SvsmInputs { vcpus: 0, ..base }), LaunchInput::NoVcpu);
 }

@@ -228,14 +228,13 @@ impl HclReport {
         }
         let claims_start = r.position();
         if u64::from(variable_data_size) > r.remaining() as u64 {
-            return Err(Malformed::BadField {
+            return Err(Malformed::LengthPastEnd {
                 context: "HCL report",
                 field: "variable_data_size".into(),
                 offset: TEE_REPORT_OFFSET + TEE_REPORT_LEN + 16,
-                problem: format!(
-                    "{variable_data_size} runs past the end of the report ({} bytes left)",
-                    r.remaining()
-                ),
+                length: variable_data_size.into(),
+                container: "the report",
+                available: r.remaining(),
             }
             .into());
         }
@@ -424,8 +423,8 @@ mod tests {
         assert!(
             matches!(
                 e.malformed(),
-                Some(Malformed::BadField { field, problem, .. })
-                    if field == "variable_data_size" && problem.contains("runs past the end")
+                Some(Malformed::LengthPastEnd { field, length, .. })
+                    if field == "variable_data_size" && *length == u64::from(huge)
             ),
             "{e}"
         );

@@ -355,10 +355,9 @@ impl AzVtpm {
                 for r in [reg::RTMR0, reg::RTMR1, reg::RTMR2, reg::RTMR3] {
                     if bytes(r).is_some_and(|v| v.iter().any(|b| *b != 0)) {
                         return Err(AttestError::Insecure(
-                            attest_core::Insecure::UnpinnedLayer {
-                                detail: format!(
-                                    "az-tdx-vtpm: {r} of the TD quote is extended, so the TD is not Azure's paravisor (which extends no RTMR)"
-                                ),
+                            attest_core::Insecure::LayerRegisterExtended {
+                                platform: AZ_TDX_VTPM.as_str().to_owned(),
+                                register: r,
                             },
                         ));
                     }
@@ -369,15 +368,13 @@ impl AzVtpm {
         if self.config.paravisors.is_empty() {
             return if required {
                 Err(AttestError::Insecure(
-                    attest_core::Insecure::UnpinnedLayer {
-                        detail: format!(
-                            "{platform}: no paravisor is pinned ([platform.{platform}] paravisors): without one, any {} guest could frame vTPM evidence",
-                            if register == reg::MRTD {
-                                "TD"
-                            } else {
-                                "SEV-SNP"
-                            }
-                        ),
+                    attest_core::Insecure::NoLayerPinned {
+                        platform: platform.as_str().to_owned(),
+                        tee: if register == reg::MRTD {
+                            "TD"
+                        } else {
+                            "SEV-SNP"
+                        },
                     },
                 ))
             } else {
@@ -395,10 +392,9 @@ impl AzVtpm {
         } else {
             Err(AttestError::Insecure(
                 attest_core::Insecure::UnpinnedLayer {
-                    detail: format!(
-                        "{platform}: {register} {} is not a pinned paravisor's",
-                        hex::encode(found)
-                    ),
+                    platform: platform.as_str().to_owned(),
+                    register,
+                    found: hex::encode(found),
                 },
             ))
         }

@@ -22,7 +22,10 @@ use attest_testkit::vtpm::{FakeVtpm, VtpmFields, claims_report_data};
 use attest_vtpm::{AZ_SNP_VTPM, AZ_TDX_VTPM, AzVtpm, Nonce, VtpmConfig};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{assert_kind, malformed_detail, test_ak};
+use common::{
+    assert_refused, binding_mismatch, hcl_ak_signature, malformed_detail, pcr_digest_mismatch,
+    test_ak,
+};
 use sha2::{Digest, Sha256};
 
 const APP_PCR: u32 = 8;
@@ -213,10 +216,9 @@ async fn genuine_evidence_verifies_on_both_platforms() {
         assert!(!id.platform_claims.0.contains_key("dstack"));
         // The request binding is checked: another request's report data.
         let other = VerifyContext::new(ReportData([1; 64]), UnixTime(NOW));
-        assert_kind(
+        assert_refused(
             plugin(&p).verify(&evidence(&p, |_| {}), &other).await,
-            ErrorKind::BindingMismatch,
-            "report data",
+            binding_mismatch,
         );
     }
 }
@@ -234,11 +236,7 @@ async fn forged_claims_break_the_hardware_binding() {
         forged[at] = if forged[at] == b'0' { b'1' } else { b'0' };
         let mut d2 = d.clone();
         d2["hcl_report"] = URL_SAFE_NO_PAD.encode(&forged).into();
-        assert_kind(
-            verify(&with_doc(&e, &d2)).await,
-            ErrorKind::BindingMismatch,
-            "report data",
-        );
+        assert_refused(verify(&with_doc(&e, &d2)).await, binding_mismatch);
     }
 }
 
@@ -254,11 +252,7 @@ async fn an_ak_swap_is_refused_either_way() {
         let mut d = doc(&e);
         let msg = hex::decode(d["tpm_quote"]["message"].as_str().unwrap()).unwrap();
         d["tpm_quote"]["signature"] = hex::encode(attacker.sign(&msg)).into();
-        assert_kind(
-            verify(&with_doc(&e, &d)).await,
-            ErrorKind::BadSignature,
-            "HCLAkPub",
-        );
+        assert_refused(verify(&with_doc(&e, &d)).await, hcl_ak_signature);
         // 2. Claims naming the attacker's key, a quote it signs, but the
         //    genuine hardware report (over the genuine claims).
         let forged_claims = w.vtpm.claims_with_modulus(&attacker.n, &f);
@@ -274,11 +268,7 @@ async fn an_ak_swap_is_refused_either_way() {
         d["hcl_report"] = URL_SAFE_NO_PAD.encode(&hcl).into();
         d["tpm_quote"]["signature"] = hex::encode(attacker.sign(&msg)).into();
         d["tpm_quote"]["message"] = hex::encode(&msg).into();
-        assert_kind(
-            verify(&with_doc(&e, &d)).await,
-            ErrorKind::BindingMismatch,
-            "report data",
-        );
+        assert_refused(verify(&with_doc(&e, &d)).await, binding_mismatch);
     }
 }
 
@@ -296,11 +286,12 @@ async fn an_snp_report_from_a_lower_vmpl_is_refused() {
         },
         azure_td(),
     );
-    assert_kind(
-        verify(&e).await,
-        ErrorKind::Insecure,
-        "VMPL 2, expected VMPL 0",
-    );
+    assert_refused(verify(&e).await, |e| {
+        *e == attest_core::AttestError::Insecure(attest_core::Insecure::Vmpl {
+            expected: 0,
+            found: 2,
+        })
+    });
 }
 
 #[tokio::test]
@@ -312,7 +303,12 @@ async fn debug_and_foreign_modules_are_refused() {
         attest_testkit::vtpm::paravisor_report().debug(),
         azure_td(),
     );
-    assert_kind(verify(&e).await, ErrorKind::Insecure, "debug");
+    assert_refused(verify(&e).await, |e| {
+        matches!(
+            e,
+            attest_core::AttestError::Insecure(attest_core::Insecure::Debug { .. })
+        )
+    });
     let e = evidence_with(
         &AZ_TDX_VTPM,
         &f,
@@ -330,7 +326,12 @@ async fn debug_and_foreign_modules_are_refused() {
         attest_testkit::vtpm::paravisor_report(),
         td,
     );
-    assert_kind(verify(&e).await, ErrorKind::Insecure, "MRSIGNER");
+    assert_refused(verify(&e).await, |e| {
+        matches!(
+            e,
+            attest_core::AttestError::Insecure(attest_core::Insecure::ForeignTdxModule { .. })
+        )
+    });
 }
 
 #[tokio::test]
@@ -352,7 +353,7 @@ async fn a_td_quote_over_other_claims_is_refused() {
         w.vtpm.container(&f, &hcl, ("td_quote", &td_quote)),
     );
     e.event_log = log;
-    assert_kind(verify(&e).await, ErrorKind::BindingMismatch, "report data");
+    assert_refused(verify(&e).await, binding_mismatch);
 }
 
 #[tokio::test]
@@ -367,11 +368,11 @@ async fn the_quote_must_be_bound_to_the_request() {
             Vec::new(),
         ] {
             let e = evidence(&p, |f| f.nonce = Some(nonce.clone()));
-            assert_kind(verify(&e).await, ErrorKind::BindingMismatch, "report data");
+            assert_refused(verify(&e).await, binding_mismatch);
         }
         // user-data of another request, with a quote bound to it.
         let e = evidence(&p, |f| f.user_data = Some([1; 64]));
-        assert_kind(verify(&e).await, ErrorKind::BindingMismatch, "report data");
+        assert_refused(verify(&e).await, binding_mismatch);
         // No user-data at all.
         let e = evidence(&p, |f| {
             f.user_data = None;
@@ -439,7 +440,7 @@ async fn pcr_selection_games_signed_by_the_genuine_ak_are_refused() {
             listed.swap(8, 16);
             f.listed_pcrs = Some(listed);
         });
-        assert_kind(verify(&e).await, ErrorKind::IdentityMismatch, "pcrDigest");
+        assert_refused(verify(&e).await, pcr_digest_mismatch);
     }
 }
 
@@ -453,7 +454,10 @@ async fn event_log_games_are_refused() {
     rogue.app_id[0] ^= 1;
     let mut e = base.clone();
     e.event_log = rogue.vtpm_event_log(APP_PCR).0;
-    assert_kind(verify(&e).await, ErrorKind::IdentityMismatch, "pcr8");
+    assert_refused(
+        verify(&e).await,
+        |e| matches!(e, attest_core::AttestError::IdentityMismatch { what, .. } if what == "pcr8"),
+    );
     // The right events, said to extend another PCR (identity read there).
     let mut e = base.clone();
     e.event_log = app.vtpm_event_log(9).0;
@@ -475,18 +479,33 @@ async fn event_log_games_are_refused() {
     );
     let mut e = base.clone();
     e.event_log = attest_core::eventlog::to_json_event_log(&events);
-    assert_kind(
-        verify(&e).await,
-        ErrorKind::Malformed,
-        "which only dstack runtime events",
-    );
+    assert_refused(verify(&e).await, |e| {
+        matches!(
+            e.malformed(),
+            Some(attest_core::Malformed::Unexpected {
+                what: attest_core::eventlog::BOOT_EVENT_ON_APP_REGISTER,
+                ..
+            })
+        )
+    });
     // Not JSON, or empty.
     let mut e = base.clone();
     e.event_log = b"\x00\x01".to_vec();
-    assert_kind(verify(&e).await, ErrorKind::Malformed, "JSON event log");
+    assert_refused(
+        verify(&e).await,
+        |e| matches!(e.malformed(), Some(attest_core::Malformed::Syntax { what, .. }) if what == "JSON event log"),
+    );
     let mut e = base.clone();
     e.event_log.clear();
-    assert_kind(verify(&e).await, ErrorKind::Malformed, "no event log");
+    assert_refused(verify(&e).await, |e| {
+        matches!(
+            e.malformed(),
+            Some(attest_core::Malformed::Missing {
+                what: "event log",
+                ..
+            })
+        )
+    });
     // Identity events after system-ready do not count: an app that extends
     // "app-id" later keeps the boot-time identity.
     let mut events =
@@ -515,23 +534,28 @@ async fn oversized_and_truncated_evidence_is_refused() {
         let base = evidence(&p, |_| {});
         let mut e = base.clone();
         e.quote.resize(128 * 1024 + 1, b' ');
-        assert_kind(verify(&e).await, ErrorKind::Malformed, "at most");
+        assert_refused(
+            verify(&e).await,
+            |e| matches!(e.malformed(), Some(attest_core::Malformed::TooLarge { what, size: 131073, max: 131072 }) if what == "vTPM evidence document"),
+        );
         for cut in [0, 1, base.quote.len() / 2, base.quote.len() - 1] {
             let e = Evidence {
                 quote: base.quote[..cut].to_vec(),
                 ..base.clone()
             };
-            assert_kind(verify(&e).await, ErrorKind::Malformed, "");
+            assert_refused(
+                verify(&e).await,
+                |e| matches!(e.malformed(), Some(attest_core::Malformed::Syntax { what, .. }) if what == "vTPM evidence JSON"),
+            );
         }
         // A huge variable_data_size in a forged HCL report.
         let mut d = doc(&base);
         let mut hcl = hcl_of(&d);
         hcl[0x4D0..0x4D4].copy_from_slice(&u32::MAX.to_le_bytes());
         d["hcl_report"] = URL_SAFE_NO_PAD.encode(&hcl).into();
-        assert_kind(
+        assert_refused(
             verify(&with_doc(&base, &d)).await,
-            ErrorKind::Malformed,
-            "HCL report",
+            |e| matches!(e.malformed(), Some(attest_core::Malformed::BadValue { what, .. }) if what == "HCL report data_size"),
         );
     }
 }
@@ -567,10 +591,9 @@ async fn offline_nonce_modes() {
     p.verify_offline(&e, &offline, Nonce::Unchecked)
         .await
         .unwrap();
-    assert_kind(
+    assert_refused(
         p.verify_offline(&e, &offline, Nonce::Exact(&n[..31])).await,
-        ErrorKind::BindingMismatch,
-        "",
+        binding_mismatch,
     );
     let id = p
         .verify_offline(&e, &ctx(), Nonce::Unchecked)
@@ -594,14 +617,13 @@ async fn hardware_reports_from_anything_but_a_pinned_paravisor_are_refused() {
         ..attest_testkit::vtpm::paravisor_report()
     };
     let e = evidence_with(&AZ_SNP_VTPM, &f, plain_snp_vm, azure_td());
-    assert_kind(
-        verify(&e).await,
-        ErrorKind::Insecure,
-        &format!(
-            "az-snp-vtpm: measurement {} is not a pinned paravisor's",
-            "a7".repeat(48)
-        ),
-    );
+    assert_refused(verify(&e).await, |e| {
+        *e == attest_core::AttestError::Insecure(attest_core::Insecure::UnpinnedLayer {
+            platform: "az-snp-vtpm".into(),
+            register: "measurement",
+            found: "a7".repeat(48),
+        })
+    });
     // A TD with another MRTD, and a TD (even with the paravisor's MRTD)
     // that extended an RTMR: other code ran.
     let other_td = TdFields {
@@ -614,14 +636,13 @@ async fn hardware_reports_from_anything_but_a_pinned_paravisor_are_refused() {
         attest_testkit::vtpm::paravisor_report(),
         other_td,
     );
-    assert_kind(
-        verify(&e).await,
-        ErrorKind::Insecure,
-        &format!(
-            "az-tdx-vtpm: mrtd {} is not a pinned paravisor's",
-            "4d".repeat(48)
-        ),
-    );
+    assert_refused(verify(&e).await, |e| {
+        *e == attest_core::AttestError::Insecure(attest_core::Insecure::UnpinnedLayer {
+            platform: "az-tdx-vtpm".into(),
+            register: "mrtd",
+            found: "4d".repeat(48),
+        })
+    });
     let mut extended = azure_td();
     extended.rtmrs[3] = [0x33; 48];
     let e = evidence_with(
@@ -630,11 +651,12 @@ async fn hardware_reports_from_anything_but_a_pinned_paravisor_are_refused() {
         attest_testkit::vtpm::paravisor_report(),
         extended,
     );
-    assert_kind(
-        verify(&e).await,
-        ErrorKind::Insecure,
-        "az-tdx-vtpm: rtmr3 of the TD quote is extended, so the TD is not Azure's paravisor",
-    );
+    assert_refused(verify(&e).await, |e| {
+        *e == attest_core::AttestError::Insecure(attest_core::Insecure::LayerRegisterExtended {
+            platform: "az-tdx-vtpm".into(),
+            register: "rtmr3",
+        })
+    });
 }
 
 /// With no paravisor pinned, the KMS path refuses every piece of evidence
@@ -652,15 +674,21 @@ async fn without_a_pinned_paravisor_the_kms_refuses_all_evidence() {
     )
     .unwrap();
     let e = evidence(&AZ_SNP_VTPM, |_| {});
-    assert_kind(
-        unpinned.verify(&e, &ctx()).await,
-        ErrorKind::Insecure,
-        "az-snp-vtpm: no paravisor is pinned ([platform.az-snp-vtpm] paravisors)",
-    );
+    assert_refused(unpinned.verify(&e, &ctx()).await, |e| {
+        *e == attest_core::AttestError::Insecure(attest_core::Insecure::NoLayerPinned {
+            platform: "az-snp-vtpm".into(),
+            tee: "SEV-SNP",
+        })
+    });
     let offline = unpinned
         .verify_offline(&e, &ctx(), attest_vtpm::Nonce::Kms)
         .await;
-    assert_kind(offline, ErrorKind::Insecure, "no paravisor is pinned");
+    assert_refused(offline, |e| {
+        matches!(
+            e,
+            attest_core::AttestError::Insecure(attest_core::Insecure::NoLayerPinned { .. })
+        )
+    });
     let id = unpinned
         .verify_offline(&e, &ctx(), attest_vtpm::Nonce::Unchecked)
         .await

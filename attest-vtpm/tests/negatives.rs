@@ -5,7 +5,7 @@
 
 mod common;
 
-use attest_core::{ErrorKind, ReportData};
+use attest_core::{Malformed, ReportData};
 use attest_vtpm::{Container, Pcrs, TeeType, TpmsAttest, check_container, check_evidence};
 use common::*;
 use sha2::{Digest, Sha256};
@@ -22,11 +22,7 @@ fn wrong_nonce_is_refused() {
         longer.push(0);
         let shorter = &good[..good.len() - 1];
         for wrong in [&flipped[..], &longer[..], shorter, b"", &[0u8; 64][..]] {
-            assert_kind(
-                c.check_nonce(wrong),
-                ErrorKind::BindingMismatch,
-                "report data",
-            );
+            assert_refused(c.check_nonce(wrong), binding_mismatch);
         }
     }
 }
@@ -40,22 +36,14 @@ fn flipped_pcr_value_is_an_identity_mismatch() {
                 let mut pcrs = *base.tpm_quote().pcrs().as_array();
                 pcrs[i][byte] ^= 1;
                 let c = rebuild(&base, None, None, None, Some(Pcrs::new(pcrs)));
-                assert_kind(
-                    check_container(c, *tee),
-                    ErrorKind::IdentityMismatch,
-                    "pcrDigest",
-                );
+                assert_refused(check_container(c, *tee), pcr_digest_mismatch);
             }
         }
         // Two PCRs swapped: same multiset, wrong order.
         let mut pcrs = *base.tpm_quote().pcrs().as_array();
         pcrs.swap(0, 1);
         let c = rebuild(&base, None, None, None, Some(Pcrs::new(pcrs)));
-        assert_kind(
-            check_container(c, *tee),
-            ErrorKind::IdentityMismatch,
-            "pcrDigest",
-        );
+        assert_refused(check_container(c, *tee), pcr_digest_mismatch);
     }
 }
 
@@ -66,19 +54,11 @@ fn flipped_signature_or_message_is_a_bad_signature() {
         let mut sig = base.tpm_quote().signature().to_vec();
         sig[100] ^= 1;
         let c = rebuild(&base, None, None, Some(sig), None);
-        assert_kind(
-            check_container(c, *tee),
-            ErrorKind::BadSignature,
-            "HCLAkPub",
-        );
+        assert_refused(check_container(c, *tee), hcl_ak_signature);
         let mut msg = base.tpm_quote().message().to_vec();
         msg[50] ^= 1; // inside the nonce
         let c = rebuild(&base, None, Some(msg), None, None);
-        assert_kind(
-            check_container(c, *tee),
-            ErrorKind::BadSignature,
-            "HCLAkPub",
-        );
+        assert_refused(check_container(c, *tee), hcl_ak_signature);
         // Signature length must equal the modulus length.
         let mut sig = base.tpm_quote().signature().to_vec();
         sig.insert(0, 0);
@@ -102,11 +82,7 @@ fn flipped_ak_modulus_is_a_bad_signature() {
     assert_eq!(hcl[0x540], b'Q');
     hcl[0x540] ^= 1;
     let c = rebuild(&base, Some(hcl), None, None, None);
-    assert_kind(
-        check_container(c, TeeType::Snp),
-        ErrorKind::BadSignature,
-        "HCLAkPub",
-    );
+    assert_refused(check_container(c, TeeType::Snp), hcl_ak_signature);
 }
 
 #[test]
@@ -128,11 +104,7 @@ fn flipped_claims_byte_breaks_the_binding() {
         let c = check_container(rebuild(&base, Some(flipped), None, None, None), *tee)
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_ne!(c.expected_report_data(), good.expected_report_data());
-        assert_kind(
-            c.hcl_report().check_report_data(&hw),
-            ErrorKind::BindingMismatch,
-            "report data",
-        );
+        assert_refused(c.hcl_report().check_report_data(&hw), binding_mismatch);
     }
 }
 
@@ -216,10 +188,9 @@ fn hcl_framing_is_enforced_on_real_reports() {
             max: 4096,
         }
     );
-    assert_kind(
+    assert_refused(
         attest_vtpm::HclReport::parse(&big_hcl),
-        ErrorKind::Malformed,
-        "at most 4096",
+        |e| matches!(e.malformed(), Some(attest_core::Malformed::TooLarge { what, size: 4600, max: 4096 }) if what == "HCL report"),
     );
     // An oversized variable_data_size with data_size and report_size kept
     // consistent runs past the report.
@@ -230,8 +201,8 @@ fn hcl_framing_is_enforced_on_real_reports() {
     let c = rebuild(&base, Some(h), None, None, None);
     assert!(matches!(
         malformed_detail(check_container(c, TeeType::Snp)),
-        attest_core::Malformed::BadField { field, offset: 0x4D0, problem, .. }
-            if field == "variable_data_size" && problem.starts_with("3110 runs past the end")
+        attest_core::Malformed::LengthPastEnd { field, offset: 0x4D0, length: 3110, container: "the report", .. }
+            if field == "variable_data_size"
     ));
     // Shortened by one with sizes consistent: the claims lose their last
     // byte and are no longer JSON (never trimmed, never padded).
@@ -241,10 +212,9 @@ fn hcl_framing_is_enforced_on_real_reports() {
     let mut h = h;
     h[0x4D4 + vds as usize - 1] = 0;
     let c = rebuild(&base, Some(h), None, None, None);
-    assert_kind(
+    assert_refused(
         check_container(c, TeeType::Snp),
-        ErrorKind::Malformed,
-        "runtime claims",
+        |e| matches!(e, attest_core::AttestError::Malformed(attest_core::Malformed::Within { location, inner }) if location == "HCL runtime claims" && matches!(**inner, attest_core::Malformed::Syntax { .. })),
     );
 }
 
@@ -256,70 +226,94 @@ fn pcr_list_must_have_24_values() {
         let pcrs = d["tpm_quote"]["pcrs"].as_array_mut().unwrap();
         pcrs.resize(n, serde_json::Value::String("00".repeat(32)));
         let bytes = serde_json::to_vec(&d).unwrap();
-        assert_kind(
-            check_evidence(&bytes, TeeType::Snp),
-            ErrorKind::Malformed,
+        assert_refused(check_evidence(&bytes, TeeType::Snp), |e| {
             if n > 24 {
-                "more than 24 values"
+                json_syntax(e, "tpm_quote.pcrs: more than 24 values")
             } else {
-                "expected 24 values"
-            },
-        );
+                matches!(e.malformed(), Some(attest_core::Malformed::BadValue { what, found, .. }) if what == "vTPM evidence tpm_quote.pcrs" && *found == n.to_string())
+            }
+        });
     }
     // A 31-byte or 33-byte PCR value.
     for len in [31usize, 33] {
         let mut d = doc.clone();
         d["tpm_quote"]["pcrs"][5] = serde_json::Value::String("00".repeat(len));
         let bytes = serde_json::to_vec(&d).unwrap();
-        assert_kind(
-            check_evidence(&bytes, TeeType::Snp),
-            ErrorKind::Malformed,
-            "pcrs",
-        );
+        assert_refused(check_evidence(&bytes, TeeType::Snp), |e| {
+            if len == 31 {
+                matches!(e.malformed(), Some(attest_core::Malformed::BadLength { what, expected: 32, found: 31 }) if what == "vTPM evidence tpm_quote.pcrs[5]")
+            } else {
+                json_syntax(e, "tpm_quote.pcrs[]: 66 characters, more than 32 bytes")
+            }
+        });
     }
     // The v0 form: a PCR as an array of 33 numbers.
     let mut d: serde_json::Value = serde_json::from_slice(&read("evidence-v0.json")).unwrap();
     d["quote"]["pcrs"][3].as_array_mut().unwrap().push(0.into());
     let bytes = serde_json::to_vec(&d).unwrap();
-    assert_kind(
-        check_evidence(&bytes, TeeType::Snp),
-        ErrorKind::Malformed,
-        "pcrs",
-    );
+    assert_refused(check_evidence(&bytes, TeeType::Snp), |e| {
+        json_syntax(e, "tpm_quote.pcrs[]: more than 32 bytes")
+    });
 }
 
 #[test]
 fn container_shapes_are_strict() {
     let doc: serde_json::Value = serde_json::from_slice(&read("evidence-v1.json")).unwrap();
-    let check = |d: &serde_json::Value, needle: &str| {
+    let check = |d: &serde_json::Value, want: &dyn Fn(&Malformed) -> bool| {
         let bytes = serde_json::to_vec(d).unwrap();
-        assert_kind(
-            check_evidence(&bytes, TeeType::Snp),
-            ErrorKind::Malformed,
-            needle,
-        );
+        assert_refused(check_evidence(&bytes, TeeType::Snp), |e| {
+            e.malformed().is_some_and(want)
+        });
+    };
+    // serde's words for a field the container does not define.
+    let unknown_field = |m: &Malformed| {
+        matches!(m, Malformed::Syntax { what, detail }
+            if what == "vTPM evidence JSON" && detail.starts_with("unknown field"))
     };
     let mut d = doc.clone();
     d["nonce"] = "x".into();
-    check(&d, "unknown field");
+    check(&d, &unknown_field);
     let mut d = doc.clone();
     d["tpm_quote"]["extra"] = 1.into();
-    check(&d, "unknown field");
+    check(&d, &unknown_field);
     let mut d = doc.clone();
     d["version"] = 0.into();
-    check(&d, "expected 1 or 2, found 0");
+    check(&d, &|m| {
+        *m == Malformed::BadValue {
+            what: "vTPM evidence version".into(),
+            expected: "1 or 2".into(),
+            found: "0".into(),
+        }
+    });
     let mut d = doc.clone();
     d["version"] = serde_json::Value::Null;
-    check(&d, "null");
+    check(&d, &|m| {
+        matches!(m, Malformed::Syntax { what, detail }
+            if what == "vTPM evidence JSON" && detail.starts_with("invalid type: null"))
+    });
     let mut d = doc.clone();
     d["td_quote"] = "AAAA".into();
-    check(&d, "exclude each other");
+    check(
+        &d,
+        &|m| matches!(m, Malformed::Unexpected { what: "members", detail } if detail.contains("exclude each other")),
+    );
     let mut d = doc.clone();
     d["vcek"] = "AAAA".into();
-    check(&d, "vcek");
+    check(&d, &|m| {
+        matches!(
+            m,
+            Malformed::TrailingData {
+                context: "vcek",
+                ..
+            }
+        )
+    });
     let mut d = doc.clone();
     d.as_object_mut().unwrap().remove("hcl_report");
-    check(&d, "tpm_quote and hcl_report");
+    check(
+        &d,
+        &|m| matches!(m, Malformed::Unexpected { what: "members", detail } if detail.contains("tpm_quote and hcl_report")),
+    );
     // Upper-case hex is accepted (either case), base64 standard alphabet is
     // not base64url.
     let mut d = doc.clone();
@@ -335,7 +329,10 @@ fn container_shapes_are_strict() {
         .replace('_', "/");
     assert_ne!(&h, d["hcl_report"].as_str().unwrap());
     d["hcl_report"] = h.into();
-    check(&d, "hcl_report: not base64url");
+    check(
+        &d,
+        &|m| matches!(m, Malformed::Syntax { what, .. } if what == "vTPM evidence hcl_report"),
+    );
     // Unpadded base64url is accepted too.
     let mut d = doc.clone();
     let h = d["hcl_report"]
@@ -349,7 +346,10 @@ fn container_shapes_are_strict() {
     // A v0 container with a DER-looking vcek string is refused.
     let mut d: serde_json::Value = serde_json::from_slice(&read("evidence-v0.json")).unwrap();
     d["vcek"] = "MIIF".into();
-    check(&d, "PEM");
+    check(&d, &|m| {
+        matches!(m, Malformed::BadValue { what, expected, .. }
+            if what == "vTPM evidence vcek" && expected == "a PEM certificate")
+    });
 }
 
 // ---------------------------------------------------------------------------
@@ -376,37 +376,29 @@ fn kms_binding_on_a_synthetic_vtpm() {
     assert_eq!(c.claims().vm_configuration().tpm_persisted, Some(true));
     // Another request's report data.
     let other = ReportData([0x43; 64]);
-    assert_kind(
-        c.check_kms_binding(&other),
-        ErrorKind::BindingMismatch,
-        "report data",
-    );
+    assert_refused(c.check_kms_binding(&other), binding_mismatch);
     // extraData not SHA-256(user-data): a truncated report data, or the hash
     // of another one.
     for wrong in [&rd.0[..32], &Sha256::digest(other.0)[..], &rd.0[..48]] {
         let c = check_container(synth(Some(&rd), |_| {}, wrong), TeeType::Snp).unwrap();
-        assert_kind(
-            c.bound_user_data(),
-            ErrorKind::BindingMismatch,
-            "report data",
-        );
-        assert_kind(
-            c.check_kms_binding(&rd),
-            ErrorKind::BindingMismatch,
-            "report data",
-        );
+        assert_refused(c.bound_user_data(), binding_mismatch);
+        assert_refused(c.check_kms_binding(&rd), binding_mismatch);
     }
     // No user-data: no binding.
     let c = check_container(synth(None, |_| {}, &nonce), TeeType::Snp).unwrap();
-    assert_kind(
-        c.check_kms_binding(&rd),
-        ErrorKind::Malformed,
-        "no user-data",
-    );
+    assert_refused(c.check_kms_binding(&rd), |e| {
+        matches!(
+            e.malformed(),
+            Some(attest_core::Malformed::Missing {
+                what: "user-data",
+                ..
+            })
+        )
+    });
     // An empty nonce is real (P3) and matches only an empty expectation.
     let c = check_container(synth(None, |_| {}, b""), TeeType::Snp).unwrap();
     c.check_nonce(b"").unwrap();
-    assert_kind(c.check_nonce(&[0]), ErrorKind::BindingMismatch, "");
+    assert_refused(c.check_nonce(&[0]), binding_mismatch);
 }
 
 #[test]
@@ -419,11 +411,12 @@ fn request_data_version_2_on_a_synthetic_vtpm() {
     let hcl = synth_hcl(TeeType::Tdx, 2, &claims);
     let mut c = synth_container(hcl, &spec, pcrs.clone());
     // A TDX report needs a TD quote.
-    assert_kind(
-        check_container(c.clone(), TeeType::Tdx),
-        ErrorKind::Malformed,
-        "needs td_quote",
-    );
+    assert_refused(check_container(c.clone(), TeeType::Tdx), |e| {
+        matches!(
+            e.malformed(),
+            Some(attest_core::Malformed::Unexpected { what: "vcek", .. })
+        )
+    });
     c = Container::new(
         c.version(),
         c.tpm_quote().clone(),
@@ -547,9 +540,8 @@ fn signed_quotes_outside_the_profile_are_refused() {
     let safe_at = 4 + 2 + 2 + 34 + 2 + nonce.len() + 16;
     assert_eq!(m[safe_at], 1);
     m[safe_at] = 2;
-    assert_kind(
+    assert_refused(
         TpmsAttest::parse(&m),
-        ErrorKind::Malformed,
-        "clockInfo.safe",
+        |e| matches!(e.malformed(), Some(attest_core::Malformed::TpmField { structure: "TPMS_ATTEST", field: "clockInfo.safe", found, .. }) if found == "2"),
     );
 }

@@ -190,27 +190,26 @@ async fn v0_and_v1_nonce_is_challenge_and_checked_in_full() {
         );
         for wrong in [&b"challengf"[..], b"challenge\0", b"challeng", b""] {
             let r = p.verify_offline(&e, &offline(), Nonce::Exact(wrong)).await;
-            assert_kind(r, ErrorKind::BindingMismatch, "report data");
+            assert_refused(r, binding_mismatch);
         }
         // Trustee's quotes are not bound the KMS way: extraData is not
         // SHA-256(user-data).
         let ctx = VerifyContext::new(ReportData([0; 64]), UnixTime(AT));
-        assert_kind(
-            p.verify(&e, &ctx).await,
-            ErrorKind::Malformed,
-            "no event log",
-        );
+        assert_refused(p.verify(&e, &ctx).await, |e| {
+            matches!(
+                e.malformed(),
+                Some(attest_core::Malformed::Missing {
+                    what: "event log",
+                    ..
+                })
+            )
+        });
         let mut with_log = e.clone();
         with_log.event_log = b"[]".to_vec();
-        assert_kind(
-            p.verify(&with_log, &ctx).await,
-            ErrorKind::BindingMismatch,
-            "report data",
-        );
-        assert_kind(
+        assert_refused(p.verify(&with_log, &ctx).await, binding_mismatch);
+        assert_refused(
             p.verify_offline(&e, &ctx, Nonce::Kms).await,
-            ErrorKind::BindingMismatch,
-            "report data",
+            binding_mismatch,
         );
         // The user-data (64 zero bytes) is what --report-data compares.
         let id = p
@@ -220,10 +219,9 @@ async fn v0_and_v1_nonce_is_challenge_and_checked_in_full() {
             .to_json();
         assert_eq!(id["report_data_checked"], true);
         let other = VerifyContext::new(ReportData([1; 64]), UnixTime(AT));
-        assert_kind(
+        assert_refused(
             p.verify_offline(&e, &other, Nonce::Unchecked).await,
-            ErrorKind::BindingMismatch,
-            "report data",
+            binding_mismatch,
         );
     }
 }
@@ -236,10 +234,9 @@ async fn v2_and_genoa_nonces() {
     // 48 bytes, = user-data[0..48].
     let ud = c.claims().user_data().unwrap().0;
     quote_only(&p, &v2, Nonce::Exact(&ud[..48])).await;
-    assert_kind(
+    assert_refused(
         p.verify_offline(&v2, &offline(), Nonce::Exact(&ud)).await,
-        ErrorKind::BindingMismatch,
-        "",
+        binding_mismatch,
     );
     let g = evidence(AZ_SNP_VTPM, "evidence-genoa.json");
     let n = checked("evidence-genoa.json", attest_vtpm::TeeType::Snp)
@@ -290,10 +287,16 @@ async fn a_vcek_in_certificates_comes_first_and_is_still_chained() {
     let mut doc: serde_json::Value = serde_json::from_slice(&read("evidence-v1.json")).unwrap();
     doc.as_object_mut().unwrap().remove("vcek");
     let e = Evidence::new(AZ_SNP_VTPM, serde_json::to_vec(&doc).unwrap());
-    assert_kind(
+    assert_refused(
         p.verify_offline(&e, &offline(), Nonce::Unchecked).await,
-        ErrorKind::CollateralMissing,
-        "",
+        |e| {
+            matches!(
+                e,
+                attest_core::AttestError::CollateralMissing(
+                    attest_core::CollateralMissing::NoSource { .. }
+                )
+            )
+        },
     );
     // ... and with it in `certificates` (DER), the same evidence verifies.
     let mut e = e;
@@ -311,52 +314,61 @@ async fn the_evidence_parts_are_the_platforms() {
     let good = evidence(AZ_SNP_VTPM, "evidence-v1.json");
     let mut e = good.clone();
     e.platform = PlatformId::SEV_SNP;
-    assert_kind(
+    assert_refused(
         p.verify_offline(&e, &offline(), Nonce::Unchecked).await,
-        ErrorKind::UnsupportedPlatform,
-        "",
+        |e| *e == attest_core::AttestError::UnsupportedPlatform(PlatformId::SEV_SNP),
     );
     let mut e = good.clone();
     e.app_config = b"{}".to_vec();
-    assert_kind(
+    assert_refused(
         p.verify_offline(&e, &offline(), Nonce::Unchecked).await,
-        ErrorKind::Malformed,
-        "app_config",
+        |e| {
+            matches!(
+                e.malformed(),
+                Some(attest_core::Malformed::Unexpected {
+                    what: "app_config",
+                    ..
+                })
+            )
+        },
     );
     let mut e = good.clone();
     e.certificates = vec![0x30; 16 * 1024 + 1];
-    assert_kind(
+    assert_refused(
         p.verify_offline(&e, &offline(), Nonce::Unchecked).await,
-        ErrorKind::Malformed,
-        "certificates",
+        |e| matches!(e.malformed(), Some(attest_core::Malformed::TooLarge { what, size: 16385, max: 16384 }) if what == "certificates"),
     );
     let mut e = good.clone();
     e.event_log = vec![b' '; 256 * 1024 + 1];
-    assert_kind(
+    assert_refused(
         p.verify_offline(&e, &offline(), Nonce::Unchecked).await,
-        ErrorKind::Malformed,
-        "event log",
+        |e| matches!(e.malformed(), Some(attest_core::Malformed::TooLarge { what, size: 262145, max: 262144 }) if what == "event log"),
     );
     // A TDX container on the SNP plug-in, and the other way round.
     let e = evidence(AZ_SNP_VTPM, "tdx/evidence-v1.json");
-    assert_kind(
+    assert_refused(
         p.verify_offline(&e, &offline(), Nonce::Unchecked).await,
-        ErrorKind::Malformed,
-        "report_type: expected 2 (SNP), found 4 (TDX)",
+        |e| matches!(e.malformed(), Some(attest_core::Malformed::BadValue { what, expected, found }) if what == "HCL report report_type" && expected == "2 (SNP)" && found == "4 (TDX)"),
     );
     let t = tdx_plugin();
     let e = evidence(AZ_TDX_VTPM, "evidence-v1.json");
-    assert_kind(
+    assert_refused(
         t.verify_offline(&e, &offline(), Nonce::Unchecked).await,
-        ErrorKind::Malformed,
-        "report_type: expected 4 (TDX), found 2 (SNP)",
+        |e| matches!(e.malformed(), Some(attest_core::Malformed::BadValue { what, expected, found }) if what == "HCL report report_type" && expected == "4 (TDX)" && found == "2 (SNP)"),
     );
     let mut e = evidence(AZ_TDX_VTPM, "tdx/evidence-v1.json");
     e.certificates = vec![0x30, 0];
-    assert_kind(
+    assert_refused(
         t.verify_offline(&e, &offline(), Nonce::Unchecked).await,
-        ErrorKind::Malformed,
-        "certificates",
+        |e| {
+            matches!(
+                e.malformed(),
+                Some(attest_core::Malformed::Unexpected {
+                    what: "certificates",
+                    ..
+                })
+            )
+        },
     );
 }
 
@@ -374,17 +386,26 @@ async fn the_tdx_set_passes_every_vtpm_check_and_needs_collateral() {
         // The TD quote is the reused verifier's: without collateral it is
         // not accepted.
         let e = evidence(AZ_TDX_VTPM, name);
-        assert_kind(
+        assert_refused(
             p.verify_offline(&e, &offline(), Nonce::Exact(b"challenge"))
                 .await,
-            ErrorKind::CollateralMissing,
-            "",
+            |e| {
+                matches!(
+                    e,
+                    attest_core::AttestError::CollateralMissing(
+                        attest_core::CollateralMissing::NotFound { .. }
+                    )
+                )
+            },
         );
-        assert_kind(
-            p.fetch_endorsements(&e, &offline()).await,
-            ErrorKind::CollateralMissing,
-            "",
-        );
+        assert_refused(p.fetch_endorsements(&e, &offline()).await, |e| {
+            matches!(
+                e,
+                attest_core::AttestError::CollateralMissing(
+                    attest_core::CollateralMissing::NotFound { .. }
+                )
+            )
+        });
     }
 }
 
@@ -408,12 +429,11 @@ async fn the_ff4000_quote_is_refused_by_the_plugin() {
         "vcek": b64(&read_snp("reports/milan-v2-b.vcek.der")),
     });
     let e = Evidence::new(AZ_SNP_VTPM, serde_json::to_vec(&doc).unwrap());
-    assert_kind(
+    assert_refused(
         snp_plugin()
             .verify_offline(&e, &offline(), Nonce::Exact(b"challenge"))
             .await,
-        ErrorKind::Malformed,
-        "found ff4000 (PCRs 0,1,2,3,4,5,6,7,14)",
+        |e| matches!(e.malformed(), Some(attest_core::Malformed::PcrSelection { field: "TPMS_ATTEST pcrSelect.pcrSelect", expected, found }) if *expected == [0xff, 0xff, 0xff] && *found == [0xff, 0x40, 0x00]),
     );
 }
 

@@ -5,7 +5,6 @@
 
 mod common;
 
-use attest_core::ErrorKind;
 use attest_vtpm::{
     CheckedVtpm, Container, ContainerVersion, Endorsement, HardwareReport, HclReport,
     RuntimeClaims, TeeType, TpmQuote, TpmsAttest, Vcek, verify_quote_signature,
@@ -131,12 +130,8 @@ fn snp_v2_nonce_is_user_data_prefix() {
     assert_eq!(&ud.0[48..], &[0u8; 16]);
     c.check_nonce(&ud.0[..48]).unwrap();
     // Trustee's convention is not the KMS binding (extraData = SHA-256).
-    assert_kind(
-        c.bound_user_data(),
-        ErrorKind::BindingMismatch,
-        "report data",
-    );
-    assert_kind(c.check_kms_binding(ud), ErrorKind::BindingMismatch, "");
+    assert_refused(c.bound_user_data(), binding_mismatch);
+    assert_refused(c.check_kms_binding(ud), binding_mismatch);
     let (report, _) = snp_parts(&c);
     abbrev(&report[0x90..0xC0], "5b0ce64a", "83ff");
     c.hcl_report()
@@ -209,15 +204,13 @@ fn tdx_v0_and_v1() {
         assert_eq!(c.claims().vm_configuration().tpm_persisted, Some(false));
     }
     // A TDX container is not SNP evidence, and vice versa.
-    assert_kind(
+    assert_refused(
         attest_vtpm::check_evidence(&read("tdx/evidence-v1.json"), TeeType::Snp),
-        ErrorKind::Malformed,
-        "report_type: expected 2 (SNP), found 4 (TDX)",
+        |e| matches!(e.malformed(), Some(attest_core::Malformed::BadValue { what, expected, found }) if what == "HCL report report_type" && expected == "2 (SNP)" && found == "4 (TDX)"),
     );
-    assert_kind(
+    assert_refused(
         attest_vtpm::check_evidence(&read("evidence-v1.json"), TeeType::Tdx),
-        ErrorKind::Malformed,
-        "report_type: expected 4 (TDX), found 2 (SNP)",
+        |e| matches!(e.malformed(), Some(attest_core::Malformed::BadValue { what, expected, found }) if what == "HCL report report_type" && expected == "4 (TDX)" && found == "2 (SNP)"),
     );
 }
 
@@ -272,10 +265,9 @@ fn milan_2048_hcl_with_ff4000_quote_is_rejected() {
         Endorsement::Vcek(Vcek::Der(read_snp("reports/milan-v2-b.vcek.der"))),
     )
     .unwrap();
-    assert_kind(
+    assert_refused(
         attest_vtpm::check_container(container, TeeType::Snp),
-        ErrorKind::Malformed,
-        "ff4000",
+        |e| matches!(e.malformed(), Some(attest_core::Malformed::PcrSelection { field: "TPMS_ATTEST pcrSelect.pcrSelect", expected, found }) if *expected == [0xff, 0xff, 0xff] && *found == [0xff, 0x40, 0x00]),
     );
 }
 

@@ -143,9 +143,10 @@ impl CertSigningRequest {
         let at = s.clone();
         let confirm = s.string("confirm", CSR_CONFIRM.len())?;
         if confirm != CSR_CONFIRM {
-            return Err(at.error(
+            return Err(at.wrong_value(
                 "confirm",
-                format_args!("{confirm:?} is not {CSR_CONFIRM:?}"),
+                format_args!("{CSR_CONFIRM:?}"),
+                format_args!("{confirm:?}"),
             ));
         }
         let pubkey = s.bytes("pubkey")?.to_vec();

@@ -64,10 +64,11 @@ fn pem_certificates(text: &[u8], i: usize) -> Result<Vec<Vec<u8>>, AttestError> 
         .into_iter()
         .map(|p| {
             if p.tag() != "CERTIFICATE" {
-                return Err(bad(format!(
-                    "PEM block {:?}, expected CERTIFICATE",
-                    p.tag()
-                )));
+                return Err(AttestError::from(Malformed::PemLabel {
+                    expected: "CERTIFICATE",
+                    found: p.tag().to_owned(),
+                })
+                .within(format!("SNP cert_chain[{i}]")));
             }
             if !is_one_der_sequence(p.contents()) {
                 return Err(bad("PEM block is not one DER certificate".into()));

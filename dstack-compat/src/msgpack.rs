@@ -76,6 +76,67 @@ impl<'a> Msgpack<'a> {
         .into()
     }
 
+    /// A [`Malformed::WrongType`] about `what` at the current offset.
+    fn wrong_type(&self, what: &str, expected: &'static str, found: &Head) -> AttestError {
+        Malformed::WrongType {
+            context: CONTEXT,
+            field: what.into(),
+            offset: self.r.position(),
+            expected,
+            found: found.name(),
+        }
+        .into()
+    }
+
+    /// A [`Malformed::MissingKey`] about the map `what` at the current
+    /// offset.
+    pub(crate) fn missing_key(&self, what: &str, key: &str) -> AttestError {
+        Malformed::MissingKey {
+            context: CONTEXT,
+            field: what.into(),
+            offset: self.r.position(),
+            key: key.into(),
+        }
+        .into()
+    }
+
+    /// A [`Malformed::WrongValueAt`] about `what` at the current offset.
+    pub(crate) fn wrong_value(
+        &self,
+        what: &str,
+        expected: impl std::fmt::Display,
+        found: impl std::fmt::Display,
+    ) -> AttestError {
+        Malformed::WrongValueAt {
+            context: CONTEXT,
+            field: what.into(),
+            offset: self.r.position(),
+            expected: expected.to_string(),
+            found: found.to_string(),
+        }
+        .into()
+    }
+
+    /// A [`Malformed::FieldLength`] about `what` at the current offset: a
+    /// value (`name`) of `expected` bytes that has `found`.
+    pub(crate) fn field_length(
+        &self,
+        what: &str,
+        name: &'static str,
+        expected: usize,
+        found: usize,
+    ) -> AttestError {
+        Malformed::FieldLength {
+            context: CONTEXT,
+            field: what.into(),
+            offset: self.r.position(),
+            name,
+            expected,
+            found,
+        }
+        .into()
+    }
+
     /// Ends the decode: every byte must have been read.
     pub(crate) fn finish(self) -> Result<(), AttestError> {
         self.r.finish()
@@ -164,13 +225,14 @@ impl<'a> Msgpack<'a> {
         if n.checked_mul(per)
             .is_none_or(|need| need > self.r.remaining())
         {
-            return Err(at.error(
-                what,
-                format_args!(
-                    "{n} elements cannot fit in the {} bytes left",
-                    self.r.remaining()
-                ),
-            ));
+            return Err(Malformed::CountPastEnd {
+                context: CONTEXT,
+                field: what.into(),
+                offset: at.r.position(),
+                count: n,
+                available: self.r.remaining(),
+            }
+            .into());
         }
         Ok(())
     }
@@ -183,7 +245,7 @@ impl<'a> Msgpack<'a> {
                 self.check_fits(&at, what, n, 2)?;
                 Ok(n)
             }
-            h => Err(at.error(what, format_args!("expected a map, found {}", h.name()))),
+            h => Err(at.wrong_type(what, "a map", &h)),
         }
     }
 
@@ -193,14 +255,20 @@ impl<'a> Msgpack<'a> {
         match self.head(what)? {
             Head::Array(n) => {
                 if n > max {
-                    return Err(
-                        at.error(what, format_args!("{n} elements, at most {max} accepted"))
-                    );
+                    return Err(Malformed::FieldTooLarge {
+                        context: CONTEXT,
+                        field: what.into(),
+                        offset: at.r.position(),
+                        size: n,
+                        unit: "elements",
+                        max,
+                    }
+                    .into());
                 }
                 self.check_fits(&at, what, n, 1)?;
                 Ok(n)
             }
-            h => Err(at.error(what, format_args!("expected an array, found {}", h.name()))),
+            h => Err(at.wrong_type(what, "an array", &h)),
         }
     }
 
@@ -210,12 +278,28 @@ impl<'a> Msgpack<'a> {
         match self.head(what)? {
             Head::Str(n) => {
                 if n > max {
-                    return Err(at.error(what, format_args!("{n} bytes, at most {max} accepted")));
+                    return Err(Malformed::FieldTooLarge {
+                        context: CONTEXT,
+                        field: what.into(),
+                        offset: at.r.position(),
+                        size: n,
+                        unit: "bytes",
+                        max,
+                    }
+                    .into());
                 }
                 let b = self.r.take(n, what)?;
-                std::str::from_utf8(b).map_err(|e| at.error(what, format_args!("not UTF-8: {e}")))
+                std::str::from_utf8(b).map_err(|e| {
+                    Malformed::NotUtf8 {
+                        context: CONTEXT,
+                        field: what.into(),
+                        offset: at.r.position(),
+                        detail: e.to_string(),
+                    }
+                    .into()
+                })
             }
-            h => Err(at.error(what, format_args!("expected a string, found {}", h.name()))),
+            h => Err(at.wrong_type(what, "a string", &h)),
         }
     }
 
@@ -224,10 +308,7 @@ impl<'a> Msgpack<'a> {
         let at = self.clone();
         match self.head(what)? {
             Head::UInt(v) => Ok(v),
-            h => Err(at.error(
-                what,
-                format_args!("expected a non-negative integer, found {}", h.name()),
-            )),
+            h => Err(at.wrong_type(what, "a non-negative integer", &h)),
         }
     }
 
@@ -251,16 +332,20 @@ impl<'a> Msgpack<'a> {
                 for _ in 0..n {
                     let el = self.clone();
                     let v = self.uint(what)?;
-                    let b = u8::try_from(v)
-                        .map_err(|_| el.error(what, format_args!("byte value {v} exceeds 255")))?;
+                    let b = u8::try_from(v).map_err(|_| -> AttestError {
+                        Malformed::ByteOutOfRange {
+                            context: CONTEXT,
+                            field: what.into(),
+                            offset: el.r.position(),
+                            value: v,
+                        }
+                        .into()
+                    })?;
                     out.push(b);
                 }
                 Ok(Cow::Owned(out))
             }
-            h => Err(at.error(
-                what,
-                format_args!("expected bin or an array of bytes, found {}", h.name()),
-            )),
+            h => Err(at.wrong_type(what, "bin or an array of bytes", &h)),
         }
     }
 
@@ -286,14 +371,14 @@ impl<'a> Msgpack<'a> {
             pending = pending
                 .checked_add(more)
                 .filter(|p| *p <= self.r.remaining())
-                .ok_or_else(|| {
-                    at.error(
-                        what,
-                        format_args!(
-                            "container cannot fit in the {} bytes left",
-                            self.r.remaining()
-                        ),
-                    )
+                .ok_or_else(|| -> AttestError {
+                    Malformed::ContainerPastEnd {
+                        context: CONTEXT,
+                        field: what.into(),
+                        offset: at.r.position(),
+                        available: self.r.remaining(),
+                    }
+                    .into()
                 })?;
         }
         Ok(())
@@ -335,7 +420,13 @@ pub(crate) fn fields<'a>(
         let at = m.clone();
         let key = m.str(what, 64)?;
         if seen.contains(&key) {
-            return Err(at.error(what, format_args!("key {key:?} appears twice")));
+            return Err(Malformed::DuplicateKey {
+                context: CONTEXT,
+                field: what.into(),
+                offset: at.r.position(),
+                key: key.into(),
+            }
+            .into());
         }
         seen.push(key);
         if !field(key, m)? {

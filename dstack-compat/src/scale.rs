@@ -57,6 +57,43 @@ impl<'a> Scale<'a> {
         .into()
     }
 
+    /// A [`Malformed::WrongValueAt`] about `what` at the current offset.
+    pub fn wrong_value(
+        &self,
+        what: &str,
+        expected: impl std::fmt::Display,
+        found: impl std::fmt::Display,
+    ) -> AttestError {
+        Malformed::WrongValueAt {
+            context: self.context,
+            field: what.into(),
+            offset: self.r.position(),
+            expected: expected.to_string(),
+            found: found.to_string(),
+        }
+        .into()
+    }
+
+    /// A [`Malformed::FieldLength`] about `what` at the current offset: a
+    /// value (`name`) of `expected` bytes that has `found`.
+    pub fn field_length(
+        &self,
+        what: &str,
+        name: &'static str,
+        expected: usize,
+        found: usize,
+    ) -> AttestError {
+        Malformed::FieldLength {
+            context: self.context,
+            field: what.into(),
+            offset: self.r.position(),
+            name,
+            expected,
+            found,
+        }
+        .into()
+    }
+
     /// Ends the decode: every byte must have been read.
     pub fn finish(self) -> Result<(), AttestError> {
         self.r.finish()
@@ -103,7 +140,14 @@ impl<'a> Scale<'a> {
     pub fn compact_u32(&mut self, what: &str) -> Result<u32, AttestError> {
         let at = self.clone();
         let first = self.u8(what)?;
-        let non_canonical = || at.error(what, "non-canonical compact integer");
+        let non_canonical = || -> AttestError {
+            Malformed::NonCanonicalInteger {
+                context: at.context,
+                field: what.into(),
+                offset: at.position(),
+            }
+            .into()
+        };
         match first & 0b11 {
             0b00 => Ok(u32::from(first >> 2)),
             0b01 => {
@@ -156,17 +200,26 @@ impl<'a> Scale<'a> {
         let n = self.compact_u32(what)?;
         let n = usize::try_from(n).map_err(|_| at.error(what, "length does not fit in memory"))?;
         if n > max {
-            return Err(at.error(what, format_args!("{n} elements, at most {max} accepted")));
+            return Err(Malformed::FieldTooLarge {
+                context: self.context,
+                field: what.into(),
+                offset: at.position(),
+                size: n,
+                unit: "elements",
+                max,
+            }
+            .into());
         }
         let needed = n.checked_mul(min_elem_len.max(1));
         if needed.is_none_or(|needed| needed > self.remaining()) {
-            return Err(at.error(
-                what,
-                format_args!(
-                    "{n} elements cannot fit in the {} bytes left",
-                    self.remaining()
-                ),
-            ));
+            return Err(Malformed::CountPastEnd {
+                context: self.context,
+                field: what.into(),
+                offset: at.position(),
+                count: n,
+                available: self.remaining(),
+            }
+            .into());
         }
         Ok(n)
     }
@@ -182,14 +235,25 @@ impl<'a> Scale<'a> {
         let at = self.clone();
         let b = self.bytes(what)?;
         if b.len() > max {
-            return Err(at.error(
-                what,
-                format_args!("{} bytes, at most {max} accepted", b.len()),
-            ));
+            return Err(Malformed::FieldTooLarge {
+                context: self.context,
+                field: what.into(),
+                offset: at.position(),
+                size: b.len(),
+                unit: "bytes",
+                max,
+            }
+            .into());
         }
-        std::str::from_utf8(b)
-            .map(str::to_owned)
-            .map_err(|e| at.error(what, format_args!("not UTF-8: {e}")))
+        std::str::from_utf8(b).map(str::to_owned).map_err(|e| {
+            Malformed::NotUtf8 {
+                context: at.context,
+                field: what.into(),
+                offset: at.position(),
+                detail: e.to_string(),
+            }
+            .into()
+        })
     }
 
     /// An `Option<T>`: `0x00` for `None`, `0x01` then the value for `Some`.

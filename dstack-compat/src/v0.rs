@@ -17,7 +17,7 @@
 //! rejects them.
 
 use attest_core::eventlog::{MAX_EVENT_NAME, MAX_EVENTS, RuntimeEvent, RuntimeEventVersion};
-use attest_core::{AttestError, PlatformId, ReportData};
+use attest_core::{AttestError, Malformed, PlatformId, ReportData};
 
 use crate::attestation::{
     AttestationVersion, MAX_CERT_CHAIN, PlatformQuote, SNP_REPORT_LEN, SnpQuote, StackKind,
@@ -38,7 +38,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<VersionedAttestation, AttestError> 
     let at = s.clone();
     let version = s.u8("version")?;
     if version != 0 {
-        return Err(at.error("version", format_args!("{version} is not V0")));
+        return Err(at.wrong_value("version", "V0", version));
     }
     let att = attestation_body(&mut s)?;
     s.finish()?;
@@ -66,7 +66,15 @@ fn attestation_body(s: &mut Scale<'_>) -> Result<VersionedAttestation, AttestErr
                 "aws-nitro-tpm",
             )));
         }
-        v => return Err(at.error("quote variant", format_args!("unknown variant {v}"))),
+        v => {
+            return Err(Malformed::UnknownVariant {
+                context: CONTEXT,
+                field: "quote variant".into(),
+                offset: at.position(),
+                tag: v.into(),
+            }
+            .into());
+        }
     };
     let n = s.count("runtime_events", MIN_RUNTIME_EVENT, MAX_EVENTS)?;
     let mut runtime_events = Vec::with_capacity(n);
@@ -113,12 +121,8 @@ fn tdx_quote(s: &mut Scale<'_>) -> Result<TdxQuote, AttestError> {
 fn snp_quote(s: &mut Scale<'_>) -> Result<SnpQuote, AttestError> {
     let at = s.clone();
     let report = s.bytes("report")?;
-    let report = <[u8; SNP_REPORT_LEN]>::try_from(report).map_err(|_| {
-        at.error(
-            "report",
-            format_args!("{} bytes, an SNP report is {SNP_REPORT_LEN}", report.len()),
-        )
-    })?;
+    let report = <[u8; SNP_REPORT_LEN]>::try_from(report)
+        .map_err(|_| at.field_length("report", "an SNP report", SNP_REPORT_LEN, report.len()))?;
     let n = s.count("cert_chain", 1, MAX_CERT_CHAIN)?;
     let mut cert_chain = Vec::with_capacity(n);
     for i in 0..n {

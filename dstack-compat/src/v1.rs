@@ -32,7 +32,7 @@ const MAX_KIND: usize = 64;
 
 /// A required field's value, or an error naming it.
 fn required<T>(m: &Msgpack<'_>, what: &str, field: &str, v: Option<T>) -> Result<T, AttestError> {
-    v.ok_or_else(|| m.error(what, format_args!("required key {field:?} is missing")))
+    v.ok_or_else(|| m.missing_key(what, field))
 }
 
 /// Decodes a whole V1 attestation.
@@ -53,7 +53,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<VersionedAttestation, AttestError> 
     })?;
     let version = required(&start, "attestation", "version", version)?;
     if version != 1 {
-        return Err(start.error("version", format_args!("{version} is not 1")));
+        return Err(start.wrong_value("version", 1, version));
     }
     let quote = required(&start, "attestation", "platform", quote)?;
     let (stack, runtime_events, report_data, config) =
@@ -187,10 +187,7 @@ fn snp_data(m: &mut Msgpack<'_>) -> Result<SnpQuote, AttestError> {
                 let at = m.clone();
                 let b = m.bytes("report")?;
                 let arr = <[u8; SNP_REPORT_LEN]>::try_from(&*b).map_err(|_| {
-                    at.error(
-                        "report",
-                        format_args!("{} bytes, an SNP report is {SNP_REPORT_LEN}", b.len()),
-                    )
+                    at.field_length("report", "an SNP report", SNP_REPORT_LEN, b.len())
                 })?;
                 report = Some(Box::new(arr));
             }

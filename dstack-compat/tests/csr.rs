@@ -148,7 +148,7 @@ fn dstacks_pinned_v2_encoding_decodes() {
     let e = csr.verify_signature(&[0x30, 0]).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Malformed);
     assert!(
-        e.to_string().contains("not a P-256 SubjectPublicKeyInfo"),
+        matches!(e.malformed(), Some(Malformed::Syntax { what, .. }) if what == "CSR pubkey"),
         "{e}"
     );
 }
@@ -345,11 +345,15 @@ fn a_v1_request_is_upgraded_with_a_legacy_attestation() {
     // V1 refuses trailing bytes (V2's attestation runs to the end).
     let mut long = csr.clone();
     long.push(0);
-    assert!(
+    assert_eq!(
         CertSigningRequest::decode(1, &long)
             .unwrap_err()
-            .to_string()
-            .contains("unexpected trailing bytes")
+            .malformed(),
+        Some(&Malformed::TrailingData {
+            context: "dstack CSR (SCALE)",
+            offset: csr.len(),
+            extra: 1,
+        })
     );
     // A V1 request read as V2 is not a V2 request.
     assert!(CertSigningRequest::decode(2, &csr).is_err());
@@ -376,8 +380,14 @@ fn confirm_and_api_version_are_checked() {
     .encode();
     bad.extend_from_slice(&att);
     assert_eq!(
-        CertSigningRequest::decode(2, &bad).unwrap_err().to_string(),
-        "malformed: dstack CSR (SCALE): confirm at offset 0: \"please sign this:\" is not \"please sign cert:\""
+        CertSigningRequest::decode(2, &bad).unwrap_err().malformed(),
+        Some(&Malformed::WrongValueAt {
+            context: "dstack CSR (SCALE)",
+            field: "confirm".into(),
+            offset: 0,
+            expected: "\"please sign cert:\"".into(),
+            found: "\"please sign this:\"".into(),
+        })
     );
     let mut long = CsrV2Head {
         confirm: format!("{CSR_CONFIRM} and more"),
@@ -416,9 +426,11 @@ fn attestation_errors_say_where_the_attestation_starts() {
     b.extend_from_slice(&[0x03, 0, 0, 0, 0x40, 0, 0]);
     let e = CertSigningRequest::decode(2, &b).unwrap_err();
     assert!(
-        e.to_string().contains(&format!(
-            "config.subject_alt_names at offset {at}: 1073741824 elements cannot fit"
-        )),
+        matches!(
+            e.malformed(),
+            Some(Malformed::CountPastEnd { field, offset, count, .. })
+                if field == "config.subject_alt_names" && *offset == at && *count == 1 << 30
+        ),
         "{e}"
     );
 }
@@ -429,12 +441,12 @@ fn csr_truncation_and_byte_flips_never_panic() {
     let att = scale_with_report_data(&real(), ratls_report_data(&spki).0);
     let csr = v2(&spki, full_config(), &att);
     let sig = sign(&sk, &csr);
+    // Every prefix is a typed Malformed refusal, read as V2 or as V1.
     for cut in 0..csr.len() {
-        assert!(
-            CertSigningRequest::decode(2, &csr[..cut]).is_err(),
-            "cut {cut}"
-        );
-        let _ = CertSigningRequest::decode(1, &csr[..cut]);
+        for api in [2, 1] {
+            let e = CertSigningRequest::decode(api, &csr[..cut]).unwrap_err();
+            assert!(e.malformed().is_some(), "V{api} cut {cut}: {e}");
+        }
     }
     for i in 0..csr.len() {
         let mut b = csr.clone();
@@ -447,4 +459,43 @@ fn csr_truncation_and_byte_flips_never_panic() {
             }
         }
     }
+}
+
+/// Every prefix of a V1 request (head, quote and event log) is a typed
+/// Malformed refusal; most are a truncation.
+#[test]
+fn every_prefix_of_a_v1_request_is_malformed() {
+    let fixture: serde_json::Value =
+        serde_json::from_slice(&vector("tdx/dstack/tdx-lite-getquote.json")).unwrap();
+    let (_, spki) = key(7);
+    let csr = CsrV1 {
+        confirm: CSR_CONFIRM.into(),
+        pubkey: spki,
+        config: CertConfigV1 {
+            org_name: Some("O".into()),
+            subject: "s".into(),
+            subject_alt_names: vec!["a".into()],
+            usage_server_auth: false,
+            usage_client_auth: true,
+            ext_quote: true,
+        },
+        quote: hex::decode(fixture["quote"].as_str().unwrap()).unwrap(),
+        event_log: fixture["event_log"].as_str().unwrap().as_bytes().to_vec(),
+    }
+    .encode();
+    assert!(CertSigningRequest::decode(1, &csr).is_ok());
+    let mut truncated = 0;
+    for cut in 0..csr.len() {
+        let e = CertSigningRequest::decode(1, &csr[..cut]).unwrap_err();
+        let m = e
+            .malformed()
+            .unwrap_or_else(|| panic!("cut {cut}: {e} is not malformed"));
+        truncated += usize::from(m.is_truncated() || matches!(m, Malformed::CountPastEnd { .. }));
+    }
+    // Only cuts inside the confirm string can fail otherwise (a shorter
+    // string that is not the confirm text).
+    assert!(
+        truncated + 2 * CSR_CONFIRM.len() >= csr.len(),
+        "{truncated}"
+    );
 }

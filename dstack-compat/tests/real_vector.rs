@@ -7,7 +7,7 @@
 mod common;
 
 use attest_core::eventlog::{DSTACK_RUNTIME_EVENT_TYPE, EventBody, parse_json_event_log};
-use attest_core::{ErrorKind, PlatformId};
+use attest_core::{ErrorKind, Malformed, PlatformId};
 use common::{lite_attestation, scale_of, vector};
 use dstack_compat::{
     AttestationVersion, Claimed, MeasurementCheck, PlatformQuote, StackKind, VersionedAttestation,
@@ -146,11 +146,12 @@ fn truncation_at_every_length_is_a_malformed_error() {
     long.push(0);
     let err = VersionedAttestation::decode(&long).unwrap_err();
     assert_eq!(
-        err.to_string(),
-        format!(
-            "malformed: dstack attestation (V0 SCALE): 1 unexpected trailing bytes at offset {}",
-            raw.len()
-        )
+        err.malformed(),
+        Some(&Malformed::TrailingData {
+            context: "dstack attestation (V0 SCALE)",
+            offset: raw.len(),
+            extra: 1,
+        })
     );
 }
 
@@ -160,14 +161,25 @@ fn errors_name_the_field_and_offset() {
     // Offset 2 is the quote's compact length: cut inside the quote.
     let err = VersionedAttestation::decode(&raw[..100]).unwrap_err();
     assert_eq!(
-        err.to_string(),
-        "malformed: dstack attestation (V0 SCALE): quote at offset 2: 5006 elements cannot fit in the 96 bytes left"
+        err.malformed(),
+        Some(&Malformed::CountPastEnd {
+            context: "dstack attestation (V0 SCALE)",
+            field: "quote".into(),
+            offset: 2,
+            count: 5006,
+            available: 96,
+        })
     );
     let mut bad = raw.clone();
     bad[1] = 9;
     assert_eq!(
-        VersionedAttestation::decode(&bad).unwrap_err().to_string(),
-        "malformed: dstack attestation (V0 SCALE): quote variant at offset 1: unknown variant 9"
+        VersionedAttestation::decode(&bad).unwrap_err().malformed(),
+        Some(&Malformed::UnknownVariant {
+            context: "dstack attestation (V0 SCALE)",
+            field: "quote variant".into(),
+            offset: 1,
+            tag: 9,
+        })
     );
 }
 

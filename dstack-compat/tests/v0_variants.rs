@@ -129,12 +129,30 @@ fn snp_cert_chain_forms() {
     );
     // Two elements that are not certificates.
     let e = snp_certificates(&[ask.clone(), table.clone()]).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Malformed);
-    assert!(e.to_string().contains("cert_chain[1]"), "{e}");
+    assert_eq!(
+        e,
+        AttestError::Malformed(Malformed::Within {
+            location: "SNP cert_chain[1]".into(),
+            inner: Box::new(Malformed::BadValue {
+                what: "certificate".into(),
+                expected: "a PEM or a DER certificate".into(),
+                found: format!("{} bytes of neither", table.len()),
+            }),
+        })
+    );
     // PEM of something else.
     let key = pem::encode(&pem::Pem::new("PRIVATE KEY", vec![0x30, 0]));
     let e = snp_certificates(&[key.into_bytes()]).unwrap_err();
-    assert!(e.to_string().contains("expected CERTIFICATE"), "{e}");
+    assert_eq!(
+        e,
+        AttestError::Malformed(Malformed::Within {
+            location: "SNP cert_chain[0]".into(),
+            inner: Box::new(Malformed::PemLabel {
+                expected: "CERTIFICATE",
+                found: "PRIVATE KEY".into(),
+            }),
+        })
+    );
     // A table is also carried through V0 and V1 unchanged.
     let raw = snp(report([7; 64], [0; 32]), vec![table.clone()], DOC);
     let a = VersionedAttestation::decode(&raw).unwrap();
@@ -148,8 +166,15 @@ fn an_snp_report_of_the_wrong_size_is_malformed() {
     let raw = snp(vec![0; SNP_REPORT_LEN - 1], vec![], DOC);
     let e = VersionedAttestation::decode(&raw).unwrap_err();
     assert_eq!(
-        e.to_string(),
-        "malformed: dstack attestation (V0 SCALE): report at offset 2: 1183 bytes, an SNP report is 1184"
+        e.malformed(),
+        Some(&Malformed::FieldLength {
+            context: "dstack attestation (V0 SCALE)",
+            field: "report".into(),
+            offset: 2,
+            name: "an SNP report",
+            expected: SNP_REPORT_LEN,
+            found: SNP_REPORT_LEN - 1,
+        })
     );
 }
 
@@ -195,25 +220,60 @@ fn first_byte_and_size_limits() {
     let mut big = vec![0u8; MAX_ATTESTATION_LEN + 1];
     big[1] = 0;
     let e = VersionedAttestation::decode(&big).unwrap_err();
-    assert!(e.to_string().contains("at most 10485760"), "{e}");
+    assert_eq!(
+        e.malformed(),
+        Some(&Malformed::TooLarge {
+            what: "dstack attestation".into(),
+            size: MAX_ATTESTATION_LEN + 1,
+            max: MAX_ATTESTATION_LEN,
+        })
+    );
 }
 
 #[test]
 fn a_compact_length_of_2_pow_30_is_refused_before_allocating() {
     // V0, TDX, quote length 2^30 (big-integer mode), a few bytes.
     let e = VersionedAttestation::decode(&[0, 0, 0x03, 0, 0, 0, 0x40, 1, 2, 3]).unwrap_err();
+    const CONTEXT: &str = "dstack attestation (V0 SCALE)";
     assert_eq!(
-        e.to_string(),
-        "malformed: dstack attestation (V0 SCALE): quote at offset 2: 1073741824 elements cannot fit in the 3 bytes left"
+        e.malformed(),
+        Some(&Malformed::CountPastEnd {
+            context: CONTEXT,
+            field: "quote".into(),
+            offset: 2,
+            count: 1 << 30,
+            available: 3,
+        })
     );
     // The same count for the event list and the runtime events.
     let e = VersionedAttestation::decode(&[0, 0, 0, 0x03, 0, 0, 0, 0x40, 1]).unwrap_err();
-    assert!(e.to_string().contains("event_log at offset 3"), "{e}");
+    assert!(
+        matches!(
+            e.malformed(),
+            Some(Malformed::FieldTooLarge { context: CONTEXT, field, offset: 3, size, unit: "elements", max: 4096 })
+                if field == "event_log" && *size == 1 << 30
+        ),
+        "{e}"
+    );
     let e = VersionedAttestation::decode(&[0, 0, 0, 0, 0x03, 0, 0, 0, 0x40]).unwrap_err();
-    assert!(e.to_string().contains("4096"), "{e}");
+    assert!(
+        matches!(
+            e.malformed(),
+            Some(Malformed::FieldTooLarge { context: CONTEXT, field, offset: 4, size, unit: "elements", max: 4096 })
+                if field == "runtime_events" && *size == 1 << 30
+        ),
+        "{e}"
+    );
     // A non-canonical length.
     let e = VersionedAttestation::decode(&[0, 0, 0x05, 0x00]).unwrap_err();
-    assert!(e.to_string().contains("non-canonical"), "{e}");
+    assert_eq!(
+        e.malformed(),
+        Some(&Malformed::NonCanonicalInteger {
+            context: CONTEXT,
+            field: "quote".into(),
+            offset: 2,
+        })
+    );
 }
 
 #[test]
@@ -230,10 +290,19 @@ fn runtime_event_names_must_be_utf8_and_bounded() {
     assert!(VersionedAttestation::decode(&enc(b"app-id".to_vec())).is_ok());
     let e = VersionedAttestation::decode(&enc(vec![0xff])).unwrap_err();
     assert!(
-        e.to_string()
-            .contains("runtime_events[0].event at offset 5: not UTF-8"),
+        matches!(
+            e.malformed(),
+            Some(Malformed::NotUtf8 { field, offset: 5, .. }) if field == "runtime_events[0].event"
+        ),
         "{e}"
     );
     let e = VersionedAttestation::decode(&enc(vec![b'x'; 1025])).unwrap_err();
-    assert!(e.to_string().contains("at most 1024"), "{e}");
+    assert!(
+        matches!(
+            e.malformed(),
+            Some(Malformed::FieldTooLarge { field, size: 1025, unit: "bytes", max: 1024, .. })
+                if field == "runtime_events[0].event"
+        ),
+        "{e}"
+    );
 }

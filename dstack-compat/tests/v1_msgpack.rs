@@ -7,7 +7,7 @@ mod common;
 use attest_core::eventlog::{
     RuntimeEventVersion, parse_json_event_log, replay, runtime_event_digest,
 };
-use attest_core::{AttestError, ErrorKind, PlatformId, ReportData};
+use attest_core::{AttestError, ErrorKind, Malformed, PlatformId, ReportData};
 use common::{ByteMode, Bytes, lite_attestation, msgpack, msgpack_model, msgpack_of};
 use dstack_compat::{
     AttestationVersion, DSTACK_TDX_REGISTERS, MeasurementCheck, StackKind, VersionedAttestation,
@@ -133,14 +133,35 @@ fn malformed(r: Result<VersionedAttestation, AttestError>) -> String {
     e.to_string()
 }
 
+/// The typed detail of a refusal (under any locations).
+fn detail(r: Result<VersionedAttestation, AttestError>) -> Malformed {
+    let e = r.expect_err("decoded");
+    e.malformed()
+        .unwrap_or_else(|| panic!("{e} is not malformed"))
+        .clone()
+}
+
+const CONTEXT: &str = "dstack attestation (V1 msgpack)";
+
 #[test]
 fn wrong_values_are_malformed_and_say_where() {
-    let m = malformed(with(|v| v["version"] = 2.into()));
-    assert!(m.contains("version at offset 0: 2 is not 1"), "{m}");
-    let m = malformed(with(|v| {
+    assert_eq!(
+        detail(with(|v| v["version"] = 2.into())),
+        Malformed::WrongValueAt {
+            context: CONTEXT,
+            field: "version".into(),
+            offset: 0,
+            expected: "1".into(),
+            found: "2".into(),
+        }
+    );
+    let m = detail(with(|v| {
         v.as_object_mut().unwrap().remove("stack");
     }));
-    assert!(m.contains("required key \"stack\" is missing"), "{m}");
+    assert!(
+        matches!(&m, Malformed::MissingKey { context: CONTEXT, key, offset: 0, .. } if key == "stack"),
+        "{m}"
+    );
     let m = malformed(with(|v| {
         v["stack"]["data"]["report_data"]
             .as_array_mut()
@@ -149,10 +170,24 @@ fn wrong_values_are_malformed_and_say_where() {
     }));
     assert!(m.contains("report_data at offset"), "{m}");
     assert!(m.contains("63 bytes, expected 64"), "{m}");
-    let m = malformed(with(|v| v["stack"]["data"]["report_data"][0] = 256.into()));
-    assert!(m.contains("byte value 256 exceeds 255"), "{m}");
-    let m = malformed(with(|v| v["stack"]["data"]["report_data"][0] = (-1).into()));
-    assert!(m.contains("found a negative integer"), "{m}");
+    let m = detail(with(|v| v["stack"]["data"]["report_data"][0] = 256.into()));
+    assert!(
+        matches!(&m, Malformed::ByteOutOfRange { context: CONTEXT, field, value: 256, .. } if field == "report_data"),
+        "{m}"
+    );
+    let m = detail(with(|v| v["stack"]["data"]["report_data"][0] = (-1).into()));
+    assert!(
+        matches!(
+            &m,
+            Malformed::WrongType {
+                context: CONTEXT,
+                expected: "a non-negative integer",
+                found: "a negative integer",
+                ..
+            }
+        ),
+        "{m}"
+    );
     let m = malformed(with(|v| v["stack"]["kind"] = "k8s".into()));
     assert!(m.contains("unknown stack \"k8s\""), "{m}");
     let m = malformed(with(|v| v["platform"]["kind"] = "Not A Platform".into()));
@@ -161,19 +196,28 @@ fn wrong_values_are_malformed_and_say_where() {
         v["stack"]["data"]["runtime_events"][2]["version"] = 3.into()
     }));
     assert!(m.contains("unknown runtime event version 3"), "{m}");
-    let m = malformed(with(|v| {
+    let m = detail(with(|v| {
         v["platform"]["data"]["event_log"][1]
             .as_object_mut()
             .unwrap()
             .remove("imr");
     }));
     assert!(
-        m.contains("event_log[1]") && m.contains("\"imr\" is missing"),
+        matches!(&m, Malformed::MissingKey { context: CONTEXT, field, key, .. }
+            if field.contains("event_log[1]") && key == "imr"),
         "{m}"
     );
-    let m = malformed(with(|v| v["platform"]["data"]["quote"] = "text".into()));
+    let m = detail(with(|v| v["platform"]["data"]["quote"] = "text".into()));
     assert!(
-        m.contains("expected bin or an array of bytes, found a string"),
+        matches!(
+            &m,
+            Malformed::WrongType {
+                context: CONTEXT,
+                expected: "bin or an array of bytes",
+                found: "a string",
+                ..
+            }
+        ),
         "{m}"
     );
 }
@@ -204,8 +248,11 @@ fn duplicate_keys_are_refused() {
     dup.extend_from_slice(b"version");
     dup.push(0x01);
     dup.extend_from_slice(&good[1..]);
-    let m = malformed(decode(&dup));
-    assert!(m.contains("key \"version\" appears twice"), "{m}");
+    let m = detail(decode(&dup));
+    assert!(
+        matches!(&m, Malformed::DuplicateKey { context: CONTEXT, key, .. } if key == "version"),
+        "{m}"
+    );
 }
 
 #[test]
@@ -244,8 +291,12 @@ fn a_dstack_pod_report_data_must_commit_to_its_payload() {
         ErrorKind::BindingMismatch
     );
     m.stack.data.report_data_payload = None;
-    let msg = malformed(decode(&msgpack(&m)));
-    assert!(msg.contains("\"report_data_payload\" is missing"), "{msg}");
+    let d = detail(decode(&msgpack(&m)));
+    assert!(
+        matches!(&d, Malformed::MissingKey { context: CONTEXT, field, key, .. }
+            if field == "stack.data" && key == "report_data_payload"),
+        "{d}"
+    );
 }
 
 #[test]
@@ -258,7 +309,14 @@ fn v1_truncation_and_trailing_bytes_are_malformed() {
         }
         let mut long = bytes.clone();
         long.push(0xc0);
-        assert!(malformed(decode(&long)).contains("unexpected trailing bytes"));
+        assert_eq!(
+            detail(decode(&long)),
+            Malformed::TrailingData {
+                context: CONTEXT,
+                offset: bytes.len(),
+                extra: 1,
+            }
+        );
     }
 }
 
@@ -313,7 +371,23 @@ fn huge_declared_lengths_are_refused() {
         let mut x = b.clone();
         x.extend_from_slice(head);
         x.extend_from_slice(&[0; 16]);
-        let m = malformed(decode(&x));
-        assert!(m.contains("at offset"), "{m}");
+        let m = detail(decode(&x));
+        // Refused as a length the bytes left cannot hold, before any
+        // allocation.
+        assert!(
+            matches!(
+                &m,
+                Malformed::Truncated { context: CONTEXT, needed, available: 16, .. }
+                    if *needed == 1 << 31
+            ) || matches!(
+                &m,
+                Malformed::ContainerPastEnd {
+                    context: CONTEXT,
+                    available: 16,
+                    ..
+                }
+            ),
+            "{head:x?}: {m:?}"
+        );
     }
 }

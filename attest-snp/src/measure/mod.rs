@@ -50,7 +50,62 @@ pub enum MeasureError {
     /// The inputs cannot describe a valid launch (no vCPU, a size that is
     /// not a page multiple, a kernel without a hashes page, ...).
     #[error("{0}")]
-    Input(String),
+    Input(LaunchInput),
+}
+
+/// Why the inputs cannot describe a valid launch ([`MeasureError::Input`]).
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LaunchInput {
+    /// An image whose size is zero, not a multiple of 4096, or above 4 GiB.
+    #[error("{what} size {size} is not a positive multiple of 4096 below 4 GiB")]
+    NotPageMultiple {
+        /// The image (`"firmware image"`, `"SVSM image"`).
+        what: &'static str,
+        /// Its size.
+        size: u64,
+    },
+    /// An OVMF variable store size that is not a multiple of 4096.
+    #[error("OVMF variables size {size} is not a multiple of 4096")]
+    VarsNotPageMultiple {
+        /// The size given.
+        size: u64,
+    },
+    /// No vCPU.
+    #[error("at least one vCPU is needed")]
+    NoVcpu,
+    /// The SVSM image and the variable store do not fit below the firmware.
+    #[error("SVSM image and OVMF variables do not fit below the firmware image")]
+    SvsmDoesNotFit,
+    /// The SVSM image's GUID table has no SVSM_INFO entry.
+    #[error("SVSM image has no SVSM_INFO entry (entry point) in its GUID table")]
+    NoSvsmInfo,
+    /// A kernel was given but the firmware has no SNP_KERNEL_HASHES section.
+    #[error(
+        "a kernel was given but the firmware has no SNP_KERNEL_HASHES section (kernel hashes cannot be measured)"
+    )]
+    NoKernelHashesSection,
+    /// The SNP_KERNEL_HASHES section is not one page.
+    #[error("SNP_KERNEL_HASHES section is {size} bytes, expected 4096")]
+    KernelHashesSectionSize {
+        /// The section's size.
+        size: u64,
+    },
+    /// No SEV_HASH_TABLE_RV entry says where the kernel hashes table goes.
+    #[error("no SEV_HASH_TABLE_RV entry for the kernel hashes")]
+    NoHashTableEntry,
+    /// The kernel hashes table would cross its page.
+    #[error("kernel hashes table crosses its page")]
+    HashTableCrossesPage,
+    /// The firmware has no SEV_ES_RESET_BLOCK (the AP reset address).
+    #[error("firmware has no SEV_ES_RESET_BLOCK (AP reset address)")]
+    NoResetBlock,
+    /// A VMM name other than `qemu`, `ec2` or `gce`.
+    #[error("unknown VMM type {0:?} (qemu, ec2, gce)")]
+    UnknownVmm(String),
+    /// A vCPU model name this crate has no CPUID signature for.
+    #[error("unknown vCPU type {0:?}")]
+    UnknownVcpu(String),
 }
 
 impl MeasureError {
@@ -61,7 +116,8 @@ impl MeasureError {
                 location: location.into(),
                 inner: Box::new(m),
             }),
-            MeasureError::Input(m) => MeasureError::Input(format!("{location}: {m}")),
+            // Input errors name what they are about themselves.
+            input @ MeasureError::Input(_) => input,
         }
     }
 }
@@ -72,8 +128,10 @@ impl From<attest_core::Malformed> for MeasureError {
     }
 }
 
-pub(crate) fn err(m: impl Into<String>) -> MeasureError {
-    MeasureError::Input(m.into())
+impl From<LaunchInput> for MeasureError {
+    fn from(i: LaunchInput) -> Self {
+        MeasureError::Input(i)
+    }
 }
 
 /// Everything that determines an SNP launch digest.
@@ -95,11 +153,9 @@ pub struct LaunchInputs<'a> {
     pub ovmf_only: bool,
 }
 
-pub(crate) fn page_multiple(what: &str, len: u64) -> Result<(), MeasureError> {
+pub(crate) fn page_multiple(what: &'static str, len: u64) -> Result<(), MeasureError> {
     if len == 0 || len % PAGE as u64 != 0 || len > FOUR_GIB {
-        return Err(err(format!(
-            "{what} size {len} is not a positive multiple of 4096 below 4 GiB"
-        )));
+        return Err(LaunchInput::NotPageMultiple { what, size: len }.into());
     }
     Ok(())
 }
@@ -134,16 +190,12 @@ pub(crate) fn metadata_pages(
             SectionKind::KernelHashes => match kernel {
                 Some(h) => {
                     if size as usize != PAGE {
-                        return Err(err(format!(
-                            "SNP_KERNEL_HASHES section is {size} bytes, expected 4096"
-                        )));
+                        return Err(LaunchInput::KernelHashesSectionSize { size }.into());
                     }
-                    let table_gpa = info
-                        .hash_table_gpa
-                        .ok_or_else(|| err("no SEV_HASH_TABLE_RV entry for the kernel hashes"))?;
+                    let table_gpa = info.hash_table_gpa.ok_or(LaunchInput::NoHashTableEntry)?;
                     let off = (table_gpa & 0xfff) as usize;
                     if off + kernel::TABLE_LEN > PAGE {
-                        return Err(err("kernel hashes table crosses its page"));
+                        return Err(LaunchInput::HashTableCrossesPage.into());
                     }
                     let mut page = [0u8; PAGE];
                     page[off..off + kernel::TABLE_LEN].copy_from_slice(&h.table());
@@ -180,16 +232,12 @@ pub fn launch_digest(inp: &LaunchInputs<'_>) -> Result<[u8; 48], MeasureError> {
         .iter()
         .any(|s| s.kind == SectionKind::KernelHashes);
     if inp.kernel.is_some() && !has_hashes_section {
-        return Err(err(
-            "a kernel was given but the firmware has no SNP_KERNEL_HASHES section (kernel hashes cannot be measured)",
-        ));
+        return Err(LaunchInput::NoKernelHashesSection.into());
     }
     metadata_pages(&mut g, &info, inp.kernel.as_ref(), inp.vmm)?;
-    let ap_eip = info
-        .ap_eip
-        .ok_or_else(|| err("firmware has no SEV_ES_RESET_BLOCK (AP reset address)"))?;
+    let ap_eip = info.ap_eip.ok_or(LaunchInput::NoResetBlock)?;
     if inp.vcpus == 0 {
-        return Err(err("at least one vCPU is needed"));
+        return Err(LaunchInput::NoVcpu.into());
     }
     for i in 0..inp.vcpus {
         let page = if i == 0 {

@@ -5,7 +5,7 @@ use sha2::{Digest, Sha384};
 use super::gctx::{Gctx, PageType};
 use super::ovmf::OvmfInfo;
 use super::vmsa::{VmmType, svsm_vmsa_page};
-use super::{FOUR_GIB, MeasureError, PAGE, VMSA_GPA, err, metadata_pages, page_multiple};
+use super::{FOUR_GIB, LaunchInput, MeasureError, PAGE, VMSA_GPA, metadata_pages, page_multiple};
 use crate::guid::guid;
 
 /// The Coconut-SVSM launch (sev-snp-measure `snp:svsm`, the pre-IGVM
@@ -38,23 +38,23 @@ pub fn svsm_launch_digest(inp: &SvsmInputs<'_>) -> Result<[u8; 48], MeasureError
     page_multiple("firmware image", inp.ovmf.len() as u64)?;
     page_multiple("SVSM image", inp.svsm.len() as u64)?;
     if inp.vars_size % PAGE as u64 != 0 {
-        return Err(err(format!(
-            "OVMF variables size {} is not a multiple of 4096",
-            inp.vars_size
-        )));
+        return Err(LaunchInput::VarsNotPageMultiple {
+            size: inp.vars_size,
+        }
+        .into());
     }
     if inp.vcpus == 0 {
-        return Err(err("at least one vCPU is needed"));
+        return Err(LaunchInput::NoVcpu.into());
     }
     let ovmf_gpa = FOUR_GIB - inp.ovmf.len() as u64;
     let svsm_gpa = ovmf_gpa
         .checked_sub(inp.vars_size)
         .and_then(|end| end.checked_sub(inp.svsm.len() as u64))
-        .ok_or_else(|| err("SVSM image and OVMF variables do not fit below the firmware image"))?;
+        .ok_or(LaunchInput::SvsmDoesNotFit)?;
     let info = OvmfInfo::parse(inp.svsm).map_err(|e| e.within("SVSM image"))?;
     let entry = info
         .entry_u32(SVSM_INFO_GUID)
-        .ok_or_else(|| err("SVSM image has no SVSM_INFO entry (entry point) in its GUID table"))?;
+        .ok_or(LaunchInput::NoSvsmInfo)?;
     let rip = svsm_gpa + u64::from(entry);
     let mut g = Gctx { ld: [0; 48] };
     g.normal_pages(ovmf_gpa, inp.ovmf);

@@ -1,7 +1,7 @@
 //! The initial vCPU state (VMSA page) a VMM measures, per VMM and vCPU
 //! type.
 
-use super::{LaunchInputs, MeasureError, PAGE, err};
+use super::{LaunchInput, LaunchInputs, MeasureError, PAGE};
 
 /// The VMM that launches the guest (they lay out VMSAs slightly differently).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -22,7 +22,7 @@ impl std::str::FromStr for VmmType {
             "qemu" => Ok(VmmType::Qemu),
             "ec2" => Ok(VmmType::Ec2),
             "gce" => Ok(VmmType::Gce),
-            other => Err(err(format!("unknown VMM type {other:?} (qemu, ec2, gce)"))),
+            other => Err(LaunchInput::UnknownVmm(other.to_owned()).into()),
         }
     }
 }
@@ -37,7 +37,7 @@ pub fn vcpu_signature(name: &str) -> Result<u32, MeasureError> {
             "EPYC-Milan" => 0x00A0_0F11,
             "EPYC-Genoa" => 0x00A1_0F10,
             "EPYC-Turin" => 0x00B0_0F00,
-            _ => return Err(err(format!("unknown vCPU type {name:?}"))),
+            _ => return Err(LaunchInput::UnknownVcpu(name.to_owned()).into()),
         },
     };
     Ok(sig)

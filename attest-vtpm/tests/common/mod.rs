@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 use attest_core::reader::Reader;
-use attest_core::{AttestError, ErrorKind, ReportData};
+use attest_core::{AttestError, ReportData};
 use attest_vtpm::{
     CheckedVtpm, Container, ContainerVersion, Endorsement, Pcrs, TeeType, TpmQuote, Vcek,
 };
@@ -75,17 +75,46 @@ pub fn hardware_report_data(c: &CheckedVtpm) -> ReportData {
     }
 }
 
-pub fn assert_kind<T: std::fmt::Debug>(r: Result<T, AttestError>, kind: ErrorKind, needle: &str) {
+/// Requires `r` to be a refusal for which `want` holds: the typed check
+/// (variant and fields), never the message text.
+#[track_caller]
+pub fn assert_refused<T: std::fmt::Debug>(
+    r: Result<T, AttestError>,
+    want: impl FnOnce(&AttestError) -> bool,
+) {
     match r {
-        Ok(v) => panic!("expected {kind} ({needle}), got Ok({v:?})"),
-        Err(e) => {
-            assert_eq!(e.kind(), kind, "{e}");
-            assert!(
-                e.to_string().contains(needle),
-                "{e} should mention {needle:?}"
-            );
-        }
+        Ok(v) => panic!("expected a refusal, got Ok({v:?})"),
+        Err(e) => assert!(want(&e), "another refusal: {e:?}"),
     }
+}
+
+/// A report data other than the one the request binds.
+pub fn binding_mismatch(e: &AttestError) -> bool {
+    matches!(e, AttestError::BindingMismatch { .. })
+}
+
+/// The TPM quote's signature does not verify under HCLAkPub.
+pub fn hcl_ak_signature(e: &AttestError) -> bool {
+    matches!(
+        e,
+        AttestError::BadSignature(attest_core::BadSignature::DoesNotVerify { signed, signer: Some(s) })
+            if signed == "the TPM quote" && s.starts_with("HCLAkPub")
+    )
+}
+
+/// The PCR values do not hash to the quote's pcrDigest.
+pub fn pcr_digest_mismatch(e: &AttestError) -> bool {
+    matches!(e, AttestError::IdentityMismatch { what, .. } if what == "TPM quote pcrDigest")
+}
+
+/// The container JSON does not decode; `detail` starts as given (serde's
+/// own words for where and why).
+pub fn json_syntax(e: &AttestError, detail_start: &str) -> bool {
+    matches!(
+        e.malformed(),
+        Some(attest_core::Malformed::Syntax { what, detail })
+            if what == "vTPM evidence JSON" && detail.starts_with(detail_start)
+    )
 }
 
 /// The typed [`attest_core::Malformed`] detail of a refusal (under any

@@ -1,0 +1,167 @@
+//! The OVMF footer GUID table and SEV metadata parser cut at every length:
+//! each cut is a typed [`Malformed`] refusal (or, where the cut removes only
+//! bytes the parser never reads, the same result as the whole image), never
+//! a panic.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use attest_snp::measure::{MeasureError, OvmfInfo};
+
+fn image(name: &str) -> Vec<u8> {
+    std::fs::read(attest_testkit::vectors::path("snp/measure").join(name)).unwrap()
+}
+
+/// The images the measurement cases use: two 4 KiB firmware tails and the
+/// full SVSM-era OVMF.
+const IMAGES: [&str; 3] = [
+    "ovmf_AmdSev_suffix.bin",
+    "ovmf_OvmfX64_suffix.bin",
+    "svsm_ovmf.fd",
+];
+
+fn assert_malformed(r: Result<OvmfInfo, MeasureError>, what: &str) {
+    match r {
+        Err(MeasureError::Malformed(_)) => {}
+        other => panic!("{what}: expected a typed Malformed error, got {other:?}"),
+    }
+}
+
+/// The lowest offset, from the image's end, that the parser reads: the
+/// start of the GUID table or of the SEV metadata, whichever is further.
+fn read_span(whole: &OvmfInfo) -> usize {
+    let table: usize = 32
+        + 18
+        + whole
+            .entries
+            .iter()
+            .map(|(_, d)| d.len() + 18)
+            .sum::<usize>();
+    let metadata = whole
+        .entry_u32(attest_snp_sev_metadata_guid())
+        .map_or(0, |off| off as usize);
+    table.max(metadata)
+}
+
+/// OVMF_SEV_METADATA, in firmware byte order.
+fn attest_snp_sev_metadata_guid() -> [u8; 16] {
+    // dc886566-984a-4798-a75e-5585a7bf67cc
+    [
+        0x66, 0x65, 0x88, 0xdc, 0x4a, 0x98, 0x98, 0x47, 0xa7, 0x5e, 0x55, 0x85, 0xa7, 0xbf, 0x67,
+        0xcc,
+    ]
+}
+
+/// Every cut that removes bytes from the front of the region the parser
+/// reads (the footer table and the SEV metadata, read back from the end)
+/// is refused; cuts before that region change nothing.
+#[test]
+fn front_cuts_of_the_read_region_are_malformed() {
+    for name in IMAGES {
+        let ovmf = image(name);
+        let whole = OvmfInfo::parse(&ovmf).unwrap();
+        assert!(!whole.sections.is_empty(), "{name}: has SEV metadata");
+        let span = read_span(&whole);
+        assert!(span <= ovmf.len(), "{name}");
+        let first_read = ovmf.len() - span;
+        // A margin of untouched bytes before the region, then every cut
+        // into it.
+        for cut in first_read.saturating_sub(64)..=ovmf.len() {
+            let r = OvmfInfo::parse(&ovmf[cut..]);
+            if cut <= first_read {
+                assert_eq!(
+                    r.as_ref(),
+                    Ok(&whole),
+                    "{name}: cut {cut} before the region"
+                );
+            } else {
+                assert_malformed(r, &format!("{name}: front cut at {cut}"));
+            }
+        }
+    }
+}
+
+/// Every prefix of the region (the image's tail ending early): the footer
+/// is no longer where the parser looks, or the image is too short for it.
+#[test]
+fn every_prefix_of_the_tail_is_malformed() {
+    for name in IMAGES {
+        let ovmf = image(name);
+        let whole = OvmfInfo::parse(&ovmf).unwrap();
+        let start = ovmf.len() - read_span(&whole);
+        let tail = &ovmf[start..];
+        for len in 0..tail.len() {
+            assert_malformed(
+                OvmfInfo::parse(&tail[..len]),
+                &format!("{name}: tail prefix of {len} bytes"),
+            );
+        }
+    }
+}
+
+/// The SEV metadata offset set to every value up to past the image's end:
+/// only the real one parses, every other is a typed refusal (no signature
+/// there, or the metadata runs past the end), never a panic.
+#[test]
+fn every_metadata_offset_but_the_real_one_is_malformed() {
+    let ovmf = image("ovmf_AmdSev_suffix.bin");
+    let whole = OvmfInfo::parse(&ovmf).unwrap();
+    let real = whole.entry_u32(attest_snp_sev_metadata_guid()).unwrap();
+    let at = find_entry_data(&ovmf, attest_snp_sev_metadata_guid());
+    for off in 0..=ovmf.len() as u32 + 16 {
+        let mut img = ovmf.clone();
+        img[at..at + 4].copy_from_slice(&off.to_le_bytes());
+        let r = OvmfInfo::parse(&img);
+        if off == real {
+            assert_eq!(r, Ok(whole.clone()));
+        } else {
+            assert_malformed(r, &format!("metadata offset {off}"));
+        }
+    }
+}
+
+/// The SEV metadata itself cut at every length: the 32 bytes after the
+/// footer table are not read as part of it, so the first `k` bytes of the
+/// real metadata (signature, size and version, section count, sections) can
+/// sit at the image's very end with the offset pointing at them. Every
+/// such cut runs out of bytes: a typed `Truncated`, never a panic.
+#[test]
+fn the_sev_metadata_cut_at_every_length_is_truncated() {
+    let ovmf = image("ovmf_AmdSev_suffix.bin");
+    let whole = OvmfInfo::parse(&ovmf).unwrap();
+    let off = whole.entry_u32(attest_snp_sev_metadata_guid()).unwrap() as usize;
+    let m = ovmf.len() - off;
+    assert_eq!(&ovmf[m..m + 4], b"ASEV");
+    let at = find_entry_data(&ovmf, attest_snp_sev_metadata_guid());
+    // The free tail, and what of the metadata fits in it: the header and
+    // at least one section.
+    let room = 32;
+    assert!(
+        16 + 12 * whole.sections.len() > room,
+        "the cut is a truncation"
+    );
+    for k in 0..=room {
+        let mut img = ovmf.clone();
+        let end = img.len();
+        img[end - k..].copy_from_slice(&ovmf[m..m + k]);
+        img[at..at + 4].copy_from_slice(&(k as u32).to_le_bytes());
+        match OvmfInfo::parse(&img) {
+            Err(MeasureError::Malformed(e)) => assert!(e.is_truncated(), "cut {k}: {e:?}"),
+            other => panic!("cut {k}: expected a truncation, got {other:?}"),
+        }
+    }
+}
+
+/// Offset in `img` of the data of the GUID table entry `g`.
+fn find_entry_data(img: &[u8], g: [u8; 16]) -> usize {
+    let mut pos = img.len() - 32 - 18;
+    let table_size = u16::from_le_bytes([img[pos], img[pos + 1]]) as usize;
+    let start = pos + 18 - table_size;
+    while pos > start {
+        let hdr = pos - 18;
+        let size = u16::from_le_bytes([img[hdr], img[hdr + 1]]) as usize;
+        if img[hdr + 2..hdr + 18] == g {
+            return pos - size;
+        }
+        pos -= size;
+    }
+    panic!("no entry");
+}
