@@ -438,3 +438,30 @@ fn firmware_versions_print_as_major_minor_build() {
     };
     assert_eq!(v.to_string(), "1.55.21");
 }
+
+/// POLICY bit 17 is reserved as one and bits 26..63 as zero (SEV-SNP ABI,
+/// table "Guest policy structure"): either way is a malformed report.
+#[test]
+fn guest_policy_reserved_bits_are_checked() {
+    use attest_core::Malformed;
+    use attest_snp::Report;
+    let raw = read("reports/milan-v2-a.report.bin");
+    let policy = u64::from_le_bytes(raw[8..16].try_into().unwrap());
+    assert_ne!(policy & (1 << 17), 0);
+    for bad in [policy & !(1 << 17), policy | (1 << 26), policy | (1 << 63)] {
+        let mut f = raw.clone();
+        f[8..16].copy_from_slice(&bad.to_le_bytes());
+        assert_eq!(
+            Report::parse(&f).err().unwrap().malformed(),
+            Some(&Malformed::ReservedBits {
+                field: "guest policy",
+                value: bad,
+            }),
+            "{bad:#x}"
+        );
+    }
+    // Bit 25 (the highest defined one) is not reserved.
+    let mut f = raw.clone();
+    f[8..16].copy_from_slice(&(policy | (1 << 25)).to_le_bytes());
+    assert!(Report::parse(&f).is_ok());
+}
