@@ -465,3 +465,36 @@ fn guest_policy_reserved_bits_are_checked() {
     f[8..16].copy_from_slice(&(policy | (1 << 25)).to_le_bytes());
     assert!(Report::parse(&f).is_ok());
 }
+
+/// Every register and digest the identity carries is the report's own
+/// bytes at the offsets of the SEV-SNP ABI (read here independently).
+#[tokio::test]
+async fn identity_fields_are_the_reports_bytes() {
+    for (report, cert) in [
+        (
+            "reports/milan-v2-a.report.bin",
+            "reports/milan-v2-a.vcek.der",
+        ),
+        ("reports/genoa-v3.report.bin", "reports/genoa-v3.vcek.pem"),
+    ] {
+        let e = evidence(report, cert);
+        let raw = &e.quote;
+        let id = verifier(0).verify_without_app(&e, &ctx()).await.unwrap();
+        let j = serde_json::to_value(&id).unwrap();
+        let hex_at = |a: usize, b: usize| serde_json::json!(hex::encode(&raw[a..b]));
+        let u32_at = |a: usize| u32::from_le_bytes(raw[a..a + 4].try_into().unwrap());
+        let u64_at = |a: usize| u64::from_le_bytes(raw[a..a + 8].try_into().unwrap());
+        assert_eq!(j["boot"]["guest_svn"], u32_at(0x04), "{report}");
+        assert_eq!(j["boot"]["policy"], u64_at(0x08), "{report}");
+        assert_eq!(j["boot"]["family_id"], hex_at(0x10, 0x20), "{report}");
+        assert_eq!(j["boot"]["image_id"], hex_at(0x20, 0x30), "{report}");
+        assert_eq!(j["boot"]["vmpl"], u32_at(0x30), "{report}");
+        assert_eq!(j["boot"]["platform_info"], u64_at(0x40), "{report}");
+        assert_eq!(j["boot"]["measurement"], hex_at(0x90, 0xC0), "{report}");
+        assert_eq!(j["boot"]["host_data"], hex_at(0xC0, 0xE0), "{report}");
+        assert_eq!(j["boot"]["chip_id"], hex_at(0x1A0, 0x1E0), "{report}");
+        let c = &j["platform_claims"]["sev_snp"];
+        assert_eq!(c["id_key_digest"], hex_at(0xE0, 0x110), "{report}");
+        assert_eq!(c["author_key_digest"], hex_at(0x110, 0x140), "{report}");
+    }
+}
