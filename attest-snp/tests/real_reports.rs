@@ -446,6 +446,7 @@ fn guest_policy_reserved_bits_are_checked() {
     use attest_core::Malformed;
     use attest_snp::Report;
     let raw = read("reports/milan-v2-a.report.bin");
+    assert_eq!(Report::parse(&raw).unwrap().raw(), &raw[..]);
     let policy = u64::from_le_bytes(raw[8..16].try_into().unwrap());
     assert_ne!(policy & (1 << 17), 0);
     for bad in [policy & !(1 << 17), policy | (1 << 26), policy | (1 << 63)] {
