@@ -3,12 +3,11 @@
 //! roots. Root keys go only to a deployment the policy's `[kms]` role lists
 //! (the demo policy's: `kms_app()`),
 //! sealed to the replica's key and signed by the root CA key; an app gets
-//! none; evidence bound for one RPC is refused by the other (distinct
-//! report-data labels).
+//! none (crossing evidence between the RPCs: `roles.rs`).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use attest_core::ReportData;
-use attest_core::binding::{app_key_report_data, root_keys_report_data};
+use attest_core::binding::root_keys_report_data;
 use attest_testkit::dstack::App;
 use kms::demo::*;
 use kms_client::{KmsClient, proto, seal};
@@ -111,48 +110,7 @@ async fn a_replica_of_the_kms_role_gets_the_root_keys_sealed_and_signed() {
         .is_err()
     );
 
-    // Evidence bound for GetAppKey is refused by GetRootKeys: the labels
-    // differ, so the report data does not match.
-    let st = ask(&server, &pkis, &app, app_key_report_data)
-        .await
-        .result
-        .unwrap_err();
-    assert_eq!(st.code(), tonic::Code::PermissionDenied, "{st:?}");
-    assert!(
-        st.message().contains("binding_mismatch"),
-        "{}",
-        st.message()
-    );
-
-    // And evidence bound for GetRootKeys is refused by GetAppKey.
-    let mut c = KmsClient::connect(&server.url).await.unwrap();
-    let challenge = c
-        .raw()
-        .get_challenge(proto::GetChallengeRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .challenge;
-    let (_, public) = seal::client_keypair();
-    let evidence = pkis.tdx_evidence(
-        &app,
-        root_keys_report_data(&public, &challenge).unwrap(),
-        false,
-    );
-    let st = c
-        .raw()
-        .get_app_key(proto::GetAppKeyRequest {
-            evidence: Some(proto::Evidence::from(&evidence)),
-            client_public_key: public.to_vec(),
-            challenge,
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(st.code(), tonic::Code::PermissionDenied, "{st:?}");
-    assert!(
-        st.message().contains("binding_mismatch"),
-        "{}",
-        st.message()
-    );
+    // Crossing evidence between GetAppKey and GetRootKeys is refused:
+    // tests/tests/roles.rs `app_key_and_root_key_evidence_do_not_cross_over`.
     server.stop().await;
 }
