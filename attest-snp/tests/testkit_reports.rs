@@ -291,6 +291,43 @@ async fn signer_type_must_match_the_certificate() {
     assert_eq!(err.kind(), ErrorKind::BadSignature, "{err}");
 }
 
+/// A v3 report names its product in CPUID; the chain is checked against
+/// that product's roots, so a report that names another product than its
+/// key's is refused even when the key verifies it.
+#[tokio::test]
+async fn the_product_a_report_names_must_be_its_keys() {
+    let c = case();
+    for (signed_by, named) in [
+        (kit::Product::Milan, kit::Product::Genoa),
+        (kit::Product::Genoa, kit::Product::Milan),
+        (kit::Product::Genoa, kit::Product::Turin),
+    ] {
+        let f = ReportFields {
+            product: signed_by,
+            ..c.fields.clone()
+        };
+        let mut e = evidence(&c, &f);
+        e.quote = c.pki.report_claiming(&f, named);
+        let err = reject(&c, &f, e, SnpConfig::default()).await;
+        assert_eq!(
+            err.kind(),
+            ErrorKind::UntrustedChain,
+            "{signed_by:?} key, {named:?} report: {err}"
+        );
+    }
+    // The same reports naming their own product verify.
+    let f = ReportFields {
+        product: kit::Product::Milan,
+        ..c.fields.clone()
+    };
+    let mut e = evidence(&c, &f);
+    e.quote = c.pki.report_claiming(&f, kit::Product::Milan);
+    verifier(&c.pki, SnpConfig::default())
+        .verify(&e, &ctx(&f))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn turin_v3_and_v5_and_milan_v2() {
     let c = case();

@@ -502,6 +502,17 @@ impl FakeAmdPki {
 
     /// A signed 1184-byte report.
     pub fn report(&self, f: &ReportFields) -> Vec<u8> {
+        self.sign_report(f, f.product)
+    }
+
+    /// A report whose CPUID fields (v3 and later) name `cpuid_product` while
+    /// `f.product`'s key signs it: what a genuine chip never produces, for
+    /// tests that the product a report names is the one its key is for.
+    pub fn report_claiming(&self, f: &ReportFields, cpuid_product: Product) -> Vec<u8> {
+        self.sign_report(f, cpuid_product)
+    }
+
+    fn sign_report(&self, f: &ReportFields, cpuid_product: Product) -> Vec<u8> {
         let mut r = vec![0u8; 0x4A0];
         let put32 =
             |r: &mut Vec<u8>, off: usize, v: u32| r[off..off + 4].copy_from_slice(&v.to_le_bytes());
@@ -524,7 +535,7 @@ impl FakeAmdPki {
         r[0x160..0x180].copy_from_slice(&[0xff; 32]);
         r[0x180..0x188].copy_from_slice(&tcb);
         if f.version >= 3 {
-            let (fam, model) = f.product.cpuid();
+            let (fam, model) = cpuid_product.cpuid();
             r[0x188] = fam;
             r[0x189] = model;
             r[0x18A] = 1;
