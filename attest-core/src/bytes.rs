@@ -227,6 +227,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn hex_bytes_hold_exactly_the_bytes_given() {
+        let raw: &[u8] = &[0x00, 0xAB, 0x7f];
+        for h in [HexBytes::from(raw), HexBytes::from(raw.to_vec())] {
+            assert_eq!(h.as_slice(), raw);
+            assert_eq!(h.as_ref(), raw);
+            assert_eq!(h.to_string(), "00ab7f");
+            assert_eq!(format!("{h:?}"), "HexBytes(00ab7f)");
+            assert_eq!(HexBytes::from_hex("00AB7f").unwrap(), h);
+        }
+        assert!(HexBytes::from(&[][..]).as_slice().is_empty());
+    }
+
+    #[test]
     fn fixed_roundtrip_and_lengths() {
         let id = AppId::from_hex("3763BC34552CF3A27FF71AD5F7A90471562A1A2D").unwrap();
         assert_eq!(id.to_hex(), "3763bc34552cf3a27ff71ad5f7a90471562a1a2d");

@@ -190,6 +190,55 @@ mod tests {
     }
 
     #[test]
+    fn long_form_lengths_are_read_big_endian() {
+        for (header, len) in [
+            (&[0x04, 0x81, 0x80][..], 0x80usize),
+            (&[0x04, 0x81, 0xff][..], 0xff),
+            (&[0x04, 0x82, 0x01, 0x00][..], 0x100),
+            (&[0x04, 0x82, 0x01, 0x02][..], 0x102),
+            (&[0x04, 0x83, 0x01, 0x00, 0x01][..], 0x10001),
+            (&[0x04, 0x84, 0x00, 0x01, 0x00, 0x00][..], 0),
+        ] {
+            let mut der = header.to_vec();
+            der.resize(header.len() + len, 0xab);
+            der.push(0x05);
+            let mut r = Reader::new(&der, "t");
+            let t = tlv(&mut r);
+            if len == 0 {
+                assert!(is_bad_length(t), "leading zero in a 4-byte length");
+                continue;
+            }
+            let t = t.unwrap();
+            assert_eq!(t.contents.len(), len, "{header:02x?}");
+            assert_eq!(t.whole.len(), header.len() + len);
+            assert_eq!(r.remaining(), 1, "the next element starts after it");
+        }
+        // 0x7f in the long form is not minimal; 0x80 is the first that needs it.
+        let mut r = Reader::new(&[0x04, 0x81, 0x7f], "t");
+        assert!(is_bad_length(tlv(&mut r)));
+    }
+
+    #[test]
+    fn a_signed_structure_needs_each_of_its_three_tags() {
+        // SEQUENCE { SEQUENCE {1}, SEQUENCE { OID 1.2, NULL }, BIT STRING 0 ab }
+        let good = [
+            0x30, 0x0e, 0x30, 0x01, 0x01, 0x30, 0x05, 0x06, 0x01, 0x2a, 0x05, 0x00, 0x03, 0x02,
+            0x00, 0xab,
+        ];
+        for (at, tag) in [(0, 0x31), (2, 0x31), (5, 0x31), (12, 0x04)] {
+            let mut der = good;
+            der[at] = tag;
+            assert!(
+                matches!(
+                    split_signed(&der).unwrap_err().malformed(),
+                    Some(Malformed::BadValue { what, .. }) if what == "signed DER structure"
+                ),
+                "tag {tag:#04x} at {at}"
+            );
+        }
+    }
+
+    #[test]
     fn splits_a_signed_structure() {
         // SEQUENCE { SEQUENCE {1}, SEQUENCE { OID 1.2, NULL }, BIT STRING 0 ab }
         let der = [

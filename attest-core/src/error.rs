@@ -1227,6 +1227,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pcr_selections_are_described_by_number() {
+        assert_eq!(
+            describe_pcr_selection(&[0xff, 0xff, 0xff]),
+            "PCRs 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23"
+        );
+        assert_eq!(describe_pcr_selection(&[0x01, 0x40, 0x80]), "PCRs 0,14,23");
+        assert_eq!(describe_pcr_selection(&[0x06]), "PCRs 1,2");
+        assert_eq!(describe_pcr_selection(&[0, 0, 0]), "no PCRs");
+        assert_eq!(describe_pcr_selection(&[]), "no PCRs");
+    }
+
+    #[test]
     fn display_is_kind_then_message() {
         let e = AttestError::identity_mismatch("rtmr3", &[0xaa], &[0xbb]);
         assert_eq!(
@@ -1330,6 +1342,48 @@ mod tests {
                 }
                 .into(),
                 "unavailable: https://kds: timed out",
+            ),
+            (
+                CollateralMissing::NotFound {
+                    detail: "no TCB info for fmspc 00906ed50000".into(),
+                }
+                .into(),
+                "collateral_missing: no TCB info for fmspc 00906ed50000",
+            ),
+            (
+                CollateralMissing::WrongSet {
+                    detail: "an SGX TCB info".into(),
+                }
+                .into(),
+                "collateral_missing: an SGX TCB info",
+            ),
+            (
+                CollateralExpired::Expired {
+                    detail: "the PCK CRL ended 2025-01-01".into(),
+                }
+                .into(),
+                "collateral_expired: the PCK CRL ended 2025-01-01",
+            ),
+            (
+                CollateralExpired::NotYetValid {
+                    detail: "the TCB info starts 2030-01-01".into(),
+                }
+                .into(),
+                "collateral_expired: the TCB info starts 2030-01-01",
+            ),
+            (
+                Revoked::Certificate {
+                    detail: "the ASK is on the ARK's CRL".into(),
+                }
+                .into(),
+                "revoked: the ASK is on the ARK's CRL",
+            ),
+            (
+                Revoked::Tcb {
+                    detail: "TCB level revoked".into(),
+                }
+                .into(),
+                "revoked: TCB level revoked",
             ),
         ];
         for (e, text) in cases {

@@ -268,8 +268,11 @@ mod tests {
             "http://127.0.0.1.evil.com",
             "ftp://x",
             "http://user@127.0.0.1",
+            "https://user@kds.example",
             "127.0.0.1",
             "http://",
+            "https://",
+            "https:///path",
         ] {
             assert!(
                 matches!(
@@ -300,6 +303,28 @@ mod tests {
         assert!(FetchBudget::per_minute(0).take("x").is_err());
     }
 
+    /// The budget refills at `per_minute / 60` a second, up to its size.
+    #[test]
+    fn budget_refills_in_proportion_to_the_time_passed() {
+        let b = FetchBudget::per_minute(60);
+        for _ in 0..60 {
+            b.take("x").unwrap();
+        }
+        assert!(b.take("x").is_err());
+        // Three seconds pass: three fetches come back (one a second).
+        lock(&b.state).1 -= Duration::from_secs(3);
+        for i in 0..3 {
+            b.take("x").unwrap_or_else(|e| panic!("fetch {i}: {e}"));
+        }
+        assert!(b.take("x").is_err());
+        // A minute and more passes: the budget is full again, not fuller.
+        lock(&b.state).1 -= Duration::from_secs(61);
+        for _ in 0..60 {
+            b.take("x").unwrap();
+        }
+        assert!(b.take("x").is_err());
+    }
+
     #[tokio::test]
     async fn single_flight_forgets_idle_keys() {
         let s = SingleFlight::<u32>::default();
@@ -308,6 +333,7 @@ mod tests {
             assert_eq!(s.len(), 1);
             let _b = s.enter(&2).await;
             assert_eq!(s.len(), 2);
+            assert!(!s.is_empty());
         }
         assert!(s.is_empty());
         // A waiter keeps the key until it is done.
@@ -373,5 +399,22 @@ mod tests {
         let c = NegativeCache::new(Duration::ZERO, 2);
         c.insert(1, "no".into());
         assert_eq!(c.get(&1), None);
+    }
+
+    /// A full cache first drops the expired keys; the fresh ones stay.
+    #[test]
+    fn a_full_negative_cache_drops_expired_keys_first() {
+        let c = NegativeCache::new(Duration::from_secs(60), 2);
+        c.insert(1, "gone".into());
+        c.insert(2, "fresh".into());
+        lock(&c.entries).get_mut(&1).unwrap().0 -= Duration::from_secs(61);
+        c.insert(3, "new".into());
+        assert_eq!(c.get(&2).as_deref(), Some("fresh"));
+        assert_eq!(c.get(&3).as_deref(), Some("new"));
+        assert_eq!(c.get(&1), None);
+        // All fresh and full: the cache starts over rather than grow.
+        c.insert(4, "newer".into());
+        assert_eq!(lock(&c.entries).len(), 1);
+        assert_eq!(c.get(&4).as_deref(), Some("newer"));
     }
 }

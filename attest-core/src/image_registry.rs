@@ -391,6 +391,33 @@ vcpu_type = "EPYC-v4"
         assert_eq!(r.images()[0].boots["sev-snp"].len(), 1);
     }
 
+    /// A registry keeps the rules it was loaded with: what `kms image add`
+    /// adds later is held to them too.
+    #[test]
+    fn added_boots_are_held_to_the_registrys_rules() {
+        let mut r = ImageRegistry::parse(REG, &rules()).unwrap();
+        let hash = r.images()[0].os_image_hash;
+        let host_chosen = BootEntry {
+            registers: [("host_data".to_owned(), "dd".to_owned())].into(),
+            info: Default::default(),
+        };
+        let e = r.add(hash, "sev-snp", host_chosen).unwrap_err();
+        assert!(e.contains("the registers that identify an OS image"), "{e}");
+        let e = r
+            .add(
+                hash,
+                "nitro",
+                BootEntry {
+                    registers: [("pcr0".to_owned(), "aa".to_owned())].into(),
+                    info: Default::default(),
+                },
+            )
+            .unwrap_err();
+        assert!(e.contains("no registered platform \"nitro\""), "{e}");
+        // The registry is unchanged by a refused addition.
+        assert_eq!(r.images()[0].boots["sev-snp"].len(), 1);
+    }
+
     #[test]
     fn entries_must_name_the_identifying_registers() {
         // Only host-chosen values, or MRTD alone: refused.
@@ -439,6 +466,12 @@ vcpu_type = "EPYC-v4"
                 .unwrap_err()
                 .starts_with("line 1")
         );
+        // Errors name the line they are on.
+        let e = ImageRegistry::parse("# registry\n\n[[image]\n", &rules()).unwrap_err();
+        assert!(e.starts_with("line 3: "), "{e}");
+        let e =
+            ImageRegistry::parse("\n[[image]]\nos_image_hash = \"11\"\n", &rules()).unwrap_err();
+        assert!(e.starts_with("image at line 2: "), "{e}");
         assert!(
             ImageRegistry::parse(&REG.replace("[[image.tdx]]", "[[image.TDX]]"), &rules()).is_err()
         );

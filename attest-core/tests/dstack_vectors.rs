@@ -76,6 +76,16 @@ fn replay4(events: &[LogEvent]) -> Vec<[u8; 48]> {
 fn check_replay(name: &str) -> (Vec<LogEvent>, RuntimeAppInfo) {
     let f = fixture(name);
     let events = eventlog::parse_json_event_log(f.event_log.as_bytes()).unwrap();
+    // Every event keeps the type the log gave it: runtime events are dstack's.
+    let raw: Vec<serde_json::Value> = serde_json::from_str(&f.event_log).unwrap();
+    assert_eq!(raw.len(), events.len());
+    for (r, e) in raw.iter().zip(&events) {
+        assert_eq!(u64::from(e.event_type()), r["event_type"].as_u64().unwrap());
+        assert_eq!(
+            e.as_runtime().is_some(),
+            e.event_type() == eventlog::DSTACK_RUNTIME_EVENT_TYPE
+        );
+    }
     let want = quote_rtmrs(&f.quote);
     let got = replay4(&events);
     for i in 0..4 {

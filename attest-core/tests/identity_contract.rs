@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use attest_core::{
     AppId, AppIdentity, BootMeasurements, BootValue, ComposeHash, DeviceId, HexBytes, InstanceId,
-    KeyProvider, OsImageHash, PlatformClaims, PlatformId, ReportData, TcbInfo, TcbStatus,
-    VerifiedIdentity,
+    KeyProvider, NoApp, OsImageHash, PlatformClaims, PlatformId, QuoteOnlyIdentity, ReportData,
+    TcbInfo, TcbStatus, VerifiedIdentity,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -91,6 +91,27 @@ fn json_names_are_pinned() {
     });
     let id = sample();
     assert_eq!(id.to_json(), want);
+    assert_eq!(
+        id.boot.get("mrtd"),
+        Some(&BootValue::Bytes(HexBytes(vec![0xaa; 2])))
+    );
+    assert_eq!(id.boot.get("vmpl"), Some(&BootValue::Number(0)));
+    assert_eq!(id.boot.get("rtmr0"), None);
+    // An identity without an app (offline quote checks) prints `app: null`.
+    let quote_only = QuoteOnlyIdentity {
+        platform: id.platform.clone(),
+        app: NoApp,
+        boot: id.boot.clone(),
+        tcb: id.tcb.clone(),
+        debug: id.debug,
+        report_data: id.report_data,
+        report_data_checked: id.report_data_checked,
+        device_id: id.device_id,
+        platform_claims: id.platform_claims.clone(),
+    };
+    let mut want_quote_only = want.clone();
+    want_quote_only["app"] = serde_json::Value::Null;
+    assert_eq!(quote_only.to_json(), want_quote_only);
     // And back: the policy CLI reads identities from files.
     let back: VerifiedIdentity = serde_json::from_value(want).unwrap();
     assert_eq!(back, id);
@@ -126,6 +147,7 @@ fn tcb_status_spellings() {
     for s in TcbStatus::ALL {
         assert_eq!(s.as_str().parse::<TcbStatus>().unwrap(), s);
         assert_eq!(serde_json::to_value(s).unwrap(), s.as_str());
+        assert_eq!(s.to_string(), s.as_str());
     }
     assert!("uptodate".parse::<TcbStatus>().is_err());
     assert!(serde_json::from_str::<TcbStatus>("\"SwHardeningNeeded\"").is_err());

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use attest_core::image_registry::RegistryRules;
 
 use attest_core::{
     AppId, AppIdentity, AttestError, Attestation, BootMeasurements, ComposeHash, ErrorKind,
@@ -181,5 +182,87 @@ async fn registry_rechecks_a_buggy_plugin() {
             expected: "tdx".into(),
             found: "sev-snp".into(),
         }
+    );
+}
+
+/// A plug-in whose endorsement step fails: the registry passes the failure
+/// on (the KMS then refuses without verifying).
+struct Unreachable;
+
+#[async_trait]
+impl Attestation for Unreachable {
+    fn platform(&self) -> PlatformId {
+        PlatformId::SEV_SNP
+    }
+    fn image_registers(&self) -> &'static [&'static str] {
+        &["measurement"]
+    }
+    async fn fetch_endorsements(&self, _: &Evidence, _: &VerifyContext) -> Result<(), AttestError> {
+        Err(attest_core::Unavailable::Throttled {
+            detail: "429".into(),
+        }
+        .into())
+    }
+    async fn verify(
+        &self,
+        _: &Evidence,
+        _: &VerifyContext,
+    ) -> Result<VerifiedIdentity, AttestError> {
+        unreachable!("not called by these tests")
+    }
+}
+
+#[tokio::test]
+async fn lookups_and_the_endorsement_step_dispatch_by_platform() {
+    let verifiers = Verifiers::new()
+        .with(fake(PlatformId::TDX))
+        .with(Arc::new(Unreachable));
+    assert_eq!(
+        verifiers.get(&PlatformId::TDX).unwrap().platform(),
+        PlatformId::TDX
+    );
+    assert_eq!(
+        verifiers.get(&PlatformId::SEV_SNP).unwrap().platform(),
+        PlatformId::SEV_SNP
+    );
+    assert!(
+        verifiers
+            .get(&PlatformId::parse("nitro").unwrap())
+            .is_none()
+    );
+    // The trait's default: a platform that takes no image registry entries.
+    assert!(
+        verifiers
+            .get(&PlatformId::TDX)
+            .unwrap()
+            .image_registers()
+            .is_empty()
+    );
+    let ctx = VerifyContext::without_report_data(UnixTime(1));
+    // The default endorsement step does nothing; an overriding one is called.
+    verifiers
+        .fetch_endorsements(&Evidence::new(PlatformId::TDX, vec![]), &ctx)
+        .await
+        .unwrap();
+    let err = verifiers
+        .fetch_endorsements(&Evidence::new(PlatformId::SEV_SNP, vec![]), &ctx)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    let nitro = PlatformId::parse("nitro").unwrap();
+    let err = verifiers
+        .fetch_endorsements(&Evidence::new(nitro.clone(), vec![]), &ctx)
+        .await
+        .unwrap_err();
+    assert_eq!(err, AttestError::UnsupportedPlatform(nitro));
+    // The image registry takes entries for the platforms that name
+    // registers, and requires those.
+    assert_eq!(
+        RegistryRules::from_verifiers(&verifiers),
+        RegistryRules::new().with("sev-snp", &["measurement"])
+    );
+    assert_eq!(
+        format!("{verifiers:?}"),
+        "Verifiers { platforms: [PlatformId(sev-snp), PlatformId(tdx)] }"
     );
 }

@@ -337,3 +337,14 @@ fn response_signatures_bind_every_part_to_the_pinned_key() {
         "{err}"
     );
 }
+
+#[test]
+fn the_wire_evidence_carries_every_part() {
+    let e = evidence();
+    let wire = kms_proto::proto::Evidence::from(&e);
+    assert_eq!(wire.platform, "tdx");
+    assert_eq!(wire.quote, e.quote);
+    assert_eq!(wire.certificates, e.certificates);
+    assert_eq!(wire.event_log, e.event_log);
+    assert_eq!(wire.app_config, e.app_config);
+}
