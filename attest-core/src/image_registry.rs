@@ -371,6 +371,109 @@ vcpu_type = "EPYC-v4"
         assert_eq!(back.images(), r.images());
     }
 
+    fn identity(
+        platform: crate::PlatformId,
+        registers: &[(&'static str, BootValue)],
+    ) -> VerifiedIdentity {
+        let mut boot = crate::BootMeasurements::new(vec![0; 4]);
+        for (name, value) in registers {
+            boot = boot.with(name, value.clone());
+        }
+        VerifiedIdentity {
+            platform,
+            app: crate::AppIdentity {
+                app_id: crate::AppId([1; 20]),
+                compose_hash: crate::ComposeHash([2; 32]),
+                instance_id: None,
+                key_provider: None,
+                os_image_hash: None,
+            },
+            boot,
+            tcb: crate::TcbInfo::new(crate::TcbStatus::UpToDate),
+            debug: false,
+            report_data: crate::ReportData([0; 64]),
+            report_data_checked: true,
+            device_id: None,
+            platform_claims: Default::default(),
+        }
+    }
+
+    fn bytes(b: &[u8]) -> BootValue {
+        BootValue::Bytes(b.into())
+    }
+
+    /// An identity names an image when every register of one of the
+    /// image's boots for its platform matches, byte for byte.
+    #[test]
+    fn resolves_only_a_full_match_on_the_identitys_platform() {
+        use crate::PlatformId;
+        let r = ImageRegistry::parse(REG, &rules()).unwrap();
+        let image = r.images()[0].os_image_hash;
+        let tdx = |mrtd: &[u8], rtmr0: BootValue| {
+            identity(PlatformId::TDX, &[("mrtd", bytes(mrtd)), ("rtmr0", rtmr0)])
+        };
+        assert_eq!(r.resolve(&tdx(&[0xaa], bytes(&[0xbb]))), Some(image));
+        assert_eq!(r.resolve(&tdx(&[0xaa], bytes(&[0xbc]))), None);
+        assert_eq!(r.resolve(&tdx(&[0xab], bytes(&[0xbb]))), None);
+        // The same value as a number is not the register's bytes.
+        assert_eq!(r.resolve(&tdx(&[0xaa], BootValue::Number(0xbb))), None);
+        // A register the identity lacks never matches.
+        assert_eq!(
+            r.resolve(&identity(PlatformId::TDX, &[("mrtd", bytes(&[0xaa]))])),
+            None
+        );
+        let snp = identity(PlatformId::SEV_SNP, &[("measurement", bytes(&[0xcc]))]);
+        assert_eq!(r.resolve(&snp), Some(image));
+        // The TDX entry's registers on another platform do not count.
+        let other = identity(
+            PlatformId::SEV_SNP,
+            &[("mrtd", bytes(&[0xaa])), ("rtmr0", bytes(&[0xbb]))],
+        );
+        assert_eq!(r.resolve(&other), None);
+    }
+
+    /// Two images whose boots both match one identity: it names neither.
+    #[test]
+    fn an_identity_two_images_match_resolves_to_none() {
+        use crate::PlatformId;
+        let two = format!(
+            "{REG}\n[[image]]\nos_image_hash = \"{}\"\n[[image.tdx]]\nmrtd = \"aa\"\nrtmr0 = \"bb\"\nrtmr1 = \"ee\"\n",
+            "22".repeat(32)
+        );
+        let r = ImageRegistry::parse(&two, &rules()).unwrap();
+        let second = r.images()[1].os_image_hash;
+        let regs = |rtmr1: u8| {
+            identity(
+                PlatformId::TDX,
+                &[
+                    ("mrtd", bytes(&[0xaa])),
+                    ("rtmr0", bytes(&[0xbb])),
+                    ("rtmr1", bytes(&[rtmr1])),
+                ],
+            )
+        };
+        assert_eq!(r.resolve(&regs(0xee)), None, "both images match");
+        // Only the first matches when RTMR1 differs.
+        assert_eq!(r.resolve(&regs(0xef)), Some(r.images()[0].os_image_hash));
+        assert_ne!(r.images()[0].os_image_hash, second);
+    }
+
+    #[test]
+    fn an_added_boot_resolves() {
+        use crate::PlatformId;
+        let mut r = ImageRegistry::parse(REG, &rules()).unwrap();
+        let hash = OsImageHash([0x33; 32]);
+        let entry = BootEntry {
+            registers: [("measurement".to_owned(), "c0".to_owned())].into(),
+            info: Default::default(),
+        };
+        let snp = identity(PlatformId::SEV_SNP, &[("measurement", bytes(&[0xc0]))]);
+        assert_eq!(r.resolve(&snp), None);
+        assert!(r.add(hash, "sev-snp", entry).unwrap());
+        assert_eq!(r.resolve(&snp), Some(hash));
+        assert_eq!(r.images().len(), 2);
+    }
+
     #[test]
     fn a_boot_listed_twice_is_an_error_not_a_panic() {
         let twice = format!("{REG}\n[[image.sev-snp]]\nmeasurement = \"cc\"\n");

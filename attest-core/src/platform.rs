@@ -112,5 +112,22 @@ mod tests {
             assert_eq!(err.kind(), crate::ErrorKind::Malformed, "{bad:?}");
         }
         assert!(PlatformId::parse(&"x".repeat(32)).is_ok());
+        assert_eq!("tdx".parse::<PlatformId>().unwrap(), PlatformId::TDX);
+        assert!("TDX".parse::<PlatformId>().is_err());
+    }
+
+    /// A hostile name is quoted in the error, cut to 64 characters.
+    #[test]
+    fn error_messages_quote_at_most_64_characters() {
+        let long = format!("{}{}", "é".repeat(64), "tail");
+        let err = PlatformId::parse(&long).unwrap_err();
+        match err.malformed() {
+            Some(crate::Malformed::BadValue { found, .. }) => {
+                assert_eq!(*found, format!("{:?}", "é".repeat(64)));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(truncate_for_message("short"), "short");
+        assert_eq!(truncate_for_message(""), "");
     }
 }
