@@ -171,6 +171,48 @@ mod tests {
         r.finish().unwrap();
     }
 
+    /// Every integer width in both byte orders, and `skip`'s truncation.
+    #[test]
+    fn integers_in_both_orders_and_skips() {
+        let bytes = [1, 2, 3, 4, 5, 6, 7, 8];
+        let mut r = Reader::new(&bytes, "t");
+        assert_eq!(r.u64_le("le").unwrap(), 0x0807_0605_0403_0201);
+        r.finish().unwrap();
+        let mut r = Reader::new(&bytes, "t");
+        assert_eq!(r.u64_be("be").unwrap(), 0x0102_0304_0506_0708);
+        let mut r = Reader::new(&bytes, "t");
+        assert_eq!(r.u16_be("be").unwrap(), 0x0102);
+        assert_eq!(r.peek_u32_le(), Some(0x0605_0403));
+        assert_eq!(r.position(), 2, "peeking consumes nothing");
+        r.skip(2, "gap").unwrap();
+        assert_eq!(r.peek_u32_le(), Some(0x0807_0605));
+        assert!(
+            r.u64_le("x")
+                .unwrap_err()
+                .malformed()
+                .is_some_and(Malformed::is_truncated)
+        );
+        assert!(
+            r.u64_be("x")
+                .unwrap_err()
+                .malformed()
+                .is_some_and(Malformed::is_truncated)
+        );
+        let err = r.skip(5, "gap").unwrap_err();
+        assert_eq!(
+            err.malformed(),
+            Some(&Malformed::Truncated {
+                context: "t",
+                field: "gap".into(),
+                offset: 4,
+                needed: 5,
+                available: 4
+            })
+        );
+        r.skip(4, "gap").unwrap();
+        r.finish().unwrap();
+    }
+
     #[test]
     fn sub_and_finish() {
         let mut r = Reader::new(&[0, 0, 0, 5, 7, 8, 1], "t");
