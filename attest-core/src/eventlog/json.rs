@@ -173,6 +173,20 @@ mod tests {
             })
         );
         assert!(e.to_string().starts_with("malformed: event 0: "), "{e}");
+        // Exactly at the limits is accepted.
+        let most = format!(
+            "[{}]",
+            vec![r#"{"imr":0,"event_type":3}"#; MAX_EVENTS].join(",")
+        );
+        assert_eq!(
+            parse_json_event_log(most.as_bytes()).unwrap().len(),
+            MAX_EVENTS
+        );
+        let longest = format!(
+            r#"[{{"imr":3,"event_type":134217729,"event":"{}"}}]"#,
+            "x".repeat(MAX_EVENT_NAME)
+        );
+        assert_eq!(parse_json_event_log(longest.as_bytes()).unwrap().len(), 1);
     }
 
     #[test]
