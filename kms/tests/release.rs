@@ -365,3 +365,27 @@ async fn nothing_is_released_that_cannot_be_recorded() {
         .unwrap();
     assert_eq!(r.outcome(), "invalid");
 }
+
+/// The `kms.v1` handler stamps challenges with the wall clock: one issued
+/// now expires a TTL from now (60 s by default).
+#[tokio::test]
+async fn challenges_expire_a_ttl_after_the_wall_clock() {
+    use kms::proto::kms_server::Kms as _;
+    let k = kms();
+    let svc = kms::service::grpc::KmsService::new(k.state.clone());
+    let before = now();
+    let r = svc
+        .get_challenge(tonic::Request::new(kms::proto::GetChallengeRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let after = now();
+    assert!(
+        (before + 60..=after + 60).contains(&r.expires_at),
+        "{} not in {}..={}",
+        r.expires_at,
+        before + 60,
+        after + 60
+    );
+    assert!(!r.challenge.is_empty());
+}
