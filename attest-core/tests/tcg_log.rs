@@ -169,6 +169,16 @@ fn each_record_keeps_the_digest_of_the_asked_algorithm() {
     };
     want(TPM_ALG_SHA256, vec![0x11; 32], vec![0x22; 32]);
     want(TPM_ALG_SHA384, vec![0xe1; 48], vec![0xd2; 48]);
+    // As CCEL events: MR index 0 (MRTD) is never extended at run time and
+    // is skipped; index 4 is RTMR3.
+    let mrtd_too = Log {
+        records: vec![record(0, 0xd, 0x33), record(4, 0x8000_0001, 0x22)],
+        ..Default::default()
+    };
+    let events = parse_ccel(&mrtd_too.bytes()).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].register, 3);
+    assert_eq!(events[0].event_type(), 0x8000_0001);
     // No records at all is an empty log, not an error.
     let empty = Log {
         records: vec![],
