@@ -389,3 +389,56 @@ async fn challenges_expire_a_ttl_after_the_wall_clock() {
     );
     assert!(!r.challenge.is_empty());
 }
+
+/// Each refusal reaches a gRPC client as the status code of its kind.
+#[tokio::test]
+async fn refusals_map_to_the_grpc_code_of_their_kind() {
+    use kms::service::grpc::refusal_status;
+    use tonic::Code;
+    let k = kms();
+    let refused = |e: Evidence, rd: ReportData| {
+        let state = k.state.clone();
+        async move {
+            release::release_app_keys(&state, FrontEnd::KMS_V1, &e, rd)
+                .await
+                .err()
+                .unwrap()
+        }
+    };
+    let garbage = refused(Evidence::new(PlatformId::TDX, vec![0u8; 100]), rd(1)).await;
+    assert_eq!(refusal_status(&garbage).code(), Code::InvalidArgument);
+    let nobody = Evidence::new(PlatformId::parse("nobody").unwrap(), vec![1]);
+    assert_eq!(
+        refusal_status(&refused(nobody, rd(1)).await).code(),
+        Code::Unimplemented
+    );
+    let debug = k.pkis.tdx_evidence(&k.app, rd(1), true);
+    assert_eq!(
+        refusal_status(&refused(debug, rd(1)).await).code(),
+        Code::PermissionDenied
+    );
+    let stranger = App {
+        app_id: [0x97; 20],
+        ..App::example()
+    };
+    let denied = refused(k.pkis.tdx_evidence(&stranger, rd(1), false), rd(1)).await;
+    let status = refusal_status(&denied);
+    assert_eq!(status.code(), Code::PermissionDenied);
+    assert!(
+        status.message().starts_with("policy denied: ") && status.message().contains(": found "),
+        "{}",
+        status.message()
+    );
+    let throttled = Refusal::Attestation(AttestError::Unavailable(Unavailable::Throttled {
+        detail: "429".into(),
+    }));
+    assert_eq!(refusal_status(&throttled).code(), Code::Unavailable);
+    assert_eq!(
+        refusal_status(&Refusal::Unavailable("audit".into())).code(),
+        Code::Unavailable
+    );
+    assert_eq!(
+        refusal_status(&Refusal::Internal("kdf".into())).code(),
+        Code::Internal
+    );
+}
