@@ -661,3 +661,32 @@ compose_hashes = ["{COMPOSE}"]
         )]
     );
 }
+
+/// The built-in policies name themselves, and their digests (the EAR's
+/// `policy_id`, the audit trail) are SHA-256 over length-framed parts:
+/// `"deny_all"`, and `"all_of"` then each inner policy's digest in order.
+#[test]
+fn built_in_policies_have_fixed_names_and_framed_digests() {
+    use policy::{AllOf, DenyAll};
+    use std::sync::Arc;
+    let framed = |parts: &[&[u8]]| -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        for p in parts {
+            h.update((p.len() as u64).to_be_bytes());
+            h.update(p);
+        }
+        h.finalize().into()
+    };
+    assert_eq!(DenyAll.backend(), "deny_all");
+    assert_eq!(DenyAll.digest(), framed(&[b"deny_all"]));
+    let toml = Arc::new(TomlPolicy::parse(&base_toml()).unwrap());
+    let all = AllOf::new(vec![toml.clone(), Arc::new(DenyAll)]);
+    assert_eq!(all.backend(), "all_of");
+    assert_eq!(
+        all.digest(),
+        framed(&[b"all_of", &toml.digest(), &DenyAll.digest()])
+    );
+    let swapped = AllOf::new(vec![Arc::new(DenyAll), toml.clone()]);
+    assert_ne!(swapped.digest(), all.digest());
+}
