@@ -262,3 +262,25 @@ fn root_keys_are_decided_by_their_own_rule() {
     assert!(!d.allow);
     assert_eq!(d.reasons[0].found, "undefined");
 }
+
+/// A module may be up to 1 MiB (long comments count); a larger one is
+/// refused before the engine parses it.
+#[test]
+fn modules_up_to_one_mebibyte_load() {
+    let src = rego_source();
+    // Lines of 1000 bytes: the engine also bounds line length and count.
+    let line = format!("# {}\n", "x".repeat(997));
+    let fill = |total: usize| {
+        let mut s = src.clone();
+        while s.len() + line.len() <= total {
+            s.push_str(&line);
+        }
+        s
+    };
+    let big = fill(1024 * 1024);
+    assert!(big.len() > 1024 * 1024 - 1000 && big.len() <= 1024 * 1024);
+    RegoPolicy::parse(&big).unwrap();
+    let over = format!("{big}{line}");
+    let err = RegoPolicy::parse(&over).err().unwrap().to_string();
+    assert!(err.contains("1048576"), "{err}");
+}
