@@ -99,3 +99,16 @@ async fn deny_all_is_the_default_spec_and_denies() {
         "deny_all: expected a configured policy, found no policy (everything is denied)"
     );
 }
+
+/// A `.rego` file loads as a Rego policy.
+#[cfg(feature = "rego")]
+#[tokio::test]
+async fn a_rego_file_loads_as_rego() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("allow.rego");
+    std::fs::write(&path, "package kms\n\ndefault allow := true\n").unwrap();
+    let p = load_file(&path).unwrap();
+    assert_eq!(p.backend(), "rego");
+    let id = tdx_identity();
+    assert!(p.evaluate(&input(&id)).await.allow);
+}

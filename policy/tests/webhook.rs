@@ -345,3 +345,40 @@ async fn certificate_requests_send_the_boot_time_boot_info() {
     assert_eq!(sent["mrAggregated"], claims.mr_aggregated.to_hex());
     assert_ne!(sent["keyProviderInfo"], "");
 }
+
+/// A server whose allow answer is padded with spaces to `size` bytes.
+async fn start_padded(size: usize) -> String {
+    let body = r#"{"isAllowed":true,"reason":"","gatewayAppId":"0xgateway"}"#;
+    let padded = format!("{body}{}", " ".repeat(size - body.len()));
+    let app = Router::new().route(
+        "/bootAuth/app",
+        post(move || {
+            let padded = padded.clone();
+            async move { ([("content-type", "application/json")], padded) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    format!("http://{addr}")
+}
+
+/// Answers are read up to 64 KiB; a longer one is a denial, whatever it says.
+#[tokio::test]
+async fn answers_larger_than_64_kib_deny() {
+    let url = start_padded(64 * 1024).await;
+    let d = webhook(&url).evaluate(&input(&tdx_identity())).await;
+    assert!(d.allow, "{:?}", d.reasons);
+    let url = start_padded(64 * 1024 + 1).await;
+    let d = webhook(&url).evaluate(&input(&tdx_identity())).await;
+    assert!(!d.allow);
+    assert!(
+        d.reasons[0]
+            .found
+            .ends_with("response larger than 65536 bytes"),
+        "{:?}",
+        d.reasons
+    );
+}
