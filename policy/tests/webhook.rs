@@ -382,3 +382,15 @@ async fn answers_larger_than_64_kib_deny() {
         d.reasons
     );
 }
+
+/// The webhook backend names itself; its digest is over its endpoint, so
+/// two webhooks are two policies.
+#[test]
+fn the_digest_names_the_endpoint() {
+    let a = webhook("http://127.0.0.1:1");
+    let b = webhook("http://127.0.0.1:2");
+    assert_eq!(a.backend(), "webhook");
+    assert_eq!(a.digest(), webhook("http://127.0.0.1:1").digest());
+    assert_ne!(a.digest(), b.digest());
+    assert_ne!(a.digest(), [0; 32]);
+}
