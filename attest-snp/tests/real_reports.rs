@@ -564,3 +564,53 @@ async fn identity_fields_are_the_reports_bytes() {
         assert_eq!(c["author_key_digest"], hex_at(0x110, 0x140), "{report}");
     }
 }
+
+/// The pinned ARK, ASK and ASVK are checked inside their validity at the
+/// verification time, before the VEK: the Milan ARK starts at
+/// 2020-10-22T17:23:05Z and ends at 2045-10-22T17:23:05Z, its ASK starts
+/// an hour later (18:24:20) and ends an hour later, the VLEK chain's ASVK
+/// starts at 2022-11-16T22:45:24Z (dates read with `openssl x509`).
+#[tokio::test]
+async fn the_pinned_roots_are_checked_inside_their_validity() {
+    use attest_core::UntrustedChain;
+    const ARK_FROM: u64 = 1_603_387_385;
+    const ARK_UNTIL: u64 = 2_392_305_785;
+    const ASK_FROM: u64 = 1_603_391_060;
+    let outside = |e: AttestError| match e {
+        AttestError::UntrustedChain(UntrustedChain::OutsideValidity { what, .. }) => what,
+        other => panic!("{other}"),
+    };
+    let vcek = evidence(
+        "reports/milan-v2-a.report.bin",
+        "reports/milan-v2-a.vcek.der",
+    );
+    let at = |t: u64| VerifyContext::without_report_data(UnixTime(t));
+    for (t, what) in [
+        (ARK_FROM - 1, "ARK"),
+        (ARK_FROM, "ASK"),
+        (ASK_FROM - 1, "ASK"),
+        // The roots hold from here; the VCEK (2023..2030) does not yet.
+        (ASK_FROM, "SEV-VCEK certificate"),
+        (ARK_UNTIL, "SEV-VCEK certificate"),
+        (ARK_UNTIL + 1, "ARK"),
+    ] {
+        let err = verifier(0)
+            .verify_report(&vcek, &at(t))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(outside(err), what, "at {t}");
+    }
+    let vlek = evidence(
+        "reports/milan-v3-vlek.report.bin",
+        "reports/milan-v3-vlek.vlek.der",
+    );
+    for (t, what) in [(ARK_FROM - 1, "ARK"), (ASK_FROM, "ASVK")] {
+        let err = verifier(1)
+            .verify_report(&vlek, &at(t))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(outside(err), what, "VLEK chain at {t}");
+    }
+}
