@@ -507,3 +507,46 @@ impl ChainCache {
         Ok(vek)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TCB SPL extensions are DER INTEGERs 0..=255: minimal, non-negative.
+    #[test]
+    fn spl_integers_are_minimal_and_non_negative() {
+        assert_eq!(parse_small_int(&[0x02, 1, 0x00]), Some(0));
+        assert_eq!(parse_small_int(&[0x02, 1, 0x7f]), Some(0x7f));
+        assert_eq!(parse_small_int(&[0x02, 2, 0x00, 0x80]), Some(0x80));
+        assert_eq!(parse_small_int(&[0x02, 2, 0x00, 0xff]), Some(0xff));
+        for bad in [
+            &[0x02, 1, 0x80][..],       // negative
+            &[0x02, 2, 0x00, 0x7f][..], // a needless leading zero
+            &[0x02, 2, 0x01, 0x80][..], // above 255
+            &[0x04, 1, 0x05][..],       // not an INTEGER
+            &[0x02, 1][..],
+            &[][..],
+        ] {
+            assert_eq!(parse_small_int(bad), None, "{bad:02x?}");
+        }
+    }
+
+    /// hwID: the OCTET STRING wrapper is removed only when it spans the
+    /// whole value, in the short or the one-byte long form.
+    #[test]
+    fn octet_string_wrappers_are_removed_only_whole() {
+        assert_eq!(unwrap_octets(&[0x04, 2, 0xaa, 0xbb]), &[0xaa, 0xbb]);
+        assert_eq!(unwrap_octets(&[0x04, 0x81, 2, 0xaa, 0xbb]), &[0xaa, 0xbb]);
+        let long: Vec<u8> = [&[0x04, 0x81, 0x80][..], &[0x11; 0x80]].concat();
+        assert_eq!(unwrap_octets(&long), &[0x11; 0x80][..]);
+        for whole in [
+            &[0x04, 3, 0xaa, 0xbb][..],
+            &[0x04, 1, 0xaa, 0xbb][..],
+            &[0x03, 2, 0xaa, 0xbb][..],
+            &[0x04, 0x81, 3, 0xaa, 0xbb][..],
+            &[0xaa; 64][..],
+        ] {
+            assert_eq!(unwrap_octets(whole), whole, "{whole:02x?}");
+        }
+    }
+}
