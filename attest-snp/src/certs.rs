@@ -548,5 +548,17 @@ mod tests {
         ] {
             assert_eq!(unwrap_octets(whole), whole, "{whole:02x?}");
         }
+        // 0x80 is not a short-form length.
+        let indefinite: Vec<u8> = [&[0x04, 0x80][..], &[0x11; 0x80]].concat();
+        assert_eq!(unwrap_octets(&indefinite), &indefinite[..]);
+    }
+
+    /// productName: an IA5String spanning the whole value, else nothing.
+    #[test]
+    fn product_names_are_whole_ia5_strings() {
+        assert_eq!(ia5(b"\x16\x05Genoa").as_deref(), Some("Genoa"));
+        assert_eq!(ia5(b"\x16\x04Genoa"), None);
+        assert_eq!(ia5(b"\x0c\x05Genoa"), None);
+        assert_eq!(ia5(b"\x16\x02\xff\xfe"), None);
     }
 }

@@ -328,6 +328,33 @@ async fn the_product_a_report_names_must_be_its_keys() {
         .unwrap();
 }
 
+/// Extensions that are not AMD's `1.3.6.1.4.1.3704.1.*` are ignored, even
+/// when laid out like AMD's TCB SPLs.
+#[tokio::test]
+async fn only_amds_extensions_count_in_a_vcek() {
+    let c = case();
+    let f = c.fields.clone();
+    let mut e = evidence(&c, &f);
+    let vcek = c
+        .pki
+        .vcek_der_with_foreign_extensions(f.product, &f.chip_id, &f.tcb);
+    e.certificates = c.pki.cert_table(f.product, &vcek, f.signer);
+    let vek = attest_snp::Vek::parse(&vcek).unwrap();
+    assert_eq!(
+        (
+            vek.tcb.bootloader,
+            vek.tcb.tee,
+            vek.tcb.snp,
+            vek.tcb.microcode
+        ),
+        (f.tcb.bootloader, f.tcb.tee, f.tcb.snp, f.tcb.microcode)
+    );
+    verifier(&c.pki, SnpConfig::default())
+        .verify(&e, &ctx(&f))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn turin_v3_and_v5_and_milan_v2() {
     let c = case();

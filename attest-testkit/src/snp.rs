@@ -468,6 +468,44 @@ impl FakeAmdPki {
         )
     }
 
+    /// [`FakeAmdPki::vcek_der`] with three more extensions a verifier must
+    /// ignore: a standard one (basicConstraints), one under another
+    /// enterprise number laid out like AMD's blSPL (`1.3.6.1.4.1.9999.1.3.1`
+    /// = 99), and one under AMD's number but outside its `.1` arc
+    /// (`1.3.6.1.4.1.3704.2.3.1` = 98).
+    pub fn vcek_der_with_foreign_extensions(
+        &self,
+        product: Product,
+        chip_id: &[u8; 64],
+        tcb: &Tcb,
+    ) -> Vec<u8> {
+        let hwid: &[u8] = if product == Product::Turin {
+            &chip_id[..8]
+        } else {
+            chip_id
+        };
+        let mut exts = Self::tcb_extensions(product, tcb);
+        exts.push(extension(amd_oid(&[4]), hwid.to_vec()));
+        exts.push(extension(der::oid(&[2, 5, 29, 19]), der::seq(&[])));
+        exts.push(extension(
+            der::oid(&[1, 3, 6, 1, 4, 1, 9999, 1, 3, 1]),
+            der::int(99),
+        ));
+        exts.push(extension(
+            der::oid(&[1, 3, 6, 1, 4, 1, 3704, 2, 3, 1]),
+            der::int(98),
+        ));
+        certificate(
+            0x3000 + u64::from(tcb.snp),
+            &format!("SEV-{}", product.name()),
+            "SEV-VCEK",
+            LONG,
+            &ec_spki(&self.vcek_key),
+            &exts,
+            &self.rsa[1].key,
+        )
+    }
+
     /// A VLEK certificate (DER) at `tcb`.
     pub fn vlek_der(&self, product: Product, tcb: &Tcb) -> Vec<u8> {
         let validity = self.vlek_validity.clone();
