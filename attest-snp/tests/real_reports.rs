@@ -601,6 +601,24 @@ async fn the_pinned_roots_are_checked_inside_their_validity() {
             .unwrap();
         assert_eq!(outside(err), what, "at {t}");
     }
+    // The VCEK itself: 2023-04-03T19:23:43Z to 2030-04-03T19:23:43Z, both
+    // ends included.
+    const VCEK_FROM: u64 = 1_680_549_823;
+    const VCEK_UNTIL: u64 = 1_901_474_623;
+    for t in [VCEK_FROM - 1, VCEK_UNTIL + 1] {
+        let err = verifier(0)
+            .verify_report(&vcek, &at(t))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(outside(err), "SEV-VCEK certificate", "at {t}");
+    }
+    for t in [VCEK_FROM, VCEK_UNTIL] {
+        verifier(0)
+            .verify_report(&vcek, &at(t))
+            .await
+            .unwrap_or_else(|e| panic!("at {t}: {e}"));
+    }
     let vlek = evidence(
         "reports/milan-v3-vlek.report.bin",
         "reports/milan-v3-vlek.vlek.der",

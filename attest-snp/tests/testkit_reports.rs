@@ -703,3 +703,33 @@ async fn verify_never_waits_for_a_network_crl_fetch() {
     assert!(!a.is_finished());
     a.abort();
 }
+
+/// CRLs up to 256 KiB are read (AMD's grow with every revoked key); a
+/// larger one is refused before it is parsed.
+#[test]
+fn crls_are_read_up_to_256_kib() {
+    use attest_core::Malformed;
+    use attest_snp::AmdCrl;
+    let pki = FakeAmdPki::new();
+    let genoa = ProductRoots::from_pem(
+        pki.ark_pem(kit::Product::Genoa).as_bytes(),
+        pki.ask_pem(kit::Product::Genoa).as_bytes(),
+        pki.asvk_pem(kit::Product::Genoa).as_bytes(),
+    )
+    .unwrap();
+    let now = NOW as i64;
+    let serials: Vec<u64> = (0x10_0000..0x10_0000 + 400).collect();
+    let crl = pki.crl_der(kit::Product::Genoa, &serials, now - 86_400, now + 86_400);
+    assert!(crl.len() > 8 * 1024, "{}", crl.len());
+    let read = AmdCrl::verify(&crl, &genoa).unwrap();
+    assert!(read.revokes(&0x10_0001u64.to_be_bytes()[5..]));
+    let huge = vec![0x30; 256 * 1024 + 1];
+    assert_eq!(
+        AmdCrl::verify(&huge, &genoa).err().unwrap().malformed(),
+        Some(&Malformed::TooLarge {
+            what: "AMD CRL".into(),
+            size: 256 * 1024 + 1,
+            max: 256 * 1024,
+        })
+    );
+}

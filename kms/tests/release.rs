@@ -442,3 +442,49 @@ async fn refusals_map_to_the_grpc_code_of_their_kind() {
         Code::Internal
     );
 }
+
+/// Released keys are derived once per app instance and kept; the env
+/// public key the KMS publishes is the public half of the env key it
+/// releases.
+#[tokio::test]
+async fn keys_are_cached_per_instance_and_the_env_key_is_published() {
+    let k = kms();
+    assert_eq!(k.state.cached_app_keys(), 0);
+    let e = k.pkis.tdx_evidence(&k.app, rd(1), false);
+    let first = release::release_app_keys(&k.state, FrontEnd::KMS_V1, &e, rd(1))
+        .await
+        .unwrap();
+    let other = App {
+        instance_id: Some([0x2e; 20]),
+        ..k.app.clone()
+    };
+    let e = k.pkis.tdx_evidence(&other, rd(2), false);
+    let second = release::release_app_keys(&k.state, FrontEnd::KMS_V1, &e, rd(2))
+        .await
+        .unwrap();
+    assert_eq!(k.state.cached_app_keys(), 2);
+    let again = release::release_app_keys(
+        &k.state,
+        FrontEnd::KMS_V1,
+        &k.pkis.tdx_evidence(&k.app, rd(3), false),
+        rd(3),
+    )
+    .await
+    .unwrap();
+    assert!(Arc::ptr_eq(&first.keys, &again.keys), "derived once");
+    assert_eq!(k.state.cached_app_keys(), 2);
+    let app_id = first.identity.app.app_id;
+    let published = k.state.env_public_key(&app_id).unwrap();
+    assert_eq!(
+        published,
+        kms::service::kdf::x25519_public(&first.keys.env_crypt_key)
+    );
+    assert_eq!(
+        published,
+        kms::service::kdf::x25519_public(&second.keys.env_crypt_key)
+    );
+    assert_eq!(
+        k.state.env_encrypt_pub_key(&app_id).unwrap().public_key,
+        published
+    );
+}
