@@ -723,6 +723,12 @@ fn crls_are_read_up_to_256_kib() {
     assert!(crl.len() > 8 * 1024, "{}", crl.len());
     let read = AmdCrl::verify(&crl, &genoa).unwrap();
     assert!(read.revokes(&0x10_0001u64.to_be_bytes()[5..]));
+    // Exactly 256 KiB is read (and refused for what it is, not its size).
+    let most = vec![0x30; 256 * 1024];
+    assert!(!matches!(
+        AmdCrl::verify(&most, &genoa).err().unwrap().malformed(),
+        Some(Malformed::TooLarge { .. })
+    ));
     let huge = vec![0x30; 256 * 1024 + 1];
     assert_eq!(
         AmdCrl::verify(&huge, &genoa).err().unwrap().malformed(),
