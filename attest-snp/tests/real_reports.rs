@@ -404,10 +404,22 @@ fn the_plugin_names_its_platform_registers_and_configuration() {
 }
 
 /// A reserved byte that is not zero is named with its exact range.
+/// `report` must be refused for a non-zero byte in `field` at `range`.
+fn assert_reserved(report: &[u8], field: &str, range: std::ops::Range<usize>, case: &str) {
+    let err = attest_snp::Report::parse(report).err().unwrap();
+    assert_eq!(
+        err.malformed(),
+        Some(&attest_core::Malformed::ReservedNonZero {
+            context: "report",
+            field: field.into(),
+            range,
+        }),
+        "{case}"
+    );
+}
+
 #[test]
 fn reserved_bytes_are_reported_with_their_range() {
-    use attest_core::Malformed;
-    use attest_snp::Report;
     let raw = read("reports/milan-v2-a.report.bin");
     for (at, field, range) in [
         (0x190, "reserved", 0x18B..0x1A0),
@@ -416,16 +428,7 @@ fn reserved_bytes_are_reported_with_their_range() {
     ] {
         let mut f = raw.clone();
         f[at] = 1;
-        let err = Report::parse(&f).err().unwrap();
-        assert_eq!(
-            err.malformed(),
-            Some(&Malformed::ReservedNonZero {
-                context: "report",
-                field: field.into(),
-                range,
-            }),
-            "byte {at:#x}"
-        );
+        assert_reserved(&f, field, range, &format!("byte {at:#x}"));
     }
 }
 
@@ -433,23 +436,13 @@ fn reserved_bytes_are_reported_with_their_range() {
 /// report version 5; before it the same bytes are reserved and must be zero.
 #[test]
 fn mitigation_vectors_are_fields_from_version_5_and_reserved_before() {
-    use attest_core::Malformed;
     use attest_snp::Report;
     let raw = read("reports/milan-v2-a.report.bin");
     let reserved = |version: u32, at: usize, range: std::ops::Range<usize>| {
         let mut f = raw.clone();
         f[..4].copy_from_slice(&version.to_le_bytes());
         f[at] = 1;
-        let err = Report::parse(&f).err().unwrap();
-        assert_eq!(
-            err.malformed(),
-            Some(&Malformed::ReservedNonZero {
-                context: "report",
-                field: "reserved".into(),
-                range,
-            }),
-            "version {version}, byte {at:#x}"
-        );
+        assert_reserved(&f, "reserved", range, &format!("v{version}, byte {at:#x}"));
     };
     // Version 2 reserves them (version 3 and 4 need CPUID bytes: see the
     // real v3 reports, which the sweeps cover).
@@ -468,14 +461,7 @@ fn mitigation_vectors_are_fields_from_version_5_and_reserved_before() {
     f[..4].copy_from_slice(&5u32.to_le_bytes());
     f[0x188..0x18B].copy_from_slice(&[0x19, 0x01, 0x01]);
     f[0x208] = 1;
-    assert_eq!(
-        Report::parse(&f).err().unwrap().malformed(),
-        Some(&Malformed::ReservedNonZero {
-            context: "report",
-            field: "reserved".into(),
-            range: 0x208..0x2A0,
-        })
-    );
+    assert_reserved(&f, "reserved", 0x208..0x2A0, "v5, byte 0x208");
 }
 
 /// v3 reports name their product in CPUID; v2 reports do not.

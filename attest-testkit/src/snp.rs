@@ -442,29 +442,12 @@ impl FakeAmdPki {
         exts
     }
 
-    /// A VCEK certificate (DER) for `chip_id` at `tcb`. `hwid_wrapped`
-    /// stores hwID inside an OCTET STRING, as some AMD certificates do.
+    /// A VCEK certificate (DER) for `chip_id` at `tcb` (hwID: all 64 bytes,
+    /// or Turin's first 8).
     pub fn vcek_der(&self, product: Product, chip_id: &[u8; 64], tcb: &Tcb) -> Vec<u8> {
-        let hwid: &[u8] = if product == Product::Turin {
-            &chip_id[..8]
-        } else {
-            chip_id
-        };
         self.issue(
-            format!("vcek-{}-{}-{tcb:?}", product.name(), hex::encode(hwid)),
-            || {
-                let mut exts = Self::tcb_extensions(product, tcb);
-                exts.push(extension(amd_oid(&[4]), hwid.to_vec()));
-                certificate(
-                    0x1000 + u64::from(tcb.snp),
-                    &format!("SEV-{}", product.name()),
-                    "SEV-VCEK",
-                    LONG,
-                    &ec_spki(&self.vcek_key),
-                    &exts,
-                    &self.rsa[1].key,
-                )
-            },
+            format!("vcek-{}-{}-{tcb:?}", product.name(), hex::encode(chip_id)),
+            || self.vcek_with(product, chip_id, tcb, 0x1000, vec![]),
         )
     }
 
@@ -479,6 +462,24 @@ impl FakeAmdPki {
         chip_id: &[u8; 64],
         tcb: &Tcb,
     ) -> Vec<u8> {
+        let foreign = vec![
+            extension(der::oid(&[2, 5, 29, 19]), der::seq(&[])),
+            extension(der::oid(&[1, 3, 6, 1, 4, 1, 9999, 1, 3, 1]), der::int(99)),
+            extension(der::oid(&[1, 3, 6, 1, 4, 1, 3704, 2, 3, 1]), der::int(98)),
+        ];
+        self.vcek_with(product, chip_id, tcb, 0x3000, foreign)
+    }
+
+    /// A VCEK with AMD's extensions, then `extra`; serial `serial_base`
+    /// plus the SNP SPL.
+    fn vcek_with(
+        &self,
+        product: Product,
+        chip_id: &[u8; 64],
+        tcb: &Tcb,
+        serial_base: u64,
+        extra: Vec<Vec<u8>>,
+    ) -> Vec<u8> {
         let hwid: &[u8] = if product == Product::Turin {
             &chip_id[..8]
         } else {
@@ -486,17 +487,9 @@ impl FakeAmdPki {
         };
         let mut exts = Self::tcb_extensions(product, tcb);
         exts.push(extension(amd_oid(&[4]), hwid.to_vec()));
-        exts.push(extension(der::oid(&[2, 5, 29, 19]), der::seq(&[])));
-        exts.push(extension(
-            der::oid(&[1, 3, 6, 1, 4, 1, 9999, 1, 3, 1]),
-            der::int(99),
-        ));
-        exts.push(extension(
-            der::oid(&[1, 3, 6, 1, 4, 1, 3704, 2, 3, 1]),
-            der::int(98),
-        ));
+        exts.extend(extra);
         certificate(
-            0x3000 + u64::from(tcb.snp),
+            serial_base + u64::from(tcb.snp),
             &format!("SEV-{}", product.name()),
             "SEV-VCEK",
             LONG,
