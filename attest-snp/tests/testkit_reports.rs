@@ -723,6 +723,35 @@ fn crls_are_read_up_to_256_kib() {
     assert!(crl.len() > 8 * 1024, "{}", crl.len());
     let read = AmdCrl::verify(&crl, &genoa).unwrap();
     assert!(read.revokes(&0x10_0001u64.to_be_bytes()[5..]));
+    // Only RSASSA-PSS with SHA-384 is AMD's: another algorithm, or PSS
+    // over another hash, in the CRL's (unsigned) outer algorithm field.
+    let pss: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
+    let sha384: &[u8] = &[0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02];
+    let rfind = |hay: &[u8], needle: &[u8]| {
+        hay.windows(needle.len())
+            .rposition(|w| w == needle)
+            .unwrap()
+    };
+    let outer_alg = rfind(&crl, pss);
+    let mut other_alg = crl.clone();
+    other_alg[outer_alg + pss.len() - 1] = 0x0b; // sha256WithRSAEncryption
+    let mut other_hash = crl.clone();
+    for _ in 0..2 {
+        let at = rfind(&other_hash, sha384);
+        assert!(at > outer_alg);
+        other_hash[at + sha384.len() - 1] = 0x01; // SHA-256
+    }
+    for (what, bad) in [("algorithm", other_alg), ("hash", other_hash)] {
+        match AmdCrl::verify(&bad, &genoa).err().unwrap() {
+            attest_core::AttestError::UntrustedChain(
+                attest_core::UntrustedChain::BadCertificate { detail, .. },
+            ) => assert_eq!(
+                detail, "not signed with RSASSA-PSS/SHA-384 (AMD's ARK uses nothing else)",
+                "{what}"
+            ),
+            other => panic!("{what}: {other}"),
+        }
+    }
     // Exactly 256 KiB is read (and refused for what it is, not its size).
     let most = vec![0x30; 256 * 1024];
     assert!(!matches!(
