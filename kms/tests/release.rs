@@ -488,3 +488,21 @@ async fn keys_are_cached_per_instance_and_the_env_key_is_published() {
         published
     );
 }
+
+/// The log limiter allows its burst, then refills at its rate.
+#[tokio::test]
+async fn log_limits_refill_at_their_rate() {
+    let l = kms::service::LogLimiter::per_second(20);
+    for i in 0..20 {
+        assert!(l.allow(), "line {i}");
+    }
+    assert!(!l.allow());
+    assert_eq!(l.suppressed(), 1);
+    assert_eq!(l.take_dropped(), 1);
+    assert_eq!(l.take_dropped(), 0);
+    // 150 ms at 20 a second: at least three more lines.
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    assert!(l.allow());
+    assert!(l.allow());
+    assert!(l.allow());
+}
