@@ -723,6 +723,13 @@ fn crls_are_read_up_to_256_kib() {
     assert!(crl.len() > 8 * 1024, "{}", crl.len());
     let read = AmdCrl::verify(&crl, &genoa).unwrap();
     assert!(read.revokes(&0x10_0001u64.to_be_bytes()[5..]));
+    assert!(!read.revokes(&0x0f_ffffu64.to_be_bytes()[5..]));
+    // Usable from thisUpdate up to, not at, nextUpdate.
+    let (from, until) = ((now - 86_400) as u64, (now + 86_400) as u64);
+    assert!(!read.valid_at(UnixTime(from - 1)));
+    assert!(read.valid_at(UnixTime(from)));
+    assert!(read.valid_at(UnixTime(until - 1)));
+    assert!(!read.valid_at(UnixTime(until)));
     // Only RSASSA-PSS with SHA-384 is AMD's: another algorithm, or PSS
     // over another hash, in the CRL's (unsigned) outer algorithm field.
     let pss: &[u8] = &[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0a];
