@@ -181,6 +181,13 @@ impl TdxVerifier {
         self.platforms.as_ref().map_or(0, |c| c.len())
     }
 
+    /// Quotes the cache answered (signature checked against a held
+    /// platform, no full collateral evaluation): its hit count, for
+    /// metrics and tests (0 when it is off).
+    pub fn platform_cache_hits(&self) -> u64 {
+        self.platforms.as_ref().map_or(0, |c| c.hits())
+    }
+
     /// Parses the quote and checks its PCK chain to the pinned root: what
     /// must hold before the quote's FMSPC may cause a fetch.
     fn quote_and_key(

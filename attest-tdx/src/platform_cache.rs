@@ -74,6 +74,8 @@ struct Group {
 #[derive(Default)]
 pub(crate) struct PlatformCache {
     groups: Mutex<HashMap<CollateralKey, Group>>,
+    /// Quotes answered from the cache (signature checked, no dcap-qvl run).
+    hits: std::sync::atomic::AtomicU64,
 }
 
 /// Where a quote's parts lie.
@@ -189,7 +191,13 @@ impl PlatformCache {
         }
         let mut claims = entry.claims.clone();
         claims.report = quote.quote.report.clone();
+        self.hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Some(Ok(claims))
+    }
+
+    /// Quotes answered from the cache so far.
+    pub(crate) fn hits(&self) -> u64 {
+        self.hits.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Remembers what a full verification of `parts`' quote established.

@@ -328,3 +328,54 @@ async fn the_cache_key_covers_what_dcap_qvl_checks() {
     off.verify_quote(&pki.quote(&td), at).await.unwrap();
     assert_eq!(off.cached_platforms(), 0);
 }
+
+/// A collateral source whose set can be replaced (a PCCS that published a
+/// new TCB evaluation).
+struct Switchable(std::sync::Mutex<Arc<Collateral>>);
+
+#[async_trait::async_trait]
+impl attest_tdx::collateral::CollateralSource for Switchable {
+    async fn fetch(
+        &self,
+        _key: &attest_tdx::collateral::CollateralKey,
+        _now: UnixTime,
+    ) -> Result<Arc<Collateral>, attest_core::AttestError> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+}
+
+/// A held platform answers the next quotes of it; when the collateral set
+/// changes (here: the platform's TCB level goes out of date), the held
+/// verdict is not used again.
+#[tokio::test]
+async fn a_held_platform_answers_until_the_collateral_changes() {
+    let pki = FakeIntelPki::new();
+    let issued = 1_750_000_000;
+    let up_to_date =
+        Arc::new(Collateral::new(pki.collateral(&CollateralOptions::valid_from(issued))).unwrap());
+    let out_of_date = Arc::new(
+        Collateral::new(pki.collateral(&CollateralOptions {
+            tcb: PlatformTcb::OutOfDate,
+            ..CollateralOptions::valid_from(issued)
+        }))
+        .unwrap(),
+    );
+    let source = Arc::new(Switchable(std::sync::Mutex::new(up_to_date)));
+    let v = TdxVerifier::with_root(pki.root_der(), source.clone()).unwrap();
+    let at = UnixTime(1_751_000_000);
+    let quote = pki.quote(&TdFields::default());
+    let status = |q: &attest_tdx::VerifiedQuote| q.claims().tcb.status;
+    let first = v.verify_quote(&quote, at).await.unwrap();
+    assert_eq!(status(&first), dcap_qvl::TcbStatus::UpToDate);
+    assert_eq!(v.platform_cache_hits(), 0);
+    let again = v.verify_quote(&quote, at).await.unwrap();
+    assert_eq!(status(&again), dcap_qvl::TcbStatus::UpToDate);
+    assert_eq!(v.platform_cache_hits(), 1);
+    *source.0.lock().unwrap() = out_of_date;
+    let after = v.verify_quote(&quote, at).await.unwrap();
+    assert_eq!(status(&after), dcap_qvl::TcbStatus::OutOfDate);
+    assert_eq!(v.platform_cache_hits(), 1);
+    let cached_again = v.verify_quote(&quote, at).await.unwrap();
+    assert_eq!(status(&cached_again), dcap_qvl::TcbStatus::OutOfDate);
+    assert_eq!(v.platform_cache_hits(), 2);
+}
