@@ -345,4 +345,71 @@ mod tests {
         assert_eq!(serial_key(&[0]), vec![0]);
         assert_eq!(crl_name(Product::Genoa, Signer::Vlek), "Genoa-vlek.crl");
     }
+
+    fn crl(this_update: u64, revoked: &[u8]) -> Arc<AmdCrl> {
+        Arc::new(AmdCrl {
+            revoked: HashSet::from([revoked.to_vec()]),
+            this_update,
+            next_update: this_update + 30 * 86_400,
+            der: vec![],
+        })
+    }
+
+    /// A CRL is never replaced by an older one (a source serving an old
+    /// CRL cannot un-revoke a key); a newer or equally new one replaces it.
+    #[test]
+    fn a_held_crl_is_never_replaced_by_an_older_one() {
+        let crls = Crls::new(vec![], None);
+        let (p, s) = (Product::Genoa, Signer::Vcek);
+        let at = |t: u64| UnixTime(t + 1);
+        crls.keep(p, s, Some(crl(2_000, b"\x02")), true);
+        crls.keep(p, s, Some(crl(1_000, b"\x01")), true);
+        let held = crls.current(p, s, at(2_000)).unwrap();
+        assert_eq!(held.this_update, 2_000);
+        assert!(held.revokes(b"\x02"));
+        crls.keep(p, s, Some(crl(2_000, b"\x03")), true);
+        assert!(crls.current(p, s, at(2_000)).unwrap().revokes(b"\x03"));
+        crls.keep(p, s, Some(crl(3_000, b"\x04")), false);
+        assert_eq!(crls.current(p, s, at(3_000)).unwrap().this_update, 3_000);
+        // A failed fetch keeps what is held.
+        crls.keep(p, s, None, true);
+        assert_eq!(crls.current(p, s, at(3_000)).unwrap().this_update, 3_000);
+        // Other products and signers are held apart.
+        assert!(
+            crls.current(Product::Genoa, Signer::Vlek, at(3_000))
+                .is_none()
+        );
+        assert!(
+            crls.current(Product::Milan, Signer::Vcek, at(3_000))
+                .is_none()
+        );
+    }
+
+    /// After a try, the same sources are not asked again for five minutes
+    /// (a failing KDS is not hammered by every request); network and local
+    /// tries are remembered apart.
+    #[test]
+    fn sources_are_retried_only_after_the_retry_interval() {
+        let crls = Crls::new(vec![], None);
+        let (p, s) = (Product::Milan, Signer::Vcek);
+        assert!(!crls.recently_tried(p, s, true));
+        assert!(!crls.recently_tried(p, s, false));
+        crls.keep(p, s, None, false);
+        assert!(crls.recently_tried(p, s, false));
+        assert!(!crls.recently_tried(p, s, true));
+        crls.keep(p, s, None, true);
+        assert!(crls.recently_tried(p, s, true));
+        // Five minutes and a second later, both may be tried again.
+        {
+            let mut held = crls.held.lock().unwrap();
+            let e = held.get_mut(&(p, s)).unwrap();
+            let long_ago = Instant::now().checked_sub(RETRY_AFTER_FAILURE + Duration::from_secs(1));
+            e.tried_network = long_ago;
+            e.tried_local = long_ago;
+        }
+        if Instant::now().checked_sub(RETRY_AFTER_FAILURE).is_some() {
+            assert!(!crls.recently_tried(p, s, true));
+            assert!(!crls.recently_tried(p, s, false));
+        }
+    }
 }
