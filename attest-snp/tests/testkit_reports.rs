@@ -545,27 +545,14 @@ async fn amd_crls_revoke_intermediates_and_endorsement_keys() {
 #[tokio::test]
 async fn crls_come_from_kds_in_the_endorsement_step() {
     use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
     let c = case();
     let now = NOW as i64;
     let ask = c.pki.serial_of(kit::CrlEntry::Ask, &c.fields.tcb);
     let crl = c
         .pki
         .crl_der(kit::Product::Genoa, &[ask], now - DAY, now + 30 * DAY);
-    let hits = Arc::new(AtomicUsize::new(0));
-    let served = crl.clone();
-    let h = hits.clone();
-    let app = axum::Router::new().route(
-        "/vcek/v1/Genoa/crl",
-        axum::routing::get(move || {
-            h.fetch_add(1, Ordering::SeqCst);
-            let b = served.clone();
-            async move { b }
-        }),
-    );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", l.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let (url, hits) = kds_serving(crl.clone()).await;
     let kds = Arc::new(
         attest_snp::KdsClient::new(&url, None, std::time::Duration::from_secs(2)).unwrap(),
     );
@@ -774,4 +761,80 @@ fn crls_are_read_up_to_256_kib() {
             max: 256 * 1024,
         })
     );
+}
+
+/// A fake KDS serving `crl` as Genoa's VCEK CRL; counts the requests.
+async fn kds_serving(crl: Vec<u8>) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    let app = axum::Router::new().route(
+        "/vcek/v1/Genoa/crl",
+        axum::routing::get(move || {
+            h.fetch_add(1, Ordering::SeqCst);
+            let b = crl.clone();
+            async move { b }
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", l.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (url, hits)
+}
+
+/// A CRL persisted on disk is used without the network while it is more
+/// than a day from its nextUpdate; one that is not yet valid, or near its
+/// end, is replaced from KDS in the endorsement step.
+#[tokio::test]
+async fn a_persisted_crl_is_used_until_a_day_before_its_next_update() {
+    use std::sync::atomic::Ordering;
+    let c = case();
+    let now = NOW as i64;
+    let ask = c.pki.serial_of(kit::CrlEntry::Ask, &c.fields.tcb);
+    let e = evidence(&c, &c.fields);
+    // KDS has a current CRL that revokes the ASK.
+    let served = c
+        .pki
+        .crl_der(kit::Product::Genoa, &[ask], now - DAY, now + 30 * DAY);
+    for (case_name, on_disk, network) in [
+        // Good on disk: no fetch, and the disk CRL (revoking nothing) rules.
+        ("fresh on disk", (now - DAY, now + 2 * DAY), 0),
+        ("not yet valid on disk", (now + 60, now + 30 * DAY), 1),
+        (
+            "within a day of its end",
+            (now - 29 * DAY, now + DAY - 60),
+            1,
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = c
+            .pki
+            .crl_der(kit::Product::Genoa, &[99], on_disk.0, on_disk.1);
+        std::fs::write(dir.path().join("Genoa-vcek.crl"), &disk).unwrap();
+        let (url, hits) = kds_serving(served.clone()).await;
+        let kds = std::sync::Arc::new(
+            attest_snp::KdsClient::new(&url, None, std::time::Duration::from_secs(2)).unwrap(),
+        );
+        let v = verifier(&c.pki, SnpConfig::default()).with_crls(attest_snp::Crls::new(
+            vec![kds],
+            Some(dir.path().to_path_buf()),
+        ));
+        v.fetch_endorsements(&e, &ctx(&c.fields)).await.unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), network, "{case_name}");
+        let verdict = v.verify(&e, &ctx(&c.fields)).await;
+        if network == 0 {
+            let id = verdict.unwrap();
+            assert_eq!(
+                id.platform_claims.0["sev_snp"]["revocation_checked"], true,
+                "{case_name}"
+            );
+        } else {
+            assert_eq!(
+                verdict.unwrap_err().kind(),
+                ErrorKind::Revoked,
+                "{case_name}"
+            );
+        }
+    }
 }

@@ -106,7 +106,7 @@ mod tests {
     fn superseded_by_the_lowest_level_above_not_the_newest() {
         let (tcb, qe) = real();
         let qe_top = qe.tcb_levels.iter().map(|l| l.tcb.isvsvn).max().unwrap();
-        let at = |i: usize, module_svn: u8| {
+        let at_qe = |i: usize, module_svn: u8, qe_isvsvn: u16| {
             let (cpu, pce, mut tee) = svns(&tcb.tcb_levels[i]);
             // TEE_TCB_SVN[1] = 1 selects the TDX_01 module identity, [0] is
             // the module's ISVSVN.
@@ -119,11 +119,12 @@ mod tests {
                     cpu_svn: &cpu,
                     pce_svn: pce,
                     tee_tcb_svn: &tee,
-                    qe_isvsvn: qe_top,
+                    qe_isvsvn,
                 },
             )
             .unwrap()
         };
+        let at = |i: usize, module_svn: u8| at_qe(i, module_svn, qe_top);
         assert_eq!(tcb.tcb_levels[0].tcb_date, "2024-11-13T00:00:00Z");
         // At the newest level with the newest module: never superseded.
         assert_eq!(at(0, 6), None);
@@ -136,5 +137,12 @@ mod tests {
         // levels date it, from the module recovery of 2024-03-13.
         assert_eq!(at(0, 2), day("2024-03-13T00:00:00Z"));
         assert_eq!(at(0, 4), day("2024-11-13T00:00:00Z"));
+        // The QE identity has one level, ISVSVN 4 (2024-11-13): a QE below
+        // it is superseded then; at or above it, never.
+        assert_eq!(qe_top, 4);
+        assert_eq!(at_qe(0, 6, 3), day("2024-11-13T00:00:00Z"));
+        assert_eq!(at_qe(0, 6, 5), None);
+        // The earliest supersession counts: an old module and an old QE.
+        assert_eq!(at_qe(0, 2, 3), day("2024-03-13T00:00:00Z"));
     }
 }
