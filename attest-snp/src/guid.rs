@@ -39,6 +39,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn either_case_is_the_same_guid() {
+        assert_eq!(
+            guid("0A1B2C3D-4E5F-6A7B-8C9D-AEBFCADBECFD"),
+            guid("0a1b2c3d-4e5f-6a7b-8c9d-aebfcadbecfd")
+        );
+        assert_eq!(guid("FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"), [0xff; 16]);
+    }
+
+    #[test]
     fn mixed_endian_layout() {
         const G: [u8; 16] = guid("00112233-4455-6677-8899-aabbccddeeff");
         assert_eq!(

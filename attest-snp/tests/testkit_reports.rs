@@ -838,3 +838,39 @@ async fn a_persisted_crl_is_used_until_a_day_before_its_next_update() {
         }
     }
 }
+
+/// KDS answering with a CRL that is not valid now (expired) replaces
+/// nothing: the CRL held on disk keeps ruling.
+#[tokio::test]
+async fn a_crl_not_valid_now_is_never_taken_from_kds() {
+    let c = case();
+    let now = NOW as i64;
+    let ask = c.pki.serial_of(kit::CrlEntry::Ask, &c.fields.tcb);
+    let e = evidence(&c, &c.fields);
+    let dir = tempfile::tempdir().unwrap();
+    // On disk: valid, near its end (so KDS is asked), revoking the ASK.
+    let disk = c
+        .pki
+        .crl_der(kit::Product::Genoa, &[ask], now - 29 * DAY, now + DAY - 60);
+    std::fs::write(dir.path().join("Genoa-vcek.crl"), &disk).unwrap();
+    // KDS: a newer issue that has already ended, revoking nothing.
+    let stale = c
+        .pki
+        .crl_der(kit::Product::Genoa, &[99], now - 2 * DAY, now - 60);
+    let (url, hits) = kds_serving(stale).await;
+    let kds = std::sync::Arc::new(
+        attest_snp::KdsClient::new(&url, None, std::time::Duration::from_secs(2)).unwrap(),
+    );
+    let v = verifier(&c.pki, SnpConfig::default()).with_crls(attest_snp::Crls::new(
+        vec![kds],
+        Some(dir.path().to_path_buf()),
+    ));
+    v.fetch_endorsements(&e, &ctx(&c.fields)).await.unwrap();
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let err = v.verify(&e, &ctx(&c.fields)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Revoked, "{err}");
+    assert_eq!(
+        std::fs::read(dir.path().join("Genoa-vcek.crl")).unwrap(),
+        disk
+    );
+}
