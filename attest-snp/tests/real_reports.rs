@@ -618,3 +618,94 @@ async fn the_pinned_roots_are_checked_inside_their_validity() {
         assert_eq!(outside(err), what, "VLEK chain at {t}");
     }
 }
+
+/// A certificate table entry is at most 16 KiB and a table at most 64
+/// entries, whatever the region says.
+#[test]
+fn certificate_tables_are_bounded() {
+    use attest_core::Malformed;
+    use attest_snp::vcek::{MAX_CERT, table_guid};
+    use attest_snp::{Signer, certs_from_evidence};
+    let entry = |guid: [u8; 16], off: usize, len: usize| {
+        let mut e = guid.to_vec();
+        e.extend_from_slice(&(off as u32).to_le_bytes());
+        e.extend_from_slice(&(len as u32).to_le_bytes());
+        e
+    };
+    let table = |len: usize| {
+        let mut t = entry(table_guid::VCEK, 48, len);
+        t.extend(entry([0; 16], 0, 0));
+        t
+    };
+    assert_eq!(
+        certs_from_evidence(&table(MAX_CERT + 1), Signer::Vcek)
+            .unwrap_err()
+            .malformed(),
+        Some(&Malformed::TooLarge {
+            what: "certificate table entry".into(),
+            size: MAX_CERT + 1,
+            max: MAX_CERT,
+        })
+    );
+    // 16 KiB exactly is read (here refused for lying about its region).
+    assert!(matches!(
+        certs_from_evidence(&table(MAX_CERT), Signer::Vcek)
+            .unwrap_err()
+            .malformed(),
+        Some(Malformed::BadValue { .. })
+    ));
+    let mut t = table(MAX_CERT);
+    t.resize(48 + MAX_CERT, 0xab);
+    assert_eq!(
+        certs_from_evidence(&t, Signer::Vcek).unwrap(),
+        Some(vec![0xab; MAX_CERT])
+    );
+    // 64 entries that are not the asked one, and no end: too many.
+    let many: Vec<u8> = (0..64).flat_map(|_| entry(table_guid::ASK, 0, 0)).collect();
+    assert_eq!(
+        certs_from_evidence(&many, Signer::Vcek)
+            .unwrap_err()
+            .malformed(),
+        Some(&Malformed::TooMany {
+            what: "certificate table".into(),
+            items: "entries or more",
+            count: 65,
+            max: 64,
+        })
+    );
+}
+
+/// An offline directory of endorsement keys: a missing file is "not
+/// found", an oversized one malformed, an unreadable one unavailable.
+#[tokio::test]
+async fn offline_endorsement_keys_are_read_bounded() {
+    use attest_core::{CollateralMissing, Malformed};
+    use attest_snp::vcek::MAX_CERT;
+    use attest_snp::{OfflineVceks, Signer, VcekSource, VekRequest};
+    let dir = tempfile::tempdir().unwrap();
+    let req = VekRequest {
+        product: Some(Product::Milan),
+        signer: Signer::Vcek,
+        chip_id: [0x11; 64],
+        reported_tcb: [3, 0, 0, 0, 0, 0, 8, 115],
+    };
+    let path = dir.path().join(req.file_name(Product::Milan));
+    let source = OfflineVceks::new(dir.path());
+    assert!(matches!(
+        source.fetch(&req).await.unwrap_err(),
+        AttestError::CollateralMissing(CollateralMissing::NotFound { .. })
+    ));
+    std::fs::write(&path, vec![0x30; MAX_CERT]).unwrap();
+    assert_eq!(source.fetch(&req).await.unwrap(), vec![0x30; MAX_CERT]);
+    std::fs::write(&path, vec![0x30; MAX_CERT + 1]).unwrap();
+    assert!(matches!(
+        source.fetch(&req).await.unwrap_err().malformed(),
+        Some(Malformed::TooLarge { size, .. }) if *size == MAX_CERT + 1
+    ));
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    assert_eq!(
+        source.fetch(&req).await.unwrap_err().kind(),
+        ErrorKind::Unavailable
+    );
+}
