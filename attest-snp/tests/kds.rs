@@ -122,6 +122,7 @@ async fn kds_serves_the_vcek_once_and_the_report_verifies() {
             hex::encode(req.chip_id)
         )
     );
+    assert_eq!(kds.fetch_count(), 0);
     let v = SnpVerifier::new(vec![kds.clone()], SnpConfig::default()).unwrap();
     let e = Evidence::new(PlatformId::SEV_SNP, report);
     let ctx = VerifyContext::without_report_data(UnixTime(AT));

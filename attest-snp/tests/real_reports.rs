@@ -708,4 +708,41 @@ async fn offline_endorsement_keys_are_read_bounded() {
         source.fetch(&req).await.unwrap_err().kind(),
         ErrorKind::Unavailable
     );
+    // CRLs in the same directory, up to 256 KiB.
+    use attest_snp::CrlSource;
+    let crl = dir.path().join("Milan-vcek.crl");
+    assert_eq!(
+        source
+            .fetch_crl(Product::Milan, Signer::Vcek)
+            .await
+            .unwrap(),
+        None
+    );
+    std::fs::write(&crl, vec![0x30; 256 * 1024]).unwrap();
+    assert_eq!(
+        source
+            .fetch_crl(Product::Milan, Signer::Vcek)
+            .await
+            .unwrap(),
+        Some(vec![0x30; 256 * 1024])
+    );
+    std::fs::write(&crl, vec![0x30; 256 * 1024 + 1]).unwrap();
+    assert!(matches!(
+        source
+            .fetch_crl(Product::Milan, Signer::Vcek)
+            .await
+            .unwrap_err()
+            .malformed(),
+        Some(Malformed::TooLarge { .. })
+    ));
+    std::fs::remove_file(&crl).unwrap();
+    std::fs::create_dir(&crl).unwrap();
+    assert_eq!(
+        source
+            .fetch_crl(Product::Milan, Signer::Vcek)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::Unavailable
+    );
 }

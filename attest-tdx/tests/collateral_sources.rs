@@ -755,3 +755,45 @@ async fn pcs_redirects_are_not_followed() {
     assert!(source_failed(&err, "302"), "{err}");
     assert_eq!(followed.load(Ordering::SeqCst), 0);
 }
+
+/// A refresh that brings a set ending earlier than the held one (same TCB
+/// evaluation) keeps the held set; one that ends at the same time replaces
+/// it (the newest issue of the same evaluation wins).
+#[tokio::test]
+async fn a_refresh_never_shortens_the_held_sets_window() {
+    struct Switch(std::sync::Mutex<Arc<Collateral>>);
+    #[async_trait::async_trait]
+    impl CollateralSource for Switch {
+        async fn fetch(
+            &self,
+            _key: &CollateralKey,
+            _now: UnixTime,
+        ) -> Result<Arc<Collateral>, attest_core::AttestError> {
+            Ok(self.0.lock().unwrap().clone())
+        }
+    }
+    let good = Arc::new(Collateral::new(vector_collateral()).unwrap());
+    let src = Arc::new(Switch(std::sync::Mutex::new(good.clone())));
+    let cache = CachedCollateral::new(src.clone(), attest_tdx::INTEL_ROOT_CA_DER)
+        .unwrap()
+        .with_timing(30 * 86_400, 0);
+    let t = AT - 86_400;
+    cache.fetch(&key(), UnixTime(t)).await.unwrap();
+    let mut shorter = (*good).clone();
+    shorter.next_update -= 1;
+    shorter.issued += 1;
+    *src.0.lock().unwrap() = Arc::new(shorter);
+    let got = cache.fetch(&key(), UnixTime(t + 1)).await.unwrap();
+    assert_eq!(
+        (got.next_update, got.issued),
+        (good.next_update, good.issued)
+    );
+    let mut reissued = (*good).clone();
+    reissued.issued += 1;
+    *src.0.lock().unwrap() = Arc::new(reissued);
+    let got = cache.fetch(&key(), UnixTime(t + 2)).await.unwrap();
+    assert_eq!(
+        (got.next_update, got.issued),
+        (good.next_update, good.issued + 1)
+    );
+}
