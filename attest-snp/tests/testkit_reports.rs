@@ -874,3 +874,30 @@ async fn a_crl_not_valid_now_is_never_taken_from_kds() {
         disk
     );
 }
+
+/// KDS answers are read up to their bound (256 KiB for a CRL); a longer
+/// one is refused.
+#[tokio::test]
+async fn kds_answers_are_read_up_to_their_bound() {
+    use attest_snp::CrlSource;
+    let most = vec![0x30; 256 * 1024];
+    let (url, _) = kds_serving(most.clone()).await;
+    let kds = attest_snp::KdsClient::new(&url, None, std::time::Duration::from_secs(2)).unwrap();
+    assert_eq!(
+        kds.fetch_crl(attest_snp::Product::Genoa, attest_snp::Signer::Vcek)
+            .await
+            .unwrap(),
+        Some(most)
+    );
+    let (url, _) = kds_serving(vec![0x30; 256 * 1024 + 1]).await;
+    let kds = attest_snp::KdsClient::new(&url, None, std::time::Duration::from_secs(2)).unwrap();
+    let err = kds
+        .fetch_crl(attest_snp::Product::Genoa, attest_snp::Signer::Vcek)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(
+        err.to_string().contains("larger than 262144 bytes"),
+        "{err}"
+    );
+}

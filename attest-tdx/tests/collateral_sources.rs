@@ -407,6 +407,30 @@ async fn offline_directory_by_fmspc_and_ca() {
         .unwrap();
     assert_eq!(err.kind(), ErrorKind::Malformed);
     let _ = Collateral::from_json(b"{}").unwrap_err();
+
+    // Files are read up to 1 MiB: exactly that is read (and is not JSON),
+    // one byte more is refused unread.
+    let file = dir.path().join("b0c06f000000-platform.json");
+    let offline = OfflineCollateral::new(dir.path());
+    std::fs::write(&file, vec![b' '; 1024 * 1024]).unwrap();
+    let err = offline.fetch(&key(), UnixTime(AT)).await.err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Malformed);
+    std::fs::write(&file, vec![b' '; 1024 * 1024 + 1]).unwrap();
+    let err = offline.fetch(&key(), UnixTime(AT)).await.err().unwrap();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(
+        err.to_string().contains("larger than 1048576 bytes"),
+        "{err}"
+    );
+    // A directory that cannot be read is unavailable, not "not found".
+    let not_a_dir = dir.path().join("plain-file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let err = OfflineCollateral::new(&not_a_dir)
+        .fetch(&key(), UnixTime(AT))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
 }
 
 /// A PCCS answering with a bad set (signature broken, far-future
