@@ -821,3 +821,43 @@ async fn a_refresh_never_shortens_the_held_sets_window() {
         (good.next_update, good.issued + 1)
     );
 }
+
+/// A PCS/PCCS answer is read up to 1 MiB; a longer one is refused while it
+/// arrives. (The default service is Intel's PCS.)
+#[tokio::test]
+async fn pcs_answers_are_read_up_to_one_mebibyte() {
+    assert_eq!(
+        attest_tdx::collateral::pcs_default_url(),
+        "https://api.trustedservices.intel.com"
+    );
+    let serve = |size: usize| async move {
+        let body = vec![b' '; size];
+        let app = axum::Router::new().fallback(move || {
+            let b = body.clone();
+            async move { b }
+        });
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        url
+    };
+    let url = serve(1024 * 1024).await;
+    let err = client(&url)
+        .fetch(&key(), UnixTime(AT))
+        .await
+        .err()
+        .unwrap();
+    assert!(!err.to_string().contains("larger than"), "{err}");
+    let url = serve(1024 * 1024 + 1).await;
+    let err = client(&url)
+        .fetch(&key(), UnixTime(AT))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::Unavailable);
+    assert!(
+        err.to_string()
+            .contains("response larger than 1048576 bytes"),
+        "{err}"
+    );
+}
