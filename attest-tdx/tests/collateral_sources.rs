@@ -861,3 +861,25 @@ async fn pcs_answers_are_read_up_to_one_mebibyte() {
         "{err}"
     );
 }
+
+/// A collateral set is valid from its latest issue date (included) to its
+/// earliest nextUpdate (excluded).
+#[test]
+fn a_collateral_set_is_valid_from_its_issue_to_its_next_update() {
+    let c = Collateral::new(vector_collateral()).unwrap();
+    let root = attest_tdx::INTEL_ROOT_CA_DER;
+    c.verify(root, UnixTime(c.issued)).unwrap();
+    c.verify(root, UnixTime(c.next_update - 1)).unwrap();
+    assert!(matches!(
+        c.verify(root, UnixTime(c.issued - 1)).unwrap_err(),
+        attest_core::AttestError::CollateralExpired(
+            attest_core::CollateralExpired::NotYetValid { .. }
+        )
+    ));
+    assert!(matches!(
+        c.verify(root, UnixTime(c.next_update)).unwrap_err(),
+        attest_core::AttestError::CollateralExpired(attest_core::CollateralExpired::Expired { .. })
+    ));
+    assert!(c.valid_at(UnixTime(c.issued)));
+    assert!(!c.valid_at(UnixTime(c.next_update)));
+}
