@@ -65,13 +65,16 @@ fn the_real_ccel_log_reads_record_by_record() {
     assert_eq!(events.last().unwrap().register, 1);
 }
 
-/// A log built by hand: a spec id event declaring `algs`, then `records`
-/// (index, type, digests, data), the end marker and `tail`.
+/// One built record: MR index, event type, (algorithm, digest)s, data.
+type Record = (u32, u32, Vec<(u16, Vec<u8>)>, Vec<u8>);
+
+/// A log built by hand: a spec id event declaring `algs`, then `records`,
+/// the end marker and `tail`.
 struct Log {
     header_type: u32,
     signature: [u8; 16],
     algs: Vec<(u16, u16)>,
-    records: Vec<(u32, u32, Vec<(u16, Vec<u8>)>, Vec<u8>)>,
+    records: Vec<Record>,
     tail: Vec<u8>,
 }
 
@@ -87,7 +90,7 @@ impl Default for Log {
     }
 }
 
-fn record(index: u32, ty: u32, fill: u8) -> (u32, u32, Vec<(u16, Vec<u8>)>, Vec<u8>) {
+fn record(index: u32, ty: u32, fill: u8) -> Record {
     (
         index,
         ty,

@@ -2,6 +2,7 @@
 //! the request digest's exact bytes, HPKE sealing that opens only with the
 //! right key, label, app and request, and a response signature that binds
 //! every part of the answer to the pinned KMS key.
+#![allow(clippy::unwrap_used, missing_docs)]
 
 use attest_core::binding::{APP_KEY_LABEL, ROOT_KEYS_LABEL};
 use attest_core::{AppId, Evidence, PlatformId};
