@@ -117,6 +117,48 @@ async fn debug_td_is_rejected() {
         matches!(err, AttestError::Insecure(Insecure::Debug { .. })),
         "{err}"
     );
+    // Offline inspection says so too (it verifies nothing).
+    let seen = attest_tdx::inspect(&c.pki.quote(&td), None).unwrap();
+    assert!(seen.debug);
+    assert!(
+        !attest_tdx::inspect(&c.pki.quote(&c.td), None)
+            .unwrap()
+            .debug
+    );
+}
+
+/// Event logs up to 2 MiB are read; a larger one is refused before the
+/// quote is looked at.
+#[tokio::test]
+async fn event_logs_are_read_up_to_two_mebibytes() {
+    let c = case();
+    let v = verifier(&c.pki, &CollateralOptions::valid_from(ISSUED));
+    let quote = c.pki.quote(&c.td);
+    let most = vec![b' '; 2 * 1024 * 1024];
+    let err = v
+        .verify(&evidence(quote.clone(), &most), &ctx(&c))
+        .await
+        .unwrap_err();
+    assert!(
+        !matches!(
+            err.malformed(),
+            Some(attest_core::Malformed::TooLarge { .. })
+        ),
+        "{err}"
+    );
+    let over = vec![b' '; 2 * 1024 * 1024 + 1];
+    let err = v
+        .verify(&evidence(Vec::new(), &over), &ctx(&c))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.malformed(),
+        Some(&attest_core::Malformed::TooLarge {
+            what: "event log".into(),
+            size: 2 * 1024 * 1024 + 1,
+            max: 2 * 1024 * 1024,
+        })
+    );
 }
 
 #[tokio::test]
