@@ -256,4 +256,27 @@ mod tests {
         let err = check_signed(&bad, root.public_key(), "root").unwrap_err();
         assert_eq!(err.kind(), attest_core::ErrorKind::BadSignature);
     }
+
+    /// Only ecdsa-with-SHA256 is Intel's: the (unsigned) outer algorithm
+    /// naming ecdsa-with-SHA384 is refused by name, before any signature
+    /// check.
+    #[test]
+    fn another_signature_algorithm_is_refused() {
+        let root = Cert::parse(crate::INTEL_ROOT_CA_DER, "root").unwrap();
+        let mut other = crate::INTEL_ROOT_CA_DER.to_vec();
+        let at = other
+            .windows(ECDSA_WITH_SHA256.len())
+            .rposition(|w| w == ECDSA_WITH_SHA256)
+            .unwrap();
+        other[at + ECDSA_WITH_SHA256.len() - 1] = 0x03;
+        let err = check_signed(&other, root.public_key(), "root").unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                AttestError::UntrustedChain(UntrustedChain::BadCertificate { detail, .. })
+                    if detail.starts_with("not signed with ecdsa-with-SHA256")
+            ),
+            "{err}"
+        );
+    }
 }
