@@ -269,6 +269,14 @@ mod tests {
             .rposition(|w| w == ECDSA_WITH_SHA256)
             .unwrap();
         other[at + ECDSA_WITH_SHA256.len() - 1] = 0x03;
+        // The parsed certificate is refused too: its two algorithm fields
+        // must both name it.
+        assert!(matches!(
+            Cert::parse(&other, "root"),
+            Err(AttestError::UntrustedChain(
+                UntrustedChain::BadCertificate { .. }
+            ))
+        ));
         let err = check_signed(&other, root.public_key(), "root").unwrap_err();
         assert!(
             matches!(

@@ -127,6 +127,38 @@ async fn debug_td_is_rejected() {
     );
 }
 
+/// Quotes up to 64 KiB are read; a larger one is refused unread.
+#[tokio::test]
+async fn quotes_are_read_up_to_64_kib() {
+    let c = case();
+    let v = verifier(&c.pki, &CollateralOptions::valid_from(ISSUED));
+    let err = v
+        .verify_quote(&vec![0; 64 * 1024], UnixTime(NOW))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        !matches!(
+            err.malformed(),
+            Some(attest_core::Malformed::TooLarge { .. })
+        ),
+        "{err}"
+    );
+    let err = v
+        .verify_quote(&vec![0; 64 * 1024 + 1], UnixTime(NOW))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(
+        err.malformed(),
+        Some(&attest_core::Malformed::TooLarge {
+            what: "quote".into(),
+            size: 64 * 1024 + 1,
+            max: 64 * 1024,
+        })
+    );
+}
+
 /// Event logs up to 2 MiB are read; a larger one is refused before the
 /// quote is looked at.
 #[tokio::test]

@@ -249,3 +249,24 @@ pub fn launch_digest(inp: &LaunchInputs<'_>) -> Result<[u8; 48], MeasureError> {
     }
     Ok(g.ld)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Launch inputs are whole pages, at least one and at most 4 GiB.
+    #[test]
+    fn launch_inputs_are_whole_pages_up_to_4_gib() {
+        page_multiple("firmware", PAGE as u64).unwrap();
+        page_multiple("firmware", FOUR_GIB).unwrap();
+        for bad in [0, 1, PAGE as u64 + 1, FOUR_GIB + PAGE as u64] {
+            assert!(
+                matches!(
+                    page_multiple("firmware", bad),
+                    Err(MeasureError::Input(LaunchInput::NotPageMultiple { size, .. })) if size == bad
+                ),
+                "{bad}"
+            );
+        }
+    }
+}
