@@ -165,3 +165,41 @@ fn find_entry_data(img: &[u8], g: [u8; 16]) -> usize {
     }
     panic!("no entry");
 }
+
+/// The kernel hashes table (176 bytes) must fit inside its page: at the
+/// page's last 176 bytes it measures, one byte later it is refused.
+#[test]
+fn the_kernel_hashes_table_must_fit_its_page() {
+    use attest_snp::measure::{
+        KernelHashes, LaunchInput, LaunchInputs, VmmType, launch_digest, vcpu_signature,
+    };
+    // SEV_HASH_TABLE_RV, 7255371f-3a3b-4b04-927b-1da6efa8d454, as stored.
+    let guid = [
+        0x1f, 0x37, 0x55, 0x72, 0x3b, 0x3a, 0x04, 0x4b, 0x92, 0x7b, 0x1d, 0xa6, 0xef, 0xa8, 0xd4,
+        0x54,
+    ];
+    let img = image("ovmf_AmdSev_suffix.bin");
+    let at = find_entry_data(&img, guid);
+    let gpa = u32::from_le_bytes(img[at..at + 4].try_into().unwrap());
+    for (off, fits) in [(0x1000 - 176, true), (0x1000 - 175, false)] {
+        let mut moved = img.clone();
+        moved[at..at + 4].copy_from_slice(&((gpa & !0xfff) | off).to_le_bytes());
+        let got = launch_digest(&LaunchInputs {
+            ovmf: &moved,
+            vcpus: 1,
+            vcpu_sig: vcpu_signature("EPYC-v4").unwrap(),
+            guest_features: 1,
+            kernel: Some(KernelHashes::from_readers(&b""[..], Some(&b""[..]), None).unwrap()),
+            vmm: VmmType::Qemu,
+            ovmf_only: false,
+        });
+        if fits {
+            got.unwrap_or_else(|e| panic!("at {off:#x}: {e}"));
+        } else {
+            assert_eq!(
+                got.unwrap_err(),
+                MeasureError::Input(LaunchInput::HashTableCrossesPage)
+            );
+        }
+    }
+}
