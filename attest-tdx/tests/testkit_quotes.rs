@@ -724,3 +724,13 @@ async fn v2_events_replay_without_preimages_and_boot_time_aggregates_stop_at_boo
     assert_eq!(d["boot_time"]["mr_system"], sys);
     assert_ne!(d["mr_system"], sys, "the full view hashes the key provider");
 }
+
+/// The plug-in names its platform (the registry dispatches on it).
+#[test]
+fn the_plugin_is_tdx() {
+    use attest_core::Attestation;
+    let c = case();
+    let v = verifier(&c.pki, &CollateralOptions::valid_from(ISSUED));
+    assert_eq!(v.platform(), PlatformId::TDX);
+    assert_eq!(v.image_registers(), &["mrtd", "rtmr0", "rtmr1", "rtmr2"]);
+}
