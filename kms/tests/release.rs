@@ -288,16 +288,20 @@ async fn refusals_are_counted_under_the_outcome_of_their_kind() {
 async fn unverified_refusals_are_rate_limited_and_summed_up() {
     let k = kms();
     let garbage = Evidence::new(PlatformId::TDX, vec![0u8; 100]);
+    let started = std::time::Instant::now();
     for _ in 0..70 {
         release::release_app_keys(&k.state, FrontEnd::KMS_V1, &garbage, rd(6))
             .await
             .err()
             .unwrap();
     }
-    let recs = records(&k.audit_path);
-    assert_eq!(recs.len(), 60);
+    // 60 at once, then one a second: a slow machine may record a few more.
+    let slack = started.elapsed().as_secs() as usize + 1;
+    let recorded = records(&k.audit_path).len();
+    assert!((60..=60 + slack).contains(&recorded), "{recorded} records");
     assert!(
-        recs.iter()
+        records(&k.audit_path)
+            .iter()
             .all(|r| r["reasons"].as_array().unwrap().len() == 1)
     );
     assert_eq!(metric(&k.state, "tdx", "invalid"), 70);
@@ -308,12 +312,15 @@ async fn unverified_refusals_are_rate_limited_and_summed_up() {
         .err()
         .unwrap();
     let recs = records(&k.audit_path);
-    assert_eq!(recs.len(), 61);
-    let reasons = recs[60]["reasons"].as_array().unwrap();
+    assert_eq!(recs.len(), recorded + 1);
+    let reasons = recs[recorded]["reasons"].as_array().unwrap();
     assert_eq!(reasons.len(), 2, "{reasons:?}");
     assert_eq!(
         reasons[1],
-        "10 earlier refusals of unverified evidence were not recorded one by one (rate limit)"
+        format!(
+            "{} earlier refusals of unverified evidence were not recorded one by one (rate limit)",
+            70 - recorded
+        )
     );
     // Verified refusals are never rate-limited.
     let stranger = App {
@@ -327,7 +334,7 @@ async fn unverified_refusals_are_rate_limited_and_summed_up() {
             .err()
             .unwrap();
     }
-    assert_eq!(records(&k.audit_path).len(), 64);
+    assert_eq!(records(&k.audit_path).len(), recorded + 4);
 }
 
 /// A release is recorded before the keys leave; when the record cannot be
