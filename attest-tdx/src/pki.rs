@@ -257,6 +257,27 @@ mod tests {
         assert_eq!(err.kind(), attest_core::ErrorKind::BadSignature);
     }
 
+    /// A certificate counts from its notBefore to its notAfter, both
+    /// seconds included.
+    #[test]
+    fn validity_includes_both_ends() {
+        let root = Cert::parse(crate::INTEL_ROOT_CA_DER, "root").unwrap();
+        let (nb, na) = root.validity();
+        root.check_issued_by(&root, nb, "root").unwrap();
+        root.check_issued_by(&root, na, "root").unwrap();
+        for t in [nb - 1, na + 1] {
+            assert!(
+                matches!(
+                    root.check_issued_by(&root, t, "root"),
+                    Err(AttestError::UntrustedChain(
+                        UntrustedChain::OutsideValidity { .. }
+                    ))
+                ),
+                "at {t}"
+            );
+        }
+    }
+
     /// Only ecdsa-with-SHA256 is Intel's: the (unsigned) outer algorithm
     /// naming ecdsa-with-SHA384 is refused by name, before any signature
     /// check.
