@@ -262,7 +262,10 @@ mod tests {
     #[test]
     fn serials_are_the_certificates() {
         let root = Cert::parse(crate::INTEL_ROOT_CA_DER, "root").unwrap();
-        assert_eq!(hex::encode(root.serial()), "22650cd65a9d3489f383b49552bf501b392706ac");
+        assert_eq!(
+            hex::encode(root.serial()),
+            "22650cd65a9d3489f383b49552bf501b392706ac"
+        );
     }
 
     /// A certificate counts from its notBefore to its notAfter, both

@@ -734,3 +734,54 @@ fn the_plugin_is_tdx() {
     assert_eq!(v.platform(), PlatformId::TDX);
     assert_eq!(v.image_registers(), &["mrtd", "rtmr0", "rtmr1", "rtmr2"]);
 }
+
+/// The root CA CRL listing the PCK Platform CA: the collateral set is
+/// refused before it is cached, and so is every quote under that CA.
+#[tokio::test]
+async fn a_pck_ca_on_the_root_crl_is_revoked() {
+    let c = case();
+    let o = CollateralOptions {
+        revoke_pck_ca: true,
+        ..CollateralOptions::valid_from(ISSUED)
+    };
+    let set = Collateral::new(c.pki.collateral(&o)).unwrap();
+    let err = set.verify(&c.pki.root_der(), UnixTime(NOW)).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            AttestError::Revoked(attest_core::Revoked::Certificate { .. })
+        ),
+        "{err}"
+    );
+    let err = verifier(&c.pki, &o)
+        .verify(&evidence(c.pki.quote(&c.td), &c.log), &ctx(&c))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), attest_core::ErrorKind::Revoked, "{err}");
+}
+
+/// A genuine set is only for the platform it names: TDX TCB info of
+/// version 3 or later.
+#[test]
+fn collateral_must_be_tdx_tcb_info_of_version_3() {
+    let c = case();
+    let set = Collateral::new(c.pki.collateral(&CollateralOptions::valid_from(ISSUED))).unwrap();
+    let key = attest_tdx::collateral::CollateralKey {
+        fmspc: set.fmspc,
+        ca: set.pck_crl_ca,
+    };
+    set.check_for(&key).unwrap();
+    for (id, version) in [("SGX", 3), ("TDX", 2)] {
+        let mut wrong = set.clone();
+        let info = std::sync::Arc::make_mut(&mut wrong.tcb_info);
+        info.id = id.into();
+        info.version = version;
+        assert!(
+            matches!(
+                wrong.check_for(&key).unwrap_err(),
+                AttestError::CollateralMissing(attest_core::CollateralMissing::WrongSet { .. })
+            ),
+            "{id} v{version}"
+        );
+    }
+}

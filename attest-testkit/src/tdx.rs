@@ -163,6 +163,8 @@ pub struct CollateralOptions {
     pub tcb: PlatformTcb,
     /// Put the PCK leaf on the PCK CRL.
     pub revoke_pck: bool,
+    /// Put the PCK Platform CA on the root CA CRL.
+    pub revoke_pck_ca: bool,
     /// Advisories on the platform's level.
     pub advisory_ids: Vec<String>,
 }
@@ -175,6 +177,7 @@ impl CollateralOptions {
             next_update: issued + 30 * 86_400,
             tcb: PlatformTcb::UpToDate,
             revoke_pck: false,
+            revoke_pck_ca: false,
             advisory_ids: Vec::new(),
         }
     }
@@ -417,7 +420,7 @@ impl FakeIntelPki {
         let signer_chain = format!("{}{}", self.tcb_signer.pem, self.root.pem);
         QuoteCollateralV3 {
             pck_crl_issuer_chain: format!("{}{}", self.platform_ca.pem, self.root.pem),
-            root_ca_crl: self.crl(&self.root, o, None),
+            root_ca_crl: self.crl(&self.root, o, o.revoke_pck_ca.then_some(&[0x10, 2][..])),
             pck_crl: self.crl(
                 &self.platform_ca,
                 o,
