@@ -740,8 +740,21 @@ fn the_plugin_is_tdx() {
 #[tokio::test]
 async fn a_pck_ca_on_the_root_crl_is_revoked() {
     let c = case();
+    // A root CA CRL listing another serial revokes nothing here.
+    let other = CollateralOptions {
+        root_crl_serials: vec![vec![0x10, 0x77]],
+        ..CollateralOptions::valid_from(ISSUED)
+    };
+    Collateral::new(c.pki.collateral(&other))
+        .unwrap()
+        .verify(&c.pki.root_der(), UnixTime(NOW))
+        .unwrap();
+    verifier(&c.pki, &other)
+        .verify(&evidence(c.pki.quote(&c.td), &c.log), &ctx(&c))
+        .await
+        .unwrap();
     let o = CollateralOptions {
-        revoke_pck_ca: true,
+        root_crl_serials: vec![attest_testkit::tdx::PCK_CA_SERIAL.to_vec()],
         ..CollateralOptions::valid_from(ISSUED)
     };
     let set = Collateral::new(c.pki.collateral(&o)).unwrap();

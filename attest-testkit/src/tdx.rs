@@ -163,11 +163,15 @@ pub struct CollateralOptions {
     pub tcb: PlatformTcb,
     /// Put the PCK leaf on the PCK CRL.
     pub revoke_pck: bool,
-    /// Put the PCK Platform CA on the root CA CRL.
-    pub revoke_pck_ca: bool,
+    /// Serial numbers the root CA CRL lists ([`PCK_CA_SERIAL`] revokes the
+    /// PCK Platform CA; any other revokes nothing of this PKI).
+    pub root_crl_serials: Vec<Vec<u8>>,
     /// Advisories on the platform's level.
     pub advisory_ids: Vec<String>,
 }
+
+/// The serial number of the fake PCK Platform CA.
+pub const PCK_CA_SERIAL: [u8; 2] = [0x10, 2];
 
 impl CollateralOptions {
     /// Collateral valid for 30 days from `issued`, platform up to date.
@@ -177,7 +181,7 @@ impl CollateralOptions {
             next_update: issued + 30 * 86_400,
             tcb: PlatformTcb::UpToDate,
             revoke_pck: false,
-            revoke_pck_ca: false,
+            root_crl_serials: Vec::new(),
             advisory_ids: Vec::new(),
         }
     }
@@ -277,7 +281,7 @@ impl FakeIntelPki {
         };
         // The verifier tells the PCK CA kind from the CA's exact common
         // name, as Intel writes it; the organization marks it fake.
-        let platform_ca = sign_ca("Intel SGX PCK Platform CA", 2, true);
+        let platform_ca = sign_ca("Intel SGX PCK Platform CA", PCK_CA_SERIAL[1], true);
         let tcb_signer = sign_ca("Fake Intel SGX TCB Signing", 3, false);
 
         let pck_key = new_key();
@@ -378,22 +382,21 @@ impl FakeIntelPki {
         .to_string()
     }
 
-    fn crl(&self, issuer: &Ca, o: &CollateralOptions, revoked: Option<&[u8]>) -> Vec<u8> {
+    fn crl(&self, issuer: &Ca, o: &CollateralOptions, revoked: &[Vec<u8>]) -> Vec<u8> {
         let params = CertificateRevocationListParams {
             this_update: secs(o.issued),
             next_update: secs(o.next_update),
             crl_number: SerialNumber::from(vec![1]),
             issuing_distribution_point: None,
             revoked_certs: revoked
-                .map(|serial| {
-                    vec![RevokedCertParams {
-                        serial_number: SerialNumber::from(serial.to_vec()),
-                        revocation_time: secs(o.issued - 86_400),
-                        reason_code: None,
-                        invalidity_date: None,
-                    }]
+                .iter()
+                .map(|serial| RevokedCertParams {
+                    serial_number: SerialNumber::from(serial.clone()),
+                    revocation_time: secs(o.issued - 86_400),
+                    reason_code: None,
+                    invalidity_date: None,
                 })
-                .unwrap_or_default(),
+                .collect(),
             key_identifier_method: KeyIdMethod::Sha256,
         };
         params
@@ -420,11 +423,14 @@ impl FakeIntelPki {
         let signer_chain = format!("{}{}", self.tcb_signer.pem, self.root.pem);
         QuoteCollateralV3 {
             pck_crl_issuer_chain: format!("{}{}", self.platform_ca.pem, self.root.pem),
-            root_ca_crl: self.crl(&self.root, o, o.revoke_pck_ca.then_some(&[0x10, 2][..])),
+            root_ca_crl: self.crl(&self.root, o, &o.root_crl_serials),
             pck_crl: self.crl(
                 &self.platform_ca,
                 o,
-                o.revoke_pck.then_some(&self.pck_serial[..]),
+                &o.revoke_pck
+                    .then(|| self.pck_serial.clone())
+                    .into_iter()
+                    .collect::<Vec<_>>(),
             ),
             tcb_info_issuer_chain: signer_chain.clone(),
             tcb_info_signature: sign(&signer, tcb_info.as_bytes()),
