@@ -43,6 +43,30 @@ fn quote() -> Vec<u8> {
     attest_testkit::vectors::read("tdx/dcap-qvl/tdx_quote")
 }
 
+/// A source whose set can be replaced (a PCCS publishing a new one).
+struct Switchable(std::sync::Mutex<Arc<Collateral>>);
+
+impl Switchable {
+    fn new(first: Arc<Collateral>) -> Arc<Self> {
+        Arc::new(Switchable(std::sync::Mutex::new(first)))
+    }
+
+    fn set(&self, next: Arc<Collateral>) {
+        *self.0.lock().unwrap() = next;
+    }
+}
+
+#[async_trait::async_trait]
+impl CollateralSource for Switchable {
+    async fn fetch(
+        &self,
+        _key: &CollateralKey,
+        _now: UnixTime,
+    ) -> Result<Arc<Collateral>, attest_core::AttestError> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+}
+
 fn key() -> CollateralKey {
     // The FMSPC and CA of the vector quote's PCK leaf.
     CollateralKey {
@@ -660,31 +684,12 @@ async fn a_set_for_another_platform_never_enters_the_cache() {
 /// re-rated) never replaces a valid held set, even with a later nextUpdate.
 #[tokio::test]
 async fn a_rolled_back_tcb_evaluation_never_replaces_the_held_set() {
-    struct Switch(
-        Arc<Collateral>,
-        Arc<Collateral>,
-        std::sync::atomic::AtomicBool,
-    );
-    #[async_trait::async_trait]
-    impl CollateralSource for Switch {
-        async fn fetch(
-            &self,
-            _key: &CollateralKey,
-            _now: UnixTime,
-        ) -> Result<Arc<Collateral>, attest_core::AttestError> {
-            Ok(if self.2.load(Ordering::SeqCst) {
-                self.1.clone()
-            } else {
-                self.0.clone()
-            })
-        }
-    }
     let good = Arc::new(Collateral::new(vector_collateral()).unwrap());
     // The same genuine set, presented as if its evaluation number were older.
     let mut older = (*good).clone();
     older.tcb_eval_data_number -= 1;
     older.next_update += 1;
-    let src = Arc::new(Switch(good.clone(), Arc::new(older), false.into()));
+    let src = Switchable::new(good.clone());
     let cache = CachedCollateral::new(src.clone(), attest_tdx::INTEL_ROOT_CA_DER)
         .unwrap()
         .with_timing(30 * 86_400, 0);
@@ -697,7 +702,7 @@ async fn a_rolled_back_tcb_evaluation_never_replaces_the_held_set() {
             .tcb_eval_data_number,
         good.tcb_eval_data_number
     );
-    src.2.store(true, Ordering::SeqCst);
+    src.set(Arc::new(older));
     let got = cache.fetch(&key(), UnixTime(t + 1)).await.unwrap();
     assert_eq!(got.tcb_eval_data_number, good.tcb_eval_data_number);
     assert_eq!(got.digest, good.digest);
@@ -785,19 +790,8 @@ async fn pcs_redirects_are_not_followed() {
 /// it (the newest issue of the same evaluation wins).
 #[tokio::test]
 async fn a_refresh_never_shortens_the_held_sets_window() {
-    struct Switch(std::sync::Mutex<Arc<Collateral>>);
-    #[async_trait::async_trait]
-    impl CollateralSource for Switch {
-        async fn fetch(
-            &self,
-            _key: &CollateralKey,
-            _now: UnixTime,
-        ) -> Result<Arc<Collateral>, attest_core::AttestError> {
-            Ok(self.0.lock().unwrap().clone())
-        }
-    }
     let good = Arc::new(Collateral::new(vector_collateral()).unwrap());
-    let src = Arc::new(Switch(std::sync::Mutex::new(good.clone())));
+    let src = Switchable::new(good.clone());
     let cache = CachedCollateral::new(src.clone(), attest_tdx::INTEL_ROOT_CA_DER)
         .unwrap()
         .with_timing(30 * 86_400, 0);
@@ -806,7 +800,7 @@ async fn a_refresh_never_shortens_the_held_sets_window() {
     let mut shorter = (*good).clone();
     shorter.next_update -= 1;
     shorter.issued += 1;
-    *src.0.lock().unwrap() = Arc::new(shorter);
+    src.set(Arc::new(shorter));
     let got = cache.fetch(&key(), UnixTime(t + 1)).await.unwrap();
     assert_eq!(
         (got.next_update, got.issued),
@@ -814,7 +808,7 @@ async fn a_refresh_never_shortens_the_held_sets_window() {
     );
     let mut reissued = (*good).clone();
     reissued.issued += 1;
-    *src.0.lock().unwrap() = Arc::new(reissued);
+    src.set(Arc::new(reissued));
     let got = cache.fetch(&key(), UnixTime(t + 2)).await.unwrap();
     assert_eq!(
         (got.next_update, got.issued),
