@@ -257,6 +257,29 @@ mod tests {
         assert_eq!(err.kind(), attest_core::ErrorKind::BadSignature);
     }
 
+    /// A PEM chain holds one to four certificates; other PEM blocks are
+    /// not certificates.
+    #[test]
+    fn pem_chains_hold_one_to_four_certificates() {
+        let cert = ::pem::encode(&::pem::Pem::new("CERTIFICATE", crate::INTEL_ROOT_CA_DER));
+        let key = ::pem::encode(&::pem::Pem::new("PRIVATE KEY", vec![1, 2, 3]));
+        for n in 1..=4 {
+            let chain = cert.repeat(n);
+            assert_eq!(pem_chain(chain.as_bytes(), "chain").unwrap().len(), n);
+        }
+        let with_key = format!("{key}{cert}");
+        assert_eq!(pem_chain(with_key.as_bytes(), "chain").unwrap().len(), 1);
+        for bad in [cert.repeat(5), key, String::new()] {
+            assert!(
+                matches!(
+                    pem_chain(bad.as_bytes(), "chain").unwrap_err().malformed(),
+                    Some(attest_core::Malformed::BadValue { what, .. }) if what == "chain certificate count"
+                ),
+                "{bad}"
+            );
+        }
+    }
+
     /// The serial number a CRL lists (the Intel root's, read with
     /// `openssl x509 -serial`).
     #[test]
