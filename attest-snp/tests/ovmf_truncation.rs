@@ -203,3 +203,22 @@ fn the_kernel_hashes_table_must_fit_its_page() {
         }
     }
 }
+
+/// An image too short to hold the GUID table footer (an 18-byte entry
+/// header 32 bytes before the end) says how much it needs.
+#[test]
+fn an_image_shorter_than_the_footer_says_what_it_needs() {
+    use attest_core::Malformed;
+    for len in [0, 10, 49] {
+        assert_eq!(
+            OvmfInfo::parse(&vec![0u8; len]).err().unwrap(),
+            MeasureError::Malformed(Malformed::Truncated {
+                context: "OVMF image",
+                field: "GUID table footer".into(),
+                offset: 0,
+                needed: 50,
+                available: len,
+            })
+        );
+    }
+}
