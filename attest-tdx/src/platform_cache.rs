@@ -237,3 +237,43 @@ impl PlatformCache {
         lock(&self.groups).values().map(|g| g.entries.len()).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The key, written out from its definition for the real v4 and v5
+    /// quotes: the header (and the v5 descriptor, 6 bytes after the
+    /// 48-byte header), the body without the TD's own 136..584, the
+    /// signature data length, everything after the signature, the
+    /// collateral digest, each length-framed.
+    #[test]
+    fn the_key_covers_the_header_and_the_body_around_the_payload() {
+        for (name, body_start) in [("tdx_quote", 48usize), ("tdx_quote_td15ex", 54)] {
+            let raw = attest_testkit::vectors::read(&format!("tdx/dcap-qvl/{name}"));
+            let collateral = Collateral::from_json(&attest_testkit::vectors::read(&format!(
+                "tdx/dcap-qvl/{name}_collateral.json"
+            )))
+            .unwrap();
+            let quote = TdQuote::parse(&raw).unwrap();
+            let parts = Parts::of(&raw, &quote, &collateral).unwrap();
+            let signed_len = quote.quote.signed_length();
+            let body = &raw[body_start..signed_len];
+            let mut h = Sha256::new();
+            for p in [
+                &raw[..body_start],
+                &body[..136],
+                &body[584..],
+                &raw[signed_len..signed_len + 4],
+                &raw[signed_len + 4 + 64..],
+                &collateral.digest[..],
+            ] {
+                h.update((p.len() as u64).to_le_bytes());
+                h.update(p);
+            }
+            let want: [u8; 32] = h.finalize().into();
+            assert_eq!(parts.key, want, "{name}");
+            assert_eq!(parts.signed, &raw[..signed_len], "{name}");
+        }
+    }
+}
