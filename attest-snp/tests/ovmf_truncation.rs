@@ -222,3 +222,29 @@ fn an_image_shorter_than_the_footer_says_what_it_needs() {
         );
     }
 }
+
+/// A GUID table entry's size counts its 18-byte header and must fit in
+/// what is left of the table: 17 or more than the rest is refused.
+#[test]
+fn guid_table_entry_sizes_are_bounded() {
+    use attest_core::Malformed;
+    // SEV_HASH_TABLE_RV, as stored; its u16 size sits just before the GUID.
+    let guid = [
+        0x1f, 0x37, 0x55, 0x72, 0x3b, 0x3a, 0x04, 0x4b, 0x92, 0x7b, 0x1d, 0xa6, 0xef, 0xa8, 0xd4,
+        0x54,
+    ];
+    let img = image("ovmf_AmdSev_suffix.bin");
+    let data = find_entry_data(&img, guid);
+    let g = data + img[data..].windows(16).position(|w| w == guid).unwrap();
+    for size in [17u16, 0xffff] {
+        let mut bad = img.clone();
+        bad[g - 2..g].copy_from_slice(&size.to_le_bytes());
+        match OvmfInfo::parse(&bad).err().unwrap() {
+            MeasureError::Malformed(Malformed::BadValue { what, found, .. }) => {
+                assert_eq!(what, "GUID table entry size");
+                assert_eq!(found, size.to_string());
+            }
+            other => panic!("size {size}: {other:?}"),
+        }
+    }
+}
