@@ -515,3 +515,50 @@ async fn log_limits_refill_at_their_rate() {
     assert!(l.allow());
     assert!(l.allow());
 }
+
+/// An affirming attestation result (TCB up to date, policy allows) carries
+/// no policy reasons: the EAR's submodule has no `policy-claims`.
+#[tokio::test]
+async fn an_affirming_attestation_result_names_no_reasons() {
+    use kms::proto::kms_server::Kms as _;
+    let k = kms();
+    let svc = kms::service::grpc::KmsService::new(k.state.clone());
+    let challenge = svc
+        .get_challenge(tonic::Request::new(kms::proto::GetChallengeRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .challenge;
+    let key = [0x33u8; 32];
+    let rd = attest_core::binding::attest_report_data(&key, &challenge).unwrap();
+    let e = k.pkis.tdx_evidence(&k.app, rd, false);
+    let ear = svc
+        .attest(tonic::Request::new(kms::proto::AttestRequest {
+            evidence: Some((&e).into()),
+            client_public_key: key.to_vec(),
+            challenge,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .ear;
+    let payload = ear.split('.').nth(1).unwrap();
+    use base64::Engine as _;
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let submod = claims["submods"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap();
+    assert_eq!(submod["ear.status"], "affirming", "{submod}");
+    assert!(
+        submod.get("ear.veraison.policy-claims").is_none(),
+        "{submod}"
+    );
+}
