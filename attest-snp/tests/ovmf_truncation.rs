@@ -260,3 +260,28 @@ fn guid_table_entry_sizes_are_bounded() {
         }
     }
 }
+
+/// The SEV metadata lists at most 64 sections: a larger count is refused
+/// before any is read.
+#[test]
+fn sev_metadata_section_counts_are_bounded() {
+    use attest_core::Malformed;
+    let img = image("ovmf_AmdSev_suffix.bin");
+    let at = find_entry_data(&img, attest_snp_sev_metadata_guid());
+    let off = u32::from_le_bytes(img[at..at + 4].try_into().unwrap()) as usize;
+    let count = img.len() - off + 12;
+    for n in [65u32, 1000, u32::MAX] {
+        let mut bad = img.clone();
+        bad[count..count + 4].copy_from_slice(&n.to_le_bytes());
+        assert_eq!(
+            OvmfInfo::parse(&bad).err().unwrap(),
+            MeasureError::Malformed(Malformed::TooMany {
+                what: "SEV metadata".into(),
+                items: "sections",
+                count: n as usize,
+                max: 64,
+            }),
+            "{n}"
+        );
+    }
+}
