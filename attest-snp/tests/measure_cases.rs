@@ -98,6 +98,9 @@ fn vcpu_types_and_bad_inputs() {
     assert_eq!(vcpu_signature("EPYC").unwrap(), 0x0080_0F12);
     assert_eq!(vcpu_signature("EPYC-Milan-v2").unwrap(), 0x00A0_0F11);
     assert_eq!(vcpu_signature("EPYC-Genoa").unwrap(), 0x00A1_0F10);
+    assert_eq!(vcpu_signature("EPYC-Rome").unwrap(), 0x0083_0F10);
+    assert_eq!(vcpu_signature("EPYC-Rome-v2").unwrap(), 0x0083_0F10);
+    assert_eq!(vcpu_signature("EPYC-Turin").unwrap(), 0x00B0_0F00);
     assert!(vcpu_signature("Skylake").is_err());
     let ovmf = std::fs::read(dir().join("ovmf_AmdSev_suffix.bin")).unwrap();
     let base = LaunchInputs {
